@@ -1,0 +1,114 @@
+"""Pulumi entry: stack config + runner_configs/*.yaml -> components.
+
+The only place that reads Pulumi config. Everything is validated before the first resource is
+registered, so bad input stops `pulumi preview`/`up` with one line and nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.network import Network, NetworkArgs
+from components.runner_fleet import RunnerFleet, RunnerFleetArgs
+from estate.diagnostics import ConfigError
+from estate.loader import Estate, load_estate
+from estate.stack_config import NAMESPACE, StackConfig, parse_stack_config
+from lambda_src.tags import estate_tags
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+
+def read_stack_config() -> StackConfig:
+    cfg = pulumi.Config(NAMESPACE)
+    raw: dict[str, Any] = {}
+    for field, info in StackConfig.model_fields.items():
+        if field == "region":
+            continue
+        # Plain strings stay strings; structured and numeric values arrive as JSON.
+        value = cfg.get(field) if info.annotation is str else cfg.get_object(field)
+        if value is not None:
+            raw[field] = value
+    region = pulumi.Config("aws").get("region")
+    if region is not None:
+        raw["region"] = region
+    return parse_stack_config(raw, f"Pulumi.{pulumi.get_stack()}.yaml")
+
+
+def availability_zones(stack: StackConfig, provider: aws.Provider) -> list[str]:
+    network = stack.network
+    if not network.creates_vpc:
+        return []
+    if network.availability_zones:
+        return list(network.availability_zones)
+    found = aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(provider=provider))
+    return sorted(found.names)[: network.az_count]
+
+
+def build(stack: StackConfig, estate: Estate) -> None:
+    tags = {**stack.tags, **estate_tags(stack.environment)}
+    # Tags are set on each resource (not provider default_tags) so the preview shows them.
+    provider = aws.Provider("aws", region=stack.region)
+    with_provider = pulumi.ResourceOptions(providers=[provider])
+
+    network = Network(
+        "network",
+        NetworkArgs(stack.environment, stack.region, stack.network, availability_zones(stack, provider), tags),
+        opts=with_provider,
+    )
+    fleets = {
+        pool.name: RunnerFleet(
+            pool.name,
+            RunnerFleetArgs(
+                pool=pool,
+                environment=stack.environment,
+                security_group_id=network.security_group_id,
+                public_ip=stack.network.runner_subnets == "public",
+                log_retention_days=stack.log_retention_days,
+                tags=tags,
+            ),
+            opts=with_provider,
+        )
+        for pool in estate.pools
+    }
+
+    pulumi.export("environment", stack.environment)
+    pulumi.export("region", stack.region)
+    pulumi.export("github_org", stack.github.org)
+    pulumi.export("vpc_id", network.vpc_id)
+    pulumi.export("runner_subnet_ids", network.runner_subnet_ids)
+    pulumi.export("runner_security_group_id", network.security_group_id)
+    pulumi.export(
+        "pools",
+        {
+            name: {
+                "capacity_type": estate.pool(name).capacity_type,
+                "labels": list(estate.pool(name).base_labels),
+                "launch_template_id": fleet.launch_template_id,
+                "role_arn": fleet.role_arn,
+                "log_groups": fleet.log_group_names,
+            }
+            for name, fleet in fleets.items()
+        },
+    )
+    # The compiled table the scaler Lambdas read; plain JSON, never raw YAML.
+    pulumi.export("routing_table", json.dumps(estate.routing_table().to_dict(), sort_keys=True))
+
+
+def main() -> None:
+    try:
+        stack = read_stack_config()
+        estate = load_estate([os.path.relpath(PROJECT_DIR / stack.runner_configs)])
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    for warning in estate.warnings:
+        pulumi.log.warn(str(warning))
+    build(stack, estate)
+
+
+main()

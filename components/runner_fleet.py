@@ -1,0 +1,161 @@
+"""RunnerFleet: everything one pool needs so the scaler can launch its instances on demand —
+a hardened launch template and a least-privilege instance role. Nothing launches at deploy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from estate.iam_policies import cloudwatch_agent_policy, ec2_assume_role_policy, session_manager_policy
+from estate.pool import Pool
+from lambda_src.tags import runner_tags
+
+# EC2 names CPU architectures differently from runner labels.
+_AMI_ARCHITECTURE = {"x64": "x86_64", "arm64": "arm64"}
+
+
+@dataclass(frozen=True)
+class RunnerFleetArgs:
+    pool: Pool
+    environment: str
+    security_group_id: pulumi.Input[str]
+    public_ip: bool
+    log_retention_days: int
+    tags: dict[str, str]
+
+
+class RunnerFleet(pulumi.ComponentResource):
+    launch_template_id: pulumi.Output[str]
+    launch_template_version: pulumi.Output[int]
+    role_arn: pulumi.Output[str]
+    instance_profile_arn: pulumi.Output[str]
+    log_group_names: list[str]
+
+    def __init__(self, name: str, args: RunnerFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("runner-estate:index:RunnerFleet", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        pool, rc = args.pool, args.pool.runner
+
+        role = aws.iam.Role(
+            f"{name}-role",
+            path=f"/runner-estate/{args.environment}/",
+            description=f"runner-estate {args.environment} runners of pool {pool.name}",
+            assume_role_policy=json.dumps(ec2_assume_role_policy()),
+            tags=args.tags,
+            opts=child,
+        )
+        if rc.enable_ssm_on_runners:
+            aws.iam.RolePolicy(f"{name}-session-manager", role=role.id, policy=json.dumps(session_manager_policy()), opts=child)
+        self.log_group_names = []
+        if rc.enable_cloudwatch_agent:
+            self._log_groups(name, args, role)
+        for i, arn in enumerate(rc.runner_iam_role_managed_policy_arns):
+            aws.iam.RolePolicyAttachment(f"{name}-extra-policy-{i}", role=role.name, policy_arn=arn, opts=child)
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, path=role.path, tags=args.tags, opts=child)
+
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-lt",
+            name_prefix=f"{args.environment}-{pool.name}-",
+            description=f"runner-estate {args.environment} pool {pool.name}",
+            image_id=self._ami(pool, child).id,
+            update_default_version=True,
+            # An ephemeral runner powers its host off after its one job; that must end the bill.
+            instance_initiated_shutdown_behavior="terminate",
+            ebs_optimized="true" if rc.ebs_optimized else None,
+            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint=rc.runner_metadata_options.http_endpoint,
+                http_tokens="required" if pool.imdsv2_required else "optional",
+                http_put_response_hop_limit=rc.runner_metadata_options.http_put_response_hop_limit,
+                instance_metadata_tags=rc.runner_metadata_options.instance_metadata_tags,
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name=disk.device_name,
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=disk.volume_size,
+                        volume_type=disk.volume_type,
+                        encrypted="true",
+                        delete_on_termination="true" if disk.delete_on_termination else "false",
+                        iops=disk.iops,
+                        throughput=disk.throughput,
+                        kms_key_id=disk.kms_key_id,
+                        snapshot_id=disk.snapshot_id,
+                    ),
+                )
+                for disk in rc.block_device_mappings
+            ],
+            network_interfaces=[
+                aws.ec2.LaunchTemplateNetworkInterfaceArgs(
+                    device_index=0,
+                    security_groups=[args.security_group_id, *rc.runner_additional_security_group_ids],
+                    associate_public_ip_address="true" if args.public_ip else "false",
+                    delete_on_termination="true",
+                )
+            ],
+            monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=rc.enable_runner_detailed_monitoring),
+            credit_specification=(
+                aws.ec2.LaunchTemplateCreditSpecificationArgs(cpu_credits=rc.credit_specification) if rc.credit_specification else None
+            ),
+            instance_market_options=(
+                aws.ec2.LaunchTemplateInstanceMarketOptionsArgs(market_type="capacity-block")
+                if pool.capacity_type == "capacity-block"
+                else None
+            ),
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(
+                    resource_type=kind, tags={**rc.runner_ec2_tags, **runner_tags(args.environment, pool.name, pool.base_labels)}
+                )
+                for kind in ("instance", "volume", "network-interface")
+            ],
+            tags=args.tags,
+            opts=child,
+        )
+
+        self.launch_template_id = template.id
+        self.launch_template_version = template.latest_version
+        self.role_arn = role.arn
+        self.instance_profile_arn = profile.arn
+        self.register_outputs(
+            {
+                "launch_template_id": self.launch_template_id,
+                "launch_template_version": self.launch_template_version,
+                "role_arn": self.role_arn,
+                "instance_profile_arn": self.instance_profile_arn,
+                "log_group_names": self.log_group_names,
+            }
+        )
+
+    @staticmethod
+    def _ami(pool: Pool, opts: pulumi.ResourceOptions) -> pulumi.Output[aws.ec2.GetAmiResult]:
+        ami = pool.runner.ami_selection
+        filters = dict(ami.filter)
+        # Guard against an image of the wrong CPU architecture matching a loose name filter.
+        filters.setdefault("architecture", [_AMI_ARCHITECTURE[pool.runner.runner_architecture]])
+        return aws.ec2.get_ami_output(
+            most_recent=True,
+            owners=ami.owners,
+            filters=[aws.ec2.GetAmiFilterArgs(name=k, values=v) for k, v in sorted(filters.items())],
+            opts=pulumi.InvokeOptions(parent=opts.parent),
+        )
+
+    def _log_groups(self, name: str, args: RunnerFleetArgs, role: aws.iam.Role) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        groups = []
+        for log in args.pool.log_files:
+            group_name = args.pool.log_group_name(args.environment, log)
+            groups.append(
+                aws.cloudwatch.LogGroup(
+                    f"{name}-log-{log.log_group_name.strip('/').replace('/', '-')}",
+                    name=group_name,
+                    retention_in_days=args.log_retention_days,
+                    tags=args.tags,
+                    opts=child,
+                )
+            )
+            self.log_group_names.append(group_name)
+        policy = pulumi.Output.all(*[g.arn for g in groups]).apply(lambda arns: json.dumps(cloudwatch_agent_policy(list(arns))))
+        aws.iam.RolePolicy(f"{name}-cloudwatch-agent", role=role.id, policy=policy, opts=child)

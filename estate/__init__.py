@@ -1,0 +1,1 @@
+"""runner-estate: config, routing-table compiler, CLI and offline harnesses."""

@@ -1,0 +1,5 @@
+import sys
+
+from estate.cli import main
+
+sys.exit(main())

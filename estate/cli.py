@@ -1,0 +1,113 @@
+"""`python -m estate <command>`: validate, route, schema, preview.
+
+Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 1 anything else.
+Errors are one line on stderr; results go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from estate.diagnostics import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_UNROUTED = 3
+DEFAULT_CONFIGS = "runner_configs"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from estate.loader import load_estate
+
+    estate = load_estate(args.paths)
+    for warning in estate.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for pool in estate.pools:
+        layout = f" slots {pool.slot_layout.spec()}" if pool.slot_layout else ""
+        print(f"{pool.name}: {pool.runner.runner_architecture} {pool.capacity_type}{layout} labels [{', '.join(pool.base_labels)}]")
+    print(f"ok: {len(estate.pools)} pools, {len(estate.warnings)} warnings")
+    return 0
+
+
+def _split_labels(raw: Sequence[str]) -> list[str]:
+    return [label.strip() for arg in raw for label in arg.split(",") if label.strip()]
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from estate.loader import load_estate
+
+    labels = _split_labels(args.labels)
+    table = load_estate([args.configs]).routing_table()
+    if args.explain:
+        for pool, why in table.explain(labels):
+            print(f"{pool}: {why}", file=sys.stderr)
+    pools = table.route(labels)
+    if not pools:
+        print(f"error: no pool serves a job with labels [{', '.join(labels)}] (see --explain)", file=sys.stderr)
+        return EXIT_UNROUTED
+    print("\n".join(pools))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from estate.pool_model import PoolFile
+
+    schema = PoolFile.model_json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "runner-estate pool file", **schema}
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from estate.preview import render_tree, run_program
+
+    preview = run_program(PROJECT_DIR, args.stack)
+    if preview.warnings:
+        print(f"note: {len(preview.warnings)} config warnings; `python -m estate validate runner_configs` lists them", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_json() for r in preview.records], indent=1, sort_keys=True))
+    else:
+        print(render_tree(preview.records, args.stack))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m estate", description="runner-estate: config, routing and offline preview")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check runner config files and list warnings")
+    p.add_argument("paths", nargs="+", help="pool YAML files or directories of them")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("route", help="which pools serve a job with these runs-on labels, most preferred first")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"directory of pool files (default {DEFAULT_CONFIGS})")
+    p.add_argument("--explain", action="store_true", help="say for every pool why it does or does not match (stderr)")
+    p.add_argument("labels", nargs="+", metavar="LABEL[,LABEL...]")
+    p.set_defaults(func=_cmd_route)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of a pool file")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("preview", help="run the Pulumi program offline under mocks")
+    p.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default prod)")
+    p.add_argument("--json", action="store_true", help="print every registered resource as one JSON array")
+    p.set_defaults(func=_cmd_preview)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise is one line, not a traceback
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1

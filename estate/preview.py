@@ -1,0 +1,209 @@
+"""Offline preview: run the real Pulumi program in-process under mocks and record what it
+registers. No cloud account, no Pulumi CLI, no network."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import runpy
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from estate.diagnostics import ConfigError
+from estate.stack_config import NAMESPACE, StackConfig, parse_stack_config
+
+PROJECT = "runner-estate"
+SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a secret
+
+
+class _Collect(logging.Handler):
+    """Keeps what the program logs (its config warnings) instead of printing it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+
+
+@dataclass(frozen=True)
+class Preview:
+    records: list[Registered]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Registered:
+    type: str
+    name: str
+    parent: str | None
+    inputs: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers like a small, well-behaved AWS account."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if not args.custom and not args.typ.startswith("pulumi:providers:"):
+            return None, {}
+        service = args.typ.split(":")[1].split("/")[0]
+        outputs = {
+            **args.inputs,
+            "arn": f"arn:aws:{service}:{self.region}:123456789012:{args.name}",
+            "name": args.inputs.get("name", args.name),
+            "latestVersion": 1,
+        }
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        token = args.token
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":  # noqa: S105 - an invoke token
+            names = [f"{self.region}{z}" for z in "abcdef"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": self.region}, []
+        if token == "aws:ec2/getAmi:getAmi":  # noqa: S105 - an invoke token
+            arch = next((f["values"][0] for f in args.args.get("filters", []) if f["name"] == "architecture"), "x86_64")
+            digest = hashlib.sha256(json.dumps(args.args, sort_keys=True).encode()).hexdigest()
+            return {"id": f"ami-{digest[:17]}", "architecture": arch}, []
+        return {}, []
+
+
+def _parent_name(parent_urn: str) -> str | None:
+    """The parent's name from its URN; the stack itself counts as no parent."""
+    if not parent_urn:
+        return None
+    parts = parent_urn.split("::")
+    return None if parts[2].split("$")[-1] == "pulumi:pulumi:Stack" else parts[-1]
+
+
+class RecordingMonitor(MockMonitor):
+    """Records each registration with its parent and inputs as the engine hands them over.
+
+    The SDK calls the monitor from worker threads, so recording happens here, under a lock,
+    rather than in the mocks (whose arguments do not carry the parent)."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.records: list[Registered] = []
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = rpc.deserialize_properties(request.object)
+            with self._lock:
+                self.records.append(Registered(request.type, request.name, _parent_name(request.parent), inputs))
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
+
+def stack_file(project_dir: Path, stack: str) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """The stack's config as the engine hands it to a program: `ns:key` -> string (JSON for
+    structured values); secure values become a placeholder and are listed as secret."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(str(path), None, None, f"cannot read stack file: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), None, None, f"not valid YAML: {exc}") from exc
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in (data.get("config") or {}).items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[key] = SECRET_PLACEHOLDER
+            secret_keys.append(key)
+        else:
+            config[key] = value if isinstance(value, str) else json.dumps(value)
+    return config, secret_keys
+
+
+def validate_stack_file(path: Path) -> StackConfig:
+    """Check the whole stack file up front, unknown `runner-estate:` keys included."""
+    config, _ = read_stack_file(path)
+    raw: dict[str, Any] = {}
+    for key, value in config.items():
+        namespace, _, field = key.partition(":")
+        if namespace == NAMESPACE:
+            info = StackConfig.model_fields.get(field)
+            raw[field] = value if info is not None and info.annotation is str else _json_or_text(value)
+        elif key == "aws:region":
+            raw["region"] = value
+    return parse_stack_config(raw, path.name)
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def run_program(project_dir: Path, stack: str, stack_path: Path | None = None) -> Preview:
+    """Run `__main__.py` for `stack` under mocks: every registration in order, and the warnings.
+
+    `stack_path` reads the stack's settings from another file (tests use this)."""
+    path = stack_path or stack_file(project_dir, stack)
+    settings = validate_stack_file(path)
+    config, secret_keys = read_stack_file(path)
+    mocks = RecordingMocks(settings.region)
+    collected = _Collect()
+    logger = logging.getLogger(f"estate.preview.{stack}")
+    logger.propagate = False
+    logger.handlers = [collected]
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, logger=logger)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    program = str(project_dir / "__main__.py")
+
+    def run() -> None:
+        runpy.run_path(program, run_name="__pulumi_program__")
+
+    _sync_await(run_pulumi_func(run))
+    # Worker threads register in no fixed order; sort so the output is stable.
+    records = sorted(monitor.records, key=lambda r: (r.parent or "", r.type, r.name))
+    return Preview(records, collected.messages)
+
+
+def render_tree(records: list[Registered], stack: str) -> str:
+    """Components with counts of their resources by type, then the totals."""
+    components = [r for r in records if r.type.startswith("runner-estate:")]
+    by_parent: dict[str | None, Counter[str]] = {}
+    for r in records:
+        if not r.type.startswith("runner-estate:"):
+            by_parent.setdefault(r.parent, Counter())[r.type] += 1
+    lines = [f"stack {stack}: {len(records)} resources, {len(components)} components"]
+    for comp in components:
+        counts = by_parent.get(comp.name, Counter())
+        lines.append(f"{comp.name}  ({comp.type}, {sum(counts.values())} resources)")
+        lines += [f"    {t:<52} {n:>3}" for t, n in sorted(counts.items())]
+    top = by_parent.get(None)
+    if top:
+        lines.append("(stack)")
+        lines += [f"    {t:<52} {n:>3}" for t, n in sorted(top.items())]
+    totals = Counter(r.type for r in records if not r.type.startswith("runner-estate:"))
+    lines.append("totals by type")
+    lines += [f"    {t:<52} {n:>3}" for t, n in sorted(totals.items())]
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""The stack's own settings (Pulumi.<stack>.yaml, namespace `runner-estate:`), validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from estate.diagnostics import ConfigError
+
+NAMESPACE = "runner-estate"
+_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GitHubSettings(_Strict):
+    org: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")
+    app_id: int = Field(ge=1)
+    installation_id: int | None = Field(default=None, ge=1)
+    api_url: str = Field(default="https://api.github.com", pattern=r"^https://")
+
+
+class SecretNames(_Strict):
+    """Names of SSM SecureString parameters; the values never pass through config or code."""
+
+    github_app_private_key: str = Field(pattern=r"^/[A-Za-z0-9_./-]+$")
+    webhook_secret: str = Field(pattern=r"^/[A-Za-z0-9_./-]+$")
+
+
+Endpoint = Literal["s3", "ssm", "ssmmessages", "ec2messages", "logs", "ec2", "sqs", "ecr.api", "ecr.dkr"]
+
+
+class NetworkSettings(_Strict):
+    """A new VPC (cidr, zones, NAT, endpoints) or an existing one (vpc_id + subnet_ids)."""
+
+    vpc_id: str | None = Field(default=None, pattern=r"^vpc-[0-9a-f]+$")
+    subnet_ids: list[str] = Field(default_factory=list)
+    cidr: str = "10.0.0.0/16"
+    availability_zones: list[str] = Field(default_factory=list)
+    az_count: int = Field(default=2, ge=2, le=6)
+    nat: Literal["single", "per-az", "none"] = "single"
+    endpoints: list[Endpoint] = Field(default_factory=lambda: list[Endpoint](["s3"]))
+    runner_subnets: Literal["private", "public"] = "private"
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 CIDR block") from exc
+        if not 16 <= net.prefixlen <= 22:
+            raise ValueError(f"VPC block {value} must be between /16 and /22 to hold two subnets per zone")
+        return value
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        for sid in value:
+            if not sid.startswith("subnet-"):
+                raise ValueError(f"{sid!r} is not a subnet id (subnet-...)")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> NetworkSettings:
+        if bool(self.vpc_id) != bool(self.subnet_ids):
+            raise ValueError("bring-your-own network needs both vpc_id and subnet_ids")
+        if self.vpc_id is None:
+            if self.availability_zones and len(self.availability_zones) < 2:
+                raise ValueError("availability_zones must name at least 2 zones")
+            if self.nat == "none" and self.runner_subnets == "private":
+                raise ValueError("runners in private subnets need nat (single or per-az) to reach GitHub; or set runner_subnets: public")
+        return self
+
+    @property
+    def creates_vpc(self) -> bool:
+        return self.vpc_id is None
+
+
+class StackConfig(_Strict):
+    environment: str = Field(pattern=r"^[a-z][a-z0-9-]{1,15}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    github: GitHubSettings
+    secrets: SecretNames
+    network: NetworkSettings = NetworkSettings()
+    runner_configs: str = "runner_configs"
+    runner_version: str = Field(default="2.329.0", pattern=r"^\d+\.\d+\.\d+$")
+    log_retention_days: int = 30
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in _LOG_RETENTION_DAYS:
+            raise ValueError(f"{value} is not a CloudWatch retention; pick one of {', '.join(map(str, _LOG_RETENTION_DAYS))}")
+        return value
+
+
+def parse_stack_config(raw: Mapping[str, Any], file: str) -> StackConfig:
+    """Validate the stack's settings; `raw` maps field names (no namespace) to values."""
+    try:
+        return StackConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        key = ".".join(loc)
+        if loc and loc[0] == "region":
+            key = "aws:region"
+        elif key:
+            key = f"{NAMESPACE}:{key}"
+        kind = first["type"]
+        message = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(
+            kind, str(first["msg"]).removeprefix("Value error, ")
+        )
+        raise ConfigError(file, None, key or None, message) from exc

@@ -1,0 +1,1 @@
+"""Code that runs in AWS Lambda and on runner hosts: stdlib + boto3 only, pure planners first."""

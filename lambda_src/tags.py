@@ -1,0 +1,25 @@
+"""The tags that mark an instance as ours: the IAM conditions and the scaler both key on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MANAGED = "runner-estate:managed"
+ENVIRONMENT = "runner-estate:environment"
+POOL = "runner-estate:pool"
+LABELS = "runner-estate:labels"
+
+_TAG_VALUE_MAX = 256
+
+
+def estate_tags(environment: str) -> dict[str, str]:
+    """Tags on every resource of one environment's estate."""
+    return {MANAGED: "true", ENVIRONMENT: environment}
+
+
+def runner_tags(environment: str, pool: str, labels: Iterable[str]) -> dict[str, str]:
+    """Tags on a runner instance and its volumes; labels joined as GitHub lists them."""
+    joined = ",".join(labels)
+    if len(joined) > _TAG_VALUE_MAX:
+        raise ValueError(f"labels of pool {pool!r} are {len(joined)} characters joined; an EC2 tag holds {_TAG_VALUE_MAX}")
+    return {**estate_tags(environment), POOL: pool, LABELS: joined, "Name": f"{environment}-{pool}"}

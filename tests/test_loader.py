@@ -1,0 +1,251 @@
+"""The pool loader: upstream files load unchanged; bad input fails with file, pool and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from estate.diagnostics import ConfigError
+from estate.loader import load_estate, load_pool
+from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, H100_POOL, MINIMAL_POOL, needs_shared, write_pool
+
+
+@needs_shared
+def test_the_eight_flashinfer_files_load_unchanged() -> None:
+    estate = load_estate([FLASHINFER_CONFIGS])
+    assert sorted(p.name for p in estate.pools) == [
+        "cpu-arm64-ondemand",
+        "cpu-arm64-spot",
+        "cpu-x64-ondemand",
+        "cpu-x64-spot",
+        "gpu-g4dn-ondemand",
+        "gpu-g4dn-spot",
+        "gpu-g5-ondemand",
+        "gpu-g5-spot",
+    ]
+    g5 = estate.pool("gpu-g5-spot")
+    assert g5.capacity_type == "spot"
+    assert g5.gpu_model is not None
+    assert g5.gpu_model.label == "a10g"
+    assert g5.base_labels == ("self-hosted", "linux", "x64", "gpu", "nvidia", "a10g", "sm86", "ampere", "spot")
+
+
+@needs_shared
+def test_flashinfer_security_opt_outs_are_reported_not_honoured() -> None:
+    estate = load_estate([FLASHINFER_CONFIGS])
+    imds = [w for w in estate.warnings if w.key == "runner_config.runner_metadata_options.http_tokens"]
+    assert len(imds) == 8
+    assert all("IMDSv2 stays required" in w.message for w in imds)
+    assert all(p.imdsv2_required for p in estate.pools)
+    ephemeral = [w for w in estate.warnings if w.key == "runner_config.enable_ephemeral_runners"]
+    assert len(ephemeral) == 8
+
+
+@needs_shared
+def test_keys_not_acted_on_are_listed_by_name() -> None:
+    estate = load_estate([FLASHINFER_CONFIGS / "cpu-x64-spot.yaml"])
+    listed = ", ".join(w.key or "" for w in estate.warnings)
+    for key in ("runner_config.idle_config", "runner_config.delay_webhook_event", "runner_config.userdata_template", "fifo"):
+        assert key in listed
+
+
+def test_the_example_estate_is_complete() -> None:
+    estate = load_estate([EXAMPLE_CONFIGS])
+    kinds = {p.name: p.capacity_type for p in estate.pools}
+    assert kinds == {
+        "cpu-x64-spot": "spot",
+        "cpu-x64-ondemand": "on-demand",
+        "cpu-arm64-spot": "spot",
+        "cpu-arm64-ondemand": "on-demand",
+        "gpu-t4-spot": "spot",
+        "gpu-t4-ondemand": "on-demand",
+        "gpu-a10g-spot": "spot",
+        "gpu-a10g-ondemand": "on-demand",
+        "gpu-h100-cb": "capacity-block",
+        "gpu-b200-cb": "capacity-block",
+    }
+    h100 = estate.pool("gpu-h100-cb")
+    assert h100.slot_layout is not None
+    assert h100.slot_layout.spec() == "1x4+4x1"
+    assert {frozenset({"self-hosted", "linux", "x64", "gpu", "h100", "1gpu"}) <= s for s in h100.runner_label_sets} == {True, False}
+    assert "sm75" in estate.pool("gpu-t4-spot").base_labels
+    assert "sm86" in estate.pool("gpu-a10g-ondemand").base_labels
+    # Our own estate asks for nothing it does not get: no security opt-out warnings.
+    assert not [w for w in estate.warnings if "IMDS" in w.message or "not honoured" in w.message]
+
+
+def _error(tmp_path: Path, text: str, name: str = "pool-a") -> ConfigError:
+    path = write_pool(tmp_path, name, text)
+    with pytest.raises(ConfigError) as info:
+        load_pool(path)
+    err = info.value
+    assert err.file == str(path)
+    assert "\n" not in str(err)
+    return err
+
+
+def test_minimal_pool_loads(tmp_path: Path) -> None:
+    pool, warnings = load_pool(write_pool(tmp_path, "pool-a", MINIMAL_POOL))
+    assert pool.name == "pool-a"
+    assert pool.capacity_type == "spot"  # upstream's default
+    assert [w.key for w in warnings] == ["runner_config.runners_maximum_count"]
+
+
+def test_unknown_key_names_the_key(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("  runner_os: linux", "  runner_os: linux\n  instance_typez: [m5.large]"))
+    assert (err.pool, err.key, err.message) == ("pool-a", "runner_config.instance_typez", "unknown key")
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + "estates: {}\n")
+    assert err.key == "estates"
+
+
+def test_wrong_type_is_not_coerced(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("runners_maximum_count: 4", 'runners_maximum_count: "4"'))
+    assert err.key == "runner_config.runners_maximum_count"
+    assert "integer" in err.message
+
+
+def test_negative_maximum(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("runners_maximum_count: 4", "runners_maximum_count: -1"))
+    assert err.key == "runner_config.runners_maximum_count"
+    assert "greater than or equal to 0" in err.message
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("  runners_maximum_count: 4\n", ""))
+    assert (err.key, err.message) == ("runner_config.runners_maximum_count", "required key is missing")
+
+
+def test_arm64_pool_with_an_x86_type(tmp_path: Path) -> None:
+    text = MINIMAL_POOL.replace("runner_architecture: x64", "runner_architecture: arm64").replace(
+        "[m7i.2xlarge]", "[m7g.2xlarge, m7i.2xlarge]"
+    )
+    err = _error(tmp_path, text.replace("linux, x64, cpu", "linux, arm64, cpu"))
+    assert err.key == "runner_config.instance_types[1]"
+    assert "m7i.2xlarge is an x64 type but runner_architecture is arm64" in err.message
+
+
+def test_gpu_labels_on_a_cpu_pool(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("runner_extra_labels: [cpu]", "runner_extra_labels: [cpu, gpu]"))
+    assert err.key == "runner_config.runner_extra_labels[1]"
+    assert "no NVIDIA GPU" in err.message
+
+
+def test_gpu_model_label_must_fit_the_instance_type(tmp_path: Path) -> None:
+    text = MINIMAL_POOL.replace("[m7i.2xlarge]", "[g5.2xlarge]").replace(
+        "runner_extra_labels: [cpu]", "runner_extra_labels: [cpu, gpu, h100]"
+    )
+    err = _error(tmp_path, text)
+    assert "'h100' does not fit g5.2xlarge" in err.message
+
+
+def test_slot_layout_needing_more_gpus_than_the_node(tmp_path: Path) -> None:
+    err = _error(tmp_path, H100_POOL.replace("1x4+4x1", "2x4+4x1"))
+    assert err.key == "estate.gpu_slots"
+    assert "needs 12 GPUs but a node has 8" in err.message
+
+
+def test_slot_layout_leaving_gpus_idle_is_a_warning(tmp_path: Path) -> None:
+    _, warnings = load_pool(write_pool(tmp_path, "h100", H100_POOL.replace("1x4+4x1", "1x4+2x1")))
+    assert any(w.key == "estate.gpu_slots" and "leaves 2 of 8" in w.message for w in warnings)
+
+
+def test_malformed_slot_layout(tmp_path: Path) -> None:
+    err = _error(tmp_path, H100_POOL.replace("1x4+4x1", "four-by-one"))
+    assert err.key == "estate.gpu_slots"
+
+
+def test_matcher_outside_the_runner_labels(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("[self-hosted, linux, x64, cpu]", "[self-hosted, linux, x64, cpu, big]"))
+    assert err.key == "matcherConfig.labelMatchers[0]"
+    assert "big" in err.message
+    assert "never be taken" in err.message
+
+
+def test_unknown_instance_type(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("[m7i.2xlarge]", "[m7i.huge]"))
+    assert err.key == "runner_config.instance_types[0]"
+
+
+def test_unencrypted_disk_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL_POOL + "  block_device_mappings:\n    - {device_name: /dev/sda1, volume_size: 100, encrypted: false}\n"
+    err = _error(tmp_path, text)
+    assert err.key == "runner_config.block_device_mappings[0].encrypted"
+
+
+def test_capacity_block_needs_a_source_of_capacity(tmp_path: Path) -> None:
+    err = _error(tmp_path, H100_POOL.replace("reservation_ids: [cr-0123456789abcdef0]", "purchase: false"))
+    assert err.key == "estate.capacity_block"
+    assert "reservation_ids" in err.message
+
+
+def test_capacity_block_purchase_needs_a_price_limit(tmp_path: Path) -> None:
+    err = _error(tmp_path, H100_POOL.replace("reservation_ids: [cr-0123456789abcdef0]", "purchase: true"))
+    assert "max_price_usd" in err.message
+
+
+def test_capacity_block_pool_cannot_be_spot(tmp_path: Path) -> None:
+    err = _error(tmp_path, H100_POOL.replace("runners_maximum_count: 2", "runners_maximum_count: 2\n  instance_target_capacity_type: spot"))
+    assert err.key == "runner_config.instance_target_capacity_type"
+
+
+def test_duplicate_yaml_key_is_an_error_not_last_wins(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + "fifo: true\nfifo: false\n")
+    assert "'fifo' is given twice" in err.message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + "  owners: [a  # b\n")
+    assert err.message.startswith("line ")
+
+
+def test_file_that_is_not_a_mapping(tmp_path: Path) -> None:
+    err = _error(tmp_path, "- just\n- a list\n")
+    assert "mapping" in err.message
+
+
+def test_pool_name_must_be_usable_in_resource_names(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL, name="GPU_Pool")
+    assert "pool name" in err.message
+
+
+def test_two_pools_with_the_same_name(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_pool(tmp_path / "a", "cpu", MINIMAL_POOL)
+    second = write_pool(tmp_path / "b", "cpu", MINIMAL_POOL)
+    with pytest.raises(ConfigError, match="two pools have this name") as info:
+        load_estate([first, second])
+    assert info.value.file == str(second)
+
+
+def test_empty_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no runner config files"):
+        load_estate([tmp_path])
+
+
+def test_imdsv1_needs_our_explicit_opt_out(tmp_path: Path) -> None:
+    text = MINIMAL_POOL + "  runner_metadata_options: {http_tokens: optional}\nestate:\n  allow_imdsv1: true\n"
+    pool, warnings = load_pool(write_pool(tmp_path, "legacy", text))
+    assert not pool.imdsv2_required
+    assert any(w.key == "estate.allow_imdsv1" and "security opt-out" in w.message for w in warnings)
+
+
+def test_loose_matching_is_explained(tmp_path: Path) -> None:
+    _, warnings = load_pool(write_pool(tmp_path, "loose", MINIMAL_POOL.replace("exactMatch: true", "exactMatch: false")))
+    assert any(w.key == "matcherConfig.exactMatch" for w in warnings)
+
+
+def test_comma_separated_labels_as_older_upstream_wrote_them(tmp_path: Path) -> None:
+    pool, _ = load_pool(write_pool(tmp_path, "old", MINIMAL_POOL.replace("runner_extra_labels: [cpu]", 'runner_extra_labels: "cpu, big"')))
+    assert pool.base_labels == ("self-hosted", "linux", "x64", "cpu", "big")
+
+
+def test_older_ami_keys_are_read(tmp_path: Path) -> None:
+    text = MINIMAL_POOL + '  ami_owners: ["099720109477"]\n  ami_filter: {name: ["ubuntu/*"]}\n'
+    pool, _ = load_pool(write_pool(tmp_path, "old", text))
+    assert pool.runner.ami_selection.owners == ["099720109477"]
+    assert pool.runner.ami_selection.filter == {"name": ["ubuntu/*"]}
