@@ -1,0 +1,41 @@
+"""The config reference names every key the models accept, so docs and code do not drift."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pydantic import BaseModel
+
+from estate import pool_model, stack_config
+from tests.conftest import PROJECT_DIR
+
+REFERENCE = (PROJECT_DIR / "docs" / "config-reference.md").read_text(encoding="utf-8")
+DOCUMENTED = set(re.findall(r"`([A-Za-z0-9_.]+)", REFERENCE))
+
+MODELS: list[type[BaseModel]] = [
+    pool_model.PoolFile,
+    pool_model.MatcherConfig,
+    pool_model.RunnerConfig,
+    pool_model.MetadataOptions,
+    pool_model.AmiSelection,
+    pool_model.BlockDevice,
+    pool_model.IdleWindow,
+    pool_model.LogFile,
+    pool_model.PoolSizeWindow,
+    pool_model.EstateSettings,
+    pool_model.CapacityBlockSettings,
+    pool_model.HardLimits,
+    pool_model.RedriveSettings,
+    stack_config.StackConfig,
+    stack_config.GitHubSettings,
+    stack_config.SecretNames,
+    stack_config.NetworkSettings,
+]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_key_is_documented(model: type[BaseModel]) -> None:
+    names = {n.rsplit(".", 1)[-1] for n in DOCUMENTED} | {n.split(":")[-1] for n in re.findall(r"`runner-estate:(\w+)`", REFERENCE)}
+    missing = sorted(set(model.model_fields) - names - {"region"})
+    assert missing == [], f"docs/config-reference.md does not mention {missing}"
