@@ -18,7 +18,7 @@ from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from estate.diagnostics import ConfigError
 from estate.loader import Estate, load_estate
-from estate.stack_config import NAMESPACE, StackConfig, parse_stack_config
+from estate.stack_config import NAMESPACE, StackConfig, is_text_setting, parse_stack_config
 from lambda_src.tags import estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -27,11 +27,10 @@ PROJECT_DIR = Path(__file__).resolve().parent
 def read_stack_config() -> StackConfig:
     cfg = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
-    for field, info in StackConfig.model_fields.items():
+    for field in StackConfig.model_fields:
         if field == "region":
             continue
-        # Plain strings stay strings; structured and numeric values arrive as JSON.
-        value = cfg.get(field) if info.annotation is str else cfg.get_object(field)
+        value = cfg.get(field) if is_text_setting(field) else cfg.get_object(field)
         if value is not None:
             raw[field] = value
     region = pulumi.Config("aws").get("region")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from pydantic import ValidationError
 
 
 def _where(file: str, pool: str | None, key: str | None) -> str:
@@ -33,3 +36,24 @@ class ConfigError(Exception):
     def __init__(self, file: str, pool: str | None, key: str | None, message: str) -> None:
         self.file, self.pool, self.key, self.message = file, pool, key, message
         super().__init__(f"{_where(file, pool, key)}: {message}")
+
+
+def key_path(loc: Iterable[int | str]) -> str:
+    """`("runner_config", "instance_types", 2)` -> `runner_config.instance_types[2]`."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """The first validation problem as (key path, one-line message)."""
+    error = exc.errors()[0]
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
+    return key_path(error["loc"]), message

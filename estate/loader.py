@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from estate.diagnostics import ConfigError, ConfigWarning
+from estate.diagnostics import ConfigError, ConfigWarning, first_problem
 from estate.pool import POOL_NAME_RE, Pool
 from estate.pool_model import PoolFile
 from lambda_src.routing import RoutingTable
@@ -31,29 +31,6 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
-def _key_path(loc: Iterable[int | str]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
-def _describe(error: Any) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    msg = str(error["msg"])
-    return msg.removeprefix("Value error, ")
-
-
-def _validation_error(file: str, pool: str, exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    # Errors raised by a model-level check carry the model's path; `loc` may then be empty.
-    return ConfigError(file, pool, _key_path(first["loc"]) or None, _describe(first))
 
 
 def load_pool(path: Path) -> tuple[Pool, list[ConfigWarning]]:
@@ -77,7 +54,9 @@ def load_pool(path: Path) -> tuple[Pool, list[ConfigWarning]]:
     try:
         spec = PoolFile.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(file, name, exc) from exc
+        key, message = first_problem(exc)
+        # A model-level check reports its model's path, which may be empty.
+        raise ConfigError(file, name, key or None, message) from exc
     pool = Pool(name=name, file=file, spec=spec)
     return pool, pool.check()
 

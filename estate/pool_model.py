@@ -10,14 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from estate.strict_model import StrictModel
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def _check_labels(labels: list[str]) -> list[str]:
@@ -27,7 +25,7 @@ def _check_labels(labels: list[str]) -> list[str]:
     return labels
 
 
-class MatcherConfig(_Strict):
+class MatcherConfig(StrictModel):
     labelMatchers: list[list[str]] = Field(min_length=1)
     exactMatch: bool = False
     priority: int = Field(default=999, ge=0, le=999)
@@ -42,19 +40,19 @@ class MatcherConfig(_Strict):
         return value
 
 
-class MetadataOptions(_Strict):
+class MetadataOptions(StrictModel):
     instance_metadata_tags: Literal["enabled", "disabled"] = "enabled"
     http_endpoint: Literal["enabled", "disabled"] = "enabled"
     http_tokens: Literal["required", "optional"] = "required"
     http_put_response_hop_limit: int = Field(default=1, ge=1, le=64)
 
 
-class AmiSelection(_Strict):
+class AmiSelection(StrictModel):
     owners: list[str] = Field(default_factory=lambda: ["amazon"], min_length=1)
     filter: dict[str, list[str]] = Field(default_factory=lambda: {"state": ["available"]})
 
 
-class BlockDevice(_Strict):
+class BlockDevice(StrictModel):
     device_name: str = "/dev/xvda"
     volume_size: int = Field(default=30, ge=8, le=65536)
     volume_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
@@ -73,26 +71,26 @@ class BlockDevice(_Strict):
         return value
 
 
-class IdleWindow(_Strict):
+class IdleWindow(StrictModel):
     cron: str
     timeZone: str = "UTC"
     idleCount: int = Field(ge=0)
     evictionStrategy: Literal["oldest_first", "newest_first"] = "oldest_first"
 
 
-class LogFile(_Strict):
+class LogFile(StrictModel):
     log_group_name: str = Field(pattern=r"^[A-Za-z0-9_./-]+$")
     prefix_log_group: bool = True
     file_path: str
     log_stream_name: str
 
 
-class PoolSizeWindow(_Strict):
+class PoolSizeWindow(StrictModel):
     schedule_expression: str
     size: int = Field(ge=0)
 
 
-class RunnerConfig(_Strict):
+class RunnerConfig(StrictModel):
     """`runner_config`: upstream's keys with upstream's defaults."""
 
     runner_os: Literal["linux", "windows"]
@@ -175,7 +173,7 @@ class RunnerConfig(_Strict):
         return AmiSelection(owners=self.ami_owners or AmiSelection().owners, filter=self.ami_filter or AmiSelection().filter)
 
 
-class CapacityBlockSettings(_Strict):
+class CapacityBlockSettings(StrictModel):
     """Where a capacity-block pool's nodes run: reservations we hold, or (explicitly) one to buy."""
 
     reservation_ids: list[str] = Field(default_factory=list)
@@ -204,14 +202,14 @@ class CapacityBlockSettings(_Strict):
         return self
 
 
-class HardLimits(_Strict):
+class HardLimits(StrictModel):
     """Ceilings no planner may cross, whatever the queue says."""
 
     max_instances: int | None = Field(default=None, ge=0)
     max_hourly_usd: float | None = Field(default=None, gt=0)
 
 
-class EstateSettings(_Strict):
+class EstateSettings(StrictModel):
     """Our extension keys, kept under their own top-level key so upstream tools ignore them."""
 
     runner_group: str | None = Field(default=None, min_length=1, max_length=100)
@@ -222,12 +220,12 @@ class EstateSettings(_Strict):
     allow_imdsv1: bool = False
 
 
-class RedriveSettings(_Strict):
+class RedriveSettings(StrictModel):
     enabled: bool
     maxReceiveCount: int | None = Field(default=None, ge=1)
 
 
-class PoolFile(_Strict):
+class PoolFile(StrictModel):
     """One runner pool: the whole YAML file."""
 
     matcherConfig: MatcherConfig

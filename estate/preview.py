@@ -22,7 +22,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from estate.diagnostics import ConfigError
-from estate.stack_config import NAMESPACE, StackConfig, parse_stack_config
+from estate.stack_config import NAMESPACE, StackConfig, is_text_setting, parse_stack_config
 
 PROJECT = "runner-estate"
 SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a secret
@@ -145,8 +145,7 @@ def validate_stack_file(path: Path) -> StackConfig:
     for key, value in config.items():
         namespace, _, field = key.partition(":")
         if namespace == NAMESPACE:
-            info = StackConfig.model_fields.get(field)
-            raw[field] = value if info is not None and info.annotation is str else _json_or_text(value)
+            raw[field] = value if is_text_setting(field) else _json_or_text(value)
         elif key == "aws:region":
             raw["region"] = value
     return parse_stack_config(raw, path.name)

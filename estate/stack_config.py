@@ -6,26 +6,23 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from estate.diagnostics import ConfigError
+from estate.diagnostics import ConfigError, first_problem
+from estate.strict_model import StrictModel
 
 NAMESPACE = "runner-estate"
 _LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class GitHubSettings(_Strict):
+class GitHubSettings(StrictModel):
     org: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")
     app_id: int = Field(ge=1)
     installation_id: int | None = Field(default=None, ge=1)
     api_url: str = Field(default="https://api.github.com", pattern=r"^https://")
 
 
-class SecretNames(_Strict):
+class SecretNames(StrictModel):
     """Names of SSM SecureString parameters; the values never pass through config or code."""
 
     github_app_private_key: str = Field(pattern=r"^/[A-Za-z0-9_./-]+$")
@@ -35,7 +32,7 @@ class SecretNames(_Strict):
 Endpoint = Literal["s3", "ssm", "ssmmessages", "ec2messages", "logs", "ec2", "sqs", "ecr.api", "ecr.dkr"]
 
 
-class NetworkSettings(_Strict):
+class NetworkSettings(StrictModel):
     """A new VPC (cidr, zones, NAT, endpoints) or an existing one (vpc_id + subnet_ids)."""
 
     vpc_id: str | None = Field(default=None, pattern=r"^vpc-[0-9a-f]+$")
@@ -82,7 +79,7 @@ class NetworkSettings(_Strict):
         return self.vpc_id is None
 
 
-class StackConfig(_Strict):
+class StackConfig(StrictModel):
     environment: str = Field(pattern=r"^[a-z][a-z0-9-]{1,15}$")
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     github: GitHubSettings
@@ -101,20 +98,20 @@ class StackConfig(_Strict):
         return value
 
 
+def is_text_setting(field: str) -> bool:
+    """Whether a stack setting is a plain string; the others arrive as JSON in Pulumi config."""
+    info = StackConfig.model_fields.get(field)
+    return info is not None and info.annotation is str
+
+
 def parse_stack_config(raw: Mapping[str, Any], file: str) -> StackConfig:
     """Validate the stack's settings; `raw` maps field names (no namespace) to values."""
     try:
         return StackConfig.model_validate(dict(raw))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"]]
-        key = ".".join(loc)
-        if loc and loc[0] == "region":
+        key, message = first_problem(exc)
+        if key == "region":
             key = "aws:region"
         elif key:
             key = f"{NAMESPACE}:{key}"
-        kind = first["type"]
-        message = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(
-            kind, str(first["msg"]).removeprefix("Value error, ")
-        )
         raise ConfigError(file, None, key or None, message) from exc
