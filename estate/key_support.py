@@ -15,6 +15,7 @@ OWN_USER_DATA = "not honoured: hosts run our user-data, which starts a JIT runne
 ALWAYS_ORG = "not honoured: runners are always registered at organisation level"
 GITHUB_PENDING = "accepted; read by the GitHub org settings, which are not built yet"
 HOST_PENDING = "accepted; read by the host bootstrap, which is not built yet"
+CAPACITY_BLOCK_PENDING = "accepted; read by the capacity-block manager, which is not built yet"
 NOT_YET = "accepted but not acted on yet"
 
 # runner_config keys, and top-level keys prefixed with their section.
@@ -35,6 +36,11 @@ UNACTED_KEYS: Mapping[str, str] = {
     "runner_config.runner_name_prefix": SCALER_PENDING,
     "runner_config.runner_run_as": HOST_PENDING,
     "estate.hard_limits": SCALER_PENDING,
+    "estate.capacity_block.reservation_ids": CAPACITY_BLOCK_PENDING,
+    "estate.capacity_block.purchase": CAPACITY_BLOCK_PENDING,
+    "estate.capacity_block.max_price_usd": CAPACITY_BLOCK_PENDING,
+    "estate.capacity_block.duration_hours": CAPACITY_BLOCK_PENDING,
+    "estate.capacity_block.instance_count": CAPACITY_BLOCK_PENDING,
     "runner_config.delay_webhook_event": NO_FIXED_DELAY,
     "runner_config.enable_job_queued_check": NO_FIXED_DELAY,
     "runner_config.enable_ephemeral_runners": ALWAYS_EPHEMERAL,

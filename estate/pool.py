@@ -221,6 +221,9 @@ class Pool:
         set_keys = [k for k in set_keys if k not in {"runner_config", "estate", "matcherConfig"}]
         set_keys += [f"runner_config.{k}" for k in type(self.runner).model_fields if k in self.runner.model_fields_set]
         set_keys += [f"estate.{k}" for k in type(self.spec.estate).model_fields if k in self.spec.estate.model_fields_set]
+        block = self.spec.estate.capacity_block
+        if block is not None:
+            set_keys += [f"estate.capacity_block.{k}" for k in type(block).model_fields if k in block.model_fields_set]
         by_reason: dict[str, list[str]] = {}
         for key in set_keys:
             if key in MATCHING_VALUES and self._value(key) == MATCHING_VALUES[key]:

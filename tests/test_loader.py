@@ -249,3 +249,9 @@ def test_older_ami_keys_are_read(tmp_path: Path) -> None:
     pool, _ = load_pool(write_pool(tmp_path, "old", text))
     assert pool.runner.ami_selection.owners == ["099720109477"]
     assert pool.runner.ami_selection.filter == {"name": ["ubuntu/*"]}
+
+
+def test_capacity_block_settings_not_yet_acted_on_are_listed(tmp_path: Path) -> None:
+    pool, warnings = load_pool(write_pool(tmp_path, "h100", H100_POOL))
+    assert pool.capacity_type == "capacity-block"
+    assert any(w.key == "estate.capacity_block.reservation_ids" and "capacity-block manager" in w.message for w in warnings)
