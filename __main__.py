@@ -85,14 +85,14 @@ def build(stack: StackConfig, estate: Estate) -> None:
     pulumi.export(
         "pools",
         {
-            name: {
-                "capacity_type": estate.pool(name).capacity_type,
-                "labels": list(estate.pool(name).base_labels),
-                "launch_template_id": fleet.launch_template_id,
-                "role_arn": fleet.role_arn,
-                "log_groups": fleet.log_group_names,
+            pool.name: {
+                "capacity_type": pool.capacity_type,
+                "labels": list(pool.base_labels),
+                "launch_template_id": fleets[pool.name].launch_template_id,
+                "role_arn": fleets[pool.name].role_arn,
+                "log_groups": fleets[pool.name].log_group_names,
             }
-            for name, fleet in fleets.items()
+            for pool in estate.pools
         },
     )
     # The compiled table the scaler Lambdas read; plain JSON, never raw YAML.

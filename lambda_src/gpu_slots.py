@@ -16,14 +16,15 @@ class LayoutError(ValueError):
     """The layout text is not of the `COUNTxGPUS[+COUNTxGPUS...]` form."""
 
 
+def slot_label(gpus: int) -> str:
+    """The label a slot of this many GPUs carries: `1gpu`, `4gpu`, ..."""
+    return f"{gpus}gpu"
+
+
 @dataclass(frozen=True)
 class SlotGroup:
     count: int  # how many slots of this size
     gpus: int  # GPUs per slot
-
-    @property
-    def label(self) -> str:
-        return f"{self.gpus}gpu"
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class SlotLayout:
     @property
     def size_labels(self) -> tuple[str, ...]:
         """One label per distinct slot size, largest first."""
-        return tuple(f"{n}gpu" for n in sorted({g.gpus for g in self.groups}, reverse=True))
+        return tuple(slot_label(n) for n in sorted({g.gpus for g in self.groups}, reverse=True))
 
     def spec(self) -> str:
         return "+".join(f"{g.count}x{g.gpus}" for g in self.groups)
