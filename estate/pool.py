@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+from pydantic import BaseModel
+
 from estate.diagnostics import ConfigError, ConfigWarning
 from estate.key_support import MATCHING_VALUES, UNACTED_KEYS
 from estate.pool_model import LogFile, PoolFile, RunnerConfig
@@ -32,6 +34,11 @@ def _gpu_fact(model: GpuModel, label: str) -> str | None:
     if label in {m.architecture for m in GPU_MODELS.values()}:
         return model.architecture
     return None
+
+
+def _set_fields(model: BaseModel) -> list[str]:
+    """Fields the file gave explicitly (not defaults), in declaration order."""
+    return [k for k in type(model).model_fields if k in model.model_fields_set]
 
 
 @dataclass(frozen=True)
@@ -217,13 +224,11 @@ class Pool:
                 )
 
     def _unacted_warnings(self) -> list[ConfigWarning]:
-        set_keys = [k for k in type(self.spec).model_fields if k in self.spec.model_fields_set]
-        set_keys = [k for k in set_keys if k not in {"runner_config", "estate", "matcherConfig"}]
-        set_keys += [f"runner_config.{k}" for k in type(self.runner).model_fields if k in self.runner.model_fields_set]
-        set_keys += [f"estate.{k}" for k in type(self.spec.estate).model_fields if k in self.spec.estate.model_fields_set]
-        block = self.spec.estate.capacity_block
-        if block is not None:
-            set_keys += [f"estate.capacity_block.{k}" for k in type(block).model_fields if k in block.model_fields_set]
+        sections = {"runner_config": self.runner, "estate": self.spec.estate, "estate.capacity_block": self.spec.estate.capacity_block}
+        set_keys = [k for k in _set_fields(self.spec) if k not in {"runner_config", "estate", "matcherConfig"}]
+        for prefix, section in sections.items():
+            if section is not None:
+                set_keys += [f"{prefix}.{k}" for k in _set_fields(section)]
         by_reason: dict[str, list[str]] = {}
         for key in set_keys:
             if key in MATCHING_VALUES and self._value(key) == MATCHING_VALUES[key]:

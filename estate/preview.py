@@ -138,9 +138,8 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
-def validate_stack_file(path: Path) -> StackConfig:
-    """Check the whole stack file up front, unknown `runner-estate:` keys included."""
-    config, _ = read_stack_file(path)
+def validate_stack_config(config: dict[str, str], path: Path) -> StackConfig:
+    """Check the whole stack config up front, unknown `runner-estate:` keys included."""
     raw: dict[str, Any] = {}
     for key, value in config.items():
         namespace, _, field = key.partition(":")
@@ -163,8 +162,8 @@ def run_program(project_dir: Path, stack: str, stack_path: Path | None = None) -
 
     `stack_path` reads the stack's settings from another file (tests use this)."""
     path = stack_path or stack_file(project_dir, stack)
-    settings = validate_stack_file(path)
     config, secret_keys = read_stack_file(path)
+    settings = validate_stack_config(config, path)
     mocks = RecordingMocks(settings.region)
     collected = _Collect()
     logger = logging.getLogger(f"estate.preview.{stack}")
