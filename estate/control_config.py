@@ -1,0 +1,69 @@
+"""Compile the control plane's settings (lambda_src/settings.py) from validated config.
+
+One place decides how runner-config keys become scaler behaviour; the ScalerFunctions
+component, `estate serve` and the tests all call it, with deploy-time ids filled in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from estate.loader import Estate
+from estate.pool import Pool
+from estate.stack_config import StackConfig
+from lambda_src.settings import ControlPlaneSettings, IdleWindow, PoolSettings
+
+# Upstream's default when `minimum_running_time_in_minutes` is unset (Linux runners).
+DEFAULT_MINIMUM_RUNNING_MINUTES = 5
+
+
+def jit_parameter_prefix(environment: str) -> str:
+    return f"/runner-estate/{environment}/jit/"
+
+
+def pool_settings(pool: Pool, launch_template_id: str = "", subnet_ids: Sequence[str] = (), queue_url: str = "") -> PoolSettings:
+    rc, limits = pool.runner, pool.spec.estate.hard_limits
+    cap = rc.runners_maximum_count if limits.max_instances is None else min(rc.runners_maximum_count, limits.max_instances)
+    minimum = rc.minimum_running_time_in_minutes
+    return PoolSettings(
+        name=pool.name,
+        capacity_type=pool.capacity_type,
+        instance_types=tuple(t.name for t in pool.instance_types),
+        labels=pool.base_labels,
+        runner_group=pool.runner_group,
+        max_instances=cap,
+        allocation_strategy=rc.instance_allocation_strategy,
+        max_spot_price=rc.instance_max_spot_price,
+        failover_errors=tuple(rc.enable_on_demand_failover_for_errors),
+        name_prefix=rc.runner_name_prefix,
+        minimum_running_s=60 * (DEFAULT_MINIMUM_RUNNING_MINUTES if minimum is None else minimum),
+        boot_timeout_s=60 * rc.runner_boot_time_in_minutes,
+        idle_windows=tuple(IdleWindow(w.cron, w.timeZone, w.idleCount, w.evictionStrategy) for w in rc.idle_config),
+        launch_template_id=launch_template_id,
+        subnet_ids=tuple(subnet_ids),
+        queue_url=queue_url,
+    )
+
+
+def control_settings(
+    stack: StackConfig,
+    estate: Estate,
+    *,
+    table_name: str,
+    pools: Mapping[str, PoolSettings],
+    api_url: str | None = None,
+) -> ControlPlaneSettings:
+    return ControlPlaneSettings(
+        environment=stack.environment,
+        region=stack.region,
+        org=stack.github.org,
+        app_id=stack.github.app_id,
+        installation_id=stack.github.installation_id,
+        api_url=api_url or stack.github.api_url,
+        table_name=table_name,
+        webhook_secret_parameter=stack.secrets.webhook_secret,
+        app_key_parameter=stack.secrets.github_app_private_key,
+        jit_parameter_prefix=jit_parameter_prefix(stack.environment),
+        pools=dict(pools),
+        routing=estate.routing_table(),
+    )

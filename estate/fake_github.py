@@ -1,0 +1,333 @@
+"""A fake GitHub on loopback, for `estate serve` and the end-to-end tests.
+
+It speaks the REST endpoints the control plane uses, checks what real GitHub checks (the App
+JWT's RS256 signature and lifetime, installation tokens, runner groups, 422 on deleting a busy
+runner), plays the runner side (`connect`, `start_job`, `finish_job`), sends signed
+`workflow_job` webhooks, and injects faults (`fail_next`). Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+INSTALLATION_ID = 4242
+
+
+@dataclass
+class FakeRunner:
+    id: int
+    name: str
+    labels: list[str]
+    group_id: int
+    status: str = "offline"
+    busy: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        labels = [{"id": i, "name": name, "type": "custom"} for i, name in enumerate(self.labels, 1)]
+        return {
+            "id": self.id,
+            "name": self.name,
+            "os": "linux",
+            "status": self.status,
+            "busy": self.busy,
+            "ephemeral": True,
+            "labels": labels,
+        }
+
+
+@dataclass
+class FakeJob:
+    id: int
+    repo: str
+    run_id: int
+    labels: list[str]
+    status: str = "queued"
+    runner_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "conclusion": "success" if self.status == "completed" else None,
+            "labels": self.labels,
+            "runner_name": self.runner_name,
+            "name": f"job-{self.id}",
+        }
+
+
+@dataclass
+class Fault:
+    status: int
+    path_contains: str
+    remaining: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeGithub:
+    def __init__(
+        self, org: str = "example-org", app_id: int = 1234, groups: list[str] | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.org = org
+        self.clock = clock
+        self.app_id = app_id
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ).decode()
+        self._public_key = key.public_key()
+        self.groups = {name: i for i, name in enumerate(dict.fromkeys(["Default", *(groups or [])]), 1)}
+        self.runners: dict[int, FakeRunner] = {}
+        self.jobs: dict[int, FakeJob] = {}
+        self.tokens: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.faults: list[Fault] = []
+        self.webhook_url: str | None = None
+        self.webhook_secret = ""
+        self.deliveries: list[tuple[int, dict[str, Any]]] = []
+        self._ids = itertools.count(100)
+        self._lock = threading.RLock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    # ---- lifecycle --------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeGithub:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # ---- fault injection --------------------------------------------------------------
+    def fail_next(self, status: int, path_contains: str = "", times: int = 1, headers: dict[str, str] | None = None) -> None:
+        with self._lock:
+            self.faults.append(Fault(status, path_contains, times, headers or {}))
+
+    def calls_to(self, fragment: str) -> int:
+        return sum(1 for _, path in self.calls if fragment in path)
+
+    # ---- the runner and workflow side -------------------------------------------------
+    def queue_job(self, labels: list[str], repo: str = "example-org/app", send: bool = True) -> FakeJob:
+        with self._lock:
+            job = FakeJob(next(self._ids), repo, next(self._ids), labels)
+            self.jobs[job.id] = job
+        if send:
+            self.send_job_event(job, "queued")
+        return job
+
+    def connect(self, runner_name: str) -> FakeRunner:
+        with self._lock:
+            runner = self.runner_named(runner_name)
+            runner.status = "online"
+            return runner
+
+    def start_job(self, job_id: int, runner_name: str, send: bool = True) -> None:
+        with self._lock:
+            runner, job = self.runner_named(runner_name), self.jobs[job_id]
+            runner.busy, job.status, job.runner_name = True, "in_progress", runner_name
+        if send:
+            self.send_job_event(job, "in_progress")
+
+    def finish_job(self, job_id: int, send: bool = True) -> None:
+        """The job ends; its ephemeral runner deregisters itself."""
+        with self._lock:
+            job = self.jobs[job_id]
+            job.status = "completed"
+            self.runners = {i: r for i, r in self.runners.items() if r.name != job.runner_name}
+        if send:
+            self.send_job_event(job, "completed")
+
+    def runner_named(self, name: str) -> FakeRunner:
+        return next(r for r in self.runners.values() if r.name == name)
+
+    # ---- webhooks ---------------------------------------------------------------------
+    def job_payload(self, job: FakeJob, action: str) -> dict[str, Any]:
+        return {
+            "action": action,
+            "workflow_job": {**job.to_json(), "status": action if action != "completed" else "completed"},
+            "repository": {"full_name": job.repo, "owner": {"login": self.org}},
+            "organization": {"login": self.org},
+            "installation": {"id": INSTALLATION_ID},
+        }
+
+    def send_job_event(self, job: FakeJob, action: str) -> int:
+        return self.deliver("workflow_job", self.job_payload(job, action))
+
+    def deliver(self, event: str, payload: dict[str, Any], body: bytes | None = None) -> int:
+        """POST a signed delivery to the registered webhook URL, as GitHub does; the status."""
+        if self.webhook_url is None:
+            return 0
+        raw = body if body is not None else json.dumps(payload).encode()
+        signature = "sha256=" + hmac.new(self.webhook_secret.encode(), raw, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(  # noqa: S310 - loopback only
+            self.webhook_url,
+            data=raw,
+            method="POST",
+            headers={"X-GitHub-Event": event, "X-Hub-Signature-256": signature, "X-GitHub-Delivery": str(next(self._ids))},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                status = int(answer.status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        self.deliveries.append((status, payload))
+        return status
+
+    # ---- HTTP -------------------------------------------------------------------------
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self._lock:
+            self.calls.append((method, path))
+            for fault in self.faults:
+                if fault.remaining > 0 and fault.path_contains in path:
+                    fault.remaining -= 1
+                    return fault.status, {"message": "injected fault"}, fault.headers
+            url = urlparse(path)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            auth = headers.get("authorization", "")
+            for pattern, route_method, needs, action in _ROUTES:
+                found = re.fullmatch(pattern.replace("{org}", re.escape(self.org)), url.path)
+                if found and method == route_method:
+                    problem = self._check_auth(auth, needs)
+                    if problem:
+                        return 401, {"message": problem}, {}
+                    data = json.loads(body) if body else {}
+                    status, payload = action(self, found, query, data)
+                    return status, payload, {}
+            return 404, {"message": f"fake GitHub has no {method} {url.path}"}, {}
+
+    def _check_auth(self, auth: str, needs: str) -> str | None:
+        token = auth.removeprefix("Bearer ").strip()
+        if needs == "jwt":
+            try:
+                # Signature checked here; times against our own (possibly virtual) clock below.
+                claims = jwt.decode(
+                    token,
+                    self._public_key,
+                    algorithms=["RS256"],
+                    options={"require": ["iat", "exp", "iss"], "verify_exp": False, "verify_iat": False},
+                )
+            except jwt.PyJWTError as exc:
+                return f"bad JWT: {exc}"
+            now = self.clock()
+            if claims["exp"] - claims["iat"] > 600 or str(claims["iss"]) != str(self.app_id):
+                return "JWT lifetime over 10 minutes or wrong issuer"
+            if not claims["iat"] <= now + 60 < claims["exp"] + 60:
+                return "JWT not valid at this time"
+            return None
+        return None if token in self.tokens else "bad credentials"
+
+    # ---- endpoints --------------------------------------------------------------------
+    def _installation(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"id": INSTALLATION_ID, "account": {"login": self.org}}
+
+    def _token(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if int(m.group(1)) != INSTALLATION_ID:
+            return 404, {"message": "no such installation"}
+        token = f"ghs_fake{next(self._ids)}"
+        self.tokens.add(token)
+        return 201, {"token": token, "expires_at": "2099-01-01T00:00:00Z"}
+
+    def _groups(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        groups = [{"id": i, "name": n} for n, i in self.groups.items()]
+        return 200, {"total_count": len(groups), "runner_groups": groups}
+
+    def _jit(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if d.get("runner_group_id") not in self.groups.values():
+            return 422, {"message": "runner_group_id is required and must exist"}
+        if any(r.name == d.get("name") for r in self.runners.values()):
+            return 409, {"message": "Already exists - A runner with the same name already exists"}
+        runner = FakeRunner(next(self._ids), str(d["name"]), list(d.get("labels", [])), int(d["runner_group_id"]))
+        self.runners[runner.id] = runner
+        encoded = base64.b64encode(json.dumps({"runner_id": runner.id, "name": runner.name}).encode()).decode()
+        return 201, {"runner": runner.to_json(), "encoded_jit_config": encoded}
+
+    def _list_runners(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        runners = sorted(self.runners.values(), key=lambda r: r.id)
+        if "name" in q:
+            runners = [r for r in runners if r.name == q["name"]]
+        per_page, page = int(q.get("per_page", 30)), int(q.get("page", 1))
+        chunk = runners[(page - 1) * per_page : page * per_page]
+        return 200, {"total_count": len(runners), "runners": [r.to_json() for r in chunk]}
+
+    def _delete_runner(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        runner = self.runners.get(int(m.group(1)))
+        if runner is None:
+            return 404, {"message": "Not Found"}
+        if runner.busy:
+            return 422, {"message": "Bad request - Runner is currently running a job"}
+        del self.runners[runner.id]
+        return 204, {}
+
+    def _job(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        job = self.jobs.get(int(m.group(2)))
+        return (200, job.to_json()) if job and job.repo == m.group(1) else (404, {"message": "Not Found"})
+
+    def _runs(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        runs = sorted({j.run_id for j in self.jobs.values() if j.repo == m.group(1) and j.status == q.get("status", j.status)})
+        return 200, {"total_count": len(runs), "workflow_runs": [{"id": r} for r in runs]}
+
+    def _run_jobs(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        jobs = [j.to_json() for j in self.jobs.values() if j.repo == m.group(1) and j.run_id == int(m.group(2))]
+        return 200, {"total_count": len(jobs), "jobs": jobs}
+
+
+Action = Callable[[FakeGithub, "re.Match[str]", dict[str, str], dict[str, Any]], tuple[int, dict[str, Any]]]
+_REPO = r"([\w.-]+/[\w.-]+)"
+_ROUTES: list[tuple[str, str, str, Action]] = [
+    (r"/orgs/{org}/installation", "GET", "jwt", FakeGithub._installation),
+    (r"/app/installations/(\d+)/access_tokens", "POST", "jwt", FakeGithub._token),
+    (r"/orgs/{org}/actions/runner-groups", "GET", "token", FakeGithub._groups),
+    (r"/orgs/{org}/actions/runners/generate-jitconfig", "POST", "token", FakeGithub._jit),
+    (r"/orgs/{org}/actions/runners", "GET", "token", FakeGithub._list_runners),
+    (r"/orgs/{org}/actions/runners/(\d+)", "DELETE", "token", FakeGithub._delete_runner),
+    (rf"/repos/{_REPO}/actions/jobs/(\d+)", "GET", "token", FakeGithub._job),
+    (rf"/repos/{_REPO}/actions/runs", "GET", "token", FakeGithub._runs),
+    (rf"/repos/{_REPO}/actions/runs/(\d+)/jobs", "GET", "token", FakeGithub._run_jobs),
+]
+
+
+def _handler_for(fake: FakeGithub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, payload, extra = fake.answer(self.command, self.path, headers, body)
+            raw = b"" if status == 204 else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(raw)
+
+        do_GET = do_POST = do_DELETE = _serve  # noqa: N815 - http.server's method names
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler

@@ -1,0 +1,289 @@
+"""The control plane's shell: read state, ask the planners, apply their plans.
+
+One object serves the scale-up, reconcile and scale-down handlers, `estate serve` and the
+end-to-end tests; only the adapters it is built with differ (AWS or moto, GitHub or our fake).
+Every step is safe to repeat: a crashed invocation's half-done work is finished or undone by
+the next one (see `sync_hosts`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lambda_src.ec2_fleet import Ec2Fleet
+from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
+from lambda_src.github_client import GithubClient, GithubError
+from lambda_src.jit_parameters import JitParameters
+from lambda_src.ledger import Ledger
+from lambda_src.planner import LaunchOrder, plan_launches, plan_scale_down
+from lambda_src.settings import ControlPlaneSettings, PoolSettings
+
+log = logging.getLogger("runner_estate.control_plane")
+
+# How long EC2's eventually consistent listing may lag a launch before the ledger's record wins.
+LISTING_GRACE_S = 120.0
+STALE_JOB_S = 120.0  # a queued job this old is checked against GitHub (its later webhooks may be lost)
+MAX_JOB_CHECKS = 30  # GitHub calls a reconcile may spend on stale jobs
+MAX_REPO_SCANS = 10  # repositories re-scanned per reconcile for queued jobs we never heard of
+
+
+@dataclass
+class Report:
+    launched: dict[str, list[str]] = field(default_factory=dict)
+    orders: list[LaunchOrder] = field(default_factory=list)
+    retired: list[dict[str, Any]] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    undone: list[str] = field(default_factory=list)
+    closed_jobs: list[int] = field(default_factory=list)
+    found_jobs: list[int] = field(default_factory=list)
+    failed_pools: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "launched": {p: len(ids) for p, ids in self.launched.items() if ids},
+            "retired": len(self.retired),
+            "adopted": len(self.adopted),
+            "undone": len(self.undone),
+            "closed_jobs": len(self.closed_jobs),
+            "found_jobs": len(self.found_jobs),
+            "failed_pools": self.failed_pools,
+        }
+
+
+def job_message(job: Job, delivery: str) -> str:
+    """The SQS body for one queued job: a wake-up call, since the ledger holds the state."""
+    return json.dumps({"job_id": job.id, "pool": job.pool, "repo": job.repo, "labels": list(job.labels), "delivery": delivery})
+
+
+def job_from_message(body: str, pools: Mapping[str, PoolSettings], now: float) -> Job:
+    """Raises ValueError for a message no retry can fix (it ends in the DLQ)."""
+    data = json.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("job_id"), int) or data.get("pool") not in pools:
+        raise ValueError(f"not a job message for a known pool: {body[:200]!r}")
+    return Job(int(data["job_id"]), str(data["pool"]), QUEUED, now, str(data.get("repo", "")), tuple(data.get("labels", [])))
+
+
+@dataclass
+class ControlPlane:
+    settings: ControlPlaneSettings
+    ledger: Ledger
+    fleet: Ec2Fleet
+    jit: JitParameters
+    github: GithubClient
+    clock: Callable[[], float]
+
+    @property
+    def scaled_pools(self) -> dict[str, PoolSettings]:
+        """Pools this scaler launches for; capacity-block nodes are the block manager's."""
+        return {n: p for n, p in self.settings.pools.items() if p.capacity_type != "capacity-block"}
+
+    # ---- scale-up (SQS batch) ---------------------------------------------------------
+    def scale_up(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Launch for the pools these messages name. Returns the ids of messages to retry."""
+        now = self.clock()
+        failures: list[str] = []
+        by_pool: dict[str, list[tuple[str, Job]]] = {}
+        for record in records:
+            message_id = str(record.get("messageId", ""))
+            try:
+                job = job_from_message(str(record.get("body", "")), self.settings.pools, now)
+            except ValueError as exc:
+                log.error("poison message %s: %s", message_id, exc)
+                failures.append(message_id)
+                continue
+            by_pool.setdefault(job.pool, []).append((message_id, job))
+        if not by_pool:
+            return failures
+        report = Report()
+        live = self.sync_hosts(now, report)
+        for pool, items in sorted(by_pool.items()):
+            if pool not in self.scaled_pools:
+                continue
+            token = hashlib.sha256("|".join(sorted(m for m, _ in items)).encode()).hexdigest()[:24]
+            try:
+                self._scale_pool(pool, [j for _, j in items], live, token, report, now)
+            except Exception as exc:  # reported per message, retried by SQS, logged
+                log.exception("scale-up of pool %s failed; its %d messages will be retried", pool, len(items))
+                report.failed_pools[pool] = str(exc)[:200]
+                failures += [m for m, _ in items]
+        log.info("scale-up: %s", json.dumps(report.summary()))
+        return failures
+
+    def _scale_pool(self, pool: str, message_jobs: list[Job], live: list[Instance], token: str, report: Report, now: float) -> None:
+        ledger_jobs = {j.id: j for j in self.ledger.queued_jobs(pool)}
+        for job in message_jobs:
+            # The index behind queued_jobs is eventually consistent: trust the message unless
+            # the ledger (read consistently) says the job has moved on.
+            if job.id not in ledger_jobs:
+                stored = self.ledger.job(job.id)
+                if stored is None or stored.state == QUEUED:
+                    ledger_jobs[job.id] = job
+        (order,) = plan_launches(self.settings.pools, ledger_jobs.values(), live, now, only=[pool])
+        report.orders.append(order)
+        if order.count:
+            # Same messages and same shortfall -> same token: EC2 answers a retry with the first launch.
+            self._launch(self.settings.pools[pool], order.count, f"{token}-{order.count}", report, now)
+
+    # ---- reconcile (schedule, every minute) -------------------------------------------
+    def reconcile(self) -> Report:
+        """Make GitHub's queue and our fleet agree, whatever webhooks were lost or reordered."""
+        now = self.clock()
+        report = Report()
+        self._refresh_stale_jobs(now, report)
+        self._find_unheard_jobs(now, report)
+        live = self.sync_hosts(now, report)
+        jobs = self.ledger.queued_jobs()
+        for order in plan_launches(self.scaled_pools, jobs, live, now):
+            report.orders.append(order)
+            if order.count:
+                token = f"reconcile-{order.pool}-{int(now // 60)}-{order.count}"
+                try:
+                    self._launch(self.settings.pools[order.pool], order.count, token, report, now)
+                except Exception as exc:  # one pool's failure must not starve the others
+                    log.exception("reconcile launch for pool %s failed", order.pool)
+                    report.failed_pools[order.pool] = str(exc)[:200]
+        log.info("reconcile: %s", json.dumps(report.summary()))
+        return report
+
+    def _refresh_stale_jobs(self, now: float, report: Report) -> None:
+        stale = sorted((j for j in self.ledger.queued_jobs() if now - j.queued_at > STALE_JOB_S and j.repo), key=lambda j: j.queued_at)
+        for job in stale[:MAX_JOB_CHECKS]:
+            found = self.github.job(job.repo, job.id)
+            status = None if found is None else found.get("status")
+            if status in {"queued", "waiting", "pending", "requested"}:
+                continue
+            state = IN_PROGRESS if status == "in_progress" else COMPLETED
+            runner = None if found is None else found.get("runner_name")
+            self.ledger.record_job(Job(job.id, job.pool, state, job.queued_at, job.repo, job.labels, runner or None))
+            report.closed_jobs.append(job.id)
+
+    def _find_unheard_jobs(self, now: float, report: Report) -> None:
+        for repo in self.ledger.recent_repos(now - 3600)[:MAX_REPO_SCANS]:
+            for found in self.github.queued_jobs(repo):
+                if self.ledger.job(int(found["id"])) is not None:
+                    continue
+                pools = self.settings.routing.route(found.get("labels", []))
+                if pools:
+                    job = Job(int(found["id"]), pools[0], QUEUED, now, repo, tuple(found.get("labels", [])))
+                    if self.ledger.record_job(job):
+                        report.found_jobs.append(job.id)
+
+    # ---- scale-down (schedule) --------------------------------------------------------
+    def scale_down(self) -> Report:
+        now = self.clock()
+        report = Report()
+        live = self.sync_hosts(now, report)
+        runners = self.github.list_runners()  # one listing for every pool
+        plan = plan_scale_down(self.scaled_pools, self.settings.environment, live, runners, self.ledger.queued_jobs(), now)
+        for iid in plan.registered:
+            self.ledger.mark(iid, registered_at=now)
+        for iid in plan.first_idle:
+            self.ledger.mark(iid, idle_since=now)
+        for iid in plan.not_idle:
+            self.ledger.mark(iid, idle_since=None)
+        for retire in plan.retire:
+            if retire.runner_id is not None and not self.github.delete_runner(retire.runner_id):
+                log.info("runner %s of %s took a job as we retired it; kept", retire.runner_id, retire.instance_id)
+                if retire.instance_id:
+                    self.ledger.mark(retire.instance_id, idle_since=None)
+                continue
+            if retire.instance_id is not None:
+                self._terminate(retire.instance_id)
+            report.retired.append(
+                {"pool": retire.pool, "instance": retire.instance_id, "runner": retire.runner_id, "reason": retire.reason}
+            )
+            log.info("retired %s / runner %s of pool %s: %s", retire.instance_id, retire.runner_id, retire.pool, retire.reason)
+        log.info("scale-down: %s", json.dumps(report.summary()))
+        return report
+
+    # ---- shared steps -----------------------------------------------------------------
+    def sync_hosts(self, now: float, report: Report) -> list[Instance]:
+        """Our live hosts, with the ledger and EC2 made to agree first:
+        - a host EC2 has but the ledger lacks (a launch that crashed before recording it) is
+          adopted and given its runner config while young, terminated once too old;
+        - a recorded host with no runner config past the grace period is undone;
+        - a recorded host EC2 no longer lists is marked gone, and its unread config deleted."""
+        hosts = {h.id: h for h in self.fleet.hosts()}
+        known = {i.id: i for i in self.ledger.live_instances()}
+        live: list[Instance] = []
+        for host in hosts.values():
+            if host.id in known or host.pool not in self.scaled_pools:
+                continue
+            pool = self.settings.pools[host.pool]
+            if now - host.launched_at < pool.boot_timeout_s:
+                inst = Instance(
+                    host.id,
+                    host.pool,
+                    host.launched_at,
+                    runner_name=runner_name(pool.name_prefix, self.settings.environment, pool.name, host.id),
+                )
+                self.ledger.add_instance(inst)
+                self._deliver_jit(pool, inst.id, now)
+                known[inst.id] = inst
+                report.adopted.append(inst.id)
+            else:
+                self._terminate(host.id)
+                report.undone.append(host.id)
+        for inst in known.values():
+            age = now - inst.launched_at
+            if inst.id not in hosts and age > LISTING_GRACE_S:
+                self.ledger.instance_gone(inst.id)
+                self.jit.delete(inst.id)
+            elif inst.jit_at is None and age > LISTING_GRACE_S and inst.id not in report.adopted:
+                self._terminate(inst.id)
+                report.undone.append(inst.id)
+            else:
+                live.append(inst)
+        return live
+
+    def _launch(self, pool: PoolSettings, count: int, token: str, report: Report, now: float) -> None:
+        result = self.fleet.launch(pool, count, token)
+        log.info("pool %s: asked %d, got %s (errors %s)", pool.name, count, result.instance_ids, result.errors)
+        report.launched.setdefault(pool.name, [])
+        failed: Exception | None = None
+        for iid in result.instance_ids:
+            self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._runner_name(pool, iid)))
+            try:
+                self._deliver_jit(pool, iid, now)
+            except GithubError as exc:
+                # A host without a runner config would only burn money: undo it now.
+                log.error("pool %s: no runner config for %s (%s); terminating it", pool.name, iid, exc)
+                self._terminate(iid)
+                failed = exc
+                continue
+            report.launched[pool.name].append(iid)
+        if failed is not None:
+            raise failed
+        if len(result.instance_ids) < count:
+            raise RuntimeError(
+                f"EC2 launched {len(result.instance_ids)} of {count} for pool {pool.name}: {', '.join(result.errors) or 'no error given'}"
+            )
+
+    def _deliver_jit(self, pool: PoolSettings, instance_id: str, now: float) -> None:
+        name = self._runner_name(pool, instance_id)
+        group = self.github.runner_group_id(pool.runner_group)
+        try:
+            _, config = self.github.generate_jitconfig(name, group, list(pool.labels))
+        except GithubError as exc:
+            if exc.status != 409:
+                raise
+            # A crashed run registered this name already: replace that registration.
+            existing = self.github.find_runner(name)
+            if existing is not None:
+                self.github.delete_runner(existing.id)
+            _, config = self.github.generate_jitconfig(name, group, list(pool.labels))
+        self.jit.put(instance_id, config)
+        self.ledger.mark(instance_id, jit_at=now)
+
+    def _runner_name(self, pool: PoolSettings, instance_id: str) -> str:
+        return runner_name(pool.name_prefix, self.settings.environment, pool.name, instance_id)
+
+    def _terminate(self, instance_id: str) -> None:
+        self.fleet.terminate([instance_id])
+        self.ledger.instance_gone(instance_id)
+        self.jit.delete(instance_id)

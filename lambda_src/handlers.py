@@ -1,0 +1,117 @@
+"""Lambda entry points. Settings and clients are built once per cold start.
+
+The webhook path imports only the stdlib AWS client (no boto3), so its cold start stays
+small; the scaler handlers import boto3 for EC2 when they first run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import cache
+from typing import Any
+
+from lambda_src import webhook
+from lambda_src.aws_json import AwsJsonClient
+from lambda_src.control_plane import ControlPlane, job_message
+from lambda_src.fleet_state import Job
+from lambda_src.ledger import Ledger
+from lambda_src.settings import ControlPlaneSettings
+
+logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+log = logging.getLogger("runner_estate.handlers")
+
+
+class SqsQueues:
+    """Sends each queued job to its pool's queue."""
+
+    def __init__(self, sqs: AwsJsonClient, settings: ControlPlaneSettings) -> None:
+        self.sqs = sqs
+        self.settings = settings
+
+    def enqueue(self, job: Job, delivery: str) -> None:
+        self.sqs.call("SendMessage", {"QueueUrl": self.settings.pool(job.pool).queue_url, "MessageBody": job_message(job, delivery)})
+
+
+class CachedParameter:
+    """A SecureString read once per cold start (the webhook secret, the App key)."""
+
+    def __init__(self, ssm: AwsJsonClient, name: str) -> None:
+        self.ssm = ssm
+        self.name = name
+        self._value: str | None = None
+
+    def __call__(self) -> str:
+        if self._value is None:
+            found = self.ssm.call("GetParameter", {"Name": self.name, "WithDecryption": True})
+            self._value = str(found["Parameter"]["Value"])
+        return self._value
+
+
+@cache
+def _settings() -> ControlPlaneSettings:
+    return ControlPlaneSettings.load()
+
+
+@cache
+def _webhook_ports() -> webhook.WebhookPorts:
+    s = _settings()
+    secret = CachedParameter(AwsJsonClient("ssm", s.region), s.webhook_secret_parameter)
+    ledger = Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time)
+    return webhook.WebhookPorts(
+        secret=lambda: secret().encode(), ledger=ledger, queue=SqsQueues(AwsJsonClient("sqs", s.region), s), routing=s.routing, counters={}
+    )
+
+
+@cache
+def _control_plane(account: str) -> ControlPlane:
+    import boto3  # deferred: only the scaler functions need EC2
+
+    from lambda_src.ec2_fleet import Ec2Fleet
+    from lambda_src.github_client import GithubClient
+    from lambda_src.jit_parameters import JitParameters
+
+    s = _settings()
+    ssm = AwsJsonClient("ssm", s.region)
+    return ControlPlane(
+        settings=s,
+        ledger=Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time),
+        fleet=Ec2Fleet(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment),
+        jit=JitParameters(ssm, s.jit_parameter_prefix, f"arn:aws:ec2:{s.region}:{account}:instance/"),
+        github=GithubClient(s.api_url, s.org, s.app_id, CachedParameter(ssm, s.app_key_parameter), s.installation_id),
+        clock=time.time,
+    )
+
+
+def _retry_config() -> Any:
+    from botocore.config import Config
+
+    return Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
+
+
+def _account(context: Any) -> str:
+    """The account id, from this function's ARN (arn:aws:lambda:<region>:<account>:function:...)."""
+    return str(context.invoked_function_arn).split(":")[4]
+
+
+def webhook_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        return webhook.handle(event, _webhook_ports(), time.time()).to_lambda()
+    except Exception:
+        # Our own storage failed, not the sender's input: say so without details, and alarm.
+        log.exception("webhook failed")
+        return webhook.Response(503, {"error": "temporarily unavailable"}).to_lambda()
+
+
+def scale_up_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    failures = _control_plane(_account(context)).scale_up(event.get("Records", []))
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+
+def reconcile_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _control_plane(_account(context)).reconcile().summary()
+
+
+def scale_down_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _control_plane(_account(context)).scale_down().summary()

@@ -1,0 +1,284 @@
+"""The idempotency ledger and fleet state, in one DynamoDB table.
+
+Items (partition key `pk`):
+  job#<id>       pool, state, repo, labels, queued_at, runner_name    - one per GitHub job
+  instance#<id>  pool, launched_at, job_id, registered_at, idle_since, jit_at, runner_name
+  repo#<name>    last_seen                                            - repos to re-scan
+Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
+carries `open_key` = "job#<pool>" / "instance#<pool>" / "repo", the key of a sparse index, so
+planning reads only what is open. Writes are conditional: a job is stored once and only moves
+forward (queued -> in_progress -> completed), whatever order GitHub delivers events in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lambda_src.aws_json import AwsError
+from lambda_src.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, Instance, Job, instance_id_of
+
+OPEN = "open_key"  # attribute of the sparse index: set while a job is queued or a host is live
+OPEN_INDEX = "open"
+
+
+def _conditional_failed(exc: AwsError) -> bool:
+    return exc.code == "ConditionalCheckFailedException"
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _dec(value: float) -> float:
+    return round(value, 3)
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    """A plain value as a DynamoDB attribute value."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": repr(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, list):
+        return {"L": [to_attr(v) for v in value]}
+    raise TypeError(f"cannot store {type(value).__name__} in the ledger")
+
+
+def from_attr(attr: dict[str, Any]) -> Any:
+    kind, value = next(iter(attr.items()))
+    if kind == "N":
+        number = float(value)
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    if kind == "L":
+        return [from_attr(v) for v in value]
+    if kind == "NULL":
+        return None
+    return value
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: from_attr(v) for k, v in item.items()}
+
+
+@dataclass
+class _Table:
+    """The few table operations the ledger uses, taking and giving plain values."""
+
+    client: Any
+    name: str
+
+    def _marshal(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = {"TableName": self.name, **kwargs}
+        for key in ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey"):
+            if key in out:
+                out[key] = {k: to_attr(v) if not isinstance(v, dict) else v for k, v in out[key].items()}
+        return out
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(self.client.call("UpdateItem", self._marshal(kwargs)))
+
+    def put_item(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(self.client.call("PutItem", self._marshal(kwargs)))
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        found = self.client.call("GetItem", self._marshal(kwargs))
+        return {"Item": from_item(found["Item"])} if "Item" in found else {}
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        return self._items(self.client.call("Query", self._marshal(kwargs)))
+
+    def scan(self, **kwargs: Any) -> dict[str, Any]:
+        return self._items(self.client.call("Scan", self._marshal(kwargs)))
+
+    @staticmethod
+    def _items(page: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"Items": [from_item(i) for i in page.get("Items", [])]}
+        if "LastEvaluatedKey" in page:
+            out["LastEvaluatedKey"] = page["LastEvaluatedKey"]  # passed back as is
+        return out
+
+
+@dataclass
+class Ledger:
+    dynamodb: Any  # AwsJsonClient("dynamodb", ...)
+    table_name: str
+    ttl_s: int
+    clock: Any  # () -> float
+
+    @property
+    def table(self) -> _Table:
+        return _Table(self.dynamodb, self.table_name)
+
+    # ---- jobs -------------------------------------------------------------------------
+    def record_job(self, job: Job) -> bool:
+        """Store a job, or move it forward. False for a duplicate or a stale (older) event."""
+        now = self.clock()
+        sets = {"state": job.state, "rank": JOB_STATE_RANK[job.state], "expires_at": int(now + self.ttl_s)}
+        first = {"pool": job.pool, "repo": job.repo, "labels": list(job.labels), "queued_at": _dec(job.queued_at or now)}
+        if job.runner_name:
+            sets["runner_name"] = job.runner_name
+        if job.state == QUEUED:
+            sets[OPEN] = f"job#{job.pool}"
+        clauses = [f"#{k} = :{k}" for k in sets] + [f"#{k} = if_not_exists(#{k}, :{k})" for k in first]
+        update = "SET " + ", ".join(clauses) + ("" if job.state == QUEUED else f" REMOVE #{OPEN}")
+        fields = [*sets, *first, OPEN]
+        try:
+            self.table.update_item(
+                Key={"pk": f"job#{job.id}"},
+                UpdateExpression=update,
+                ConditionExpression="attribute_not_exists(pk) OR #rank < :rank",
+                ExpressionAttributeNames={f"#{k}": k for k in fields},
+                ExpressionAttributeValues={f":{k}": v for k, v in {**sets, **first}.items()},
+            )
+        except AwsError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        if job.repo:
+            self._touch_repo(job.repo, now)
+        if job.state != QUEUED and job.runner_name:
+            iid = instance_id_of(job.runner_name)
+            if iid is not None:
+                self.assign(iid, job.id)
+        return True
+
+    def queued_jobs(self, pool: str | None = None) -> list[Job]:
+        return [self._job(item) for item in self._active("job#", pool)]
+
+    def job(self, job_id: int) -> Job | None:
+        item = self.table.get_item(Key={"pk": f"job#{job_id}"}, ConsistentRead=True).get("Item")
+        return None if item is None else self._job(item)
+
+    def _job(self, item: dict[str, Any]) -> Job:
+        return Job(
+            id=int(item["pk"].split("#", 1)[1]),
+            pool=str(item["pool"]),
+            state=str(item["state"]),
+            queued_at=float(item["queued_at"]),
+            repo=str(item.get("repo", "")),
+            labels=tuple(item.get("labels", [])),
+            runner_name=item.get("runner_name"),
+        )
+
+    def close_job(self, job_id: int, state: str = COMPLETED) -> bool:
+        """GitHub no longer has the job queued (its webhook was lost): stop counting it."""
+        return self.record_job(Job(job_id, "", state, 0.0)) if self.job(job_id) else False
+
+    # ---- instances --------------------------------------------------------------------
+    def add_instance(self, inst: Instance) -> bool:
+        try:
+            self.table.put_item(
+                Item={
+                    "pk": f"instance#{inst.id}",
+                    "pool": inst.pool,
+                    "launched_at": _dec(inst.launched_at),
+                    "runner_name": inst.runner_name,
+                    OPEN: f"instance#{inst.pool}",
+                    "expires_at": int(self.clock() + self.ttl_s),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except AwsError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def live_instances(self, pool: str | None = None) -> list[Instance]:
+        return [self._instance(item) for item in self._active("instance#", pool)]
+
+    def instance(self, instance_id: str) -> Instance | None:
+        item = self.table.get_item(Key={"pk": f"instance#{instance_id}"}, ConsistentRead=True).get("Item")
+        return None if item is None else self._instance(item)
+
+    def _instance(self, item: dict[str, Any]) -> Instance:
+        job_id = item.get("job_id")
+        return Instance(
+            id=item["pk"].split("#", 1)[1],
+            pool=str(item["pool"]),
+            launched_at=float(item["launched_at"]),
+            job_id=None if job_id is None else int(job_id),
+            registered_at=_num(item.get("registered_at")),
+            idle_since=_num(item.get("idle_since")),
+            jit_at=_num(item.get("jit_at")),
+            runner_name=str(item.get("runner_name", "")),
+        )
+
+    def assign(self, instance_id: str, job_id: int) -> None:
+        self._set_if_exists(instance_id, {"job_id": job_id})
+
+    def mark(self, instance_id: str, **fields: float | None) -> None:
+        """Set (or, with None, remove) timestamps such as jit_at, registered_at, idle_since."""
+        self._set_if_exists(instance_id, fields)
+
+    def instance_gone(self, instance_id: str) -> None:
+        try:
+            self.table.update_item(
+                Key={"pk": f"instance#{instance_id}"},
+                UpdateExpression=f"REMOVE {OPEN} SET gone_at = :g",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":g": _dec(self.clock())},
+            )
+        except AwsError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    def _set_if_exists(self, instance_id: str, fields: dict[str, Any]) -> None:
+        sets = {k: v for k, v in fields.items() if v is not None}
+        removes = [k for k, v in fields.items() if v is None]
+        parts = []
+        if sets:
+            parts.append("SET " + ", ".join(f"#{k} = :{k}" for k in sets))
+        if removes:
+            parts.append("REMOVE " + ", ".join(f"#{k}" for k in removes))
+        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in sets.items()}
+        try:
+            self.table.update_item(
+                Key={"pk": f"instance#{instance_id}"},
+                UpdateExpression=" ".join(parts),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={f"#{k}": k for k in fields},
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except AwsError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    # ---- repositories -----------------------------------------------------------------
+    def _touch_repo(self, repo: str, now: float) -> None:
+        self.table.put_item(
+            Item={"pk": f"repo#{repo}", "last_seen": _dec(now), OPEN: "repo", "expires_at": int(now + 3600)},
+        )
+
+    def recent_repos(self, since: float) -> list[str]:
+        return [item["pk"].split("#", 1)[1] for item in self._query("repo") if float(item["last_seen"]) >= since]
+
+    # ---- reads ------------------------------------------------------------------------
+    def _active(self, kind: str, pool: str | None) -> Iterator[dict[str, Any]]:
+        if pool is not None:
+            yield from self._query(f"{kind}{pool}")
+            return
+        kwargs: dict[str, Any] = {"IndexName": OPEN_INDEX}
+        while True:
+            page = self.table.scan(**kwargs)
+            yield from (item for item in page.get("Items", []) if str(item.get(OPEN, "")).startswith(kind))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _query(self, key: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "IndexName": OPEN_INDEX,
+            "KeyConditionExpression": f"{OPEN} = :a",
+            "ExpressionAttributeValues": {":a": key},
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,174 @@
+"""The scaling decisions, pure: plain data in (jobs, instances, runners, a clock), plans out.
+
+The Lambdas, `estate serve` and the simulator all run these functions, so what is measured
+offline is what runs in production. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from lambda_src import cron
+from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, instance_id_of, runner_name
+from lambda_src.settings import PoolSettings
+
+# GitHub's `busy` flag can read false for up to a minute after a job starts: a runner is idle
+# only when two listings at least this far apart both say so.
+IDLE_CONFIRM_S = 60.0
+
+
+def warm_target(pool: PoolSettings, now: float) -> tuple[int, str]:
+    """Idle runners `idle_config` keeps for the window active at `now` (first match wins)."""
+    when = datetime.fromtimestamp(now, UTC)
+    for window in pool.idle_windows:
+        if cron.matches(window.cron, when, window.time_zone):
+            return window.idle_count, window.eviction
+    return 0, "oldest_first"
+
+
+def is_stale_boot(pool: PoolSettings, instance: Instance, now: float) -> bool:
+    """A host whose runner never came online within the pool's boot time: no longer supply."""
+    return instance.registered_at is None and now - instance.launched_at > pool.boot_timeout_s
+
+
+# ---- scale-up ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchOrder:
+    pool: str
+    count: int
+    queued: int
+    warm: int
+    supply: int  # unassigned runners: booting in time, or registered and idle
+    room: int  # instances the caps still allow
+    reason: str
+
+
+def plan_launches(
+    pools: Mapping[str, PoolSettings], jobs: Iterable[Job], instances: Iterable[Instance], now: float, only: Iterable[str] | None = None
+) -> list[LaunchOrder]:
+    """How many hosts to launch per pool: queued jobs plus the warm floor, minus unassigned
+    runners, within `max_instances`. A job another runner already took is no longer queued,
+    and the runner it did not take stays unassigned supply, so nothing is counted twice."""
+    queued: dict[str, int] = defaultdict(int)
+    for job in jobs:
+        if job.state == QUEUED:
+            queued[job.pool] += 1
+    live: dict[str, int] = defaultdict(int)
+    supply: dict[str, int] = defaultdict(int)
+    for inst in instances:
+        live[inst.pool] += 1
+        pool = pools.get(inst.pool)
+        if pool is not None and not inst.assigned and not is_stale_boot(pool, inst, now):
+            supply[inst.pool] += 1
+    orders = []
+    for name in sorted(only if only is not None else pools):
+        pool = pools[name]
+        warm, _ = warm_target(pool, now)
+        want = queued[name] + warm
+        deficit = want - supply[name]
+        room = max(0, pool.max_instances - live[name])
+        count = max(0, min(deficit, room))
+        if deficit <= 0:
+            reason = "enough unassigned runners"
+        elif count < deficit:
+            reason = f"capped at {pool.max_instances} instances"
+        else:
+            reason = "launch for queued jobs" if queued[name] else "keep warm runners"
+        orders.append(LaunchOrder(name, count, queued[name], warm, supply[name], room, reason))
+    return orders
+
+
+# ---- scale-down -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retirement:
+    pool: str
+    instance_id: str | None
+    runner_id: int | None
+    reason: str
+
+
+@dataclass
+class ScaleDownPlan:
+    retire: list[Retirement] = field(default_factory=list)  # delete the runner (if any), then terminate
+    first_idle: list[str] = field(default_factory=list)  # instances seen idle for the first time
+    not_idle: list[str] = field(default_factory=list)  # instances whose idle mark must be cleared
+    registered: list[str] = field(default_factory=list)  # instances first seen online
+
+
+def plan_scale_down(
+    pools: Mapping[str, PoolSettings],
+    environment: str,
+    instances: Iterable[Instance],
+    runners: Iterable[GithubRunner],
+    queued_jobs: Iterable[Job],
+    now: float,
+) -> ScaleDownPlan:
+    """Which hosts and runners to retire. `instances` are our live hosts; `runners` is one
+    listing of the org's runners. Never retires a busy runner or one whose job has begun."""
+    plan = ScaleDownPlan()
+    by_name = {r.name: r for r in runners}
+    queued: dict[str, int] = defaultdict(int)
+    for job in queued_jobs:
+        if job.state == QUEUED:
+            queued[job.pool] += 1
+    live_names: set[str] = set()
+    idle_eligible: dict[str, list[tuple[Instance, GithubRunner]]] = defaultdict(list)
+    idle_count: dict[str, int] = defaultdict(int)
+
+    for inst in instances:
+        pool = pools.get(inst.pool)
+        if pool is None:
+            continue
+        name = runner_name(pool.name_prefix, environment, pool.name, inst.id)
+        live_names.add(name)
+        runner = by_name.get(name)
+        age = now - inst.launched_at
+        if runner is None or (not runner.online and not runner.busy):
+            if age > pool.boot_timeout_s:
+                why = "never registered" if inst.registered_at is None else "runner gone or offline"
+                plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, f"{why} after {age / 60:.0f} min"))
+            continue
+        if inst.registered_at is None:
+            plan.registered.append(inst.id)
+        if runner.busy or inst.assigned:
+            # Busy, or its ephemeral runner took a job and will exit by itself.
+            if inst.idle_since is not None:
+                plan.not_idle.append(inst.id)
+            continue
+        idle_count[pool.name] += 1
+        if inst.idle_since is None:
+            plan.first_idle.append(inst.id)
+        elif now - inst.idle_since >= IDLE_CONFIRM_S and age >= pool.minimum_running_s:
+            idle_eligible[pool.name].append((inst, runner))
+
+    for pool_name, candidates in sorted(idle_eligible.items()):
+        pool = pools[pool_name]
+        warm, eviction = warm_target(pool, now)
+        # Keep the warm floor, and an idle runner for every job still waiting for this pool.
+        surplus = idle_count[pool_name] - warm - queued[pool_name]
+        candidates.sort(key=lambda pair: pair[0].launched_at, reverse=eviction == "newest_first")
+        for inst, runner in candidates[: max(0, surplus)]:
+            plan.retire.append(Retirement(pool_name, inst.id, runner.id, f"idle past {pool.minimum_running_s // 60} min"))
+
+    for runner in by_name.values():
+        if runner.name in live_names or runner.busy:
+            continue
+        owner = _owning_pool(pools, environment, runner.name)
+        if owner is not None:
+            plan.retire.append(Retirement(owner, None, runner.id, "ghost: no instance behind this runner"))
+    return plan
+
+
+def _owning_pool(pools: Mapping[str, PoolSettings], environment: str, name: str) -> str | None:
+    """The pool whose naming rule produced this runner name; None for anyone else's runner."""
+    iid = instance_id_of(name)
+    if iid is None:
+        return None
+    return next((p.name for p in pools.values() if runner_name(p.name_prefix, environment, p.name, iid) == name), None)

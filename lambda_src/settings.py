@@ -1,0 +1,97 @@
+"""The control plane's settings: one validated object, built once per cold start.
+
+`estate` compiles them from the runner configs and the stack (see estate/control_config.py)
+and ships them as `control_plane.json` inside the Lambda package, so a handler never parses
+YAML or environment variables deep inside business logic. Pure and stdlib-only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lambda_src.routing import RoutingTable
+
+SETTINGS_FILE = "control_plane.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IdleWindow:
+    cron: str
+    time_zone: str
+    idle_count: int
+    eviction: str  # oldest_first | newest_first
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    name: str
+    capacity_type: str  # spot | on-demand | capacity-block
+    instance_types: tuple[str, ...]
+    labels: tuple[str, ...]  # the runner's labels, as registered
+    runner_group: str
+    max_instances: int  # runners_maximum_count, lowered by hard_limits.max_instances
+    allocation_strategy: str = "lowest-price"
+    max_spot_price: str | None = None
+    failover_errors: tuple[str, ...] = ()
+    name_prefix: str = ""
+    minimum_running_s: int = 0
+    boot_timeout_s: int = 300
+    idle_windows: tuple[IdleWindow, ...] = ()
+    launch_template_id: str = ""
+    subnet_ids: tuple[str, ...] = ()
+    queue_url: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PoolSettings:
+        values = dict(data)
+        for key in ("instance_types", "labels", "failover_errors", "subnet_ids"):
+            values[key] = tuple(values.get(key, ()))
+        values["idle_windows"] = tuple(IdleWindow(**w) for w in values.get("idle_windows", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    environment: str
+    region: str
+    org: str
+    app_id: int
+    api_url: str
+    table_name: str
+    webhook_secret_parameter: str
+    app_key_parameter: str
+    jit_parameter_prefix: str  # "/runner-estate/<env>/jit/": one SecureString per instance below it
+    pools: Mapping[str, PoolSettings]
+    routing: RoutingTable
+    installation_id: int | None = None
+    ledger_ttl_s: int = 7 * 24 * 3600
+
+    def pool(self, name: str) -> PoolSettings:
+        return self.pools[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k not in {"pools", "routing"}}
+        data["version"] = FORMAT_VERSION
+        data["pools"] = {name: asdict(p) for name, p in self.pools.items()}
+        data["routing"] = self.routing.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ControlPlaneSettings:
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"control-plane settings version {data.get('version')!r}; this code reads {FORMAT_VERSION}")
+        values = {k: v for k, v in data.items() if k != "version"}
+        values["pools"] = {name: PoolSettings.from_dict(p) for name, p in data["pools"].items()}
+        values["routing"] = RoutingTable.from_dict(data["routing"])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ControlPlaneSettings:
+        """The settings shipped next to this module (or at `path`)."""
+        target = path or Path(__file__).resolve().parent / SETTINGS_FILE
+        return cls.from_dict(json.loads(target.read_text(encoding="utf-8")))
