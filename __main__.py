@@ -13,15 +13,19 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+from pulumi.runtime.mocks import MockMonitor
 
 from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
+from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
+from estate.control_config import jit_parameter_prefix
 from estate.diagnostics import ConfigError
 from estate.loader import Estate, load_estate
-from estate.stack_config import NAMESPACE, StackConfig, is_text_setting, parse_stack_config
+from estate.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 from lambda_src.tags import estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
+LAMBDA_DEPENDENCIES = PROJECT_DIR / "build" / "lambda-deps"
 
 
 def read_stack_config() -> StackConfig:
@@ -49,6 +53,16 @@ def availability_zones(stack: StackConfig, provider: aws.Provider) -> list[str]:
     return sorted(found.names)[: network.az_count]
 
 
+def lambda_dependencies() -> Path | None:
+    """PyJWT + cryptography built for the functions (scripts/build_lambda.sh). A real deploy
+    without them would ship functions that cannot mint GitHub tokens, so it stops here."""
+    if LAMBDA_DEPENDENCIES.is_dir():
+        return LAMBDA_DEPENDENCIES
+    if isinstance(pulumi.runtime.settings.get_monitor(), MockMonitor):
+        return None
+    raise pulumi.RunError(f"{LAMBDA_DEPENDENCIES} is missing: run `bash scripts/build_lambda.sh` before `pulumi up`")
+
+
 def build(stack: StackConfig, estate: Estate) -> None:
     tags = {**stack.tags, **estate_tags(stack.environment)}
     # Tags are set on each resource (not provider default_tags) so the preview shows them.
@@ -60,6 +74,8 @@ def build(stack: StackConfig, estate: Estate) -> None:
         NetworkArgs(stack.environment, stack.region, stack.network, availability_zones(stack, provider), tags),
         opts=with_provider,
     )
+    account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(provider=provider)).account_id
+    jit_prefix_arn = pulumi.Output.concat("arn:aws:ssm:", stack.region, ":", account, ":parameter", jit_parameter_prefix(stack.environment))
     fleets = {
         pool.name: RunnerFleet(
             pool.name,
@@ -70,13 +86,32 @@ def build(stack: StackConfig, estate: Estate) -> None:
                 public_ip=stack.network.runner_subnets == "public",
                 log_retention_days=stack.log_retention_days,
                 tags=tags,
+                jit_prefix_arn=jit_prefix_arn,
             ),
             opts=with_provider,
         )
         for pool in estate.pools
     }
 
+    secrets = pulumi.Config(NAMESPACE)
+    scaler = ScalerFunctions(
+        "scaler",
+        ScalerFunctionsArgs(
+            stack=stack,
+            estate=estate,
+            pools={n: PoolWiring(f.launch_template_id, f.role_arn) for n, f in fleets.items()},
+            subnet_ids=network.runner_subnet_ids,
+            app_private_key=secrets.require_secret(SECRET_SETTINGS[0]),
+            webhook_secret=secrets.require_secret(SECRET_SETTINGS[1]),
+            tags=tags,
+            lambda_dependencies=lambda_dependencies(),
+        ),
+        opts=with_provider,
+    )
+
     pulumi.export("environment", stack.environment)
+    pulumi.export("webhook_url", scaler.webhook_url)
+    pulumi.export("ledger_table", scaler.table_name)
     pulumi.export("region", stack.region)
     pulumi.export("github_org", stack.github.org)
     pulumi.export("vpc_id", network.vpc_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from estate.iam_policies import cloudwatch_agent_policy, ec2_assume_role_policy, session_manager_policy
+from estate.iam_policies import cloudwatch_agent_policy, ec2_assume_role_policy, jit_parameter_policy, session_manager_policy
 from estate.pool import Pool
 from lambda_src.tags import runner_tags
 
@@ -25,6 +25,7 @@ class RunnerFleetArgs:
     public_ip: bool
     log_retention_days: int
     tags: dict[str, str]
+    jit_prefix_arn: pulumi.Input[str]  # "arn:aws:ssm:<region>:<account>:parameter/runner-estate/<env>/jit/"
 
 
 class RunnerFleet(pulumi.ComponentResource):
@@ -45,6 +46,12 @@ class RunnerFleet(pulumi.ComponentResource):
             description=f"runner-estate {args.environment} runners of pool {pool.name}",
             assume_role_policy=json.dumps(ec2_assume_role_policy()),
             tags=args.tags,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-runner-config",
+            role=role.id,
+            policy=pulumi.Output.from_input(args.jit_prefix_arn).apply(lambda arn: json.dumps(jit_parameter_policy(arn))),
             opts=child,
         )
         if rc.enable_ssm_on_runners:

@@ -57,3 +57,107 @@ def cloudwatch_agent_policy(log_group_arns: list[str]) -> PolicyDocument:
             "Condition": {"StringEquals": {"cloudwatch:namespace": CLOUDWATCH_AGENT_NAMESPACE}},
         },
     )
+
+
+def jit_parameter_policy(parameter_prefix_arn: str) -> PolicyDocument:
+    """A host may read and delete only the runner config tagged with its own instance ARN."""
+    return _doc(
+        {
+            "Sid": "OwnRunnerConfig",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter", "ssm:DeleteParameter"],
+            "Resource": f"{parameter_prefix_arn}*",
+            "Condition": {"StringEquals": {"ssm:resourceTag/runner-estate:instance-arn": "${ec2:SourceInstanceARN}"}},
+        }
+    )
+
+
+def lambda_assume_role_policy() -> PolicyDocument:
+    return _doc({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
+
+
+def _logs(log_group_arn: str) -> dict[str, Any]:
+    return {"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"}
+
+
+LEDGER_READ_WRITE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:Scan")
+
+
+def webhook_policy(log_group_arn: str, secret_arn: str, table_arn: str, queue_arns: list[str]) -> PolicyDocument:
+    """Read the webhook secret, record jobs, enqueue them. Nothing else."""
+    return _doc(
+        _logs(log_group_arn),
+        {"Sid": "WebhookSecret", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": secret_arn},
+        {"Sid": "Ledger", "Effect": "Allow", "Action": ["dynamodb:UpdateItem", "dynamodb:PutItem"], "Resource": table_arn},
+        {"Sid": "PoolQueues", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": queue_arns},
+    )
+
+
+def scaler_policy(
+    *,
+    environment: str,
+    log_group_arn: str,
+    app_key_arn: str,
+    jit_prefix_arn: str,
+    table_arn: str,
+    runner_role_arns: list[str],
+    region: str,
+    launches: bool,
+    queue_arns: list[str] | None = None,
+) -> PolicyDocument:
+    """What scale-up, reconcile and scale-down need. Terminating and tagging are limited to
+    instances tagged as this environment's; launching is limited to our launch templates."""
+    ours = {"StringEquals": {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}}
+    statements: list[dict[str, Any]] = [
+        _logs(log_group_arn),
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
+        {
+            "Sid": "RunnerConfigs",
+            "Effect": "Allow",
+            "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
+            "Resource": f"{jit_prefix_arn}*",
+        },
+        {"Sid": "Ledger", "Effect": "Allow", "Action": list(LEDGER_READ_WRITE), "Resource": [table_arn, f"{table_arn}/index/*"]},
+        # Describe calls take no resource-level scoping; the action list is what limits them.
+        {"Sid": "Describe", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"},
+        {"Sid": "TerminateOurs", "Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*", "Condition": ours},
+    ]
+    if launches:
+        statements += [
+            {
+                "Sid": "Launch",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateFleet", "ec2:RunInstances"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+            },
+            {
+                "Sid": "TagAtLaunch",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}},
+            },
+            {
+                "Sid": "DescribeForFleet",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:DescribeLaunchTemplates",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeSubnets",
+                ],
+                "Resource": "*",
+            },
+            {"Sid": "PassRunnerRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": runner_role_arns},
+        ]
+    if queue_arns:
+        statements.append(
+            {
+                "Sid": "PoolQueues",
+                "Effect": "Allow",
+                "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+                "Resource": queue_arns,
+            }
+        )
+    return _doc(*statements)

@@ -22,7 +22,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from estate.diagnostics import ConfigError
-from estate.stack_config import NAMESPACE, StackConfig, is_text_setting, parse_stack_config
+from estate.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 
 PROJECT = "runner-estate"
 SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a secret
@@ -54,7 +54,27 @@ class Registered:
     inputs: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
+        return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": _plain(self.inputs)}
+
+
+def _plain(value: Any) -> Any:
+    """Inputs as JSON: assets and archives become what they hold (paths relative to the project)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": {k: _plain(v) for k, v in sorted(value.assets.items())}}
+    if isinstance(value, pulumi.FileAsset | pulumi.FileArchive):
+        return {"file": _relative(str(value.path))}
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
+    return value
+
+
+def _relative(path: str) -> str:
+    project = str(Path(__file__).resolve().parent.parent)
+    return path[len(project) + 1 :] if path.startswith(project + "/") else path
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -80,6 +100,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":  # noqa: S105 - an invoke token
             names = [f"{self.region}{z}" for z in "abcdef"]
             return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": self.region}, []
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":  # noqa: S105 - an invoke token
+            return {
+                "accountId": "123456789012",
+                "arn": "arn:aws:iam::123456789012:user/preview",
+                "userId": "preview",
+                "id": "123456789012",
+            }, []
         if token == "aws:ec2/getAmi:getAmi":  # noqa: S105 - an invoke token
             arch = next((f["values"][0] for f in args.args.get("filters", []) if f["name"] == "architecture"), "x86_64")
             digest = hashlib.sha256(json.dumps(args.args, sort_keys=True).encode()).hexdigest()
@@ -138,11 +165,20 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
-def validate_stack_config(config: dict[str, str], path: Path) -> StackConfig:
-    """Check the whole stack config up front, unknown `runner-estate:` keys included."""
+def validate_stack_config(config: dict[str, str], path: Path, secret_keys: list[str]) -> StackConfig:
+    """Check the whole stack config up front, unknown `runner-estate:` keys included; the
+    secret settings must be present and encrypted (`pulumi config set --secret`)."""
     raw: dict[str, Any] = {}
+    for name in SECRET_SETTINGS:
+        key = f"{NAMESPACE}:{name}"
+        if key not in config:
+            raise ConfigError(path.name, None, key, f"required secret is missing: pulumi config set --secret {key}")
+        if key not in secret_keys:
+            raise ConfigError(path.name, None, key, f"must be a secret, not plain text: pulumi config set --secret {key}")
     for key, value in config.items():
         namespace, _, field = key.partition(":")
+        if namespace == NAMESPACE and field in SECRET_SETTINGS:
+            continue
         if namespace == NAMESPACE:
             raw[field] = value if is_text_setting(field) else _json_or_text(value)
         elif key == "aws:region":
@@ -163,7 +199,7 @@ def run_program(project_dir: Path, stack: str, stack_path: Path | None = None) -
     `stack_path` reads the stack's settings from another file (tests use this)."""
     path = stack_path or stack_file(project_dir, stack)
     config, secret_keys = read_stack_file(path)
-    settings = validate_stack_config(config, path)
+    settings = validate_stack_config(config, path, secret_keys)
     mocks = RecordingMocks(settings.region)
     collected = _Collect()
     logger = logging.getLogger(f"estate.preview.{stack}")

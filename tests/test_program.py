@@ -77,9 +77,18 @@ def test_no_iam_statement_has_a_wildcard_action(prod: list[Registered]) -> None:
         assert all("*" not in a for a in actions), s
 
 
-def test_runner_roles_cannot_read_parameters_or_secrets(prod: list[Registered]) -> None:
-    actions = {a for s in policy_statements(prod) for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
-    assert not {a for a in actions if a.startswith(("ssm:GetParameter", "secretsmanager:", "kms:"))}
+def runner_statements(prod: list[Registered]) -> list[dict[str, Any]]:
+    pools = {p.name for p in POOLS}
+    return policy_statements([r for r in of_type(prod, ":RolePolicy") if r.parent in pools])
+
+
+def test_runner_roles_read_only_their_own_runner_config(prod: list[Registered]) -> None:
+    reads = [s for s in runner_statements(prod) if any(a.startswith(("ssm:GetParameter", "secretsmanager:", "kms:")) for a in s["Action"])]
+    assert len(reads) == len(POOLS)
+    for s in reads:
+        assert s["Action"] == ["ssm:GetParameter", "ssm:DeleteParameter"]
+        assert s["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/runner-estate/prod/jit/*"
+        assert s["Condition"] == {"StringEquals": {"ssm:resourceTag/runner-estate:instance-arn": "${ec2:SourceInstanceARN}"}}
     assert not of_type(prod, ":RolePolicyAttachment")  # no managed policies by default (SSM core reads every parameter)
 
 
@@ -163,6 +172,8 @@ def stack_file(tmp_path: Path, **network: Any) -> Path:
         "runner-estate:environment": "staging",
         "runner-estate:github": {"org": "example", "app_id": 1},
         "runner-estate:secrets": {"github_app_private_key": "/k", "webhook_secret": "/w"},
+        "runner-estate:github_app_key": {"secure": "v1:x"},
+        "runner-estate:webhook_secret_value": {"secure": "v1:y"},
         "runner-estate:runner_configs": str(EXAMPLE_CONFIGS),
     }
     if network:

@@ -1,0 +1,268 @@
+"""ScalerFunctions: the control plane in AWS — webhook, scale-up, reconcile and scale-down
+Lambdas from one build of lambda_src/, a queue (+ DLQ and alarm) per pool, the DynamoDB
+ledger, the schedules, the two SecureStrings, and one least-privilege role per function."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from estate import iam_policies
+from estate.control_config import control_settings, jit_parameter_prefix, pool_settings
+from estate.loader import Estate
+from estate.stack_config import StackConfig
+from lambda_src.ledger import OPEN, OPEN_INDEX
+from lambda_src.settings import SETTINGS_FILE
+
+LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
+RUNTIME = "python3.12"
+ARCHITECTURE = "arm64"
+SCALE_UP_TIMEOUT_S = 60
+DEFAULT_MAX_RECEIVE_COUNT = 3
+SCHEDULE = "rate(1 minute)"
+
+
+@dataclass(frozen=True)
+class PoolWiring:
+    """Deploy-time ids of one pool's RunnerFleet."""
+
+    launch_template_id: pulumi.Output[str]
+    role_arn: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
+class ScalerFunctionsArgs:
+    stack: StackConfig
+    estate: Estate
+    pools: Mapping[str, PoolWiring]
+    subnet_ids: pulumi.Input[list[str]]
+    app_private_key: pulumi.Input[str]  # Pulumi secrets; stored as SSM SecureStrings
+    webhook_secret: pulumi.Input[str]
+    tags: dict[str, str]
+    lambda_dependencies: Path | None  # PyJWT + cryptography built for the functions' architecture
+
+
+def lambda_archive(settings_json: str, dependencies: Path | None) -> pulumi.AssetArchive:
+    """lambda_src's modules, the compiled settings beside them, and the bundled dependencies."""
+    assets: dict[str, Any] = {f"lambda_src/{p.name}": pulumi.FileAsset(str(p)) for p in sorted(LAMBDA_SRC.glob("*.py"))}
+    assets[f"lambda_src/{SETTINGS_FILE}"] = pulumi.StringAsset(settings_json)
+    if dependencies is not None:
+        for entry in sorted(dependencies.iterdir()):
+            assets[entry.name] = pulumi.FileArchive(str(entry)) if entry.is_dir() else pulumi.FileAsset(str(entry))
+    return pulumi.AssetArchive(assets)
+
+
+class ScalerFunctions(pulumi.ComponentResource):
+    webhook_url: pulumi.Output[str]
+    table_name: pulumi.Output[str]
+    queue_urls: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: ScalerFunctionsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("runner-estate:index:ScalerFunctions", name, None, opts)
+        self._child = pulumi.ResourceOptions(parent=self)
+        stack, env, tags = args.stack, args.stack.environment, args.tags
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
+        self._prefix = f"runner-estate-{env}"
+
+        # The ledger outlives any one deploy: a replaced table would forget which jobs were served.
+        table = aws.dynamodb.Table(
+            f"{name}-ledger",
+            name=f"{self._prefix}-ledger",
+            billing_mode="PAY_PER_REQUEST",
+            hash_key="pk",
+            attributes=[aws.dynamodb.TableAttributeArgs(name="pk", type="S"), aws.dynamodb.TableAttributeArgs(name=OPEN, type="S")],
+            global_secondary_indexes=[
+                aws.dynamodb.TableGlobalSecondaryIndexArgs(name=OPEN_INDEX, hash_key=OPEN, range_key="pk", projection_type="ALL")
+            ],
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name="expires_at", enabled=True),
+            point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=True),
+            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
+        app_key = aws.ssm.Parameter(
+            f"{name}-app-key",
+            name=stack.secrets.github_app_private_key,
+            type="SecureString",
+            value=pulumi.Output.secret(args.app_private_key),
+            description="GitHub App private key; read only by the scaler functions",
+            tags=tags,
+            opts=self._child,
+        )
+        hook_secret = aws.ssm.Parameter(
+            f"{name}-webhook-secret",
+            name=stack.secrets.webhook_secret,
+            type="SecureString",
+            value=pulumi.Output.secret(args.webhook_secret),
+            description="GitHub webhook secret; read only by the webhook function",
+            tags=tags,
+            opts=self._child,
+        )
+
+        queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds, tags)
+                  for pool in args.estate.pools}  # fmt: skip
+        by_name = {p.name: p for p in args.estate.pools}
+        settings_json = pulumi.Output.all(
+            table=table.name,
+            subnets=args.subnet_ids,
+            templates={n: w.launch_template_id for n, w in args.pools.items()},
+            urls={n: q.url for n, q in queues.items()},
+        ).apply(
+            lambda v: json.dumps(
+                control_settings(
+                    stack,
+                    args.estate,
+                    table_name=v["table"],
+                    pools={n: pool_settings(by_name[n], v["templates"][n], v["subnets"], v["urls"][n]) for n in by_name},
+                ).to_dict(),
+                sort_keys=True,
+            )
+        )
+        code = settings_json.apply(lambda text: lambda_archive(text, args.lambda_dependencies))
+        jit_prefix_arn = pulumi.Output.concat("arn:aws:ssm:", stack.region, ":", account, ":parameter", jit_parameter_prefix(env))
+        queue_arns = [q.arn for q in queues.values()]
+        runner_roles = [w.role_arn for w in args.pools.values()]
+
+        webhook = self._function(
+            name,
+            "webhook",
+            code,
+            10,
+            lambda log_arn: pulumi.Output.all(log_arn, hook_secret.arn, table.arn, *queue_arns).apply(
+                lambda a: iam_policies.webhook_policy(a[0], a[1], a[2], list(a[3:]))
+            ),
+            tags,
+            protect=True,
+        )
+        # Signature verification is the authentication; a replaced URL would break GitHub's hook.
+        url = aws.lambda_.FunctionUrl(
+            f"{name}-webhook-url",
+            function_name=webhook.name,
+            authorization_type="NONE",
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
+
+        def scaler(launches: bool, with_queues: bool) -> Any:
+            def policy(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
+                parts = pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
+                                          pulumi.Output.all(*queue_arns))  # fmt: skip
+                return parts.apply(
+                    lambda a: iam_policies.scaler_policy(
+                        environment=env,
+                        log_group_arn=a[0],
+                        app_key_arn=a[1],
+                        jit_prefix_arn=a[2],
+                        table_arn=a[3],
+                        runner_role_arns=list(a[4]),
+                        region=stack.region,
+                        launches=launches,
+                        queue_arns=list(a[5]) if with_queues else None,
+                    )
+                )
+
+            return policy
+
+        scale_up = self._function(name, "scale_up", code, SCALE_UP_TIMEOUT_S, scaler(True, True), tags)
+        reconcile = self._function(name, "reconcile", code, 120, scaler(True, False), tags)
+        scale_down = self._function(name, "scale_down", code, 120, scaler(False, False), tags)
+
+        for pool in args.estate.pools:
+            concurrency = pool.runner.scale_up_reserved_concurrent_executions
+            aws.lambda_.EventSourceMapping(
+                f"{name}-{pool.name}-scale-up",
+                event_source_arn=queues[pool.name].arn,
+                function_name=scale_up.arn,
+                batch_size=10,
+                function_response_types=["ReportBatchItemFailures"],
+                # Lambda's floor for a per-source cap is 2; -1 (upstream's "unlimited") sets none.
+                scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(maximum_concurrency=max(2, concurrency))
+                if concurrency > 0
+                else None,
+                opts=self._child,
+            )
+        for fn, label in ((reconcile, "reconcile"), (scale_down, "scale-down")):
+            rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=SCHEDULE, tags=tags, opts=self._child)
+            aws.cloudwatch.EventTarget(f"{name}-{label}-target", rule=rule.name, arn=fn.arn, opts=self._child)
+            aws.lambda_.Permission(
+                f"{name}-{label}-invoke",
+                action="lambda:InvokeFunction",
+                function=fn.name,
+                principal="events.amazonaws.com",
+                source_arn=rule.arn,
+                opts=self._child,
+            )
+
+        self.webhook_url = url.function_url
+        self.table_name = table.name
+        self.queue_urls = {n: q.url for n, q in queues.items()}
+        self.register_outputs({"webhook_url": self.webhook_url, "table_name": self.table_name})
+
+    def _queue(self, name: str, pool: str, redrive: Any, retention_s: int, tags: dict[str, str]) -> aws.sqs.Queue:
+        dlq = aws.sqs.Queue(
+            f"{name}-{pool}-dlq", name=f"{self._prefix}-{pool}-dlq", message_retention_seconds=1209600, sqs_managed_sse_enabled=True,
+            tags=tags, opts=self._child,
+        )  # fmt: skip
+        receives = redrive.maxReceiveCount if redrive is not None and redrive.maxReceiveCount else DEFAULT_MAX_RECEIVE_COUNT
+        queue = aws.sqs.Queue(
+            f"{name}-{pool}-queue",
+            name=f"{self._prefix}-{pool}",
+            visibility_timeout_seconds=2 * SCALE_UP_TIMEOUT_S,
+            message_retention_seconds=min(retention_s, 1209600),
+            sqs_managed_sse_enabled=True,
+            redrive_policy=dlq.arn.apply(lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": receives})),
+            tags=tags,
+            opts=self._child,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-{pool}-dlq-alarm",
+            alarm_description=f"Jobs of pool {pool} the scaler gave up on: read and replay the DLQ (runbook)",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": dlq.name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            tags=tags,
+            opts=self._child,
+        )
+        return queue
+
+    def _function(
+        self, name: str, role_name: str, code: Any, timeout: int, policy: Any, tags: dict[str, str], protect: bool = False
+    ) -> aws.lambda_.Function:
+        fn_name = f"{self._prefix}-{role_name.replace('_', '-')}"
+        log = aws.cloudwatch.LogGroup(f"{name}-{role_name}-logs", name=f"/aws/lambda/{fn_name}", retention_in_days=30, tags=tags,
+                                      opts=self._child)  # fmt: skip
+        role = aws.iam.Role(
+            f"{name}-{role_name}-role",
+            assume_role_policy=json.dumps(iam_policies.lambda_assume_role_policy()),
+            description=f"runner-estate {fn_name}",
+            tags=tags,
+            opts=self._child,
+        )
+        role_policy = aws.iam.RolePolicy(
+            f"{name}-{role_name}-policy", role=role.id, policy=policy(log.arn).apply(json.dumps), opts=self._child
+        )
+        return aws.lambda_.Function(
+            f"{name}-{role_name}",
+            name=fn_name,
+            runtime=RUNTIME,
+            architectures=[ARCHITECTURE],
+            handler=f"lambda_src.handlers.{role_name}_handler",
+            code=code,
+            role=role.arn,
+            timeout=timeout,
+            memory_size=256,
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log.name),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect, depends_on=[role_policy]),
+        )
