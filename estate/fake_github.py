@@ -105,7 +105,7 @@ class FakeGithub:
         self._ids = itertools.count(100)
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # ---- lifecycle --------------------------------------------------------------------
     @property

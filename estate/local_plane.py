@@ -7,7 +7,9 @@ partial failures, redrive to the DLQ) is played by `pump()`.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import secrets
 import threading
@@ -38,6 +40,7 @@ from lambda_src.settings import ControlPlaneSettings
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account
 MAX_RECEIVE_COUNT = 3
+MOTO_AMI = "ami-12c6146b"  # in moto's bundled catalogue of public images
 
 
 class Clock:
@@ -71,6 +74,7 @@ class LocalPlane:
     configs: list[str]
     clock: Clock = field(default_factory=Clock)
     moto: Any = None
+    endpoint: str | None = None  # an already running moto_server (tests share one); else we start our own
     github: FakeGithub = field(init=False)
     plane: ControlPlane = field(init=False)
     ports: webhook.WebhookPorts = field(init=False)
@@ -84,7 +88,7 @@ class LocalPlane:
     def start(self) -> LocalPlane:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-        endpoint = self._start_moto()
+        endpoint = self.endpoint or self._start_moto()
         self.estate = load_estate(self.configs)
         stack = local_stack_config("example-org")
         groups = sorted({p.runner_group for p in self.estate.pools})
@@ -101,7 +105,7 @@ class LocalPlane:
         for pool in self.estate.pools:
             template = self.ec2.create_launch_template(
                 LaunchTemplateName=f"local-{pool.name}",
-                LaunchTemplateData={"ImageId": self._ami(), "InstanceType": pool.runner.instance_types[0]},
+                LaunchTemplateData={"ImageId": self._ami, "InstanceType": pool.runner.instance_types[0]},
             )["LaunchTemplate"]["LaunchTemplateId"]
             pools[pool.name] = pool_settings(pool, template, subnets, self._create_queue(pool.name))
         self.settings = control_settings(stack, self.estate, table_name=table, pools=pools, api_url=self.github.url)
@@ -138,7 +142,7 @@ class LocalPlane:
     def serve_webhook(self) -> str:
         """Listen on loopback; GitHub's deliveries go through the real handler."""
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _webhook_handler(self))
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         host, port = self._http.server_address[:2]
         url = f"http://{host!s}:{port}/webhook"
         self.github.webhook_url, self.github.webhook_secret = url, self.webhook_secret
@@ -151,7 +155,7 @@ class LocalPlane:
     # ---- SQS -> scale-up, as the event source mapping does it --------------------------
     def pump(self, on_batch: Callable[[list[dict[str, Any]]], list[str]] | None = None) -> int:
         """Deliver every ready message to scale-up in batches of 10; a failed message becomes
-        visible again, and lands in the DLQ after its third receive. Returns messages handled."""
+        visible again, and moves to the DLQ when received a fourth time. Returns messages handled."""
         handled = 0
         for pool in self.settings.pools.values():
             while True:
@@ -200,6 +204,7 @@ class LocalPlane:
 
     # ---- set-up -----------------------------------------------------------------------
     def _start_moto(self) -> str:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto_server logs every request
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from moto.server import ThreadedMotoServer
@@ -233,8 +238,10 @@ class LocalPlane:
         vpc = self.ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
         return [self.ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24")["Subnet"]["SubnetId"] for i in range(2)]
 
+    @functools.cached_property
     def _ami(self) -> str:
-        return str(self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+        # One image of moto's catalogue, asked for by id: listing the whole catalogue takes seconds.
+        return str(self.ec2.describe_images(ImageIds=[MOTO_AMI])["Images"][0]["ImageId"])
 
     def _create_queue(self, pool: str) -> str:
         dlq = self.sqs.create_queue(QueueName=f"local-{pool}-dlq")["QueueUrl"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,27 @@ def write_pool(directory: Path, name: str, text: str) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def _moto_server() -> Iterator[str]:
+    import warnings
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server._server.server_address[:2]  # type: ignore[union-attr]
+    yield f"http://{host!s}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_url(_moto_server: str) -> str:
+    """A moto_server on loopback, emptied before each test."""
+    urllib.request.urlopen(urllib.request.Request(f"{_moto_server}/moto-api/reset", method="POST"), timeout=5).close()  # noqa: S310 - loopback
+    return _moto_server

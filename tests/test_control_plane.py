@@ -1,0 +1,300 @@
+"""End to end on loopback: the real webhook, planners and adapters; AWS in moto_server, GitHub
+as our fake. Each fault the control plane must survive is injected here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from estate.local_plane import Clock, LocalPlane
+from lambda_src.control_plane import STALE_JOB_S
+from lambda_src.fleet_state import runner_name
+from lambda_src.jit_parameters import INSTANCE_ARN_TAG
+from lambda_src.planner import IDLE_CONFIRM_S
+from tests.conftest import EXAMPLE_CONFIGS
+
+T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
+POOL = "gpu-t4-spot"
+
+
+@pytest.fixture
+def local(moto_url: str) -> Iterator[LocalPlane]:
+    # Virtual time starts at wall time: moto stamps instances with the real launch time.
+    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=Clock(time.time()), endpoint=moto_url).start()
+    plane.serve_webhook()
+    yield plane
+    plane.stop()
+
+
+def jit_parameter(local: LocalPlane, instance_id: str) -> dict[str, Any]:
+    name = local.settings.jit_parameter_prefix + instance_id
+    found = local.ssm.call("DescribeParameters", {"ParameterFilters": [{"Key": "Name", "Values": [name]}]})["Parameters"]
+    if not found:
+        return {}
+    tags = local.ssm.call("ListTagsForResource", {"ResourceType": "Parameter", "ResourceId": name})["TagList"]
+    return {"type": found[0]["Type"], "tags": {t["Key"]: t["Value"] for t in tags}}
+
+
+def name_of(local: LocalPlane, instance_id: str) -> str:
+    return runner_name(local.settings.pools[POOL].name_prefix, "local", POOL, instance_id)
+
+
+# ---- the whole path ---------------------------------------------------------------------
+
+
+def test_queued_job_gets_one_host_whose_runner_config_only_it_can_read(local: LocalPlane) -> None:
+    job = local.github.queue_job(T4)
+    assert local.github.deliveries[-1][0] == 202
+    local.pump()
+    (iid,) = local.running_instances(POOL)
+    assert jit_parameter(local, iid) == {
+        "type": "SecureString",
+        "tags": {INSTANCE_ARN_TAG: f"arn:aws:ec2:us-east-1:123456789012:instance/{iid}"},
+    }
+    user_data = local.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData").get("UserData", {})
+    assert "Value" not in user_data  # the config never travels in user-data
+
+    name = local.boot(iid)
+    assert jit_parameter(local, iid) == {}  # the host deleted it once read
+    local.github.start_job(job.id, name)
+    assert local.plane.ledger.instance(iid).job_id == job.id  # type: ignore[union-attr]
+    local.github.finish_job(job.id)
+    local.power_off(iid)
+
+    local.clock.advance(200)
+    report = local.plane.scale_down()
+    assert report.retired == []
+    assert local.plane.ledger.live_instances() == []
+    assert local.github.runners == {}
+
+
+def test_github_calls_per_job_on_the_hot_path(local: LocalPlane) -> None:
+    local.github.queue_job(T4)
+    local.pump()  # first job also pays for the installation, token and runner-group lookups
+    before = len(local.github.calls)
+    for _ in range(5):
+        local.github.queue_job(T4)
+    local.pump()
+    assert len(local.running_instances(POOL)) == 6
+    assert (len(local.github.calls) - before) / 5 <= 2
+
+
+def test_scale_down_retires_idle_runners_orphans_and_ghosts(local: LocalPlane) -> None:
+    first = local.github.queue_job(T4)
+    second = local.github.queue_job(T4)
+    local.pump()
+    idle_host, orphan_host = local.running_instances(POOL)
+    local.boot(idle_host)
+    # The job is cancelled before any runner takes it: its runner stays idle.
+    local.github.finish_job(first.id)
+    local.github.finish_job(second.id)
+    ghost = local.github._jit(None, {}, {"name": name_of(local, "i-00000000deadbeef"), "runner_group_id": 1, "labels": T4})  # type: ignore[arg-type]
+    assert ghost[0] == 201
+
+    local.clock.advance(13 * 60)  # past the pool's 12 min boot time and 5 min minimum running time
+    first_pass = local.plane.scale_down()
+    retired = {(r["instance"], r["reason"].split(":")[0].split(" after")[0]) for r in first_pass.retired}
+    assert retired == {(orphan_host, "never registered"), (None, "ghost")}
+    assert idle_host in local.running_instances(POOL)  # seen idle once: kept
+
+    local.clock.advance(IDLE_CONFIRM_S)
+    second_pass = local.plane.scale_down()
+    assert [r["instance"] for r in second_pass.retired] == [idle_host]
+    assert local.running_instances(POOL) == []
+    assert local.github.runners == {}
+
+
+def test_a_runner_that_takes_a_job_between_listings_is_not_retired(local: LocalPlane) -> None:
+    job = local.github.queue_job(T4)
+    local.pump()
+    (iid,) = local.running_instances(POOL)
+    name = local.boot(iid)
+    local.github.jobs[job.id].status = "completed"  # pretend the job went elsewhere; the host idles
+    local.plane.ledger.close_job(job.id)
+    local.clock.advance(10 * 60)
+    local.plane.scale_down()
+    local.clock.advance(IDLE_CONFIRM_S)
+    runner = local.github.runner_named(name)
+    runner.busy = True  # a new job arrived just before the second listing
+    assert local.plane.scale_down().retired == []
+    assert iid in local.running_instances(POOL)
+
+
+# ---- duplicates and order ---------------------------------------------------------------
+
+
+def test_duplicate_delivery_launches_one_host(local: LocalPlane) -> None:
+    job = local.github.queue_job(T4)
+    local.github.send_job_event(job, "queued")
+    local.github.send_job_event(job, "queued")
+    local.pump()
+    assert len(local.running_instances(POOL)) == 1
+    assert local.ports.counters["duplicate"] == 2
+
+
+def test_completed_before_queued_launches_nothing(local: LocalPlane) -> None:
+    job = local.github.queue_job(T4, send=False)
+    job.status = "completed"
+    local.github.send_job_event(job, "completed")
+    local.github.send_job_event(job, "queued")
+    local.pump()
+    local.plane.reconcile()
+    assert local.running_instances(POOL) == []
+
+
+# ---- faults -----------------------------------------------------------------------------
+
+
+class Ec2Faults:
+    """Wraps the EC2 client: scripted answers for create_fleet, everything else passes through."""
+
+    def __init__(self, real: Any, script: list[Any]) -> None:
+        self.real, self.script, self.requests = real, script, []  # type: ignore[var-annotated]
+
+    def create_fleet(self, **request: Any) -> Any:
+        self.requests.append(request)
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, Exception):
+            raise step
+        if isinstance(step, dict):
+            return step
+        return self.real.create_fleet(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def with_ec2_faults(local: LocalPlane, script: list[Any]) -> Ec2Faults:
+    faulty = Ec2Faults(local.ec2, script)
+    local.plane.fleet.ec2 = faulty
+    return faulty
+
+
+def test_spot_capacity_error_fails_over_to_on_demand(local: LocalPlane) -> None:
+    no_capacity = {"Instances": [], "Errors": [{"ErrorCode": "InsufficientInstanceCapacity", "ErrorMessage": "none left"}]}
+    faulty = with_ec2_faults(local, [no_capacity])
+    local.github.queue_job(T4)
+    local.pump()
+    markets = [r["TargetCapacitySpecification"]["DefaultTargetCapacityType"] for r in faulty.requests]
+    assert markets == ["spot", "on-demand"]
+    assert len({o["InstanceType"] for o in faulty.requests[0]["LaunchTemplateConfigs"][0]["Overrides"]}) > 1  # all the pool's types
+    assert len(local.running_instances(POOL)) == 1
+
+
+def test_ec2_throttling_is_retried_through_the_queue(local: LocalPlane) -> None:
+    throttled = ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "CreateFleet")
+    with_ec2_faults(local, [throttled])
+    local.github.queue_job(T4)
+    local.pump()
+    assert local.running_instances(POOL) == []
+    local.pump()  # the message became visible again
+    assert len(local.running_instances(POOL)) == 1
+
+
+def test_github_502_on_jit_is_retried_in_place(local: LocalPlane) -> None:
+    local.github.fail_next(502, "generate-jitconfig", times=2)
+    local.github.queue_job(T4)
+    local.pump()
+    (iid,) = local.running_instances(POOL)
+    assert jit_parameter(local, iid)["type"] == "SecureString"
+
+
+def test_github_down_undoes_the_launch_and_the_reconciler_recovers(local: LocalPlane) -> None:
+    local.github.fail_next(502, "generate-jitconfig", times=100)
+    local.github.queue_job(T4)
+    for _ in range(4):
+        local.pump()
+    assert local.running_instances(POOL) == []  # hosts without a runner config are terminated at once
+    assert local.dlq_depth(POOL) == 1
+    local.github.faults.clear()
+    local.clock.advance(60)
+    report = local.plane.reconcile()  # the job is still queued in the ledger
+    assert [len(ids) for ids in report.launched.values()] == [1]
+    assert len(local.running_instances(POOL)) == 1
+
+
+def test_github_rate_limit_is_waited_out(local: LocalPlane) -> None:
+    local.github.fail_next(429, "generate-jitconfig", headers={"Retry-After": "2"})
+    local.github.queue_job(T4)
+    local.pump()
+    assert len(local.running_instances(POOL)) == 1
+
+
+class Killed(BaseException):
+    """The Lambda runtime ending an invocation (timeout, OOM): nothing after it runs."""
+
+
+def test_invocation_killed_after_launch_completes_exactly_once_on_redrive(local: LocalPlane) -> None:
+    real_launch = local.plane.fleet.launch
+
+    def launch_then_die(*args: Any) -> Any:
+        real_launch(*args)
+        raise Killed
+
+    local.plane.fleet.launch = launch_then_die  # type: ignore[method-assign,assignment]
+    local.github.queue_job(T4)
+    with pytest.raises(Killed):
+        local.pump()
+    local.plane.fleet.launch = real_launch  # type: ignore[method-assign]
+    (iid,) = local.running_instances(POOL)
+    assert local.plane.ledger.instance(iid) is None  # the crash came before the ledger write
+
+    local.pump()  # SQS redelivers the message
+    assert local.running_instances(POOL) == [iid]  # adopted, not launched again
+    assert local.plane.ledger.instance(iid) is not None
+    assert jit_parameter(local, iid)["type"] == "SecureString"
+    assert [r.name for r in local.github.runners.values()] == [name_of(local, iid)]
+
+
+def test_poison_message_ends_in_the_dead_letter_queue(local: LocalPlane) -> None:
+    url = local.settings.pools[POOL].queue_url
+    local.sqs.send_message(QueueUrl=url, MessageBody="{not a job")
+    for _ in range(4):
+        local.pump()
+    assert local.dlq_depth(POOL) == 1
+    assert local.running_instances(POOL) == []
+
+
+# ---- the reconciler ---------------------------------------------------------------------
+
+
+def test_a_dropped_queued_webhook_is_found_by_the_reconciler(local: LocalPlane) -> None:
+    local.github.queue_job(T4)  # makes the repository known
+    local.pump()
+    lost = local.github.queue_job(T4, send=False)
+    local.clock.advance(60)
+    report = local.plane.reconcile()
+    assert report.found_jobs == [lost.id]
+    assert len(local.running_instances(POOL)) == 2
+
+
+def test_a_dropped_completion_stops_counting_after_a_check(local: LocalPlane) -> None:
+    job = local.github.queue_job(T4)
+    local.pump()
+    (iid,) = local.running_instances(POOL)
+    local.github.start_job(job.id, local.boot(iid), send=False)
+    local.github.finish_job(job.id, send=False)
+    local.power_off(iid)
+    local.clock.advance(STALE_JOB_S + 1)
+    report = local.plane.reconcile()
+    assert report.closed_jobs == [job.id]
+    assert local.running_instances(POOL) == []  # nothing relaunched for a finished job
+
+
+def test_webhook_rejects_forged_deliveries_end_to_end(local: LocalPlane) -> None:
+    local.github.webhook_secret = "not the secret"
+    local.github.queue_job(T4)
+    assert local.github.deliveries[-1][0] == 401
+    local.pump()
+    assert local.running_instances(POOL) == []
+
+
+def test_scale_up_report_is_json(local: LocalPlane) -> None:
+    local.github.queue_job(T4)
+    local.pump()
+    assert json.loads(json.dumps(local.plane.reconcile().summary()))["failed_pools"] == {}

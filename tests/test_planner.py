@@ -1,0 +1,173 @@
+"""The pure planners: how many hosts to launch, which hosts and runners to retire."""
+
+from __future__ import annotations
+
+import time
+
+from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, GithubRunner, Instance, Job, runner_name
+from lambda_src.planner import IDLE_CONFIRM_S, ScaleDownPlan, plan_launches, plan_scale_down
+from lambda_src.settings import IdleWindow, PoolSettings
+
+NOW = 1_800_000_000.0
+ENV = "prod"
+
+
+def pool(name: str = "gpu", max_instances: int = 10, **kw: object) -> PoolSettings:
+    return PoolSettings(
+        name=name, capacity_type="spot", instance_types=("g4dn.xlarge",), labels=("self-hosted", "gpu"), runner_group="Default",
+        max_instances=max_instances, minimum_running_s=300, boot_timeout_s=300, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def jobs(n: int, pool_name: str = "gpu", state: str = QUEUED) -> list[Job]:
+    return [Job(i, pool_name, state, NOW) for i in range(n)]
+
+
+def host(iid: str, pool_name: str = "gpu", age: float = 60, **kw: object) -> Instance:
+    return Instance(iid, pool_name, NOW - age, **kw)  # type: ignore[arg-type]
+
+
+def one(pools: dict[str, PoolSettings], js: list[Job], hosts: list[Instance], now: float = NOW) -> int:
+    (order,) = plan_launches(pools, js, hosts, now)
+    return order.count
+
+
+# ---- scale-up ---------------------------------------------------------------------------
+
+
+def test_launches_one_host_per_queued_job() -> None:
+    assert one({"gpu": pool()}, jobs(3), []) == 3
+
+
+def test_unassigned_booting_and_idle_hosts_cover_queued_jobs() -> None:
+    hosts = [host("i-0000000a"), host("i-0000000b", registered_at=NOW - 10)]
+    assert one({"gpu": pool()}, jobs(3), hosts) == 1
+
+
+def test_a_host_whose_runner_took_a_job_is_not_supply() -> None:
+    assert one({"gpu": pool()}, jobs(1), [host("i-0000000a", job_id=99)]) == 1
+
+
+def test_jobs_no_longer_queued_need_nothing() -> None:
+    assert one({"gpu": pool()}, jobs(2, state=IN_PROGRESS) + jobs(2, state=COMPLETED), []) == 0
+
+
+def test_a_duplicate_delivery_is_absorbed_by_the_booting_host() -> None:
+    # The same job seen twice is one ledger row; its host is already booting.
+    assert one({"gpu": pool()}, jobs(1), [host("i-0000000a", age=5)]) == 0
+
+
+def test_capped_by_max_instances_counting_busy_hosts() -> None:
+    busy = [host(f"i-{i:08x}", job_id=i) for i in range(8)]
+    (order,) = plan_launches({"gpu": pool(max_instances=10)}, jobs(5), busy, NOW)
+    assert (order.count, order.room) == (2, 2)
+    assert "capped" in order.reason
+
+
+def test_a_host_that_never_registered_in_time_stops_counting_as_supply() -> None:
+    stuck = host("i-0000000a", age=301)
+    assert one({"gpu": pool()}, jobs(1), [stuck]) == 1
+
+
+def test_idle_config_keeps_warm_runners_during_its_window() -> None:
+    every_minute = IdleWindow("* * * * * *", "UTC", 2, "oldest_first")
+    (order,) = plan_launches({"gpu": pool(idle_windows=(every_minute,))}, [], [], NOW)
+    assert (order.count, order.warm) == (2, 2)
+
+
+def test_only_restricts_the_pools_planned() -> None:
+    pools = {"a": pool("a"), "b": pool("b")}
+    orders = plan_launches(pools, jobs(1, "a") + jobs(1, "b"), [], NOW, only=["b"])
+    assert [(o.pool, o.count) for o in orders] == [("b", 1)]
+
+
+def test_ten_thousand_jobs_over_fifty_pools_is_fast_enough_to_run_per_event() -> None:
+    pools = {f"p{i}": pool(f"p{i}", max_instances=1000) for i in range(50)}
+    many = [Job(i, f"p{i % 50}", QUEUED, NOW) for i in range(10_000)]
+    started = time.perf_counter()
+    orders = plan_launches(pools, many, [], NOW)
+    assert sum(o.count for o in orders) == 10_000
+    assert time.perf_counter() - started < 2.0  # a sanity bound; bench/ measures the real figure
+
+
+# ---- scale-down -------------------------------------------------------------------------
+
+
+def runner(iid: str, rid: int, online: bool = True, busy: bool = False, pool_name: str = "gpu") -> GithubRunner:
+    return GithubRunner(rid, runner_name("", ENV, pool_name, iid), online, busy)
+
+
+def down(
+    hosts: list[Instance], runners: list[GithubRunner], queued: list[Job] | None = None, idle_windows: tuple[IdleWindow, ...] = ()
+) -> ScaleDownPlan:
+    return plan_scale_down({"gpu": pool(idle_windows=idle_windows)}, ENV, hosts, runners, queued or [], NOW)
+
+
+def test_first_idle_sighting_only_marks_the_runner() -> None:
+    plan = down([host("i-0000000a", age=900, registered_at=NOW - 800)], [runner("i-0000000a", 1)])
+    assert plan.first_idle == ["i-0000000a"]
+    assert plan.retire == []
+
+
+def test_idle_on_two_listings_a_minute_apart_and_past_minimum_time_is_retired() -> None:
+    h = host("i-0000000a", age=900, registered_at=NOW - 800, idle_since=NOW - IDLE_CONFIRM_S)
+    plan = down([h], [runner("i-0000000a", 1)])
+    assert [(r.instance_id, r.runner_id) for r in plan.retire] == [("i-0000000a", 1)]
+
+
+def test_idle_seen_twice_within_a_minute_is_kept() -> None:
+    h = host("i-0000000a", age=900, registered_at=NOW - 800, idle_since=NOW - 30)
+    assert down([h], [runner("i-0000000a", 1)]).retire == []
+
+
+def test_idle_but_younger_than_minimum_running_time_is_kept() -> None:
+    h = host("i-0000000a", age=200, registered_at=NOW - 150, idle_since=NOW - 120)
+    assert down([h], [runner("i-0000000a", 1)]).retire == []
+
+
+def test_a_busy_runner_is_never_retired_and_loses_its_idle_mark() -> None:
+    h = host("i-0000000a", age=9000, registered_at=NOW - 8000, idle_since=NOW - 5000)
+    plan = down([h], [runner("i-0000000a", 1, busy=True)])
+    assert plan.retire == []
+    assert plan.not_idle == ["i-0000000a"]
+
+
+def test_an_ephemeral_runner_that_took_its_job_is_left_to_exit() -> None:
+    # GitHub's busy flag still reads false, but the in_progress webhook assigned it a job.
+    h = host("i-0000000a", age=9000, registered_at=NOW - 8000, idle_since=NOW - 5000, job_id=7)
+    assert down([h], [runner("i-0000000a", 1, busy=False)]).retire == []
+
+
+def test_warm_floor_and_waiting_jobs_keep_idle_runners() -> None:
+    window = IdleWindow("* * * * *", "UTC", 1, "oldest_first")
+    hosts = [host(f"i-{i:08x}", age=900 + i, registered_at=NOW - 800, idle_since=NOW - 120) for i in range(4)]
+    runners = [runner(f"i-{i:08x}", i) for i in range(4)]
+    plan = down(hosts, runners, queued=jobs(1), idle_windows=(window,))
+    retired = sorted(r.instance_id or "" for r in plan.retire)
+    assert len(retired) == 2  # 4 idle - 1 warm - 1 queued job
+    assert retired == ["i-00000002", "i-00000003"]  # oldest first
+
+
+def test_orphan_host_whose_runner_never_registered_is_terminated() -> None:
+    plan = down([host("i-0000000a", age=301)], [])
+    assert [(r.instance_id, r.runner_id) for r in plan.retire] == [("i-0000000a", None)]
+    assert "never registered" in plan.retire[0].reason
+
+
+def test_booting_host_is_left_alone() -> None:
+    assert down([host("i-0000000a", age=100)], [runner("i-0000000a", 1, online=False)]).retire == []
+
+
+def test_ghost_runner_without_a_host_is_deleted_but_others_runners_are_not() -> None:
+    ghost = runner("i-0000000f", 5, online=False)
+    strangers = [
+        GithubRunner(6, "laptop-of-someone", True, False),
+        GithubRunner(7, runner_name("", "staging", "gpu", "i-0000000e"), False, False),
+    ]
+    plan = down([], [ghost, *strangers])
+    assert [(r.instance_id, r.runner_id) for r in plan.retire] == [(None, 5)]
+    assert plan.retire[0].reason.startswith("ghost")
+
+
+def test_a_busy_ghost_is_left_for_github_to_finish() -> None:
+    assert down([], [runner("i-0000000f", 5, busy=True)]).retire == []

@@ -1,0 +1,197 @@
+"""The webhook handler: signature, parsing, routing, one enqueue per job; never 5xx on bad input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from estate.loader import load_estate
+from lambda_src import webhook
+from lambda_src.fleet_state import JOB_STATE_RANK, Job
+from tests.conftest import EXAMPLE_CONFIGS, SHARED_FIXTURES, needs_shared
+
+SECRET = b"It's a Secret to Everybody"
+ROUTING = load_estate([EXAMPLE_CONFIGS]).routing_table()
+WEBHOOKS = SHARED_FIXTURES / "github" / "webhooks"
+
+
+class MemoryLedger:
+    """Stores each job once and only moves it forward, like the DynamoDB ledger's condition."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, Job] = {}
+
+    def record_job(self, job: Job) -> bool:
+        old = self.jobs.get(job.id)
+        if old is not None and JOB_STATE_RANK[old.state] >= JOB_STATE_RANK[job.state]:
+            return False
+        self.jobs[job.id] = job
+        return True
+
+
+class MemoryQueue:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[Job] = []
+        self.fail = fail
+
+    def enqueue(self, job: Job, delivery: str) -> None:
+        if self.fail:
+            raise ConnectionError("SQS unreachable")
+        self.sent.append(job)
+
+
+def ports(queue: MemoryQueue | None = None) -> webhook.WebhookPorts:
+    return webhook.WebhookPorts(lambda: SECRET, MemoryLedger(), queue or MemoryQueue(), ROUTING, {})
+
+
+def sign(body: bytes, secret: bytes = SECRET) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def event(body: bytes, kind: str = "workflow_job", signature: str | None = "auto", b64: bool = False) -> dict[str, Any]:
+    headers = {"X-GitHub-Event": kind, "X-GitHub-Delivery": "d-1"}
+    if signature is not None:
+        headers["X-Hub-Signature-256"] = sign(body) if signature == "auto" else signature
+    text = base64.b64encode(body).decode() if b64 else body.decode("utf-8", errors="surrogateescape")
+    return {"headers": headers, "body": text, "isBase64Encoded": b64}
+
+
+def job_body(action: str = "queued", labels: list[str] | None = None, job_id: int = 42, runner: str | None = None) -> bytes:
+    wj = {"id": job_id, "labels": labels if labels is not None else ["self-hosted", "linux", "x64", "gpu", "t4"], "runner_name": runner}
+    return json.dumps({"action": action, "workflow_job": wj, "repository": {"full_name": "org/repo"}}).encode()
+
+
+def test_githubs_own_signature_vector() -> None:
+    assert webhook.signature_matches(SECRET, b"Hello, World!", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+    assert not webhook.signature_matches(SECRET, b"Hello, World!", "sha256=" + "0" * 64)
+    assert not webhook.signature_matches(SECRET, b"Hello, World!", None)
+    assert not webhook.signature_matches(SECRET, b"Hello, World!", "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59")
+
+
+@needs_shared
+def test_signature_vectors_from_the_fixtures() -> None:
+    for v in json.loads((WEBHOOKS / "signature-vectors.json").read_text())["vectors"]:
+        assert webhook.signature_matches(v["secret"].encode(), v["payload_utf8"].encode(), v["x_hub_signature_256"])
+
+
+def test_queued_job_is_routed_recorded_and_enqueued_once() -> None:
+    p = ports()
+    first = webhook.handle(event(job_body()), p, 100.0)
+    again = webhook.handle(event(job_body()), p, 101.0)  # GitHub redelivers
+    assert (first.status, first.body["pool"]) == (202, "gpu-t4-spot")
+    assert (again.status, again.body.get("duplicate")) == (202, True)
+    assert [j.id for j in p.queue.sent] == [42]  # type: ignore[attr-defined]
+
+
+def test_completed_before_queued_never_enqueues() -> None:
+    p = ports()
+    assert webhook.handle(event(job_body("completed")), p, 1.0).status == 202
+    late = webhook.handle(event(job_body("queued")), p, 2.0)
+    assert late.body.get("duplicate") is True
+    assert p.queue.sent == []  # type: ignore[attr-defined]
+
+
+def test_in_progress_records_the_runner() -> None:
+    p = ports()
+    webhook.handle(event(job_body()), p, 1.0)
+    webhook.handle(event(job_body("in_progress", runner="prod-gpu-t4-spot-i-0123456789abcdef0")), p, 2.0)
+    assert p.ledger.jobs[42].runner_name == "prod-gpu-t4-spot-i-0123456789abcdef0"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("evt", "status"),
+    [
+        (event(b"{}", kind="ping"), 200),
+        (event(job_body(), signature=None), 401),
+        (event(job_body(), signature="sha256=" + "ab" * 32), 401),
+        (event(job_body(), signature=sign(job_body(), b"other secret")), 401),
+        (event(b"{not json"), 400),
+        (event(b"[1, 2]"), 400),
+        (event(json.dumps({"action": "queued", "workflow_job": {"id": "7", "labels": []}}).encode()), 400),
+        (event(json.dumps({"action": "queued", "workflow_job": {"id": 7, "labels": [1]}}).encode()), 400),
+        (event(job_body(labels=["windows", "gpu"])), 202),
+        (event(job_body("waiting")), 202),
+        (event(b"{}", kind="push"), 202),
+        (event(job_body(), b64=True), 202),
+        ({"headers": {}, "body": "!!!", "isBase64Encoded": True}, 400),
+    ],
+)
+def test_status_codes(evt: dict[str, Any], status: int) -> None:
+    assert webhook.handle(evt, ports(), 1.0).status == status
+
+
+def test_body_over_one_mebibyte_is_refused_before_anything_else() -> None:
+    big = b"x" * (webhook.MAX_BODY_BYTES + 1)
+    assert webhook.handle(event(big), ports(), 1.0).status == 413
+
+
+def test_unserved_labels_are_ignored_and_counted() -> None:
+    p = ports()
+    answer = webhook.handle(event(job_body(labels=["ubuntu-latest"])), p, 1.0)
+    assert (answer.status, p.counters) == (202, {"ignored": 1})
+    assert "ignored" in answer.body
+
+
+def test_a_failed_enqueue_is_left_to_the_reconciler_not_lost() -> None:
+    p = ports(MemoryQueue(fail=True))
+    answer = webhook.handle(event(job_body()), p, 1.0)
+    assert (answer.status, answer.body.get("deferred")) == (202, True)
+    assert 42 in p.ledger.jobs  # type: ignore[attr-defined]
+
+
+@needs_shared
+@pytest.mark.parametrize("name", sorted(p.name for p in (WEBHOOKS / "workflow_job").glob("*.json")) if WEBHOOKS.is_dir() else [])
+def test_real_payloads_are_accepted(name: str) -> None:
+    body = (WEBHOOKS / "workflow_job" / name).read_bytes()
+    answer = webhook.handle(event(body), ports(), 1.0)
+    assert answer.status == 202, answer.body
+
+
+@needs_shared
+def test_real_ping_payload() -> None:
+    body = (WEBHOOKS / "ping" / "payload.json").read_bytes()
+    assert webhook.handle(event(body, kind="ping"), ports(), 1.0).status == 200
+
+
+def test_lambda_response_shape() -> None:
+    out = webhook.Response(202, {"pool": "x"}).to_lambda()
+    assert out["statusCode"] == 202
+    assert json.loads(out["body"]) == {"pool": "x"}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    body=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+    kind=st.sampled_from(["workflow_job", "ping", "push", ""]),
+    signed=st.booleans(),
+    b64=st.booleans(),
+)
+def test_fuzz_never_5xx_never_crashes_never_echoes_the_secret(body: bytes, kind: str, signed: bool, b64: bool) -> None:
+    answer = webhook.handle(event(body, kind=kind, signature="auto" if signed else None, b64=b64), ports(), 1.0)
+    assert answer.status in {200, 202, 400, 401, 413}
+    assert SECRET.decode() not in json.dumps(answer.body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    action=st.sampled_from(["queued", "in_progress", "completed", "waiting", "requested", ""]),
+    labels=st.lists(st.sampled_from(["self-hosted", "linux", "x64", "arm64", "gpu", "t4", "a10g", "h100", "LINUX", " x64 "]), max_size=6),
+    job_id=st.integers(min_value=-(2**63), max_value=2**63),
+)
+def test_fuzz_workflow_job_shapes(action: str, labels: list[str], job_id: int) -> None:
+    body = json.dumps({"action": action, "workflow_job": {"id": job_id, "labels": labels}}).encode()
+    assert webhook.handle(event(body), ports(), 1.0).status in {202, 400}
