@@ -20,6 +20,7 @@ from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
 from estate.control_config import jit_parameter_prefix
 from estate.diagnostics import ConfigError
+from estate.host_user_data import user_data
 from estate.loader import Estate, load_estate
 from estate.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 from lambda_src.tags import estate_tags
@@ -87,6 +88,12 @@ def build(stack: StackConfig, estate: Estate) -> None:
                 log_retention_days=stack.log_retention_days,
                 tags=tags,
                 jit_prefix_arn=jit_prefix_arn,
+                user_data=user_data(
+                    pool,
+                    jit_parameter_prefix(stack.environment),
+                    stack.runner_version,
+                    stack.runner_sha256.get(pool.runner.runner_architecture),
+                ),
             ),
             opts=with_provider,
         )

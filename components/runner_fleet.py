@@ -3,6 +3,7 @@ a hardened launch template and a least-privilege instance role. Nothing launches
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class RunnerFleetArgs:
     log_retention_days: int
     tags: dict[str, str]
     jit_prefix_arn: pulumi.Input[str]  # "arn:aws:ssm:<region>:<account>:parameter/runner-estate/<env>/jit/"
+    user_data: str  # the host bootstrap script (estate/host_user_data.py); no credentials in it
 
 
 class RunnerFleet(pulumi.ComponentResource):
@@ -69,6 +71,7 @@ class RunnerFleet(pulumi.ComponentResource):
             description=f"runner-estate {args.environment} pool {pool.name}",
             image_id=self._ami(pool, child).id,
             update_default_version=True,
+            user_data=base64.b64encode(args.user_data.encode()).decode(),
             # An ephemeral runner powers its host off after its one job; that must end the bill.
             instance_initiated_shutdown_behavior="terminate",
             ebs_optimized="true" if rc.ebs_optimized else None,

@@ -8,34 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-SCALER_PENDING = "accepted; read by the scaler, which is not built yet"
+ONE_SCALE_DOWN = "not honoured: one scale-down cycle, every minute, serves every pool"
+LEDGER_DEDUPLICATES = "not needed: the ledger stores each job once, so pool queues are standard SQS"
+USE_IDLE_CONFIG = "not honoured: idle_config keeps warm runners (the reconciler tops them up, scale-down keeps them)"
+NEEDS_PRICES = "accepted; not enforced until the instance price table lands (simulate issue)"
 NO_FIXED_DELAY = "not honoured: the scaler decides when the event arrives and reconciles, with no fixed delay"
 ALWAYS_EPHEMERAL = "not honoured: runners are always ephemeral JIT registrations (one job, then gone)"
 OWN_USER_DATA = "not honoured: hosts run our user-data, which starts a JIT runner; a custom script is not run"
 ALWAYS_ORG = "not honoured: runners are always registered at organisation level"
 GITHUB_PENDING = "accepted; read by the GitHub org settings, which are not built yet"
-HOST_PENDING = "accepted; read by the host bootstrap, which is not built yet"
 CAPACITY_BLOCK_PENDING = "accepted; read by the capacity-block manager, which is not built yet"
 NOT_YET = "accepted but not acted on yet"
 
 # runner_config keys, and top-level keys prefixed with their section.
 UNACTED_KEYS: Mapping[str, str] = {
-    "fifo": SCALER_PENDING,
-    "redrive_build_queue": SCALER_PENDING,
-    "runner_config.runners_maximum_count": SCALER_PENDING,
-    "runner_config.instance_allocation_strategy": SCALER_PENDING,
-    "runner_config.instance_max_spot_price": SCALER_PENDING,
-    "runner_config.enable_on_demand_failover_for_errors": SCALER_PENDING,
-    "runner_config.minimum_running_time_in_minutes": SCALER_PENDING,
-    "runner_config.runner_boot_time_in_minutes": SCALER_PENDING,
-    "runner_config.idle_config": SCALER_PENDING,
-    "runner_config.pool_config": SCALER_PENDING,
-    "runner_config.scale_down_schedule_expression": SCALER_PENDING,
-    "runner_config.job_queue_retention_in_seconds": SCALER_PENDING,
-    "runner_config.scale_up_reserved_concurrent_executions": SCALER_PENDING,
-    "runner_config.runner_name_prefix": SCALER_PENDING,
-    "runner_config.runner_run_as": HOST_PENDING,
-    "estate.hard_limits": SCALER_PENDING,
+    "fifo": LEDGER_DEDUPLICATES,
+    "runner_config.pool_config": USE_IDLE_CONFIG,
+    "runner_config.scale_down_schedule_expression": ONE_SCALE_DOWN,
+    "estate.hard_limits.max_hourly_usd": NEEDS_PRICES,
     "estate.capacity_block.reservation_ids": CAPACITY_BLOCK_PENDING,
     "estate.capacity_block.purchase": CAPACITY_BLOCK_PENDING,
     "estate.capacity_block.max_price_usd": CAPACITY_BLOCK_PENDING,

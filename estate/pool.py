@@ -224,7 +224,12 @@ class Pool:
                 )
 
     def _unacted_warnings(self) -> list[ConfigWarning]:
-        sections = {"runner_config": self.runner, "estate": self.spec.estate, "estate.capacity_block": self.spec.estate.capacity_block}
+        sections = {
+            "runner_config": self.runner,
+            "estate": self.spec.estate,
+            "estate.capacity_block": self.spec.estate.capacity_block,
+            "estate.hard_limits": self.spec.estate.hard_limits,
+        }
         set_keys = [k for k in _set_fields(self.spec) if k not in {"runner_config", "estate", "matcherConfig"}]
         for prefix, section in sections.items():
             if section is not None:

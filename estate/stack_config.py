@@ -90,6 +90,7 @@ class StackConfig(StrictModel):
     network: NetworkSettings = NetworkSettings()
     runner_configs: str = "runner_configs"
     runner_version: str = Field(default="2.329.0", pattern=r"^\d+\.\d+\.\d+$")
+    runner_sha256: dict[Literal["x64", "arm64"], str] = Field(default_factory=dict)
     log_retention_days: int = 30
     tags: dict[str, str] = Field(default_factory=dict)
 

@@ -32,7 +32,8 @@ def _num(value: Any) -> float | None:
 
 
 def _dec(value: float) -> float:
-    return round(value, 3)
+    # Stored exactly (repr round-trips): a rounded mark could make "a minute later" read 59.9995 s.
+    return float(value)
 
 
 def to_attr(value: Any) -> dict[str, Any]:

@@ -46,8 +46,15 @@ def test_flashinfer_security_opt_outs_are_reported_not_honoured() -> None:
 def test_keys_not_acted_on_are_listed_by_name() -> None:
     estate = load_estate([FLASHINFER_CONFIGS / "cpu-x64-spot.yaml"])
     listed = ", ".join(w.key or "" for w in estate.warnings)
-    for key in ("runner_config.idle_config", "runner_config.delay_webhook_event", "runner_config.userdata_template", "fifo"):
+    for key in (
+        "runner_config.scale_down_schedule_expression",
+        "runner_config.delay_webhook_event",
+        "runner_config.userdata_template",
+        "fifo",
+    ):
         assert key in listed
+    for acted_on in ("runner_config.idle_config", "runner_config.runners_maximum_count", "runner_config.minimum_running_time_in_minutes"):
+        assert acted_on not in listed
 
 
 def test_the_example_estate_is_complete() -> None:
@@ -89,7 +96,7 @@ def test_minimal_pool_loads(tmp_path: Path) -> None:
     pool, warnings = load_pool(write_pool(tmp_path, "pool-a", MINIMAL_POOL))
     assert pool.name == "pool-a"
     assert pool.capacity_type == "spot"  # upstream's default
-    assert [w.key for w in warnings] == ["runner_config.runners_maximum_count"]
+    assert warnings == []  # every key it sets is acted on
 
 
 def test_unknown_key_names_the_key(tmp_path: Path) -> None:

@@ -1,0 +1,139 @@
+"""Runs on a runner host at boot (started by the launch template's user-data): fetch this
+host's one-job runner config from SSM, delete it, run the runner once, then power off.
+
+Stdlib only (Ubuntu images have python3 but no AWS CLI). Credentials and identity come from
+IMDSv2; the config is passed to the runner in its environment (readable only by that user
+and root), never on a command line, in user-data or in a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lambda_src.aws_json import AwsError, AwsJsonClient, Credentials
+
+log = logging.getLogger("runner_estate.host")
+IMDS_URL = "http://169.254.169.254"
+RUNNER_URL = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz"
+JIT_ENV = "ACTIONS_RUNNER_INPUT_JITCONFIG"  # the runner reads --jitconfig from here
+
+
+@dataclass
+class Imds:
+    """Instance metadata over IMDSv2 only: every read carries a session token."""
+
+    base: str = IMDS_URL
+    _token: str | None = None
+
+    def token(self) -> str:
+        if self._token is None:
+            request = urllib.request.Request(  # noqa: S310 - the link-local metadata service
+                f"{self.base}/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"}
+            )
+            with urllib.request.urlopen(request, timeout=2) as answer:  # noqa: S310
+                self._token = answer.read().decode()
+        return self._token
+
+    def get(self, path: str) -> str:
+        request = urllib.request.Request(f"{self.base}/latest/{path}", headers={"X-aws-ec2-metadata-token": self.token()})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=2) as answer:  # noqa: S310
+            return str(answer.read().decode())
+
+    def credentials(self) -> Credentials:
+        role = self.get("meta-data/iam/security-credentials/").splitlines()[0]
+        data = json.loads(self.get(f"meta-data/iam/security-credentials/{role}"))
+        return Credentials(data["AccessKeyId"], data["SecretAccessKey"], data["Token"])
+
+
+def fetch_runner_config(ssm: AwsJsonClient, name: str, wait_s: float, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Wait for the scaler to store this host's config, read it once, and delete it."""
+    deadline = time.monotonic() + wait_s
+    delay = 1.0
+    while True:
+        try:
+            value = str(ssm.call("GetParameter", {"Name": name, "WithDecryption": True})["Parameter"]["Value"])
+            break
+        except AwsError as exc:
+            if exc.code != "ParameterNotFound" or time.monotonic() + delay > deadline:
+                raise
+            sleep(delay)
+            delay = min(delay * 2, 10.0)
+    ssm.call("DeleteParameter", {"Name": name})
+    return value
+
+
+def install_runner(directory: Path, version: str, arch: str, sha256: str | None, fetch: Callable[[str], bytes]) -> Path:
+    """The runner of this version in `directory`, downloaded and checked when absent (an AMI
+    may bake it in). A checksum that does not match stops the host."""
+    if (directory / "run.sh").exists():
+        return directory
+    url = RUNNER_URL.format(version=version, arch="x64" if arch == "x64" else "arm64")
+    blob = fetch(url)
+    digest = hashlib.sha256(blob).hexdigest()
+    if sha256 and digest != sha256.lower():
+        raise RuntimeError(f"runner {version} for {arch}: sha256 {digest} does not match the configured {sha256}")
+    if not sha256:
+        log.warning("runner %s for %s: no checksum configured; downloaded sha256 is %s", version, arch, digest)
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = directory / "runner.tar.gz"
+    archive.write_bytes(blob)
+    with tarfile.open(archive) as tar:
+        tar.extractall(directory, filter="data")
+    archive.unlink()
+    return directory
+
+
+def run_once(command: list[str], config: str, user: str | None) -> int:
+    """Run the runner for its one job, with the config only in its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env[JIT_ENV] = config
+    prefix = ["sudo", "--preserve-env=" + JIT_ENV, "-u", user] if user and user != "root" else []
+    return subprocess.run([*prefix, *command], env=env, check=False).returncode  # noqa: S603 - fixed argv, no shell
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=120) as answer:  # noqa: S310 - https release URL
+        return bytes(answer.read())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--parameter-prefix", required=True)
+    parser.add_argument("--runner-version", required=True)
+    parser.add_argument("--runner-arch", choices=["x64", "arm64"], required=True)
+    parser.add_argument("--runner-sha256")
+    parser.add_argument("--run-as", default="ubuntu")
+    parser.add_argument("--runner-dir", default="/opt/actions-runner")
+    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the runner config")
+    parser.add_argument("--imds-url", default=IMDS_URL)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    imds = Imds(args.imds_url)
+    instance_id = imds.get("meta-data/instance-id")
+    region = imds.get("meta-data/placement/region")
+    ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
+    directory = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, _download)
+    if args.run_as != "root":
+        subprocess.run(["chown", "-R", f"{args.run_as}:{args.run_as}", str(directory)], check=True)  # noqa: S603, S607
+    config = fetch_runner_config(ssm, f"{args.parameter_prefix}{instance_id}", args.wait)
+    log.info("runner config for %s received; starting the runner", instance_id)
+    code = run_once([str(directory / "run.sh")], config, args.run_as)
+    log.info("runner exited with %d", code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The runner host's side: IMDSv2 identity, its own runner config read once and deleted, the
+runner started with the config only in its environment, and user-data free of secrets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from estate.host_user_data import user_data
+from estate.loader import load_estate
+from lambda_src import host_bootstrap
+from lambda_src.aws_json import AwsError, AwsJsonClient
+from tests.conftest import EXAMPLE_CONFIGS
+
+TOKEN = "imds-session-token"
+
+
+class FakeImds(BaseHTTPRequestHandler):
+    """IMDSv2 only: a GET without the session token is refused, as with http_tokens=required."""
+
+    def do_PUT(self) -> None:
+        self._send(200, TOKEN if self.path == "/latest/api/token" else "")
+
+    def do_GET(self) -> None:
+        if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
+            self._send(401, "")
+            return
+        answers = {
+            "/latest/meta-data/instance-id": "i-0123456789abcdef0",
+            "/latest/meta-data/placement/region": "us-east-1",
+            "/latest/meta-data/iam/security-credentials/": "runner-role",
+            "/latest/meta-data/iam/security-credentials/runner-role": json.dumps(
+                {"AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "secret", "Token": "session"}
+            ),
+        }
+        self._send(200 if self.path in answers else 404, answers.get(self.path, ""))
+
+    def _send(self, status: int, body: str) -> None:
+        raw = body.encode()
+        self.send_response(status)
+        self.send_header("content-length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def imds() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeImds)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_identity_and_credentials_come_from_imdsv2(imds: str) -> None:
+    meta = host_bootstrap.Imds(imds)
+    assert meta.get("meta-data/instance-id") == "i-0123456789abcdef0"
+    assert meta.credentials().access_key == "ASIAEXAMPLE"
+
+
+def test_without_a_session_token_metadata_is_refused(imds: str) -> None:
+    with pytest.raises(Exception, match="401"):
+        urllib.request.urlopen(f"{imds}/latest/meta-data/instance-id", timeout=2)  # noqa: S310 - loopback
+
+
+def test_config_is_awaited_read_once_and_deleted(moto_url: str) -> None:
+    ssm = AwsJsonClient("ssm", "us-east-1", endpoint_url=moto_url)
+    name = "/runner-estate/prod/jit/i-0123456789abcdef0"
+
+    def scaler_stores_it(_: float) -> None:
+        ssm.call("PutParameter", {"Name": name, "Value": "encoded-jit-config", "Type": "SecureString"})
+
+    assert host_bootstrap.fetch_runner_config(ssm, name, wait_s=30, sleep=scaler_stores_it) == "encoded-jit-config"
+    with pytest.raises(AwsError) as gone:
+        ssm.call("GetParameter", {"Name": name})
+    assert gone.value.code == "ParameterNotFound"
+
+
+def test_no_config_within_the_boot_time_stops_the_host(moto_url: str) -> None:
+    ssm = AwsJsonClient("ssm", "us-east-1", endpoint_url=moto_url)
+    with pytest.raises(AwsError, match="ParameterNotFound"):
+        host_bootstrap.fetch_runner_config(ssm, "/runner-estate/prod/jit/i-0", wait_s=0.5, sleep=lambda s: None)
+
+
+def test_runner_gets_the_config_in_its_environment_not_its_arguments(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import json, os, sys\n"
+        f"json.dump({{'env': os.environ.get('{host_bootstrap.JIT_ENV}'), 'argv': sys.argv, "
+        f"'aws': [k for k in os.environ if k.startswith('AWS_')]}}, open({str(seen)!r}, 'w'))\n"
+    )
+    code = host_bootstrap.run_once([sys.executable, str(script)], "encoded-jit-config", user=None)
+    got = json.loads(seen.read_text())
+    assert code == 0
+    assert got["env"] == "encoded-jit-config"
+    assert "encoded-jit-config" not in " ".join(got["argv"])
+    assert got["aws"] == []
+
+
+def _tarball() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b"#!/bin/sh\necho runner\n"
+        info = tarfile.TarInfo("run.sh")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_runner_download_is_checked_against_its_sha256(tmp_path: Path) -> None:
+    blob = _tarball()
+    urls: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        urls.append(url)
+        return blob
+
+    with pytest.raises(RuntimeError, match="does not match"):
+        host_bootstrap.install_runner(tmp_path / "bad", "2.329.0", "arm64", "0" * 64, fetch)
+    assert not (tmp_path / "bad" / "run.sh").exists()
+    good = host_bootstrap.install_runner(tmp_path / "good", "2.329.0", "arm64", hashlib.sha256(blob).hexdigest(), fetch)
+    assert (good / "run.sh").exists()
+    assert urls[0].endswith("/v2.329.0/actions-runner-linux-arm64-2.329.0.tar.gz")
+
+
+# ---- user-data --------------------------------------------------------------------------
+
+POOLS = load_estate([EXAMPLE_CONFIGS]).pools
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=lambda p: p.name)
+def test_user_data_carries_code_and_settings_but_no_secret(pool: object) -> None:
+    script = user_data(pool, "/runner-estate/prod/jit/", "2.329.0", None)  # type: ignore[arg-type]
+    assert len(script) < 16 * 1024
+    lowered = script.lower()
+    for secret_marker in ("private key", "ghs_", "ghp_", "jitconfig ", "aws_secret_access_key", "x-hub-signature"):
+        assert secret_marker not in lowered
+    assert script == user_data(pool, "/runner-estate/prod/jit/", "2.329.0", None)  # type: ignore[arg-type]  # stable
+
+
+def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
+    script = user_data(POOLS[0], "/runner-estate/prod/jit/", "2.329.0", "ab" * 32)
+    bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
+    assert bundle is not None
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
+        tar.extractall(tmp_path, filter="data")
+    assert sorted(p.name for p in (tmp_path / "lambda_src").iterdir()) == ["__init__.py", "aws_json.py", "host_bootstrap.py"]
+    helped = subprocess.run(
+        [sys.executable, "-m", "lambda_src.host_bootstrap", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "--runner-sha256 " + "ab" * 32 in script
