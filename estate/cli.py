@@ -1,4 +1,4 @@
-"""`python -m estate <command>`: validate, route, schema, preview.
+"""`python -m estate <command>`: validate, route, schema, preview, serve.
 
 Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 1 anything else.
 Errors are one line on stderr; results go to stdout.
@@ -75,6 +75,13 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from estate.serve import serve
+
+    serve([args.configs], args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m estate", description="runner-estate: config, routing and offline preview")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default prod)")
     p.add_argument("--json", action="store_true", help="print every registered resource as one JSON array")
     p.set_defaults(func=_cmd_preview)
+    p = sub.add_parser("serve", help="run the control plane locally on loopback (moto + a fake GitHub); prints webhook and secret")
+    p.add_argument("--port", type=int, default=0, help="webhook port on 127.0.0.1 (default: any free port)")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -139,9 +139,9 @@ class LocalPlane:
             self.moto.stop()
 
     # ---- the webhook endpoint ---------------------------------------------------------
-    def serve_webhook(self) -> str:
+    def serve_webhook(self, port: int = 0) -> str:
         """Listen on loopback; GitHub's deliveries go through the real handler."""
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _webhook_handler(self))
+        self._http = ThreadingHTTPServer(("127.0.0.1", port), _webhook_handler(self))
         threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         host, port = self._http.server_address[:2]
         url = f"http://{host!s}:{port}/webhook"

@@ -52,6 +52,7 @@ class Registered:
     name: str
     parent: str | None
     inputs: dict[str, Any]
+    protect: bool = False  # a resource option, not an input: kept for tests, not in --json
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": _plain(self.inputs)}
@@ -93,6 +94,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "name": args.inputs.get("name", args.name),
             "latestVersion": 1,
         }
+        # Outputs other resources read, shaped as AWS returns them.
+        if args.typ == "aws:sqs/queue:Queue":
+            outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/123456789012/{outputs['name']}"
+        if args.typ == "aws:lambda/functionUrl:FunctionUrl":
+            outputs["functionUrl"] = f"https://{args.name}.lambda-url.{self.region}.on.aws/"
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -137,7 +143,8 @@ class RecordingMonitor(MockMonitor):
         if request.type != "pulumi:pulumi:Stack":
             inputs = rpc.deserialize_properties(request.object)
             with self._lock:
-                self.records.append(Registered(request.type, request.name, _parent_name(request.parent), inputs))
+                record = Registered(request.type, request.name, _parent_name(request.parent), inputs, bool(request.protect))
+                self.records.append(record)
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from estate.cli import main
-from tests.conftest import FLASHINFER_CONFIGS, MINIMAL_POOL, PROJECT_DIR, needs_shared, write_pool
+from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, MINIMAL_POOL, PROJECT_DIR, needs_shared, write_pool
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -103,3 +106,22 @@ def test_preview_tree_counts_resources_per_component(capsys: pytest.CaptureFixtu
 def test_preview_of_a_missing_stack(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["preview", "--stack", "nosuch"]) == 2
     assert "Pulumi.nosuch.yaml" in capsys.readouterr().err
+
+
+def test_serve_prints_webhook_and_secret_and_takes_a_signed_job() -> None:
+    command = [sys.executable, "-m", "estate", "serve", "--configs", str(EXAMPLE_CONFIGS)]
+    with subprocess.Popen(command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = dict(proc.stdout.readline().strip().split(": ", 1) for _ in range(2))
+            assert lines["webhook"].startswith("http://127.0.0.1:")
+            body = json.dumps(
+                {"action": "queued", "workflow_job": {"id": 1, "labels": ["self-hosted", "linux", "x64", "gpu", "t4"]}}
+            ).encode()
+            signature = "sha256=" + hmac.new(lines["secret"].encode(), body, hashlib.sha256).hexdigest()
+            headers = {"X-GitHub-Event": "workflow_job", "X-Hub-Signature-256": signature}
+            request = urllib.request.Request(lines["webhook"], data=body, method="POST", headers=headers)  # noqa: S310 - loopback
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+                assert (answer.status, json.loads(answer.read())["pool"]) == (202, "gpu-t4-spot")
+        finally:
+            proc.terminate()

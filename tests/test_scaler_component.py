@@ -1,0 +1,134 @@
+"""ScalerFunctions under mocks: what the control plane deploys and its security properties."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from estate.loader import load_estate
+from estate.preview import Registered, run_program
+from lambda_src.settings import ControlPlaneSettings
+from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
+
+POOLS = load_estate([EXAMPLE_CONFIGS]).pools
+
+
+@pytest.fixture(scope="module")
+def scaler() -> list[Registered]:
+    return [r for r in run_program(PROJECT_DIR, "prod").records if r.parent == "scaler"]
+
+
+def of_type(records: list[Registered], suffix: str) -> list[Registered]:
+    return [r for r in records if r.type.endswith(suffix)]
+
+
+def policy_of(records: list[Registered], function: str) -> list[dict[str, Any]]:
+    (policy,) = [r for r in of_type(records, ":RolePolicy") if r.name == f"scaler-{function}-policy"]
+    statements: list[dict[str, Any]] = json.loads(policy.inputs["policy"])["Statement"]
+    return statements
+
+
+def actions(statements: list[dict[str, Any]]) -> set[str]:
+    return {a for s in statements for a in s["Action"]}
+
+
+def test_one_queue_and_dead_letter_queue_with_an_alarm_per_pool(scaler: list[Registered]) -> None:
+    queues = {q.inputs["name"]: q for q in of_type(scaler, ":Queue")}
+    for pool in POOLS:
+        main, dlq = queues[f"runner-estate-prod-{pool.name}"], queues[f"runner-estate-prod-{pool.name}-dlq"]
+        redrive = json.loads(main.inputs["redrivePolicy"])
+        assert redrive["maxReceiveCount"] == 3
+        assert isinstance(redrive["maxReceiveCount"], int)
+        assert main.inputs["sqsManagedSseEnabled"]
+        assert dlq.inputs["sqsManagedSseEnabled"]
+    alarms = of_type(scaler, ":MetricAlarm")
+    assert len(alarms) == len(POOLS)
+    assert all(a.inputs["metricName"] == "ApproximateNumberOfMessagesVisible" and a.inputs["threshold"] == 0 for a in alarms)
+
+
+def test_scale_up_reads_every_pool_queue_with_partial_batch_failures(scaler: list[Registered]) -> None:
+    mappings = of_type(scaler, ":EventSourceMapping")
+    assert len(mappings) == len(POOLS)
+    assert all(m.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
+
+
+def test_ledger_and_webhook_endpoint_are_protected_from_deletion(scaler: list[Registered]) -> None:
+    (table,) = of_type(scaler, ":Table")
+    (url,) = of_type(scaler, ":FunctionUrl")
+    (webhook,) = [f for f in of_type(scaler, ":Function") if f.name == "scaler-webhook"]
+    assert table.protect
+    assert url.protect
+    assert webhook.protect
+    assert table.inputs["ttl"] == {"attributeName": "expires_at", "enabled": True}
+    assert table.inputs["serverSideEncryption"]["enabled"] is True
+
+
+def test_secrets_are_secure_strings_and_never_in_function_environments(scaler: list[Registered]) -> None:
+    params = of_type(scaler, ":Parameter")
+    assert {p.inputs["type"] for p in params} == {"SecureString"}
+    assert {p.inputs["name"] for p in params} == {
+        "/runner-estate/prod/github-app/private-key",
+        "/runner-estate/prod/github-app/webhook-secret",
+    }
+    for fn in of_type(scaler, ":Function"):
+        assert "environment" not in fn.inputs
+
+
+def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registered]) -> None:
+    assert len(of_type(scaler, ":Role")) == 4
+    webhook = policy_of(scaler, "webhook")
+    assert actions(webhook) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "ssm:GetParameter",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "sqs:SendMessage",
+    }
+    (secret,) = [s for s in webhook if s["Sid"] == "WebhookSecret"]
+    assert secret["Resource"].endswith("webhook-secret")
+    down = actions(policy_of(scaler, "scale_down"))
+    assert not down & {"ec2:CreateFleet", "ec2:RunInstances", "iam:PassRole"}
+    for name in ("scale_up", "reconcile", "scale_down"):
+        statements = policy_of(scaler, name)
+        (terminate,) = [s for s in statements if "ec2:TerminateInstances" in s["Action"]]
+        assert terminate["Condition"]["StringEquals"]["aws:ResourceTag/runner-estate:environment"] == "prod"
+        (config,) = [s for s in statements if s["Sid"] == "RunnerConfigs"]
+        assert config["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/runner-estate/prod/jit/*"
+        (key,) = [s for s in statements if s["Sid"] == "AppKey"]
+        assert key["Resource"].endswith(":scaler-app-key")
+    assert "sqs:ReceiveMessage" in actions(policy_of(scaler, "scale_up"))
+
+
+def test_functions_ship_lambda_src_with_the_compiled_settings(scaler: list[Registered]) -> None:
+    functions = of_type(scaler, ":Function")
+    assert {f.inputs["handler"] for f in functions} == {
+        f"lambda_src.handlers.{n}_handler" for n in ("webhook", "scale_up", "reconcile", "scale_down")
+    }
+    settings_file = "lambda_src/control_plane.json"
+    builds = {json.dumps(sorted(f.inputs["code"].assets)) + f.inputs["code"].assets[settings_file].text for f in functions}
+    assert len(builds) == 1  # one build of lambda_src for every function
+    text = functions[0].inputs["code"].assets[settings_file].text
+    settings = ControlPlaneSettings.from_dict(json.loads(text))
+    assert set(settings.pools) == {p.name for p in POOLS}
+    t4 = settings.pools["gpu-t4-spot"]
+    assert t4.launch_template_id == "gpu-t4-spot-lt-id"
+    assert t4.queue_url == "https://sqs.us-east-1.amazonaws.com/123456789012/runner-estate-prod-gpu-t4-spot"
+    assert t4.subnet_ids
+    assert t4.failover_errors
+    assert t4.max_instances == 20
+    # Names of the secret parameters only; the values (here the preview's placeholders) never.
+    assert "BEGIN" not in text
+    assert "[secret]" not in text
+
+
+def test_launch_templates_boot_the_bootstrap_without_credentials() -> None:
+    templates = [r for r in run_program(PROJECT_DIR, "prod").records if r.type.endswith(":LaunchTemplate")]
+    for t in templates:
+        script = base64.b64decode(t.inputs["userData"]).decode()
+        assert "python3 -m lambda_src.host_bootstrap --parameter-prefix /runner-estate/prod/jit/" in script
+        assert "BEGIN" not in script
+        assert "ghs_" not in script
