@@ -86,23 +86,30 @@ class ScalerFunctions(pulumi.ComponentResource):
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
-        app_key = aws.ssm.Parameter(
-            f"{name}-app-key",
-            name=stack.secrets.github_app_private_key,
-            type="SecureString",
-            value=pulumi.Output.secret(args.app_private_key),
-            description="GitHub App private key; read only by the scaler functions",
-            tags=tags,
-            opts=self._child,
-        )
-        hook_secret = aws.ssm.Parameter(
-            f"{name}-webhook-secret",
-            name=stack.secrets.webhook_secret,
-            type="SecureString",
-            value=pulumi.Output.secret(args.webhook_secret),
-            description="GitHub webhook secret; read only by the webhook function",
-            tags=tags,
-            opts=self._child,
+        app_key, hook_secret = (
+            aws.ssm.Parameter(
+                f"{name}-{suffix}",
+                name=param_name,
+                type="SecureString",
+                value=pulumi.Output.secret(value),
+                description=description,
+                tags=tags,
+                opts=self._child,
+            )
+            for suffix, param_name, value, description in (
+                (
+                    "app-key",
+                    stack.secrets.github_app_private_key,
+                    args.app_private_key,
+                    "GitHub App private key; read only by the scaler functions",
+                ),
+                (
+                    "webhook-secret",
+                    stack.secrets.webhook_secret,
+                    args.webhook_secret,
+                    "GitHub webhook secret; read only by the webhook function",
+                ),
+            )
         )
 
         queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds, tags)

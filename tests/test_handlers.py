@@ -1,0 +1,65 @@
+"""The Lambda entry points, wired as in AWS: settings loaded once, clients from the environment."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from estate.local_plane import Clock, LocalPlane
+from lambda_src import handlers
+from lambda_src.settings import ControlPlaneSettings
+from tests.conftest import EXAMPLE_CONFIGS
+
+CONTEXT = SimpleNamespace(invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:runner-estate-local-scale-up")
+
+
+@pytest.fixture
+def wired(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
+    local = LocalPlane([str(EXAMPLE_CONFIGS)], clock=Clock(time.time()), endpoint=moto_url).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    # As shipped: the settings round-trip through the JSON file the package carries.
+    shipped = ControlPlaneSettings.from_dict(json.loads(json.dumps(local.settings.to_dict())))
+    monkeypatch.setattr(handlers, "_settings", lambda: shipped)
+    for cached in (handlers._webhook_ports, handlers._control_plane):
+        cached.cache_clear()
+    yield local
+    for cached in (handlers._webhook_ports, handlers._control_plane):
+        cached.cache_clear()
+    local.stop()
+
+
+def test_webhook_handler_answers_in_the_function_url_shape(wired: LocalPlane) -> None:
+    body = json.dumps({"action": "queued", "workflow_job": {"id": 5, "labels": ["self-hosted", "linux", "x64", "gpu", "t4"]}})
+    signature = "sha256=" + hmac.new(wired.webhook_secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+    event = {"headers": {"x-github-event": "workflow_job", "x-hub-signature-256": signature}, "body": body, "isBase64Encoded": False}
+    answer = handlers.webhook_handler(event, CONTEXT)
+    assert answer["statusCode"] == 202
+    assert json.loads(answer["body"])["pool"] == "gpu-t4-spot"
+
+
+def test_webhook_handler_hides_storage_failures_behind_a_503(wired: LocalPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers._webhook_ports().ledger, "table_name", "no-such-table")
+    body = json.dumps({"action": "queued", "workflow_job": {"id": 6, "labels": ["self-hosted", "linux", "x64", "gpu", "t4"]}})
+    signature = "sha256=" + hmac.new(wired.webhook_secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+    event = {"headers": {"x-github-event": "workflow_job", "x-hub-signature-256": signature}, "body": body}
+    answer = handlers.webhook_handler(event, CONTEXT)
+    assert answer["statusCode"] == 503
+    assert "no-such-table" not in answer["body"]
+
+
+def test_scale_up_handler_reports_failed_messages_by_id(wired: LocalPlane) -> None:
+    good = json.dumps({"job_id": 9, "pool": "gpu-t4-spot", "repo": "org/r", "labels": []})
+    event = {"Records": [{"messageId": "m-good", "body": good}, {"messageId": "m-poison", "body": "{oops"}]}
+    assert handlers.scale_up_handler(event, CONTEXT) == {"batchItemFailures": [{"itemIdentifier": "m-poison"}]}
+    assert len(wired.running_instances("gpu-t4-spot")) == 1
+
+
+def test_scheduled_handlers_return_their_summary(wired: LocalPlane) -> None:
+    assert handlers.reconcile_handler({}, CONTEXT)["failed_pools"] == {}
+    assert handlers.scale_down_handler({}, CONTEXT)["retired"] == 0
