@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,12 @@ LISTING_GRACE_S = 120.0
 STALE_JOB_S = 120.0  # a queued job this old is checked against GitHub (its later webhooks may be lost)
 MAX_JOB_CHECKS = 30  # GitHub calls a reconcile may spend on stale jobs
 MAX_REPO_SCANS = 10  # repositories re-scanned per reconcile for queued jobs we never heard of
+LOCK_LEASE_S = 90.0  # longer than a scale-up invocation may run; a crashed holder's lease runs out
+LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same pool
+
+
+class PoolBusyError(RuntimeError):
+    """Another invocation kept planning this pool for longer than we may wait."""
 
 
 @dataclass
@@ -76,6 +85,24 @@ class ControlPlane:
     jit: JitParameters
     github: GithubClient
     clock: Callable[[], float]
+    sleep: Callable[[float], None] = time.sleep
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @contextmanager
+    def planning(self, pool: str) -> Iterator[list[tuple[str, float]]]:
+        """One planner per pool at a time: two invocations reading the same state would each
+        launch for the same queued jobs. Waits a little for the other one, then gives up.
+        Yields the recent launches (instance id, time); the caller appends its own."""
+        waited = 0.0
+        while (recent := self.ledger.try_lock(f"plan#{pool}", self.holder, LOCK_LEASE_S)) is None:
+            if waited >= LOCK_WAIT_S:
+                raise PoolBusyError(f"pool {pool} is being planned by another invocation")
+            self.sleep(0.2)
+            waited += 0.2
+        try:
+            yield recent
+        finally:
+            self.ledger.unlock(f"plan#{pool}", self.holder, recent)
 
     @property
     def scaled_pools(self) -> dict[str, PoolSettings]:
@@ -115,6 +142,21 @@ class ControlPlane:
         return failures
 
     def _scale_pool(self, pool: str, message_jobs: list[Job], live: list[Instance], token: str, report: Report, now: float) -> None:
+        with self.planning(pool) as recent:
+            # Hosts another invocation launched while we waited count as supply, whether or
+            # not the ledger's index shows them yet.
+            mine = {i.id: i for i in [*live, *self.ledger.live_instances(pool)] if i.pool == pool}
+            for iid, _ in recent:
+                if iid not in mine and (found := self.ledger.live_instance(iid)) is not None:
+                    mine[iid] = found
+            pool_live = [i for i in mine.values() if i.id not in report.undone]
+            before = set(report.launched.get(pool, []))
+            try:
+                self._plan_pool(pool, message_jobs, pool_live, token, report, now)
+            finally:
+                recent += [(iid, now) for iid in report.launched.get(pool, []) if iid not in before]
+
+    def _plan_pool(self, pool: str, message_jobs: list[Job], live: list[Instance], token: str, report: Report, now: float) -> None:
         ledger_jobs = {j.id: j for j in self.ledger.queued_jobs(pool)}
         for job in message_jobs:
             # The index behind queued_jobs is eventually consistent: trust the message unless
@@ -141,9 +183,10 @@ class ControlPlane:
         for order in plan_launches(self.scaled_pools, jobs, live, now):
             report.orders.append(order)
             if order.count:
-                token = f"reconcile-{order.pool}-{int(now // 60)}-{order.count}"
+                token = f"reconcile-{order.pool}-{int(now // 60)}"
                 try:
-                    self._launch(self.settings.pools[order.pool], order.count, token, report, now)
+                    # Re-plan under the pool's lock: a scale-up may have launched meanwhile.
+                    self._scale_pool(order.pool, [], live, token, report, now)
                 except Exception as exc:  # one pool's failure must not starve the others
                     log.exception("reconcile launch for pool %s failed", order.pool)
                     report.failed_pools[order.pool] = str(exc)[:200]

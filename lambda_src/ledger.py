@@ -4,6 +4,7 @@ Items (partition key `pk`):
   job#<id>       pool, state, repo, labels, queued_at, runner_name    - one per GitHub job
   instance#<id>  pool, launched_at, job_id, registered_at, idle_since, jit_at, runner_name
   repo#<name>    last_seen                                            - repos to re-scan
+  lock#<name>    holder, lease_until                                  - one planner per pool at a time
 Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
 carries `open_key` = "job#<pool>" / "instance#<pool>" / "repo", the key of a sparse index, so
 planning reads only what is open. Writes are conditional: a job is stored once and only moves
@@ -21,6 +22,7 @@ from lambda_src.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, Instance, 
 
 OPEN = "open_key"  # attribute of the sparse index: set while a job is queued or a host is live
 OPEN_INDEX = "open"
+RECENT_LAUNCH_S = 300.0  # how long a planning lock remembers launches the index may not show yet
 
 
 def _conditional_failed(exc: AwsError) -> bool:
@@ -84,6 +86,9 @@ class _Table:
 
     def put_item(self, **kwargs: Any) -> dict[str, Any]:
         return dict(self.client.call("PutItem", self._marshal(kwargs)))
+
+    def delete_item(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(self.client.call("DeleteItem", self._marshal(kwargs)))
 
     def get_item(self, **kwargs: Any) -> dict[str, Any]:
         found = self.client.call("GetItem", self._marshal(kwargs))
@@ -196,6 +201,11 @@ class Ledger:
         item = self.table.get_item(Key={"pk": f"instance#{instance_id}"}, ConsistentRead=True).get("Item")
         return None if item is None else self._instance(item)
 
+    def live_instance(self, instance_id: str) -> Instance | None:
+        """A consistent read of one host; None once it is gone (or was never recorded)."""
+        item = self.table.get_item(Key={"pk": f"instance#{instance_id}"}, ConsistentRead=True).get("Item")
+        return None if item is None or OPEN not in item else self._instance(item)
+
     def _instance(self, item: dict[str, Any]) -> Instance:
         job_id = item.get("job_id")
         return Instance(
@@ -244,6 +254,42 @@ class Ledger:
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={f"#{k}": k for k in fields},
                 **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except AwsError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    # ---- per-pool planning lock -------------------------------------------------------
+    def try_lock(self, name: str, holder: str, ttl_s: float) -> list[tuple[str, float]] | None:
+        """Take `name` unless another holder's lease is still running; None if we may not.
+        A crashed holder's lease simply runs out, so a lock is never stuck.
+
+        On success, the hosts the previous holders launched in the last few minutes: the
+        index behind `live_instances` is eventually consistent, this item is not."""
+        now = self.clock()
+        try:
+            old = self.table.put_item(
+                Item={"pk": f"lock#{name}", "holder": holder, "lease_until": now + ttl_s, "expires_at": int(now + 3600)},
+                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR holder = :me",
+                ExpressionAttributeValues={":now": now, ":me": holder},
+                ReturnValues="ALL_OLD",
+            )
+        except AwsError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        recent = [str(entry).split("|") for entry in from_item(old.get("Attributes", {})).get("recent", [])]
+        return [(iid, float(at)) for iid, at in recent if now - float(at) < RECENT_LAUNCH_S]
+
+    def unlock(self, name: str, holder: str, launched: list[tuple[str, float]]) -> None:
+        """Release the lease, leaving behind what this holder (and recent ones) launched."""
+        now = self.clock()
+        recent = [f"{iid}|{at!r}" for iid, at in launched if now - at < RECENT_LAUNCH_S]
+        try:
+            self.table.put_item(
+                Item={"pk": f"lock#{name}", "holder": "", "lease_until": 0.0, "recent": recent, "expires_at": int(now + 3600)},
+                ConditionExpression="holder = :me",
+                ExpressionAttributeValues={":me": holder},
             )
         except AwsError as exc:
             if not _conditional_failed(exc):

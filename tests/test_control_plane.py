@@ -3,7 +3,11 @@ as our fake. Each fault the control plane must survive is injected here."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -298,3 +302,54 @@ def test_scale_up_report_is_json(local: LocalPlane) -> None:
     local.github.queue_job(T4)
     local.pump()
     assert json.loads(json.dumps(local.plane.reconcile().summary()))["failed_pools"] == {}
+
+
+# ---- one planner per pool ---------------------------------------------------------------
+
+
+def second_plane(local: LocalPlane) -> Any:
+    """Another invocation of the scaler: same ledger and clients, its own identity."""
+    return dataclasses.replace(local.plane, holder="other-invocation")
+
+
+def message(job_id: int) -> dict[str, str]:
+    return {"messageId": f"m-{job_id}", "body": json.dumps({"job_id": job_id, "pool": POOL, "repo": "example-org/app", "labels": T4})}
+
+
+def test_a_pool_being_planned_elsewhere_is_retried_not_planned_twice(local: LocalPlane) -> None:
+    other = second_plane(local)
+    assert other.ledger.try_lock(f"plan#{POOL}", other.holder, 90) is not None
+    local.plane.sleep = lambda s: None
+    assert local.plane.scale_up([message(1)]) == ["m-1"]
+    assert local.running_instances(POOL) == []
+
+
+def test_concurrent_invocations_launch_once_per_job(local: LocalPlane) -> None:
+    jobs = [local.github.queue_job(T4, send=False) for _ in range(2)]
+    for job in jobs:
+        local.handle_http(*signed(local, job))
+    planes = [local.plane, second_plane(local)]
+    threads = [threading.Thread(target=p.scale_up, args=([message(j.id)],)) for p, j in zip(planes, jobs, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(local.running_instances(POOL)) == 2
+
+
+def test_a_lagging_index_does_not_hide_a_fresh_launch(local: LocalPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = local.github.queue_job(T4, send=False)
+    local.handle_http(*signed(local, first))
+    local.plane.scale_up([message(first.id)])
+    # The next invocation's index read misses the host just launched, as a GSI may for a moment.
+    other = second_plane(local)
+    monkeypatch.setattr(other.ledger, "live_instances", lambda pool=None: [])
+    monkeypatch.setattr(other.fleet, "hosts", lambda: [])
+    assert other.scale_up([message(first.id)]) == []
+    assert len(local.running_instances(POOL)) == 1
+
+
+def signed(local: LocalPlane, job: Any) -> tuple[dict[str, str], bytes]:
+    body = json.dumps(local.github.job_payload(job, "queued")).encode()
+    signature = "sha256=" + hmac.new(local.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-GitHub-Event": "workflow_job", "X-Hub-Signature-256": signature}, body
