@@ -234,3 +234,19 @@ def test_bad_pool_file_stops_the_program_before_any_resource(tmp_path: Path) -> 
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(Exception, match=r"broken\.yaml: pool 'broken': runner_config\.runner_architecture: required key is missing"):
         run_program(PROJECT_DIR, "staging", stack_path=path)
+
+
+def test_the_two_secrets_must_be_set_and_encrypted(tmp_path: Path) -> None:
+    path = stack_file(tmp_path)
+    config = yaml.safe_load(path.read_text())["config"]
+    config["runner-estate:webhook_secret_value"] = "plain-text"
+    path.write_text(yaml.safe_dump({"config": config}))
+    with pytest.raises(ConfigError) as plain:
+        run_program(PROJECT_DIR, "staging", stack_path=path)
+    assert (plain.value.key, "must be a secret" in plain.value.message) == ("runner-estate:webhook_secret_value", True)
+    del config["runner-estate:github_app_key"]
+    path.write_text(yaml.safe_dump({"config": config}))
+    with pytest.raises(ConfigError) as missing:
+        run_program(PROJECT_DIR, "staging", stack_path=path)
+    assert missing.value.key == "runner-estate:github_app_key"
+    assert "pulumi config set --secret" in missing.value.message

@@ -195,3 +195,12 @@ def test_fuzz_never_5xx_never_crashes_never_echoes_the_secret(body: bytes, kind:
 def test_fuzz_workflow_job_shapes(action: str, labels: list[str], job_id: int) -> None:
     body = json.dumps({"action": action, "workflow_job": {"id": job_id, "labels": labels}}).encode()
     assert webhook.handle(event(body), ports(), 1.0).status in {202, 400}
+
+
+def test_the_secret_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    p = ports()
+    for evt in (event(job_body()), event(job_body(), signature="sha256=" + "0" * 64), event(b"{}", kind="ping"), event(b"{bad")):
+        webhook.handle(evt, p, 1.0)
+    assert caplog.records
+    assert SECRET.decode() not in caplog.text
