@@ -18,6 +18,7 @@ from estate.control_config import control_settings, jit_parameter_prefix, pool_s
 from estate.loader import Estate
 from estate.stack_config import StackConfig
 from lambda_src.ledger import OPEN, OPEN_INDEX
+from lambda_src.metrics import NAMESPACE as METRIC_NAMESPACE
 from lambda_src.settings import SETTINGS_FILE
 
 LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
@@ -205,10 +206,36 @@ class ScalerFunctions(pulumi.ComponentResource):
                 opts=self._child,
             )
 
+        self._alarms(name, env, tags)
+
         self.webhook_url = url.function_url
         self.table_name = table.name
         self.queue_urls = {n: q.url for n, q in queues.items()}
         self.register_outputs({"webhook_url": self.webhook_url, "table_name": self.table_name})
+
+    def _alarms(self, name: str, env: str, tags: dict[str, str]) -> None:
+        """Fail loudly: the counters the functions emit (lambda_src/metrics.py) that mean
+        jobs may be waiting. Subscribe them to your paging topic (runbook)."""
+        for label, function, metric, periods, threshold, description in (
+            ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)"),
+            ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?"),
+            ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running"),
+        ):
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{label}-alarm",
+                alarm_description=f"runner-estate {env}: {description}",
+                namespace=METRIC_NAMESPACE,
+                metric_name=metric,
+                dimensions={"environment": env, "function": function},
+                statistic="Sum",
+                period=60,
+                evaluation_periods=periods,
+                threshold=threshold,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+                tags=tags,
+                opts=self._child,
+            )
 
     def _queue(self, name: str, pool: str, redrive: Any, retention_s: int, tags: dict[str, str]) -> aws.sqs.Queue:
         dlq = aws.sqs.Queue(

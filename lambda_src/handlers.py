@@ -17,6 +17,7 @@ from lambda_src.aws_json import AwsJsonClient
 from lambda_src.control_plane import ControlPlane, job_message
 from lambda_src.fleet_state import Job
 from lambda_src.ledger import Ledger
+from lambda_src.metrics import emf_line
 from lambda_src.settings import ControlPlaneSettings
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
@@ -95,23 +96,43 @@ def _account(context: Any) -> str:
     return str(context.invoked_function_arn).split(":")[4]
 
 
+def _emit(function: str, counts: dict[str, float]) -> None:
+    print(emf_line(_settings().environment, function, counts, time.time()), flush=True)  # EMF lines go to stdout
+
+
 def webhook_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
-        return webhook.handle(event, _webhook_ports(), time.time()).to_lambda()
+        answer = webhook.handle(event, _webhook_ports(), time.time())
     except Exception:
         # Our own storage failed, not the sender's input: say so without details, and alarm.
         log.exception("webhook failed")
-        return webhook.Response(503, {"error": "temporarily unavailable"}).to_lambda()
+        answer = webhook.Response(503, {"error": "temporarily unavailable"}, "failed")
+    _emit("webhook", {answer.outcome: 1})
+    return answer.to_lambda()
 
 
 def scale_up_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    failures = _control_plane(_account(context)).scale_up(event.get("Records", []))
+    records = event.get("Records", [])
+    failures = _control_plane(_account(context)).scale_up(records)
+    _emit("scale_up", {"messages": len(records), "failed_messages": len(failures)})
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
 
 
 def reconcile_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return _control_plane(_account(context)).reconcile().summary()
+    summary = _control_plane(_account(context)).reconcile().summary()
+    _emit("reconcile", _numbers(summary))
+    return summary
 
 
 def scale_down_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return _control_plane(_account(context)).scale_down().summary()
+    summary = _control_plane(_account(context)).scale_down().summary()
+    _emit("scale_down", _numbers(summary))
+    return summary
+
+
+def _numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """A cycle's summary as counts: launched hosts, failed pools, and the rest as they are."""
+    counts = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+    counts["launched"] = float(sum(summary.get("launched", {}).values()))
+    counts["failed_pools"] = float(len(summary.get("failed_pools", {})))
+    return counts

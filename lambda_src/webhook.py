@@ -50,6 +50,7 @@ class WebhookPorts:
 class Response:
     status: int
     body: dict[str, Any]
+    outcome: str = ""  # what was counted: queued, duplicate, ignored, unauthorised, ...
 
     def to_lambda(self) -> dict[str, Any]:
         return {"statusCode": self.status, "headers": {"content-type": "application/json"}, "body": json.dumps(self.body)}
@@ -152,4 +153,4 @@ def handle(event: Mapping[str, Any], ports: WebhookPorts, now: float) -> Respons
 
 def _count(ports: WebhookPorts, key: str, response: Response) -> Response:
     ports.counters[key] = ports.counters.get(key, 0) + 1
-    return response
+    return Response(response.status, response.body, key)

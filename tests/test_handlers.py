@@ -34,16 +34,25 @@ def wired(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane
     local.stop()
 
 
-def test_webhook_handler_answers_in_the_function_url_shape(wired: LocalPlane) -> None:
+def emitted(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_webhook_handler_answers_in_the_function_url_shape(wired: LocalPlane, capsys: pytest.CaptureFixture[str]) -> None:
     body = json.dumps({"action": "queued", "workflow_job": {"id": 5, "labels": ["self-hosted", "linux", "x64", "gpu", "t4"]}})
     signature = "sha256=" + hmac.new(wired.webhook_secret.encode(), body.encode(), hashlib.sha256).hexdigest()
     event = {"headers": {"x-github-event": "workflow_job", "x-hub-signature-256": signature}, "body": body, "isBase64Encoded": False}
     answer = handlers.webhook_handler(event, CONTEXT)
     assert answer["statusCode"] == 202
     assert json.loads(answer["body"])["pool"] == "gpu-t4-spot"
+    (metric,) = emitted(capsys)  # one EMF line per delivery, counted by outcome
+    assert metric["queued"] == 1
+    assert metric["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "runner-estate"  # type: ignore[index]
 
 
-def test_webhook_handler_hides_storage_failures_behind_a_503(wired: LocalPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_webhook_handler_hides_storage_failures_behind_a_503(
+    wired: LocalPlane, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(handlers._webhook_ports().ledger, "table_name", "no-such-table")
     body = json.dumps({"action": "queued", "workflow_job": {"id": 6, "labels": ["self-hosted", "linux", "x64", "gpu", "t4"]}})
     signature = "sha256=" + hmac.new(wired.webhook_secret.encode(), body.encode(), hashlib.sha256).hexdigest()
@@ -51,6 +60,7 @@ def test_webhook_handler_hides_storage_failures_behind_a_503(wired: LocalPlane, 
     answer = handlers.webhook_handler(event, CONTEXT)
     assert answer["statusCode"] == 503
     assert "no-such-table" not in answer["body"]
+    assert emitted(capsys)[-1]["failed"] == 1  # what the webhook-failing alarm watches
 
 
 def test_scale_up_handler_reports_failed_messages_by_id(wired: LocalPlane) -> None:

@@ -44,7 +44,7 @@ def test_one_queue_and_dead_letter_queue_with_an_alarm_per_pool(scaler: list[Reg
         assert isinstance(redrive["maxReceiveCount"], int)
         assert main.inputs["sqsManagedSseEnabled"]
         assert dlq.inputs["sqsManagedSseEnabled"]
-    alarms = of_type(scaler, ":MetricAlarm")
+    alarms = [a for a in of_type(scaler, ":MetricAlarm") if a.name.endswith("-dlq-alarm")]
     assert len(alarms) == len(POOLS)
     assert all(a.inputs["metricName"] == "ApproximateNumberOfMessagesVisible" and a.inputs["threshold"] == 0 for a in alarms)
 
@@ -132,3 +132,12 @@ def test_launch_templates_boot_the_bootstrap_without_credentials() -> None:
         assert "python3 -m lambda_src.host_bootstrap --parameter-prefix /runner-estate/prod/jit/" in script
         assert "BEGIN" not in script
         assert "ghs_" not in script
+
+
+def test_alarms_watch_the_counters_that_mean_jobs_may_wait(scaler: list[Registered]) -> None:
+    watched = {
+        (a.inputs["dimensions"]["function"], a.inputs["metricName"])
+        for a in of_type(scaler, ":MetricAlarm")
+        if a.inputs["namespace"] == "runner-estate"
+    }
+    assert watched == {("webhook", "failed"), ("webhook", "unauthorised"), ("reconcile", "failed_pools")}
