@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi.runtime.mocks import MockMonitor
 
+from components.github_org_settings import GitHubOrgSettings, GitHubOrgSettingsArgs
 from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
@@ -22,6 +23,7 @@ from estate.control_config import jit_parameter_prefix
 from estate.diagnostics import ConfigError
 from estate.host_user_data import user_data
 from estate.loader import Estate, load_estate
+from estate.runner_groups import RunnerGroupPlan, plan_runner_groups
 from estate.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 from lambda_src.tags import estate_tags
 
@@ -64,7 +66,7 @@ def lambda_dependencies() -> Path | None:
     raise pulumi.RunError(f"{LAMBDA_DEPENDENCIES} is missing: run `bash scripts/build_lambda.sh` before `pulumi up`")
 
 
-def build(stack: StackConfig, estate: Estate) -> None:
+def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> None:
     tags = {**stack.tags, **estate_tags(stack.environment)}
     # Tags are set on each resource (not provider default_tags) so the preview shows them.
     provider = aws.Provider("aws", region=stack.region)
@@ -116,7 +118,23 @@ def build(stack: StackConfig, estate: Estate) -> None:
         opts=with_provider,
     )
 
+    assert stack.github.installation_id is not None  # checked in main()
+    org_settings = GitHubOrgSettings(
+        "github",
+        GitHubOrgSettingsArgs(
+            org=stack.github.org,
+            app_id=stack.github.app_id,
+            installation_id=stack.github.installation_id,
+            api_url=stack.github.api_url,
+            app_private_key=secrets.require_secret(SECRET_SETTINGS[0]),
+            webhook_url=scaler.webhook_url,
+            webhook_secret=secrets.require_secret(SECRET_SETTINGS[1]),
+            groups=groups,
+        ),
+    )
+
     pulumi.export("environment", stack.environment)
+    pulumi.export("runner_group_ids", org_settings.runner_group_ids)
     pulumi.export("webhook_url", scaler.webhook_url)
     pulumi.export("ledger_table", scaler.table_name)
     pulumi.export("region", stack.region)
@@ -145,11 +163,16 @@ def main() -> None:
     try:
         stack = read_stack_config()
         estate = load_estate([os.path.relpath(PROJECT_DIR / stack.runner_configs)])
+        stack_file = f"Pulumi.{pulumi.get_stack()}.yaml"
+        if stack.github.installation_id is None:
+            message = "required: the org's webhook and runner groups are managed with the App's installation"
+            raise ConfigError(stack_file, None, "runner-estate:github.installation_id", message)
+        groups, group_warnings = plan_runner_groups(stack, estate, stack_file)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    for warning in estate.warnings:
+    for warning in [*estate.warnings, *group_warnings]:
         pulumi.log.warn(str(warning))
-    build(stack, estate)
+    build(stack, estate, groups)
 
 
 main()

@@ -16,7 +16,6 @@ NO_FIXED_DELAY = "not honoured: the scaler decides when the event arrives and re
 ALWAYS_EPHEMERAL = "not honoured: runners are always ephemeral JIT registrations (one job, then gone)"
 OWN_USER_DATA = "not honoured: hosts run our user-data, which starts a JIT runner; a custom script is not run"
 ALWAYS_ORG = "not honoured: runners are always registered at organisation level"
-GITHUB_PENDING = "accepted; read by the GitHub org settings, which are not built yet"
 CAPACITY_BLOCK_PENDING = "accepted; read by the capacity-block manager, which is not built yet"
 NOT_YET = "accepted but not acted on yet"
 
@@ -42,9 +41,6 @@ UNACTED_KEYS: Mapping[str, str] = {
     "runner_config.runner_as_root": OWN_USER_DATA,
     "runner_config.enable_organization_runners": ALWAYS_ORG,
     "runner_config.pool_runner_owner": ALWAYS_ORG,
-    "runner_config.runner_group_name": GITHUB_PENDING,
-    "estate.runner_group": GITHUB_PENDING,
-    "estate.allow_public_repositories": GITHUB_PENDING,
     "runner_config.create_service_linked_role_spot": NOT_YET,
     "runner_config.enable_runner_binaries_syncer": NOT_YET,
     "runner_config.disable_runner_autoupdate": NOT_YET,

@@ -113,11 +113,33 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "userId": "preview",
                 "id": "123456789012",
             }, []
+        if token == "github:index/getRepository:getRepository":  # noqa: S105 - an invoke token
+            name = str(args.args["fullName"])
+            repo_id = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+            return {
+                "fullName": name,
+                "name": name.split("/")[-1],
+                "repoId": repo_id,
+                "id": name.split("/")[-1],
+                "visibility": "private",
+            }, []
         if token == "aws:ec2/getAmi:getAmi":  # noqa: S105 - an invoke token
             arch = next((f["values"][0] for f in args.args.get("filters", []) if f["name"] == "architecture"), "x86_64")
             digest = hashlib.sha256(json.dumps(args.args, sort_keys=True).encode()).hexdigest()
             return {"id": f"ami-{digest[:17]}", "architecture": arch}, []
         return {}, []
+
+
+def _unwrap_secrets(value: Any) -> Any:
+    """Inputs without the engine's secret markers. Offline, the only secrets are config
+    values, which the preview has already replaced with a placeholder."""
+    if rpc.is_rpc_secret(value):
+        return _unwrap_secrets(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_secrets(v) for v in value]
+    return value
 
 
 def _parent_name(parent_urn: str) -> str | None:
@@ -141,7 +163,7 @@ class RecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         if request.type != "pulumi:pulumi:Stack":
-            inputs = rpc.deserialize_properties(request.object)
+            inputs = _unwrap_secrets(rpc.deserialize_properties(request.object))
             with self._lock:
                 record = Registered(request.type, request.name, _parent_name(request.parent), inputs, bool(request.protect))
                 self.records.append(record)

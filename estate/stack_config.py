@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -30,6 +31,30 @@ class SecretNames(StrictModel):
 
     github_app_private_key: str = Field(pattern=r"^/[A-Za-z0-9_./-]+$")
     webhook_secret: str = Field(pattern=r"^/[A-Za-z0-9_./-]+$")
+
+
+class RunnerGroupSettings(StrictModel):
+    """An org runner group we manage: which repositories (and optionally workflows) may use
+    the pools registered into it."""
+
+    repositories: list[str] = Field(min_length=1)
+    workflows: list[str] = Field(default_factory=list)
+
+    @field_validator("repositories")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name):
+                raise ValueError(f"{name!r} is not a repository name (give the name without the org)")
+        return value
+
+    @field_validator("workflows")
+    @classmethod
+    def _workflow_refs(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+/\.github/workflows/[\w./-]+\.ya?ml@\S+", ref):
+                raise ValueError(f"{ref!r} is not OWNER/REPO/.github/workflows/FILE.yml@REF")
+        return value
 
 
 Endpoint = Literal["s3", "ssm", "ssmmessages", "ec2messages", "logs", "ec2", "sqs", "ecr.api", "ecr.dkr"]
@@ -93,6 +118,7 @@ class StackConfig(StrictModel):
     runner_sha256: dict[Literal["x64", "arm64"], str] = Field(default_factory=dict)
     log_retention_days: int = 30
     tags: dict[str, str] = Field(default_factory=dict)
+    runner_groups: dict[str, RunnerGroupSettings] = Field(default_factory=dict)
 
     @field_validator("log_retention_days")
     @classmethod

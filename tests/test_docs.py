@@ -31,6 +31,7 @@ MODELS: list[type[BaseModel]] = [
     stack_config.GitHubSettings,
     stack_config.SecretNames,
     stack_config.NetworkSettings,
+    stack_config.RunnerGroupSettings,
 ]
 
 

@@ -170,7 +170,8 @@ def stack_file(tmp_path: Path, **network: Any) -> Path:
     config: dict[str, Any] = {
         "aws:region": "eu-west-1",
         "runner-estate:environment": "staging",
-        "runner-estate:github": {"org": "example", "app_id": 1},
+        "runner-estate:github": {"org": "example", "app_id": 1, "installation_id": 2},
+        "runner-estate:runner_groups": {n: {"repositories": ["app"]} for n in ("gpu", "gpu-h100", "gpu-b200")},
         "runner-estate:secrets": {"github_app_private_key": "/k", "webhook_secret": "/w"},
         "runner-estate:github_app_key": {"secure": "v1:x"},
         "runner-estate:webhook_secret_value": {"secure": "v1:y"},
