@@ -1,6 +1,7 @@
 """`python -m estate <command>`: validate, route, schema, preview, serve.
 
-Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 1 anything else.
+Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 4 a mandatory policy
+violation in `preview`, 1 anything else.
 Errors are one line on stderr; results go to stdout.
 """
 
@@ -16,6 +17,7 @@ from estate.diagnostics import ConfigError
 
 EXIT_CONFIG = 2
 EXIT_UNROUTED = 3
+EXIT_POLICY = 4
 DEFAULT_CONFIGS = "runner_configs"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -64,6 +66,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_preview(args: argparse.Namespace) -> int:
     from estate.preview import render_tree, run_program
+    from policy.rules import check
 
     preview = run_program(PROJECT_DIR, args.stack)
     if preview.warnings:
@@ -72,7 +75,11 @@ def _cmd_preview(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_json() for r in preview.records], indent=1, sort_keys=True))
     else:
         print(render_tree(preview.records, args.stack))
-    return 0
+    # The policy pack's rules, on what the program would register.
+    violations = [v for r in preview.records for v in check(r.type, r.name, r.inputs)]
+    for violation in violations:
+        print(f"policy: {violation}", file=sys.stderr)
+    return EXIT_POLICY if any(v.mandatory for v in violations) else 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
