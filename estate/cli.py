@@ -1,7 +1,7 @@
 """`python -m estate <command>`: validate, route, schema, preview, serve.
 
 Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 4 a mandatory policy
-violation in `preview`, 1 anything else.
+violation in `preview`, 5 a guarded resource would be replaced or deleted (`guard`), 1 anything else.
 Errors are one line on stderr; results go to stdout.
 """
 
@@ -18,6 +18,7 @@ from estate.diagnostics import ConfigError
 EXIT_CONFIG = 2
 EXIT_UNROUTED = 3
 EXIT_POLICY = 4
+EXIT_GUARDED = 5
 DEFAULT_CONFIGS = "runner_configs"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -82,6 +83,19 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return EXIT_POLICY if any(v.mandatory for v in violations) else 0
 
 
+def _cmd_guard(args: argparse.Namespace) -> int:
+    from estate.guard import guard_findings, load_preview
+
+    findings = guard_findings(load_preview(Path(args.preview)))
+    for finding in findings:
+        print(f"guarded: {finding}", file=sys.stderr)
+    if findings:
+        print("error: this change would replace or delete resources that must outlive a deploy (see above)", file=sys.stderr)
+        return EXIT_GUARDED
+    print("ok: no guarded resource is replaced or deleted")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from estate.serve import serve
 
@@ -110,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default prod)")
     p.add_argument("--json", action="store_true", help="print every registered resource as one JSON array")
     p.set_defaults(func=_cmd_preview)
+    p = sub.add_parser(
+        "guard", help="fail when a `pulumi preview --json` would replace or delete the webhook endpoint, ledger or a reservation"
+    )
+    p.add_argument("preview", help="file holding the output of `pulumi preview --json`")
+    p.set_defaults(func=_cmd_guard)
     p = sub.add_parser("serve", help="run the control plane locally on loopback (moto + a fake GitHub); prints webhook and secret")
     p.add_argument("--port", type=int, default=0, help="webhook port on 127.0.0.1 (default: any free port)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")
