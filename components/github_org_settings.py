@@ -24,6 +24,11 @@ class GitHubOrgSettingsArgs:
     groups: list[RunnerGroupPlan]
 
 
+def signing_secret(value: str) -> str:
+    lines = [line.strip() for line in value.splitlines() if line.strip()]
+    return lines[0] if lines else value
+
+
 class GitHubOrgSettings(pulumi.ComponentResource):
     webhook_id: pulumi.Output[str]
     runner_group_ids: dict[str, pulumi.Output[str]]
@@ -49,7 +54,11 @@ class GitHubOrgSettings(pulumi.ComponentResource):
             events=["workflow_job"],
             active=True,
             configuration=github.OrganizationWebhookConfigurationArgs(
-                url=args.webhook_url, content_type="json", insecure_ssl=False, secret=pulumi.Output.secret(args.webhook_secret)
+                url=args.webhook_url,
+                content_type="json",
+                insecure_ssl=False,
+                # GitHub signs with the first line; during a rotation the webhook accepts every line.
+                secret=pulumi.Output.secret(pulumi.Output.from_input(args.webhook_secret).apply(signing_secret)),
             ),
             opts=child,
         )

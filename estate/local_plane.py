@@ -117,7 +117,9 @@ class LocalPlane:
         secret = CachedParameter(ssm, self.settings.webhook_secret_parameter)
         ledger = Ledger(dynamodb, table, self.settings.ledger_ttl_s, self.clock)
         queues = SqsQueues(AwsJsonClient("sqs", REGION, endpoint_url=endpoint), self.settings)
-        self.ports = webhook.WebhookPorts(lambda: secret().encode(), ledger, queues, self.settings.routing, {})
+        self.ports = webhook.WebhookPorts(
+            lambda: secret().encode(), ledger, queues, self.settings.routing, {}, refresh_secret=secret.refresh
+        )
         app_key = CachedParameter(ssm, self.settings.app_key_parameter)
         self.plane = ControlPlane(
             settings=self.settings,

@@ -36,18 +36,34 @@ class SqsQueues:
 
 
 class CachedParameter:
-    """A SecureString read once per cold start (the webhook secret, the App key)."""
+    """A SecureString (the webhook secret, the App key), read once and kept for `ttl_s`, so a
+    rotated value reaches every warm container within that time; `refresh` re-reads sooner,
+    at most once per `min_refresh_s` (a flood of forged deliveries cannot hammer SSM)."""
 
-    def __init__(self, ssm: AwsJsonClient, name: str) -> None:
+    def __init__(self, ssm: AwsJsonClient, name: str, ttl_s: float = 300.0, min_refresh_s: float = 30.0) -> None:
         self.ssm = ssm
         self.name = name
+        self.ttl_s = ttl_s
+        self.min_refresh_s = min_refresh_s
         self._value: str | None = None
+        self._read_at = 0.0
 
     def __call__(self) -> str:
-        if self._value is None:
-            found = self.ssm.call("GetParameter", {"Name": self.name, "WithDecryption": True})
-            self._value = str(found["Parameter"]["Value"])
+        if self._value is None or time.monotonic() - self._read_at > self.ttl_s:
+            self._read()
+        assert self._value is not None
         return self._value
+
+    def refresh(self) -> bool:
+        if time.monotonic() - self._read_at < self.min_refresh_s:
+            return False
+        self._read()
+        return True
+
+    def _read(self) -> None:
+        found = self.ssm.call("GetParameter", {"Name": self.name, "WithDecryption": True})
+        self._value = str(found["Parameter"]["Value"])
+        self._read_at = time.monotonic()
 
 
 @cache
@@ -60,9 +76,8 @@ def _webhook_ports() -> webhook.WebhookPorts:
     s = _settings()
     secret = CachedParameter(AwsJsonClient("ssm", s.region), s.webhook_secret_parameter)
     ledger = Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time)
-    return webhook.WebhookPorts(
-        secret=lambda: secret().encode(), ledger=ledger, queue=SqsQueues(AwsJsonClient("sqs", s.region), s), routing=s.routing, counters={}
-    )
+    queue = SqsQueues(AwsJsonClient("sqs", s.region), s)
+    return webhook.WebhookPorts(lambda: secret().encode(), ledger, queue, s.routing, {}, refresh_secret=secret.refresh)
 
 
 @cache

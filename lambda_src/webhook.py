@@ -39,11 +39,12 @@ class QueuePort(Protocol):
 
 @dataclass
 class WebhookPorts:
-    secret: Callable[[], bytes]
+    secret: Callable[[], bytes]  # one secret per line: during a rotation, the new one and the old one
     ledger: LedgerPort
     queue: QueuePort
     routing: RoutingTable
     counters: dict[str, int]
+    refresh_secret: Callable[[], bool] = lambda: False  # re-read it (rate-limited); True if it did
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,15 @@ class Response:
 
 class BadRequestError(ValueError):
     pass
+
+
+def secrets_of(value: bytes) -> list[bytes]:
+    """The accepted secrets: one per line, so a rotation can accept the old and the new."""
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def signed_by_any(value: bytes, body: bytes, header: str | None) -> bool:
+    return any(signature_matches(secret, body, header) for secret in secrets_of(value))
 
 
 def signature_matches(secret: bytes, body: bytes, header: str | None) -> bool:
@@ -121,7 +131,11 @@ def handle(event: Mapping[str, Any], ports: WebhookPorts, now: float) -> Respons
         return _count(ports, "bad_request", Response(400, {"error": str(exc)}))
     if len(body) > MAX_BODY_BYTES:
         return _count(ports, "too_large", Response(413, {"error": "body over 1 MiB"}))
-    if not signature_matches(ports.secret(), body, headers.get("x-hub-signature-256")):
+    signature = headers.get("x-hub-signature-256")
+    # A mismatch may mean the secret was rotated since this container read it: re-read once.
+    if not signed_by_any(ports.secret(), body, signature) and not (
+        ports.refresh_secret() and signed_by_any(ports.secret(), body, signature)
+    ):
         log.warning("rejected delivery %s: missing or bad signature", delivery)
         return _count(ports, "unauthorised", Response(401, {"error": "missing or bad X-Hub-Signature-256"}))
     kind = headers.get("x-github-event", "")

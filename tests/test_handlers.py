@@ -73,3 +73,30 @@ def test_scale_up_handler_reports_failed_messages_by_id(wired: LocalPlane) -> No
 def test_scheduled_handlers_return_their_summary(wired: LocalPlane) -> None:
     assert handlers.reconcile_handler({}, CONTEXT)["failed_pools"] == {}
     assert handlers.scale_down_handler({}, CONTEXT)["retired"] == 0
+
+
+class CountingSsm:
+    def __init__(self) -> None:
+        self.value, self.reads = "first", 0
+
+    def call(self, action: str, payload: dict[str, object]) -> dict[str, object]:
+        self.reads += 1
+        return {"Parameter": {"Value": self.value}}
+
+
+def test_cached_secret_expires_and_refreshes_at_a_bounded_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("lambda_src.handlers.time.monotonic", lambda: now[0])
+    ssm = CountingSsm()
+    cached = handlers.CachedParameter(ssm, "/x", ttl_s=300, min_refresh_s=30)  # type: ignore[arg-type]
+    assert cached() == "first"
+    ssm.value = "second"
+    assert cached() == "first"  # cached
+    assert cached.refresh() is False  # read 0 s ago: a forged-delivery flood cannot hammer SSM
+    now[0] += 31
+    assert cached.refresh() is True
+    assert cached() == "second"
+    ssm.value = "third"
+    now[0] += 301
+    assert cached() == "third"  # the TTL bounds how long a warm container keeps an old value
+    assert ssm.reads == 3

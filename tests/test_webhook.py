@@ -204,3 +204,27 @@ def test_the_secret_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> 
         webhook.handle(evt, p, 1.0)
     assert caplog.records
     assert SECRET.decode() not in caplog.text
+
+
+def test_during_a_rotation_both_secrets_are_accepted() -> None:
+    p = ports()
+    p.secret = lambda: b"new-secret\n" + SECRET
+    for secret in (b"new-secret", SECRET):
+        body = job_body(job_id=len(secret))
+        evt = event(body, signature="sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest())
+        assert webhook.handle(evt, p, 1.0).status == 202
+
+
+def test_a_mismatch_rereads_a_rotated_secret_once() -> None:
+    current = [SECRET]
+    p = ports()
+    p.secret = lambda: current[0]
+
+    def rotate() -> bool:
+        current[0] = b"rotated"
+        return True
+
+    p.refresh_secret = rotate
+    body = job_body()
+    evt = event(body, signature="sha256=" + hmac.new(b"rotated", body, hashlib.sha256).hexdigest())
+    assert webhook.handle(evt, p, 1.0).status == 202
