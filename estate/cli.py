@@ -1,4 +1,4 @@
-"""`python -m estate <command>`: validate, route, schema, preview, serve.
+"""`python -m estate <command>`: validate, route, schema, preview, guard, simulate, serve.
 
 Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 4 a mandatory policy
 violation in `preview`, 5 a guarded resource would be replaced or deleted (`guard`), 1 anything else.
@@ -96,6 +96,28 @@ def _cmd_guard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from estate.loader import load_estate
+    from estate.prices import PriceTable
+    from estate.sim_policies import POLICIES
+    from estate.simulate import plot, simulate, table
+    from estate.workload import flashinfer_trace, read_trace
+
+    trace = read_trace(Path(args.trace)) if args.trace else flashinfer_trace(args.seed, args.days)
+    prices = PriceTable.from_file(Path(args.prices)) if args.prices else PriceTable()
+    names = list(POLICIES) if args.policy == "all" else [args.policy]
+    report, sims = simulate(load_estate([args.configs]), trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
+    if args.json:
+        print(json.dumps(report, indent=1, sort_keys=True))
+    else:
+        source = args.trace or f"embedded FlashInfer PR workload, {args.days:g} day(s), seed {args.seed}"
+        print(f"trace: {len(trace)} jobs ({source}); prices: {report['prices']}")
+        print(table(report))
+    if args.plot:
+        plot(sims, report, Path(args.plot))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from estate.serve import serve
 
@@ -129,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("preview", help="file holding the output of `pulumi preview --json`")
     p.set_defaults(func=_cmd_guard)
+    p = sub.add_parser("simulate", help="the real planners and other policies on a job trace: waits and cost side by side")
+    p.add_argument("--trace", help="JSON Lines trace (default: the embedded FlashInfer-like pull-request workload)")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")
+    p.add_argument("--policy", default="all", choices=["estate", "philips", "buildkite", "static", "ideal", "all"])
+    p.add_argument("--json", action="store_true", help="one JSON object: {policies: {name: {jobs_served, wait_s, cost_usd, ...}}}")
+    p.add_argument("--plot", help="write a PNG of queue depth and running instances per policy, with the table")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated trace and of the simulated EC2 (default 0)")
+    p.add_argument("--days", type=float, default=1.0, help="length of the generated trace in days (default 1)")
+    p.add_argument("--prices", help='JSON price overrides: {"<type>": {"on-demand": x, "spot": y, "capacity-block": z}}')
+    p.add_argument("--spot-interruptions", type=float, default=0.0, help="spot interruptions per instance-hour (default 0)")
+    p.add_argument("--capacity-errors", type=float, default=0.0, help="share of spot launches refused for capacity (default 0)")
+    p.set_defaults(func=_cmd_simulate)
     p = sub.add_parser("serve", help="run the control plane locally on loopback (moto + a fake GitHub); prints webhook and secret")
     p.add_argument("--port", type=int, default=0, help="webhook port on 127.0.0.1 (default: any free port)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")

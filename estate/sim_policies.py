@@ -1,0 +1,221 @@
+"""Scaling policies for `estate simulate`. `estate` runs our planners (lambda_src/planner.py),
+with the settings the deploy compiles (estate/control_config.py); the others model what their
+projects document, cited at each class."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from estate.control_config import pool_settings
+from estate.simulator import SimJob, Simulation, Slot
+from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
+from lambda_src.planner import plan_launches, plan_scale_down, warm_target
+from lambda_src.settings import PoolSettings
+
+ENVIRONMENT = "sim"
+CONTROL_PLANE_LATENCY_S = 1.0  # webhook -> SQS -> scale-up decision (bench/control_plane_bench.py measures ~0.1 s locally)
+
+
+def _scaled(sim: Simulation) -> list[str]:
+    return [n for n, p in sim.pools.items() if p.capacity_type != "capacity-block"]
+
+
+class EstatePolicy:
+    """Ours: decide when the event arrives (no fixed delay), one ephemeral runner per job,
+    a reconciler and a scale-down every minute — the planners the Lambdas run."""
+
+    name = "estate"
+
+    def start(self, sim: Simulation) -> None:
+        self.settings: dict[str, PoolSettings] = {n: pool_settings(sim.pools[n]) for n in _scaled(sim)}
+        self.assigned: dict[str, int] = {}  # host -> job its runner took (the in_progress webhook)
+        self.registered: dict[str, float] = {}
+        self.idle_marks: dict[str, float] = {}
+        sim.provision_blocks()
+        sim.every(60.0, self.cycle)
+
+    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
+        if job.pool in self.settings:
+            sim.at(sim.now + CONTROL_PLANE_LATENCY_S, self.scale_up, sim, job.pool)
+
+    def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        if slot.host.pool in self.settings:
+            sim.terminate(slot.host)  # ephemeral: the host powers off after its one job
+
+    def _jobs(self, sim: Simulation) -> list[Job]:
+        return [Job(j.index, j.pool, QUEUED, j.queued_at) for j in sim.queue if j.pool in self.settings]
+
+    def _instances(self, sim: Simulation) -> list[Instance]:
+        found = []
+        for h in sim.live_hosts():
+            if h.pool not in self.settings:
+                continue
+            slot = h.slots[0]
+            if slot.job is not None:
+                self.assigned[h.id] = slot.job.index
+            found.append(
+                Instance(h.id, h.pool, h.launched_at, self.assigned.get(h.id), self.registered.get(h.id), self.idle_marks.get(h.id))
+            )
+        return found
+
+    def scale_up(self, sim: Simulation, pool: str) -> None:
+        for order in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now, only=[pool]):
+            sim.launch(order.pool, order.count)
+
+    def cycle(self, sim: Simulation) -> None:
+        # Reconcile: what is queued and not covered, for every pool.
+        for order in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now):
+            sim.launch(order.pool, order.count)
+        # Scale-down, from one runner listing.
+        runners = [
+            GithubRunner(i, runner_name(self.settings[h.pool].name_prefix, ENVIRONMENT, h.pool, h.id), True, h.slots[0].job is not None)
+            for i, h in enumerate(sim.live_hosts())
+            if h.pool in self.settings and h.ready(sim.now)
+        ]
+        plan = plan_scale_down(self.settings, ENVIRONMENT, self._instances(sim), runners, self._jobs(sim), sim.now)
+        for iid in plan.registered:
+            self.registered[iid] = sim.now
+        for iid in plan.first_idle:
+            self.idle_marks[iid] = sim.now
+        for iid in plan.not_idle:
+            self.idle_marks.pop(iid, None)
+        by_id = {h.id: h for h in sim.live_hosts()}
+        for retire in plan.retire:
+            host = by_id.get(retire.instance_id or "")
+            if host is not None and host.slots[0].job is None:
+                sim.terminate(host)
+
+
+class PhilipsPolicy:
+    """terraform-aws-github-runner (github-aws-runners/terraform-aws-github-runner, docs
+    "Scale up" / "Scale down" and the multi-runner module's variables): the webhook is queued
+    with `delay_webhook_event` (default 30 s); scale-up then checks the job is still queued
+    (`enable_job_queued_check`) and creates one runner for it if the pool is under
+    `runners_maximum_count`. Runners are ephemeral only with `enable_ephemeral_runners`;
+    otherwise they take further jobs. Scale-down runs on `scale_down_schedule_expression`
+    (every 5 minutes) and removes idle runners older than `minimum_running_time_in_minutes`
+    (default 5), keeping `idle_config`'s `idleCount` idle."""
+
+    name = "philips"
+    SCALE_DOWN_EVERY_S = 300.0
+
+    def start(self, sim: Simulation) -> None:
+        sim.provision_blocks()
+        sim.every(self.SCALE_DOWN_EVERY_S, self.scale_down)
+
+    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
+        if job.pool is not None and job.pool in _scaled(sim):
+            delay = sim.pools[job.pool].runner.delay_webhook_event
+            sim.at(sim.now + delay, self.scale_up, sim, job)
+
+    def scale_up(self, sim: Simulation, job: SimJob) -> None:
+        assert job.pool is not None
+        if job in sim.queue and len(sim.live_hosts(job.pool)) < sim.pools[job.pool].runner.runners_maximum_count:
+            sim.launch(job.pool, 1)
+
+    def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        pool = sim.pools[slot.host.pool]
+        if pool.capacity_type != "capacity-block" and pool.runner.enable_ephemeral_runners:
+            sim.terminate(slot.host)
+
+    def scale_down(self, sim: Simulation) -> None:
+        for name in _scaled(sim):
+            rc = sim.pools[name].runner
+            minimum = 60 * (5 if rc.minimum_running_time_in_minutes is None else rc.minimum_running_time_in_minutes)
+            keep, _ = warm_target(pool_settings(sim.pools[name]), sim.now)
+            idle = [h for h in sim.live_hosts(name) if h.ready(sim.now) and h.slots[0].job is None]
+            idle.sort(key=lambda h: h.launched_at)
+            for host in [h for h in idle if sim.now - h.launched_at >= minimum][: max(0, len(idle) - keep)]:
+                sim.terminate(host)
+
+
+class BuildkitePolicy:
+    """Buildkite Elastic CI Stack for AWS (buildkite/elastic-ci-stack-for-aws, parameters
+    `MinSize`, `MaxSize`, `AgentsPerInstance`, `ScaleInIdlePeriod` default 600 s; its
+    buildkite-agent-scaler polls the queue's scheduled and running jobs and sets the Auto
+    Scaling group's desired count to ceil((scheduled + running) / AgentsPerInstance)). Agents
+    are long-lived; an instance whose agents sat idle for ScaleInIdlePeriod shuts down. One
+    queue per pool here."""
+
+    name = "buildkite"
+    POLL_EVERY_S = 10.0
+    SCALE_IN_IDLE_S = 600.0
+    AGENTS_PER_INSTANCE = 1
+
+    def start(self, sim: Simulation) -> None:
+        sim.provision_blocks()
+        sim.every(self.POLL_EVERY_S, self.poll)
+
+    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
+        return
+
+    def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        return
+
+    def poll(self, sim: Simulation) -> None:
+        scheduled = Counter(j.pool for j in sim.queue)
+        for name in _scaled(sim):
+            hosts = sim.live_hosts(name)
+            running = sum(1 for h in hosts for s in h.slots if s.job is not None)
+            desired = min(sim.pools[name].runner.runners_maximum_count, math.ceil((scheduled[name] + running) / self.AGENTS_PER_INSTANCE))
+            if desired > len(hosts):
+                sim.launch(name, desired - len(hosts))
+            for host in hosts:
+                slot = host.slots[0]
+                if host.ready(sim.now) and slot.job is None and sim.now - slot.idle_since >= self.SCALE_IN_IDLE_S:
+                    sim.terminate(host)
+
+
+class StaticPolicy:
+    """A fixed pool per config, sized for the trace's peak concurrent jobs, up all the time."""
+
+    name = "static"
+
+    def start(self, sim: Simulation) -> None:
+        sim.provision_blocks()
+        for name in _scaled(sim):
+            events = sorted(
+                [(j.trace.t, 1) for j in sim.jobs if j.pool == name]
+                + [(j.trace.t + j.trace.duration_s, -1) for j in sim.jobs if j.pool == name]
+            )
+            peak = level = 0
+            for _, step in events:
+                level += step
+                peak = max(peak, level)
+            sim.launch(name, peak)
+
+    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
+        return
+
+    def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        return
+
+
+class IdealPolicy:
+    """The lower bound: a runner exists exactly while a job runs, with no boot and no idle. A
+    capacity-block job pays the block's per-GPU rate for its slot only."""
+
+    name = "ideal"
+
+    def start(self, sim: Simulation) -> None:
+        return
+
+    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
+        if job.pool is None:
+            return
+        pool = sim.pools[job.pool]
+        if pool.capacity_type == "capacity-block" and pool.slot_layout is not None:
+            size = min(g.gpus for g in pool.slot_layout.groups)
+            host = sim.launch(job.pool, 1, boot_s=0.0)[0]
+            host.price_per_hour *= size / pool.gpus_per_node
+            host.slots[0].gpus = size
+            host.slots[0].labels = host.slots[0].labels | job.labels
+        else:
+            sim.launch(job.pool, 1, boot_s=0.0)
+
+    def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        sim.terminate(slot.host)
+
+
+POLICIES = {p.name: p for p in (EstatePolicy, PhilipsPolicy, BuildkitePolicy, StaticPolicy, IdealPolicy)}

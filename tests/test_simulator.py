@@ -1,0 +1,221 @@
+"""`estate simulate`: the simulator's invariants, each policy's documented behaviour on small
+hand-made traces, the trace format, and the CLI contract."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from estate.cli import main
+from estate.diagnostics import ConfigError
+from estate.loader import Estate, load_estate
+from estate.prices import PriceTable
+from estate.simulate import simulate
+from estate.simulator import BOOT_S_CPU, Simulation
+from estate.workload import FLASHINFER_PR_JOBS, TraceJob, flashinfer_trace, read_trace
+from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, SHARED_FIXTURES, needs_shared, write_pool
+
+CPU = ("self-hosted", "linux", "x64", "cpu")
+PRICES = PriceTable()
+M7I_2XL = PRICES.hourly("m7i.2xlarge", "spot")
+
+
+def cpu_estate(tmp_path: Path, extra: str = "") -> Estate:
+    return load_estate([write_pool(tmp_path, "cpu", MINIMAL_POOL + extra)])
+
+
+def run(estate: Estate, jobs: list[TraceJob], policy: str) -> Simulation:
+    _, sims = simulate(estate, jobs, [policy], PRICES)
+    return sims[policy]
+
+
+def job(i: int, t: float, duration: float = 600.0) -> TraceJob:
+    return TraceJob(f"j{i}", t, CPU, duration)
+
+
+def wait(sim: Simulation, index: int = 0) -> float:
+    started = sim.jobs[index].started_at
+    assert started is not None
+    return started - sim.jobs[index].queued_at
+
+
+# ---- invariants, on the embedded workload and every policy -----------------------------
+
+
+@pytest.fixture(scope="module")
+def example_runs() -> dict[str, Simulation]:
+    _, sims = simulate(
+        load_estate([EXAMPLE_CONFIGS]), flashinfer_trace(seed=3, days=0.5), ["estate", "philips", "buildkite", "static", "ideal"], PRICES
+    )
+    return sims
+
+
+@pytest.mark.parametrize("policy", ["estate", "philips", "buildkite", "static", "ideal"])
+def test_jobs_only_run_on_runners_whose_labels_match(example_runs: dict[str, Simulation], policy: str) -> None:
+    sim = example_runs[policy]
+    slots = {(h.id, i): s for h in sim.hosts for i, s in enumerate(h.slots)}
+    for j in sim.jobs:
+        for host_id, index, _ in j.runs:
+            assert j.labels <= slots[(host_id, index)].labels
+
+
+@pytest.mark.parametrize("policy", ["estate", "philips", "buildkite", "static", "ideal"])
+def test_no_two_jobs_share_a_slot(example_runs: dict[str, Simulation], policy: str) -> None:
+    sim = example_runs[policy]
+    by_slot: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for j in sim.jobs:
+        for host_id, index, start in j.runs:
+            end = j.finished_at if j.finished_at is not None and start == j.runs[-1][2] else start
+            by_slot.setdefault((host_id, index), []).append((start, end))
+    for spans in by_slot.values():
+        spans.sort()
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+
+
+@pytest.mark.parametrize("policy", ["estate", "philips", "buildkite", "static", "ideal"])
+def test_cost_is_instance_time_times_price(example_runs: dict[str, Simulation], policy: str) -> None:
+    sim = example_runs[policy]
+    integrated = sum(((h.ended_at or sim.end) - h.launched_at) / 3600 * h.price_per_hour for h in sim.hosts)
+    assert sim.report()["cost_usd"] == pytest.approx(integrated, abs=0.01)
+
+
+def test_the_same_seed_gives_the_same_report() -> None:
+    estate = load_estate([EXAMPLE_CONFIGS])
+    first, _ = simulate(estate, flashinfer_trace(seed=7, days=0.25), ["estate", "philips"], PRICES, seed=7)
+    again, _ = simulate(estate, flashinfer_trace(seed=7, days=0.25), ["estate", "philips"], PRICES, seed=7)
+    assert first == again
+
+
+def test_estate_runs_the_planners_and_serves_every_routable_job(example_runs: dict[str, Simulation]) -> None:
+    report = example_runs["estate"].report()
+    assert report["jobs_unserved"] == 0
+    assert report["cost_usd"] >= example_runs["ideal"].report()["cost_usd"]
+
+
+# ---- each policy's documented behaviour on hand-made traces ----------------------------
+
+
+def test_estate_launches_on_arrival_and_its_host_leaves_after_the_job(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path), [job(0, 100.0)], "estate")
+    assert wait(sim) == pytest.approx(1.0 + BOOT_S_CPU)
+    (host,) = sim.hosts
+    assert host.ended_at == pytest.approx(100.0 + 1.0 + BOOT_S_CPU + 600.0)  # ephemeral: gone after its job
+
+
+def test_philips_waits_delay_webhook_event_then_launches_one_runner_per_job(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path, "  delay_webhook_event: 45\n"), [job(0, 100.0), job(1, 100.0)], "philips")
+    assert wait(sim) == pytest.approx(45.0 + BOOT_S_CPU)
+    assert len(sim.hosts) == 2
+
+
+def test_philips_non_ephemeral_runner_takes_the_next_job_and_is_scaled_down_on_schedule(tmp_path: Path) -> None:
+    extra = "  enable_ephemeral_runners: false\n  minimum_running_time_in_minutes: 10\n"
+    sim = run(cpu_estate(tmp_path, extra), [job(0, 0.0), job(1, 750.0)], "philips")
+    assert len(sim.hosts) == 1  # the idle runner took the second job
+    assert wait(sim, 1) == 0.0
+    (host,) = sim.hosts
+    assert host.ended_at is not None
+    assert host.ended_at % 300 == 0  # removed by a 5-minute scale-down cycle, not when it fell idle
+    assert host.ended_at >= 750.0 + 600.0
+
+
+def test_buildkite_polls_then_scales_in_after_the_idle_period(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path), [job(0, 95.0)], "buildkite")
+    assert wait(sim) == pytest.approx(5.0 + BOOT_S_CPU)  # next 10 s poll, then boot
+    (host,) = sim.hosts
+    finished = sim.jobs[0].finished_at
+    assert finished is not None
+    assert host.ended_at is not None
+    assert 600.0 <= host.ended_at - finished < 610.0
+
+
+def test_static_keeps_the_peak_all_day(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path), [job(0, 0.0), job(1, 10.0), job(2, 5000.0)], "static")
+    assert len(sim.hosts) == 2  # two jobs overlap at most
+    assert all(h.launched_at == 0.0 and h.ended_at == sim.end for h in sim.hosts)
+
+
+def test_ideal_has_no_wait_and_pays_only_for_job_time(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path), [job(0, 0.0, 1800.0), job(1, 10.0, 3600.0)], "ideal")
+    report = sim.report()
+    assert report["wait_s"]["max"] == 0.0
+    assert report["cost_usd"] == pytest.approx(1.5 * M7I_2XL, abs=0.01)
+    assert report["utilisation"] == 1.0
+
+
+def test_a_capped_pool_makes_jobs_wait_instead_of_overspending(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path), [job(i, 0.0) for i in range(6)], "estate")
+    assert max(len([h for h in sim.hosts if h.launched_at <= t < (h.ended_at or sim.end)]) for t in range(0, 3000, 10)) <= 4
+    assert sim.report()["jobs_unserved"] == 0
+
+
+def test_spot_interruptions_requeue_the_job_until_it_finishes(tmp_path: Path) -> None:
+    estate = cpu_estate(tmp_path)
+    runs = [
+        simulate(estate, [job(0, 0.0, 600.0)], ["estate"], PRICES, seed=s, spot_interruptions_per_hour=2.0)[1]["estate"] for s in range(8)
+    ]
+    assert any(r.jobs[0].interruptions for r in runs)
+    assert all(r.jobs[0].finished_at is not None for r in runs)
+    assert all(len(r.jobs[0].runs) == r.jobs[0].interruptions + 1 for r in runs)
+
+
+def test_unroutable_jobs_are_reported_not_dropped(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path), [TraceJob("gpu", 0.0, ("self-hosted", "gpu"), 60.0)], "estate")
+    assert (sim.report()["jobs_unserved"], sim.report()["jobs_unroutable"]) == (1, 1)
+
+
+# ---- workload and trace format ---------------------------------------------------------
+
+
+@needs_shared
+def test_embedded_workload_is_the_fixtures_run() -> None:
+    fixture = json.loads((SHARED_FIXTURES / "workloads" / "flashinfer-pr-test.json").read_text())["jobs_per_run"]
+    assert [(j["labels"], j["timeout_minutes"]) for j in fixture] == [(j["labels"], j["timeout_minutes"]) for j in FLASHINFER_PR_JOBS]
+
+
+def test_generated_runs_start_eleven_jobs_within_a_timeout() -> None:
+    jobs = flashinfer_trace(seed=0)
+    assert len(jobs) % 11 == 0
+    assert all(j.timeout_s is not None and j.duration_s <= j.timeout_s for j in jobs)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        ('{"id": "a", "t": 0, "labels": ["x"]}', "duration_s", "required key is missing"),
+        ('{"id": "a", "t": "0", "labels": ["x"], "duration_s": 5}', "t", "must be int or float"),
+        ('{"id": "a", "t": 0, "labels": [], "duration_s": 5}', "labels", "must be a non-empty list of strings"),
+        ('{"id": "a", "t": 0, "labels": ["x"], "duration_s": 5, "gpu": 1}', "gpu", "unknown key"),
+        ("not json", None, "not JSON"),
+    ],
+)
+def test_bad_trace_lines_are_named_by_line(tmp_path: Path, line: str, key: str | None, message: str) -> None:
+    path = tmp_path / "trace.jsonl"
+    path.write_text('{"id": "ok", "t": 0, "labels": ["x"], "duration_s": 5}\n' + line + "\n")
+    with pytest.raises(ConfigError) as caught:
+        read_trace(path)
+    assert caught.value.file == f"{path}:2"
+    assert caught.value.key == key
+    assert message in caught.value.message
+
+
+def test_cli_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps(j.to_json()) + "\n" for j in [job(0, 0.0), job(1, 60.0)]))
+    write_pool(tmp_path, "cpu", MINIMAL_POOL)
+    assert main(["simulate", "--trace", str(trace), "--configs", str(tmp_path), "--json"]) == 0
+    out: dict[str, Any] = json.loads(capsys.readouterr().out)
+    for report in out["policies"].values():
+        assert {"jobs_served", "jobs_unserved", "wait_s", "cost_usd", "instance_hours", "idle_gpu_hours", "utilisation"} <= set(report)
+        assert set(report["wait_s"]) >= {"p50", "p95", "p99", "max"}
+    assert set(out["policies"]) == {"estate", "philips", "buildkite", "static", "ideal"}
+
+
+def test_cli_plot_writes_a_png(tmp_path: Path) -> None:
+    png = tmp_path / "sim.png"
+    assert main(["simulate", "--days", "0.1", "--policy", "estate", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
