@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from estate.loader import Estate
 from estate.pool import Pool
+from estate.prices import PriceError, PriceTable
 from estate.stack_config import StackConfig
 from lambda_src.settings import ControlPlaneSettings, IdleWindow, PoolSettings
 
@@ -42,7 +43,20 @@ def pool_settings(pool: Pool, launch_template_id: str = "", subnet_ids: Sequence
         launch_template_id=launch_template_id,
         subnet_ids=tuple(subnet_ids),
         queue_url=queue_url,
+        max_hourly_usd=limits.max_hourly_usd,
+        host_hourly_usd=host_hourly_usd(pool),
     )
+
+
+def host_hourly_usd(pool: Pool) -> float:
+    """What one host of the pool can cost an hour at most: its dearest type, on-demand (spot
+    can fail over to it). 0 when a type has no price; `Pool.check` refuses that when a
+    `max_hourly_usd` depends on it."""
+    prices = PriceTable()
+    try:
+        return max(prices.hourly(t.name, "on-demand") for t in pool.instance_types)
+    except PriceError:
+        return 0.0
 
 
 def control_settings(

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 ONE_SCALE_DOWN = "not honoured: one scale-down cycle, every minute, serves every pool"
 LEDGER_DEDUPLICATES = "not needed: the ledger stores each job once, so pool queues are standard SQS"
 USE_IDLE_CONFIG = "not honoured: idle_config keeps warm runners (the reconciler tops them up, scale-down keeps them)"
-NEEDS_PRICES = "accepted; not enforced until the instance price table lands (simulate issue)"
 NO_FIXED_DELAY = "not honoured: the scaler decides when the event arrives and reconciles, with no fixed delay"
 ALWAYS_EPHEMERAL = "not honoured: runners are always ephemeral JIT registrations (one job, then gone)"
 OWN_USER_DATA = "not honoured: hosts run our user-data, which starts a JIT runner; a custom script is not run"
@@ -24,7 +23,6 @@ UNACTED_KEYS: Mapping[str, str] = {
     "fifo": LEDGER_DEDUPLICATES,
     "runner_config.pool_config": USE_IDLE_CONFIG,
     "runner_config.scale_down_schedule_expression": ONE_SCALE_DOWN,
-    "estate.hard_limits.max_hourly_usd": NEEDS_PRICES,
     "estate.capacity_block.reservation_ids": CAPACITY_BLOCK_PENDING,
     "estate.capacity_block.purchase": CAPACITY_BLOCK_PENDING,
     "estate.capacity_block.max_price_usd": CAPACITY_BLOCK_PENDING,

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from estate.diagnostics import ConfigError, ConfigWarning
 from estate.key_support import MATCHING_VALUES, UNACTED_KEYS
 from estate.pool_model import LogFile, PoolFile, RunnerConfig
+from estate.prices import PriceError, PriceTable
 from lambda_src.gpu_slots import LayoutError, SlotLayout, parse_layout, whole_node
 from lambda_src.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type
 from lambda_src.routing import PoolRoute, normalise
@@ -156,6 +157,7 @@ class Pool:
                 )
         self._check_gpu_labels()
         self._check_capacity_block()
+        self._check_hourly_limit()
         warnings = self._check_slots()
         self._check_matchers()
         return warnings + self._unacted_warnings() + self._security_warnings()
@@ -189,6 +191,22 @@ class Pool:
             )
         if self.instance_types[0].gpu_model is None:
             raise self.error("runner_config.instance_types[0]", f"{self.instance_types[0].name} is not a GPU type sold in capacity blocks")
+
+    def _check_hourly_limit(self) -> None:
+        if self.spec.estate.hard_limits.max_hourly_usd is None:
+            return
+        if self.capacity_type == "capacity-block":
+            raise self.error(
+                "estate.hard_limits.max_hourly_usd", "a capacity block's cost is fixed when it is bought; use capacity_block.max_price_usd"
+            )
+        prices = PriceTable()
+        for i, itype in enumerate(self.instance_types):
+            try:
+                prices.hourly(itype.name, "on-demand")
+            except PriceError:
+                raise self.error(
+                    f"runner_config.instance_types[{i}]", f"no price for {itype.name} in estate/prices.py, which max_hourly_usd needs"
+                ) from None
 
     def _check_slots(self) -> list[ConfigWarning]:
         layout = self.slot_layout

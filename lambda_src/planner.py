@@ -6,6 +6,7 @@ offline is what runs in production. No I/O here.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -72,11 +73,16 @@ def plan_launches(
         want = queued[name] + warm
         deficit = want - supply[name]
         room = max(0, pool.max_instances - live[name])
+        cap = f"capped at {pool.max_instances} instances"
+        if pool.max_hourly_usd is not None and pool.host_hourly_usd > 0:
+            affordable = max(0, math.floor(pool.max_hourly_usd / pool.host_hourly_usd) - live[name])
+            if affordable < room:
+                room, cap = affordable, f"capped at ${pool.max_hourly_usd:g}/hour"
         count = max(0, min(deficit, room))
         if deficit <= 0:
             reason = "enough unassigned runners"
         elif count < deficit:
-            reason = f"capped at {pool.max_instances} instances"
+            reason = cap
         else:
             reason = "launch for queued jobs" if queued[name] else "keep warm runners"
         orders.append(LaunchOrder(name, count, queued[name], warm, supply[name], room, reason))

@@ -45,6 +45,8 @@ class PoolSettings:
     launch_template_id: str = ""
     subnet_ids: tuple[str, ...] = ()
     queue_url: str = ""
+    max_hourly_usd: float | None = None  # hard_limits.max_hourly_usd: the pool's live hosts may not cost more
+    host_hourly_usd: float = 0.0  # the dearest of its types at on-demand price: an upper bound per host
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PoolSettings:

@@ -262,3 +262,15 @@ def test_capacity_block_settings_not_yet_acted_on_are_listed(tmp_path: Path) -> 
     pool, warnings = load_pool(write_pool(tmp_path, "h100", H100_POOL))
     assert pool.capacity_type == "capacity-block"
     assert any(w.key == "estate.capacity_block.reservation_ids" and "capacity-block manager" in w.message for w in warnings)
+
+
+def test_an_hourly_budget_needs_a_price_for_every_type(tmp_path: Path) -> None:
+    budget = "estate:\n  hard_limits:\n    max_hourly_usd: 10\n"
+    pool, _ = load_pool(write_pool(tmp_path, "pool-a", MINIMAL_POOL + budget))
+    assert pool.spec.estate.hard_limits.max_hourly_usd == 10
+    unpriced = MINIMAL_POOL.replace("m7i.2xlarge", "m7i.48xlarge") + budget
+    err = _error(tmp_path, unpriced)
+    assert (err.key, err.message) == (
+        "runner_config.instance_types[0]",
+        "no price for m7i.48xlarge in estate/prices.py, which max_hourly_usd needs",
+    )

@@ -171,3 +171,13 @@ def test_ghost_runner_without_a_host_is_deleted_but_others_runners_are_not() -> 
 
 def test_a_busy_ghost_is_left_for_github_to_finish() -> None:
     assert down([], [runner("i-0000000f", 5, busy=True)]).retire == []
+
+
+def test_hourly_budget_caps_launches_before_the_instance_cap() -> None:
+    priced = PoolSettings(
+        name="gpu", capacity_type="spot", instance_types=("g5.2xlarge",), labels=("self-hosted",), runner_group="Default",
+        max_instances=50, max_hourly_usd=5.0, host_hourly_usd=1.21,
+    )  # fmt: skip
+    (order,) = plan_launches({"gpu": priced}, jobs(10), [host("i-0000000a", job_id=1)], NOW)
+    assert order.count == 3  # 4 hosts fit in $5/hour at $1.21 each; one is already running
+    assert order.reason == "capped at $5/hour"
