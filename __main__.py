@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi.runtime.mocks import MockMonitor
 
+from components.buildkite_queue import BuildkiteQueues, BuildkiteQueuesArgs
 from components.github_org_settings import GitHubOrgSettings, GitHubOrgSettingsArgs
 from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
@@ -64,6 +65,35 @@ def lambda_dependencies() -> Path | None:
     if isinstance(pulumi.runtime.settings.get_monitor(), MockMonitor):
         return None
     raise pulumi.RunError(f"{LAMBDA_DEPENDENCIES} is missing: run `bash scripts/build_lambda.sh` before `pulumi up`")
+
+
+def build_buildkite_queues(
+    stack: StackConfig, estate: Estate, network: Network, tags: dict[str, str], opts: pulumi.ResourceOptions
+) -> dict[str, pulumi.Output[str]]:
+    """One Elastic CI Stack per Buildkite queue file, sharing one SecureString agent token."""
+    if not estate.queues:
+        return {}
+    token = pulumi.Config(NAMESPACE).get_secret("buildkite_agent_token")
+    if token is None:
+        key = f"{NAMESPACE}:buildkite_agent_token"
+        raise pulumi.RunError(
+            f"Pulumi.{pulumi.get_stack()}.yaml: {key}: runner_configs has Buildkite queues: pulumi config set --secret {key}"
+        )
+    queues = BuildkiteQueues(
+        "buildkite",
+        BuildkiteQueuesArgs(
+            queues=estate.queues,
+            environment=stack.environment,
+            vpc_id=network.vpc_id,
+            subnet_ids=network.runner_subnet_ids,
+            security_group_id=network.security_group_id,
+            agent_token=token,
+            log_retention_days=stack.log_retention_days,
+            tags=tags,
+        ),
+        opts=opts,
+    )
+    return queues.stack_ids
 
 
 def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> None:
@@ -133,7 +163,10 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
         ),
     )
 
+    queues = build_buildkite_queues(stack, estate, network, tags, with_provider)
+
     pulumi.export("environment", stack.environment)
+    pulumi.export("buildkite_stacks", queues)
     pulumi.export("runner_group_ids", org_settings.runner_group_ids)
     pulumi.export("webhook_url", scaler.webhook_url)
     pulumi.export("ledger_table", scaler.table_name)

@@ -32,7 +32,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for pool in estate.pools:
         layout = f" slots {pool.slot_layout.spec()}" if pool.slot_layout else ""
         print(f"{pool.name}: {pool.runner.runner_architecture} {pool.capacity_type}{layout} labels [{', '.join(pool.base_labels)}]")
-    print(f"ok: {len(estate.pools)} pools, {len(estate.warnings)} warnings")
+    for queue in estate.queues:
+        q = queue.settings
+        print(f"{queue.name}: buildkite queue {q.queue} ({q.capacity}, {q.min_size}-{q.max_size} x {', '.join(q.instance_types)})")
+    queues = f", {len(estate.queues)} buildkite queues" if estate.queues else ""
+    print(f"ok: {len(estate.pools)} pools{queues}, {len(estate.warnings)} warnings")
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from estate.buildkite_model import BuildkiteQueue, BuildkiteQueueFile
 from estate.diagnostics import ConfigError, ConfigWarning, first_problem
 from estate.pool import POOL_NAME_RE, Pool
 from estate.pool_model import PoolFile
@@ -33,8 +34,7 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-def load_pool(path: Path) -> tuple[Pool, list[ConfigWarning]]:
-    """One pool from its file; the pool's name is the file's stem."""
+def _read_yaml(path: Path) -> Any:
     file, name = str(path), path.stem
     if not POOL_NAME_RE.match(name):
         raise ConfigError(file, name, None, "pool name (the file's stem) must be 1-40 of a-z, 0-9 and '-', starting with a letter or digit")
@@ -49,6 +49,13 @@ def load_pool(path: Path) -> tuple[Pool, list[ConfigWarning]]:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(file, name, None, f"{where}not valid YAML: {problem}") from exc
+    return data
+
+
+def load_pool(path: Path, data: Any = None) -> tuple[Pool, list[ConfigWarning]]:
+    """One pool from its file; the pool's name is the file's stem."""
+    file, name = str(path), path.stem
+    data = _read_yaml(path) if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(file, name, None, "expected a mapping with matcherConfig and runner_config")
     try:
@@ -73,10 +80,23 @@ def expand_paths(args: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+def load_queue(path: Path, data: Any) -> BuildkiteQueue:
+    """A Buildkite queue file (top-level key `buildkite_queue`)."""
+    try:
+        spec = BuildkiteQueueFile.model_validate(data)
+    except ValidationError as exc:
+        key, message = first_problem(exc)
+        raise ConfigError(str(path), path.stem, key or None, message) from exc
+    queue = BuildkiteQueue(path.stem, str(path), spec.buildkite_queue)
+    queue.check()
+    return queue
+
+
 @dataclass(frozen=True)
 class Estate:
     pools: tuple[Pool, ...]
     warnings: tuple[ConfigWarning, ...]
+    queues: tuple[BuildkiteQueue, ...] = ()
 
     def routing_table(self) -> RoutingTable:
         return RoutingTable(tuple(p.route() for p in self.pools))
@@ -93,13 +113,22 @@ def load_estate(args: Sequence[str | Path]) -> Estate:
     if not paths:
         raise ConfigError(", ".join(map(str, args)) or "(no path)", None, None, "no runner config files (*.yaml) found")
     pools: list[Pool] = []
+    queues: list[BuildkiteQueue] = []
     warnings: list[ConfigWarning] = []
     seen: dict[str, str] = {}
     for path in paths:
-        pool, found = load_pool(path)
-        if pool.name in seen:
-            raise ConfigError(pool.file, pool.name, None, f"two pools have this name: {seen[pool.name]} and {pool.file}")
-        seen[pool.name] = pool.file
+        if not POOL_NAME_RE.match(path.stem):
+            raise ConfigError(
+                str(path), path.stem, None, "name (the file's stem) must be 1-40 of a-z, 0-9 and '-', starting with a letter or digit"
+            )
+        if path.stem in seen:
+            raise ConfigError(str(path), path.stem, None, f"two pools or queues have this name: {seen[path.stem]} and {path}")
+        seen[path.stem] = str(path)
+        data = _read_yaml(path)
+        if isinstance(data, dict) and "buildkite_queue" in data:
+            queues.append(load_queue(path, data))
+            continue
+        pool, found = load_pool(path, data)
         pools.append(pool)
         warnings += found
-    return Estate(tuple(pools), tuple(warnings))
+    return Estate(tuple(pools), tuple(warnings), tuple(queues))

@@ -22,7 +22,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from estate.diagnostics import ConfigError
-from estate.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
+from estate.stack_config import NAMESPACE, OPTIONAL_SECRET_SETTINGS, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 
 PROJECT = "runner-estate"
 SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a secret
@@ -204,9 +204,13 @@ def validate_stack_config(config: dict[str, str], path: Path, secret_keys: list[
             raise ConfigError(path.name, None, key, f"required secret is missing: pulumi config set --secret {key}")
         if key not in secret_keys:
             raise ConfigError(path.name, None, key, f"must be a secret, not plain text: pulumi config set --secret {key}")
+    for name in OPTIONAL_SECRET_SETTINGS:
+        key = f"{NAMESPACE}:{name}"
+        if key in config and key not in secret_keys:
+            raise ConfigError(path.name, None, key, f"must be a secret, not plain text: pulumi config set --secret {key}")
     for key, value in config.items():
         namespace, _, field = key.partition(":")
-        if namespace == NAMESPACE and field in SECRET_SETTINGS:
+        if namespace == NAMESPACE and field in (*SECRET_SETTINGS, *OPTIONAL_SECRET_SETTINGS):
             continue
         if namespace == NAMESPACE:
             raw[field] = value if is_text_setting(field) else _json_or_text(value)

@@ -21,7 +21,7 @@ ON_DEMAND_USD_PER_HOUR: Mapping[str, float] = {
     # NVIDIA GPU families
     "g4dn.xlarge": 0.53, "g4dn.2xlarge": 0.75, "g4dn.4xlarge": 1.20, "g4dn.8xlarge": 2.18, "g4dn.12xlarge": 3.91,
     "g5.xlarge": 1.01, "g5.2xlarge": 1.21, "g5.4xlarge": 1.62, "g5.8xlarge": 2.45, "g5.12xlarge": 5.67,
-    "g6.xlarge": 0.80, "g6.2xlarge": 0.98, "g6.4xlarge": 1.32, "g6.8xlarge": 2.01,
+    "g6.xlarge": 0.80, "g6.2xlarge": 0.98, "g6.4xlarge": 1.32, "g6.8xlarge": 2.01, "g6.12xlarge": 4.60,
     "p4d.24xlarge": 21.96, "p5.48xlarge": 55.04, "p6-b200.48xlarge": 113.93,
     # CPU families used by the example and FlashInfer pools
     "r5.16xlarge": 4.03, "r6i.16xlarge": 4.03, "r6id.16xlarge": 4.84, "r6a.16xlarge": 3.63, "r7i.16xlarge": 4.23,

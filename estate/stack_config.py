@@ -16,6 +16,8 @@ NAMESPACE = "runner-estate"
 # Pulumi secrets (`pulumi config set --secret`), stored by ScalerFunctions as SSM SecureStrings
 # under the names in `secrets`. They never enter StackConfig, so no report can print them.
 SECRET_SETTINGS = ("github_app_key", "webhook_secret_value")
+# Secrets needed only by some estates: the Buildkite agent token, when runner_configs/ has queues.
+OPTIONAL_SECRET_SETTINGS = ("buildkite_agent_token",)
 _LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 

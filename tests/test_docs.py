@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import BaseModel
 
-from estate import pool_model, stack_config
+from estate import buildkite_model, pool_model, stack_config
 from tests.conftest import PROJECT_DIR
 
 REFERENCE = (PROJECT_DIR / "docs" / "config-reference.md").read_text(encoding="utf-8")
@@ -32,6 +32,7 @@ MODELS: list[type[BaseModel]] = [
     stack_config.SecretNames,
     stack_config.NetworkSettings,
     stack_config.RunnerGroupSettings,
+    buildkite_model.BuildkiteQueueSettings,
 ]
 
 

@@ -224,7 +224,7 @@ def test_two_pools_with_the_same_name(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     first = write_pool(tmp_path / "a", "cpu", MINIMAL_POOL)
     second = write_pool(tmp_path / "b", "cpu", MINIMAL_POOL)
-    with pytest.raises(ConfigError, match="two pools have this name") as info:
+    with pytest.raises(ConfigError, match="two pools or queues have this name") as info:
         load_estate([first, second])
     assert info.value.file == str(second)
 

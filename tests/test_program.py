@@ -175,6 +175,7 @@ def stack_file(tmp_path: Path, **network: Any) -> Path:
         "runner-estate:secrets": {"github_app_private_key": "/k", "webhook_secret": "/w"},
         "runner-estate:github_app_key": {"secure": "v1:x"},
         "runner-estate:webhook_secret_value": {"secure": "v1:y"},
+        "runner-estate:buildkite_agent_token": {"secure": "v1:z"},
         "runner-estate:runner_configs": str(EXAMPLE_CONFIGS),
     }
     if network:
