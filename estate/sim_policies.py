@@ -8,7 +8,7 @@ import math
 from collections import Counter
 
 from estate.control_config import pool_settings
-from estate.simulator import SimJob, Simulation, Slot
+from estate.simulator import QUEUE_PREFIX, SimJob, Simulation, Slot
 from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
 from lambda_src.planner import plan_launches, plan_scale_down, warm_target
 from lambda_src.settings import PoolSettings
@@ -139,6 +139,7 @@ class BuildkitePolicy:
     queue per pool here."""
 
     name = "buildkite"
+    uses_buildkite_queues = True  # jobs labelled queue=<name> go to that queue file's settings
     POLL_EVERY_S = 10.0
     SCALE_IN_IDLE_S = 600.0
     AGENTS_PER_INSTANCE = 1
@@ -151,9 +152,12 @@ class BuildkitePolicy:
         return
 
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
-        return
+        queue = sim.queues.get(slot.host.pool.removeprefix(QUEUE_PREFIX))
+        if slot.host.pool.startswith(QUEUE_PREFIX) and queue is not None and queue.settings.terminate_after_job:
+            sim.terminate(slot.host)  # BuildkiteTerminateInstanceAfterJob
 
     def poll(self, sim: Simulation) -> None:
+        self._poll_queues(sim)
         scheduled = Counter(j.pool for j in sim.queue)
         for name in _scaled(sim):
             hosts = sim.live_hosts(name)
@@ -165,6 +169,24 @@ class BuildkitePolicy:
                 slot = host.slots[0]
                 if host.ready(sim.now) and slot.job is None and sim.now - slot.idle_since >= self.SCALE_IN_IDLE_S:
                     sim.terminate(host)
+
+    def _poll_queues(self, sim: Simulation) -> None:
+        """Queues from buildkite_queue files, with their own MinSize, MaxSize, AgentsPerInstance
+        and ScaleInIdlePeriod."""
+        scheduled = Counter(j.pool for j in sim.queue)
+        for queue in sim.queues.values():
+            key, q = f"{QUEUE_PREFIX}{queue.settings.queue.lower()}", queue.settings
+            hosts = sim.live_hosts(key)
+            running = sum(1 for h in hosts for s in h.slots if s.job is not None)
+            desired = min(q.max_size, max(q.min_size, math.ceil((scheduled[key] + running) / q.agents_per_instance)))
+            if desired > len(hosts):
+                sim.launch_queue_hosts(key, desired - len(hosts))
+            spare = len(hosts) - q.min_size
+            for host in hosts:
+                idle = all(s.job is None and sim.now - s.idle_since >= q.scale_in_idle_seconds for s in host.slots)
+                if spare > 0 and host.ready(sim.now) and idle:
+                    sim.terminate(host)
+                    spare -= 1
 
 
 class StaticPolicy:

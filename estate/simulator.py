@@ -21,13 +21,14 @@ from estate.pool import Pool
 from estate.prices import PriceTable
 from estate.workload import TraceJob
 from lambda_src.gpu_slots import slot_label
+from lambda_src.instance_catalog import parse_instance_type
 from lambda_src.routing import normalise
 
 # Seconds from launch until the runner is registered and idle. Ours, not AWS's: a CPU host on a
 # stock Ubuntu AMI, and a GPU host that also loads its driver and a larger image.
 BOOT_S_CPU = 75.0
 BOOT_S_GPU = 150.0
-SLOT_START_S = 10.0  # a capacity-block slot starts a fresh runner after each job
+QUEUE_PREFIX = "buildkite:"  # a job's `pool` when it is routed to a Buildkite queue
 
 
 @dataclass(eq=False)
@@ -103,6 +104,7 @@ class Simulation:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - a reproducible simulation
         self.pools = {p.name: p for p in self.estate.pools}
+        self.queues = {q.settings.queue.lower(): q for q in self.estate.queues}
         self.routing = self.estate.routing_table()
         self._events: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = itertools.count()
@@ -133,8 +135,15 @@ class Simulation:
     def run(self) -> Simulation:
         for i, tj in enumerate(self.trace):
             labels = normalise(tj.labels)
-            routes = self.routing.route(labels)
-            job = SimJob(tj, i, labels, routes[0] if routes else None, tj.t)
+            # A `queue=<name>` label names a Buildkite queue; GitHub routing ignores it, so one
+            # trace compares a team's Buildkite queues with GitHub runner pools.
+            wanted = next((label.split("=", 1)[1] for label in labels if label.startswith("queue=")), None)
+            github_labels = frozenset(label for label in labels if not label.startswith("queue="))
+            if getattr(self.policy, "uses_buildkite_queues", False) and wanted in self.queues:
+                job = SimJob(tj, i, frozenset({f"queue={wanted}"}), f"{QUEUE_PREFIX}{wanted}", tj.t)
+            else:
+                routes = self.routing.route(github_labels)
+                job = SimJob(tj, i, github_labels, routes[0] if routes else None, tj.t)
             self.jobs.append(job)
             self.at(tj.t, self._arrive, job)
         self.policy.start(self)
@@ -210,6 +219,25 @@ class Simulation:
         if market == "spot" and self.spot_interruptions_per_hour > 0:
             self.at(self.now + self.rng.expovariate(self.spot_interruptions_per_hour / 3600), self._interrupt, host)
         return host
+
+    def launch_queue_hosts(self, key: str, count: int) -> list[Host]:
+        """Instances of a Buildkite queue (`key` = QUEUE_PREFIX + queue name): AgentsPerInstance agents each."""
+        q = self.queues[key.removeprefix(QUEUE_PREFIX)].settings
+        itype = parse_instance_type(q.instance_types[0])
+        assert itype is not None  # checked when the queue file was loaded
+        market = "on-demand" if q.capacity == "on-demand" else "spot"
+        made = []
+        for _ in range(count):
+            host = Host(f"i-{next(self._host_ids):017x}", key, market, self.prices.hourly(itype.name, market), self.now, self.now)
+            host.ready_at = self.now + (BOOT_S_GPU if itype.gpu_count else BOOT_S_CPU)
+            gpus = itype.gpu_count // q.agents_per_instance
+            host.slots = [
+                Slot(host, frozenset({f"queue={q.queue.lower()}"}), gpus, idle_since=host.ready_at) for _ in range(q.agents_per_instance)
+            ]
+            self.hosts.append(host)
+            self.at(host.ready_at, self.assign)
+            made.append(host)
+        return made
 
     def _boot_s(self, pool: Pool) -> float:
         return BOOT_S_GPU if pool.gpus_per_node else BOOT_S_CPU

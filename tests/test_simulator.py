@@ -219,3 +219,48 @@ def test_cli_plot_writes_a_png(tmp_path: Path) -> None:
     png = tmp_path / "sim.png"
     assert main(["simulate", "--days", "0.1", "--policy", "estate", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- Buildkite queues from buildkite_queue files ---------------------------------------
+
+CPU_QUEUE = """\
+buildkite_queue:
+  queue: cpu_queue
+  instance_types: [m7i.2xlarge]
+  min_size: 1
+  max_size: 4
+  agents_per_instance: 2
+  scale_in_idle_seconds: 600
+"""
+
+
+def queue_estate(tmp_path: Path, queue: str = CPU_QUEUE) -> Estate:
+    return load_estate([write_pool(tmp_path, "cpu", MINIMAL_POOL), write_pool(tmp_path, "bk-cpu", queue)])
+
+
+def queue_job(i: int, t: float) -> TraceJob:
+    return TraceJob(f"q{i}", t, (*CPU, "queue=cpu_queue"), 600.0)
+
+
+def test_buildkite_policy_runs_queue_jobs_on_the_queues_own_settings(tmp_path: Path) -> None:
+    sim = run(queue_estate(tmp_path), [queue_job(0, 1000.0), queue_job(1, 1000.0), queue_job(2, 1000.0)], "buildkite")
+    queue_hosts = [h for h in sim.hosts if h.pool == "buildkite:cpu_queue"]
+    assert all(len(h.slots) == 2 for h in queue_hosts)  # AgentsPerInstance
+    assert queue_hosts[0].launched_at == 10.0  # MinSize 1 from the first poll
+    assert wait(sim, 0) == 0.0
+    assert wait(sim, 1) == 0.0  # the warm instance's second agent
+    assert len(queue_hosts) == 2  # the third job needed one more instance
+    assert sum(1 for h in queue_hosts if h.ended_at == sim.end) == 1  # MinSize stays; the other scaled in when idle
+
+
+def test_the_same_trace_goes_to_github_pools_under_the_other_policies(tmp_path: Path) -> None:
+    sim = run(queue_estate(tmp_path), [queue_job(0, 0.0)], "estate")
+    assert sim.jobs[0].pool == "cpu"  # the queue= label is Buildkite's; GitHub routing ignores it
+    assert sim.report()["jobs_served"] == 1
+
+
+def test_terminate_after_job_recycles_the_instance(tmp_path: Path) -> None:
+    one_shot = CPU_QUEUE.replace("min_size: 1", "min_size: 0").replace("agents_per_instance: 2", "terminate_after_job: true")
+    sim = run(queue_estate(tmp_path, one_shot), [queue_job(0, 0.0)], "buildkite")
+    (host,) = [h for h in sim.hosts if h.pool == "buildkite:cpu_queue"]
+    assert host.ended_at == sim.jobs[0].finished_at
