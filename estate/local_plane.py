@@ -7,6 +7,7 @@ partial failures, redrive to the DLQ) is played by `pump()`.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -189,7 +190,7 @@ class LocalPlane:
         name = self.settings.jit_parameter_prefix + instance_id
         found = self.ssm.call("GetParameter", {"Name": name, "WithDecryption": True})
         self.ssm.call("DeleteParameter", {"Name": name})
-        config = json.loads(__import__("base64").b64decode(found["Parameter"]["Value"]))
+        config = json.loads(base64.b64decode(found["Parameter"]["Value"]))
         self.github.connect(config["name"])
         return str(config["name"])
 
