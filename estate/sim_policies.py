@@ -10,7 +10,7 @@ from collections import Counter
 from estate.control_config import pool_settings
 from estate.simulator import QUEUE_PREFIX, SimJob, Simulation, Slot
 from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
-from lambda_src.planner import plan_launches, plan_scale_down, warm_target
+from lambda_src.planner import plan_launches, plan_scale_down, scaled_pools, warm_target
 from lambda_src.settings import PoolSettings
 
 ENVIRONMENT = "sim"
@@ -28,7 +28,8 @@ class EstatePolicy:
     name = "estate"
 
     def start(self, sim: Simulation) -> None:
-        self.settings: dict[str, PoolSettings] = {n: pool_settings(sim.pools[n]) for n in _scaled(sim)}
+        # The same settings the deploy compiles, and the planner's own choice of pools to scale.
+        self.settings: dict[str, PoolSettings] = scaled_pools({n: pool_settings(p) for n, p in sim.pools.items()})
         self.assigned: dict[str, int] = {}  # host -> job its runner took (the in_progress webhook)
         self.registered: dict[str, float] = {}
         self.idle_marks: dict[str, float] = {}
@@ -101,6 +102,7 @@ class PhilipsPolicy:
     SCALE_DOWN_EVERY_S = 300.0
 
     def start(self, sim: Simulation) -> None:
+        self.settings = {n: pool_settings(sim.pools[n]) for n in _scaled(sim)}  # for idle_config windows
         sim.provision_blocks()
         sim.every(self.SCALE_DOWN_EVERY_S, self.scale_down)
 
@@ -123,7 +125,7 @@ class PhilipsPolicy:
         for name in _scaled(sim):
             rc = sim.pools[name].runner
             minimum = 60 * (5 if rc.minimum_running_time_in_minutes is None else rc.minimum_running_time_in_minutes)
-            keep, _ = warm_target(pool_settings(sim.pools[name]), sim.now)
+            keep, _ = warm_target(self.settings[name], sim.now)
             idle = [h for h in sim.live_hosts(name) if h.ready(sim.now) and h.slots[0].job is None]
             idle.sort(key=lambda h: h.launched_at)
             for host in [h for h in idle if sim.now - h.launched_at >= minimum][: max(0, len(idle) - keep)]:

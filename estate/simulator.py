@@ -194,12 +194,9 @@ class Simulation:
     def live_hosts(self, pool: str | None = None) -> list[Host]:
         return [h for h in self.hosts if h.alive and (pool is None or h.pool == pool)]
 
-    def market_of(self, pool: Pool) -> str:
-        return pool.capacity_type
-
     def launch(self, pool_name: str, count: int, boot_s: float | None = None, market: str | None = None) -> list[Host]:
         pool = self.pools[pool_name]
-        market = market or self.market_of(pool)
+        market = market or pool.capacity_type
         made = []
         for _ in range(count):
             if market == "spot" and self.rng.random() < self.capacity_error_rate:

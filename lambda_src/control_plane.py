@@ -16,20 +16,20 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from lambda_src.ec2_fleet import Ec2Fleet
 from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.github_client import GithubClient, GithubError
 from lambda_src.jit_parameters import JitParameters
+from lambda_src.job_messages import job_from_message
 from lambda_src.ledger import Ledger
-from lambda_src.planner import LaunchOrder, plan_launches, plan_scale_down
+from lambda_src.planner import LaunchOrder, plan_host_sync, plan_launches, plan_scale_down, scaled_pools
 from lambda_src.settings import ControlPlaneSettings, PoolSettings
 
 log = logging.getLogger("runner_estate.control_plane")
 
-# How long EC2's eventually consistent listing may lag a launch before the ledger's record wins.
-LISTING_GRACE_S = 120.0
 STALE_JOB_S = 120.0  # a queued job this old is checked against GitHub (its later webhooks may be lost)
 MAX_JOB_CHECKS = 30  # GitHub calls a reconcile may spend on stale jobs
 MAX_REPO_SCANS = 10  # repositories re-scanned per reconcile for queued jobs we never heard of
@@ -44,7 +44,7 @@ class PoolBusyError(RuntimeError):
 @dataclass
 class Report:
     launched: dict[str, list[str]] = field(default_factory=dict)
-    orders: list[LaunchOrder] = field(default_factory=list)
+    orders: dict[str, LaunchOrder] = field(default_factory=dict)  # the last decision per pool
     retired: list[dict[str, Any]] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     undone: list[str] = field(default_factory=list)
@@ -61,20 +61,8 @@ class Report:
             "closed_jobs": len(self.closed_jobs),
             "found_jobs": len(self.found_jobs),
             "failed_pools": self.failed_pools,
+            "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
         }
-
-
-def job_message(job: Job, delivery: str) -> str:
-    """The SQS body for one queued job: a wake-up call, since the ledger holds the state."""
-    return json.dumps({"job_id": job.id, "pool": job.pool, "repo": job.repo, "labels": list(job.labels), "delivery": delivery})
-
-
-def job_from_message(body: str, pools: Mapping[str, PoolSettings], now: float) -> Job:
-    """Raises ValueError for a message no retry can fix (it ends in the DLQ)."""
-    data = json.loads(body)
-    if not isinstance(data, dict) or not isinstance(data.get("job_id"), int) or data.get("pool") not in pools:
-        raise ValueError(f"not a job message for a known pool: {body[:200]!r}")
-    return Job(int(data["job_id"]), str(data["pool"]), QUEUED, now, str(data.get("repo", "")), tuple(data.get("labels", [])))
 
 
 @dataclass
@@ -104,10 +92,9 @@ class ControlPlane:
         finally:
             self.ledger.unlock(f"plan#{pool}", self.holder, recent)
 
-    @property
+    @cached_property
     def scaled_pools(self) -> dict[str, PoolSettings]:
-        """Pools this scaler launches for; capacity-block nodes are the block manager's."""
-        return {n: p for n, p in self.settings.pools.items() if p.capacity_type != "capacity-block"}
+        return scaled_pools(self.settings.pools)
 
     # ---- scale-up (SQS batch) ---------------------------------------------------------
     def scale_up(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -147,7 +134,7 @@ class ControlPlane:
             # not the ledger's index shows them yet.
             mine = {i.id: i for i in [*live, *self.ledger.live_instances(pool)] if i.pool == pool}
             for iid, _ in recent:
-                if iid not in mine and (found := self.ledger.live_instance(iid)) is not None:
+                if iid not in mine and (found := self.ledger.instance(iid, live_only=True)) is not None:
                     mine[iid] = found
             pool_live = [i for i in mine.values() if i.id not in report.undone]
             before = set(report.launched.get(pool, []))
@@ -166,7 +153,7 @@ class ControlPlane:
                 if stored is None or stored.state == QUEUED:
                     ledger_jobs[job.id] = job
         (order,) = plan_launches(self.settings.pools, ledger_jobs.values(), live, now, only=[pool])
-        report.orders.append(order)
+        report.orders[pool] = order
         if order.count:
             # Same messages and same shortfall -> same token: EC2 answers a retry with the first launch.
             self._launch(self.settings.pools[pool], order.count, f"{token}-{order.count}", report, now)
@@ -181,7 +168,7 @@ class ControlPlane:
         live = self.sync_hosts(now, report)
         jobs = self.ledger.queued_jobs()
         for order in plan_launches(self.scaled_pools, jobs, live, now):
-            report.orders.append(order)
+            report.orders[order.pool] = order
             if order.count:
                 token = f"reconcile-{order.pool}-{int(now // 60)}"
                 try:
@@ -253,35 +240,21 @@ class ControlPlane:
         - a recorded host EC2 no longer lists is marked gone, and its unread config deleted."""
         hosts = {h.id: h for h in self.fleet.hosts()}
         known = {i.id: i for i in self.ledger.live_instances()}
-        live: list[Instance] = []
-        for host in hosts.values():
-            if host.id in known or host.pool not in self.scaled_pools:
-                continue
-            pool = self.settings.pools[host.pool]
-            if now - host.launched_at < pool.boot_timeout_s:
-                inst = Instance(
-                    host.id,
-                    host.pool,
-                    host.launched_at,
-                    runner_name=runner_name(pool.name_prefix, self.settings.environment, pool.name, host.id),
-                )
-                self.ledger.add_instance(inst)
-                self._deliver_jit(pool, inst.id, now)
-                known[inst.id] = inst
-                report.adopted.append(inst.id)
-            else:
-                self._terminate(host.id)
-                report.undone.append(host.id)
-        for inst in known.values():
-            age = now - inst.launched_at
-            if inst.id not in hosts and age > LISTING_GRACE_S:
-                self.ledger.instance_gone(inst.id)
-                self.jit.delete(inst.id)
-            elif inst.jit_at is None and age > LISTING_GRACE_S and inst.id not in report.adopted:
-                self._terminate(inst.id)
-                report.undone.append(inst.id)
-            else:
-                live.append(inst)
+        plan = plan_host_sync(self.scaled_pools, known, {h.id: (h.pool, h.launched_at) for h in hosts.values()}, now)
+        live = [known[iid] for iid in plan.live]
+        for iid in plan.adopt:
+            pool = self.settings.pools[hosts[iid].pool]
+            inst = Instance(iid, pool.name, hosts[iid].launched_at, runner_name=self._runner_name(pool, iid))
+            self.ledger.add_instance(inst)
+            self._deliver_jit(pool, iid, now)
+            live.append(inst)
+            report.adopted.append(iid)
+        for iid in [*plan.terminate_unknown, *plan.undo]:
+            self._terminate(iid)
+            report.undone.append(iid)
+        for iid in plan.gone:
+            self.ledger.instance_gone(iid)
+            self.jit.delete(iid)
         return live
 
     def _launch(self, pool: PoolSettings, count: int, token: str, report: Report, now: float) -> None:

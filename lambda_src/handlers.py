@@ -10,15 +10,18 @@ import logging
 import os
 import time
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lambda_src import webhook
 from lambda_src.aws_json import AwsJsonClient
-from lambda_src.control_plane import ControlPlane, job_message
 from lambda_src.fleet_state import Job
+from lambda_src.job_messages import job_message
 from lambda_src.ledger import Ledger
 from lambda_src.metrics import emf_line
 from lambda_src.settings import ControlPlaneSettings
+
+if TYPE_CHECKING:
+    from lambda_src.control_plane import ControlPlane
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 log = logging.getLogger("runner_estate.handlers")
@@ -82,8 +85,9 @@ def _webhook_ports() -> webhook.WebhookPorts:
 
 @cache
 def _control_plane(account: str) -> ControlPlane:
-    import boto3  # deferred: only the scaler functions need EC2
+    import boto3  # deferred with the rest of the scaler: the webhook needs none of it
 
+    from lambda_src.control_plane import ControlPlane
     from lambda_src.ec2_fleet import Ec2Fleet
     from lambda_src.github_client import GithubClient
     from lambda_src.jit_parameters import JitParameters

@@ -33,11 +33,6 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _dec(value: float) -> float:
-    # Stored exactly (repr round-trips): a rounded mark could make "a minute later" read 59.9995 s.
-    return float(value)
-
-
 def to_attr(value: Any) -> dict[str, Any]:
     """A plain value as a DynamoDB attribute value."""
     if isinstance(value, bool):
@@ -90,6 +85,22 @@ class _Table:
     def delete_item(self, **kwargs: Any) -> dict[str, Any]:
         return dict(self.client.call("DeleteItem", self._marshal(kwargs)))
 
+    def put_if(self, **kwargs: Any) -> dict[str, Any] | None:
+        """A conditional PutItem: None when its ConditionExpression does not hold."""
+        return self._if("PutItem", kwargs)
+
+    def update_if(self, **kwargs: Any) -> dict[str, Any] | None:
+        """A conditional UpdateItem: None when its ConditionExpression does not hold."""
+        return self._if("UpdateItem", kwargs)
+
+    def _if(self, action: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.call(action, self._marshal(kwargs)))
+        except AwsError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+
     def get_item(self, **kwargs: Any) -> dict[str, Any]:
         found = self.client.call("GetItem", self._marshal(kwargs))
         return {"Item": from_item(found["Item"])} if "Item" in found else {}
@@ -124,7 +135,7 @@ class Ledger:
         """Store a job, or move it forward. False for a duplicate or a stale (older) event."""
         now = self.clock()
         sets = {"state": job.state, "rank": JOB_STATE_RANK[job.state], "expires_at": int(now + self.ttl_s)}
-        first = {"pool": job.pool, "repo": job.repo, "labels": list(job.labels), "queued_at": _dec(job.queued_at or now)}
+        first = {"pool": job.pool, "repo": job.repo, "labels": list(job.labels), "queued_at": job.queued_at or now}
         if job.runner_name:
             sets["runner_name"] = job.runner_name
         if job.state == QUEUED:
@@ -132,18 +143,15 @@ class Ledger:
         clauses = [f"#{k} = :{k}" for k in sets] + [f"#{k} = if_not_exists(#{k}, :{k})" for k in first]
         update = "SET " + ", ".join(clauses) + ("" if job.state == QUEUED else f" REMOVE #{OPEN}")
         fields = [*sets, *first, OPEN]
-        try:
-            self.table.update_item(
-                Key={"pk": f"job#{job.id}"},
-                UpdateExpression=update,
-                ConditionExpression="attribute_not_exists(pk) OR #rank < :rank",
-                ExpressionAttributeNames={f"#{k}": k for k in fields},
-                ExpressionAttributeValues={f":{k}": v for k, v in {**sets, **first}.items()},
-            )
-        except AwsError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
+        stored = self.table.update_if(
+            Key={"pk": f"job#{job.id}"},
+            UpdateExpression=update,
+            ConditionExpression="attribute_not_exists(pk) OR #rank < :rank",
+            ExpressionAttributeNames={f"#{k}": k for k in fields},
+            ExpressionAttributeValues={f":{k}": v for k, v in {**sets, **first}.items()},
+        )
+        if stored is None:
+            return False
         if job.repo:
             self._touch_repo(job.repo, now)
         if job.state != QUEUED and job.runner_name:
@@ -176,35 +184,26 @@ class Ledger:
 
     # ---- instances --------------------------------------------------------------------
     def add_instance(self, inst: Instance) -> bool:
-        try:
-            self.table.put_item(
-                Item={
-                    "pk": f"instance#{inst.id}",
-                    "pool": inst.pool,
-                    "launched_at": _dec(inst.launched_at),
-                    "runner_name": inst.runner_name,
-                    OPEN: f"instance#{inst.pool}",
-                    "expires_at": int(self.clock() + self.ttl_s),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except AwsError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        stored = self.table.put_if(
+            Item={
+                "pk": f"instance#{inst.id}",
+                "pool": inst.pool,
+                "launched_at": inst.launched_at,
+                "runner_name": inst.runner_name,
+                OPEN: f"instance#{inst.pool}",
+                "expires_at": int(self.clock() + self.ttl_s),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return stored is not None
 
     def live_instances(self, pool: str | None = None) -> list[Instance]:
         return [self._instance(item) for item in self._active("instance#", pool)]
 
-    def instance(self, instance_id: str) -> Instance | None:
+    def instance(self, instance_id: str, live_only: bool = False) -> Instance | None:
+        """A consistent read of one host; with `live_only`, None once it is gone."""
         item = self.table.get_item(Key={"pk": f"instance#{instance_id}"}, ConsistentRead=True).get("Item")
-        return None if item is None else self._instance(item)
-
-    def live_instance(self, instance_id: str) -> Instance | None:
-        """A consistent read of one host; None once it is gone (or was never recorded)."""
-        item = self.table.get_item(Key={"pk": f"instance#{instance_id}"}, ConsistentRead=True).get("Item")
-        return None if item is None or OPEN not in item else self._instance(item)
+        return None if item is None or (live_only and OPEN not in item) else self._instance(item)
 
     def _instance(self, item: dict[str, Any]) -> Instance:
         job_id = item.get("job_id")
@@ -227,16 +226,12 @@ class Ledger:
         self._set_if_exists(instance_id, fields)
 
     def instance_gone(self, instance_id: str) -> None:
-        try:
-            self.table.update_item(
-                Key={"pk": f"instance#{instance_id}"},
-                UpdateExpression=f"REMOVE {OPEN} SET gone_at = :g",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":g": _dec(self.clock())},
-            )
-        except AwsError as exc:
-            if not _conditional_failed(exc):
-                raise
+        self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression=f"REMOVE {OPEN} SET gone_at = :g",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":g": self.clock()},
+        )
 
     def _set_if_exists(self, instance_id: str, fields: dict[str, Any]) -> None:
         sets = {k: v for k, v in fields.items() if v is not None}
@@ -246,18 +241,14 @@ class Ledger:
             parts.append("SET " + ", ".join(f"#{k} = :{k}" for k in sets))
         if removes:
             parts.append("REMOVE " + ", ".join(f"#{k}" for k in removes))
-        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in sets.items()}
-        try:
-            self.table.update_item(
-                Key={"pk": f"instance#{instance_id}"},
-                UpdateExpression=" ".join(parts),
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={f"#{k}": k for k in fields},
-                **({"ExpressionAttributeValues": values} if values else {}),
-            )
-        except AwsError as exc:
-            if not _conditional_failed(exc):
-                raise
+        values = {f":{k}": v for k, v in sets.items()}
+        self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression=" ".join(parts),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={f"#{k}": k for k in fields},
+            **({"ExpressionAttributeValues": values} if values else {}),
+        )
 
     # ---- per-pool planning lock -------------------------------------------------------
     def try_lock(self, name: str, holder: str, ttl_s: float) -> list[tuple[str, float]] | None:
@@ -267,17 +258,14 @@ class Ledger:
         On success, the hosts the previous holders launched in the last few minutes: the
         index behind `live_instances` is eventually consistent, this item is not."""
         now = self.clock()
-        try:
-            old = self.table.put_item(
-                Item={"pk": f"lock#{name}", "holder": holder, "lease_until": now + ttl_s, "expires_at": int(now + 3600)},
-                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR holder = :me",
-                ExpressionAttributeValues={":now": now, ":me": holder},
-                ReturnValues="ALL_OLD",
-            )
-        except AwsError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
+        old = self.table.put_if(
+            Item={"pk": f"lock#{name}", "holder": holder, "lease_until": now + ttl_s, "expires_at": int(now + 3600)},
+            ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR holder = :me",
+            ExpressionAttributeValues={":now": now, ":me": holder},
+            ReturnValues="ALL_OLD",
+        )
+        if old is None:
+            return None
         recent = [str(entry).split("|") for entry in from_item(old.get("Attributes", {})).get("recent", [])]
         return [(iid, float(at)) for iid, at in recent if now - float(at) < RECENT_LAUNCH_S]
 
@@ -285,20 +273,16 @@ class Ledger:
         """Release the lease, leaving behind what this holder (and recent ones) launched."""
         now = self.clock()
         recent = [f"{iid}|{at!r}" for iid, at in launched if now - at < RECENT_LAUNCH_S]
-        try:
-            self.table.put_item(
-                Item={"pk": f"lock#{name}", "holder": "", "lease_until": 0.0, "recent": recent, "expires_at": int(now + 3600)},
-                ConditionExpression="holder = :me",
-                ExpressionAttributeValues={":me": holder},
-            )
-        except AwsError as exc:
-            if not _conditional_failed(exc):
-                raise
+        self.table.put_if(
+            Item={"pk": f"lock#{name}", "holder": "", "lease_until": 0.0, "recent": recent, "expires_at": int(now + 3600)},
+            ConditionExpression="holder = :me",
+            ExpressionAttributeValues={":me": holder},
+        )
 
     # ---- repositories -----------------------------------------------------------------
     def _touch_repo(self, repo: str, now: float) -> None:
         self.table.put_item(
-            Item={"pk": f"repo#{repo}", "last_seen": _dec(now), OPEN: "repo", "expires_at": int(now + 3600)},
+            Item={"pk": f"repo#{repo}", "last_seen": now, OPEN: "repo", "expires_at": int(now + 3600)},
         )
 
     def recent_repos(self, since: float) -> list[str]:

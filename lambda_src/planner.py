@@ -19,6 +19,14 @@ from lambda_src.settings import PoolSettings
 # GitHub's `busy` flag can read false for up to a minute after a job starts: a runner is idle
 # only when two listings at least this far apart both say so.
 IDLE_CONFIRM_S = 60.0
+# How long EC2's eventually consistent listing may lag a launch before the ledger's record wins.
+LISTING_GRACE_S = 120.0
+
+
+def scaled_pools(pools: Mapping[str, PoolSettings]) -> dict[str, PoolSettings]:
+    """The pools the scaler launches hosts for: capacity-block nodes live for their block and
+    belong to the capacity-block manager."""
+    return {name: p for name, p in pools.items() if p.capacity_type != "capacity-block"}
 
 
 def warm_target(pool: PoolSettings, now: float) -> tuple[int, str]:
@@ -87,6 +95,39 @@ def plan_launches(
             reason = "launch for queued jobs" if queued[name] else "keep warm runners"
         orders.append(LaunchOrder(name, count, queued[name], warm, supply[name], room, reason))
     return orders
+
+
+# ---- ledger and EC2 in agreement -------------------------------------------------------
+
+
+@dataclass
+class HostSync:
+    adopt: list[str] = field(default_factory=list)  # EC2 has it, the ledger not (a crash after CreateFleet): finish it
+    terminate_unknown: list[str] = field(default_factory=list)  # the same, but too old to finish: undo it
+    undo: list[str] = field(default_factory=list)  # recorded, yet no runner config past the grace period
+    gone: list[str] = field(default_factory=list)  # recorded, but EC2 no longer lists it
+    live: list[str] = field(default_factory=list)  # recorded and fine
+
+
+def plan_host_sync(
+    pools: Mapping[str, PoolSettings], known: Mapping[str, Instance], listed: Mapping[str, tuple[str, float]], now: float
+) -> HostSync:
+    """What to do so the ledger (`known`) and EC2's listing (`listed`: id -> (pool, launch
+    time)) agree, finishing or undoing whatever a crashed invocation left half done."""
+    plan = HostSync()
+    for iid, (pool, launched_at) in listed.items():
+        if iid in known or pool not in pools:
+            continue
+        (plan.adopt if now - launched_at < pools[pool].boot_timeout_s else plan.terminate_unknown).append(iid)
+    for inst in known.values():
+        age = now - inst.launched_at
+        if inst.id not in listed and age > LISTING_GRACE_S:
+            plan.gone.append(inst.id)
+        elif inst.jit_at is None and age > LISTING_GRACE_S:
+            plan.undo.append(inst.id)
+        else:
+            plan.live.append(inst.id)
+    return plan
 
 
 # ---- scale-down -------------------------------------------------------------------------

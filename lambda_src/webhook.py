@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Job
@@ -151,7 +151,7 @@ def handle(event: Mapping[str, Any], ports: WebhookPorts, now: float) -> Respons
     if job is None:
         log.info("ignored delivery %s: action %s, labels no pool serves or not a job event", delivery, action)
         return _count(ports, "ignored", Response(202, {"ignored": f"action {action} or labels no pool serves"}))
-    job = Job(**{**job.__dict__, "queued_at": now})
+    job = replace(job, queued_at=now)
     changed = ports.ledger.record_job(job)
     if not changed:
         return _count(ports, "duplicate", Response(202, {"pool": job.pool, "duplicate": True}))

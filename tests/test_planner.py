@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+from lambda_src.control_plane import Report
 from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, GithubRunner, Instance, Job, runner_name
-from lambda_src.planner import IDLE_CONFIRM_S, ScaleDownPlan, plan_launches, plan_scale_down
+from lambda_src.planner import IDLE_CONFIRM_S, ScaleDownPlan, plan_host_sync, plan_launches, plan_scale_down
 from lambda_src.settings import IdleWindow, PoolSettings
 
 NOW = 1_800_000_000.0
@@ -181,3 +182,29 @@ def test_hourly_budget_caps_launches_before_the_instance_cap() -> None:
     (order,) = plan_launches({"gpu": priced}, jobs(10), [host("i-0000000a", job_id=1)], NOW)
     assert order.count == 3  # 4 hosts fit in $5/hour at $1.21 each; one is already running
     assert order.reason == "capped at $5/hour"
+
+
+def test_a_cycle_summary_names_the_pools_held_back_by_a_cap() -> None:
+    report = Report()
+    (report.orders["gpu"],) = plan_launches({"gpu": pool(max_instances=1)}, jobs(3), [], NOW)
+    (report.orders["other"],) = plan_launches({"other": pool("other")}, jobs(1, "other"), [], NOW)
+    assert report.summary()["capped"] == {"gpu": "capped at 1 instances"}
+
+
+def test_host_sync_finishes_or_undoes_half_done_launches() -> None:
+    known = {
+        "i-0000000a": host("i-0000000a", age=30),  # just launched, EC2's listing lags: keep
+        "i-0000000b": host("i-0000000b", age=600, jit_at=NOW - 590),  # fine
+        "i-0000000c": host("i-0000000c", age=600),  # never got its runner config: undo
+        "i-0000000d": host("i-0000000d", age=600, jit_at=NOW - 590),  # EC2 no longer lists it: gone
+    }
+    listed = {
+        "i-0000000b": ("gpu", NOW - 600),
+        "i-0000000c": ("gpu", NOW - 600),
+        "i-0000000e": ("gpu", NOW - 30),  # launched, never recorded, young: adopt
+        "i-0000000f": ("gpu", NOW - 900),  # the same, too old to finish: undo
+        "i-00000010": ("someone-elses", NOW - 30),
+    }
+    plan = plan_host_sync({"gpu": pool()}, known, listed, NOW)
+    assert (plan.adopt, plan.terminate_unknown, plan.undo, plan.gone) == (["i-0000000e"], ["i-0000000f"], ["i-0000000c"], ["i-0000000d"])
+    assert plan.live == ["i-0000000a", "i-0000000b"]
