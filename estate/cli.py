@@ -1,4 +1,4 @@
-"""`python -m estate <command>`: validate, route, schema, preview, guard, simulate, serve.
+"""`python -m estate <command>`: validate, route, schema, preview, guard, simulate, gpus, serve.
 
 Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 4 a mandatory policy
 violation in `preview`, 5 a guarded resource would be replaced or deleted (`guard`), 1 anything else.
@@ -122,6 +122,22 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gpus(args: argparse.Namespace) -> int:
+    from lambda_src.gpu_inventory import parse_nvidia_smi_xml, read_nvidia_smi
+    from lambda_src.gpu_slots import parse_layout, whole_node
+    from lambda_src.node_slots import plan_node, render
+
+    text = Path(args.nvidia_smi_xml).read_text(encoding="utf-8") if args.nvidia_smi_xml else read_nvidia_smi()
+    gpus = parse_nvidia_smi_xml(text)
+    if not gpus:
+        print("error: nvidia-smi lists no GPU on this machine", file=sys.stderr)
+        return 1
+    layout = parse_layout(args.layout) if args.layout else whole_node(len(gpus))
+    plan = plan_node(gpus, layout)
+    print(json.dumps(plan.to_json(), indent=1) if args.json else render(plan))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from estate.serve import serve
 
@@ -167,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spot-interruptions", type=float, default=0.0, help="spot interruptions per instance-hour (default 0)")
     p.add_argument("--capacity-errors", type=float, default=0.0, help="share of spot launches refused for capacity (default 0)")
     p.set_defaults(func=_cmd_simulate)
+    p = sub.add_parser("gpus", help="this machine's NVIDIA GPUs and how a slot layout splits them into runners")
+    p.add_argument("--nvidia-smi-xml", help="read `nvidia-smi -q -x` output from this file instead of running nvidia-smi")
+    p.add_argument("--layout", help="slot layout, COUNTxGPUS terms joined by '+' (default: one slot with every GPU)")
+    p.add_argument("--json", action="store_true", help="one JSON object: {gpus, layout, slots, unused_gpus}")
+    p.set_defaults(func=_cmd_gpus)
     p = sub.add_parser("serve", help="run the control plane locally on loopback (moto + a fake GitHub); prints webhook and secret")
     p.add_argument("--port", type=int, default=0, help="webhook port on 127.0.0.1 (default: any free port)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")
