@@ -47,12 +47,31 @@ class PoolSettings:
     queue_url: str = ""
     max_hourly_usd: float | None = None  # hard_limits.max_hourly_usd: the pool's live hosts may not cost more
     host_hourly_usd: float = 0.0  # the dearest of its types at on-demand price: an upper bound per host
+    # Capacity-block pools only:
+    gpus_per_node: int = 0
+    slot_gpus: tuple[int, ...] = ()  # GPUs of each slot of a node, in slot order
+    slot_labels: tuple[tuple[str, ...], ...] = ()  # each slot's own labels (model, compute capability, size)
+    job_timeout_s: int = 6 * 3600  # the longest job the pool runs: a block stops taking jobs this long before its end
+    reservation_ids: tuple[str, ...] = ()  # blocks named in config; blocks tagged with the pool are found too
+    renew: bool = False  # buy the next block when demand persists
+    renew_max_price_usd: float | None = None
+    renew_duration_hours: int | None = None
+    renew_instance_count: int = 1
+    events_queue_url: str = ""  # where nodes report free and faulty slots
+    security_group_ids: tuple[str, ...] = ()  # a node's network interface is given at launch (EFA needs it)
+    public_ip: bool = False
+    efa: bool = False
+
+    def labels_of_slot(self, index: int) -> list[str]:
+        """What a slot's runner registers with: the pool's labels and the slot's own."""
+        return list(dict.fromkeys([*self.labels, *self.slot_labels[index]]))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PoolSettings:
         values = dict(data)
-        for key in ("instance_types", "labels", "failover_errors", "subnet_ids"):
+        for key in ("instance_types", "labels", "failover_errors", "subnet_ids", "slot_gpus", "reservation_ids", "security_group_ids"):
             values[key] = tuple(values.get(key, ()))
+        values["slot_labels"] = tuple(tuple(labels) for labels in values.get("slot_labels", ()))
         values["idle_windows"] = tuple(IdleWindow(**w) for w in values.get("idle_windows", ()))
         return cls(**values)
 
