@@ -16,6 +16,7 @@ import pulumi_aws as aws
 from pulumi.runtime.mocks import MockMonitor
 
 from components.buildkite_queue import BuildkiteQueues, BuildkiteQueuesArgs
+from components.capacity_block_fleet import CapacityBlockFleet, CapacityBlockFleetArgs
 from components.github_org_settings import GitHubOrgSettings, GitHubOrgSettingsArgs
 from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
@@ -96,6 +97,12 @@ def build_buildkite_queues(
     return queues.stack_ids
 
 
+def wiring(fleet: RunnerFleet | CapacityBlockFleet) -> PoolWiring:
+    if isinstance(fleet, CapacityBlockFleet):
+        return PoolWiring(fleet.launch_template_id, fleet.role_arn, fleet.events_queue_url, fleet.events_queue_arn)
+    return PoolWiring(fleet.launch_template_id, fleet.role_arn)
+
+
 def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> None:
     tags = {**stack.tags, **estate_tags(stack.environment)}
     # Tags are set on each resource (not provider default_tags) so the preview shows them.
@@ -109,8 +116,27 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
     )
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(provider=provider)).account_id
     jit_prefix_arn = pulumi.Output.concat("arn:aws:ssm:", stack.region, ":", account, ":parameter", jit_parameter_prefix(stack.environment))
-    fleets = {
-        pool.name: RunnerFleet(
+    fleets: dict[str, RunnerFleet | CapacityBlockFleet] = {}
+    for pool in estate.pools:
+        if pool.capacity_type == "capacity-block":
+            fleets[pool.name] = CapacityBlockFleet(
+                pool.name,
+                CapacityBlockFleetArgs(
+                    pool=pool,
+                    environment=stack.environment,
+                    security_group_id=network.security_group_id,
+                    public_ip=stack.network.runner_subnets == "public",
+                    log_retention_days=stack.log_retention_days,
+                    tags=tags,
+                    jit_prefix=jit_parameter_prefix(stack.environment),
+                    jit_prefix_arn=jit_prefix_arn,
+                    runner_version=stack.runner_version,
+                    runner_sha256=stack.runner_sha256.get(pool.runner.runner_architecture),
+                ),
+                opts=with_provider,
+            )
+            continue
+        fleets[pool.name] = RunnerFleet(
             pool.name,
             RunnerFleetArgs(
                 pool=pool,
@@ -129,8 +155,6 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
             ),
             opts=with_provider,
         )
-        for pool in estate.pools
-    }
 
     secrets = pulumi.Config(NAMESPACE)
     scaler = ScalerFunctions(
@@ -138,8 +162,10 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
         ScalerFunctionsArgs(
             stack=stack,
             estate=estate,
-            pools={n: PoolWiring(f.launch_template_id, f.role_arn) for n, f in fleets.items()},
+            pools={n: wiring(f) for n, f in fleets.items()},
             subnet_ids=network.runner_subnet_ids,
+            security_group_id=network.security_group_id,
+            public_ip=stack.network.runner_subnets == "public",
             app_private_key=secrets.require_secret(SECRET_SETTINGS[0]),
             webhook_secret=secrets.require_secret(SECRET_SETTINGS[1]),
             tags=tags,
@@ -187,6 +213,10 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
             }
             for pool in estate.pools
         },
+    )
+    pulumi.export(
+        "capacity_block_purchases_usd",
+        {n: f.purchase_usd for n, f in fleets.items() if isinstance(f, CapacityBlockFleet) and f.purchase_usd is not None},
     )
     # The compiled table the scaler Lambdas read; plain JSON, never raw YAML.
     pulumi.export("routing_table", json.dumps(estate.routing_table().to_dict(), sort_keys=True))

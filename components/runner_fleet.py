@@ -27,13 +27,14 @@ class RunnerFleetArgs:
     log_retention_days: int
     tags: dict[str, str]
     jit_prefix_arn: pulumi.Input[str]  # "arn:aws:ssm:<region>:<account>:parameter/runner-estate/<env>/jit/"
-    user_data: str  # the host bootstrap script (estate/host_user_data.py); no credentials in it
+    user_data: pulumi.Input[str]  # the host bootstrap or node slot manager script (estate/host_user_data.py); no credentials in it
 
 
 class RunnerFleet(pulumi.ComponentResource):
     launch_template_id: pulumi.Output[str]
     launch_template_version: pulumi.Output[int]
     role_arn: pulumi.Output[str]
+    role_name: pulumi.Output[str]
     instance_profile_arn: pulumi.Output[str]
     log_group_names: list[str]
 
@@ -71,7 +72,7 @@ class RunnerFleet(pulumi.ComponentResource):
             description=f"runner-estate {args.environment} pool {pool.name}",
             image_id=self._ami(pool, child).id,
             update_default_version=True,
-            user_data=base64.b64encode(args.user_data.encode()).decode(),
+            user_data=pulumi.Output.from_input(args.user_data).apply(lambda text: base64.b64encode(text.encode()).decode()),
             # An ephemeral runner powers its host off after its one job; that must end the bill.
             instance_initiated_shutdown_behavior="terminate",
             ebs_optimized="true" if rc.ebs_optimized else None,
@@ -128,6 +129,7 @@ class RunnerFleet(pulumi.ComponentResource):
         self.launch_template_id = template.id
         self.launch_template_version = template.latest_version
         self.role_arn = role.arn
+        self.role_name = role.name
         self.instance_profile_arn = profile.arn
         self.register_outputs(
             {

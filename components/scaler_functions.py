@@ -16,10 +16,11 @@ import pulumi_aws as aws
 from estate import iam_policies
 from estate.control_config import control_settings, jit_parameter_prefix, pool_settings
 from estate.loader import Estate
+from estate.pool import Pool
 from estate.stack_config import StackConfig
 from lambda_src.ledger import OPEN, OPEN_INDEX
 from lambda_src.metrics import NAMESPACE as METRIC_NAMESPACE
-from lambda_src.settings import SETTINGS_FILE
+from lambda_src.settings import SETTINGS_FILE, PoolSettings
 
 LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
 RUNTIME = "python3.12"
@@ -35,6 +36,8 @@ class PoolWiring:
 
     launch_template_id: pulumi.Output[str]
     role_arn: pulumi.Output[str]
+    events_queue_url: pulumi.Output[str] | None = None  # capacity-block pools: the manager's events queue
+    events_queue_arn: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ScalerFunctionsArgs:
     estate: Estate
     pools: Mapping[str, PoolWiring]
     subnet_ids: pulumi.Input[list[str]]
+    security_group_id: pulumi.Input[str]  # capacity-block nodes get their network interface at launch
+    public_ip: bool
     app_private_key: pulumi.Input[str]  # Pulumi secrets; stored as SSM SecureStrings
     webhook_secret: pulumi.Input[str]
     tags: dict[str, str]
@@ -57,6 +62,20 @@ def lambda_archive(settings_json: str, dependencies: Path | None) -> pulumi.Asse
         for entry in sorted(dependencies.iterdir()):
             assets[entry.name] = pulumi.FileArchive(str(entry)) if entry.is_dir() else pulumi.FileAsset(str(entry))
     return pulumi.AssetArchive(assets)
+
+
+def _pool_settings(pool: Pool, deployed: Mapping[str, Any], public_ip: bool) -> PoolSettings:
+    """One pool's settings with the deploy-time ids filled in."""
+    name = pool.name
+    return pool_settings(
+        pool,
+        deployed["templates"][name],
+        deployed["subnets"],
+        deployed["urls"][name],
+        events_queue_url=deployed["events"].get(name, ""),
+        security_group_ids=[deployed["security_group"]],
+        public_ip=public_ip,
+    )
 
 
 class ScalerFunctions(pulumi.ComponentResource):
@@ -121,13 +140,15 @@ class ScalerFunctions(pulumi.ComponentResource):
             subnets=args.subnet_ids,
             templates={n: w.launch_template_id for n, w in args.pools.items()},
             urls={n: q.url for n, q in queues.items()},
+            events={n: w.events_queue_url for n, w in args.pools.items() if w.events_queue_url is not None},
+            security_group=args.security_group_id,
         ).apply(
             lambda v: json.dumps(
                 control_settings(
                     stack,
                     args.estate,
                     table_name=v["table"],
-                    pools={n: pool_settings(by_name[n], v["templates"][n], v["subnets"], v["urls"][n]) for n in by_name},
+                    pools={n: _pool_settings(by_name[n], v, args.public_ip) for n in by_name},
                 ).to_dict(),
                 sort_keys=True,
             )
@@ -180,12 +201,17 @@ class ScalerFunctions(pulumi.ComponentResource):
         reconcile = self._function(name, "reconcile", code, 120, scaler(True, False), tags)
         scale_down = self._function(name, "scale_down", code, 120, scaler(False, False), tags)
 
+        block_pools = [p for p in args.estate.pools if p.capacity_type == "capacity-block"]
+        cb_scale_up = self._block_functions(name, args, code, block_pools, queues, table, app_key, jit_prefix_arn) if block_pools else None
+
         for pool in args.estate.pools:
             concurrency = pool.runner.scale_up_reserved_concurrent_executions
+            # Jobs of a capacity-block pool go to the block manager's scale-up, the rest to the scaler's.
+            target = cb_scale_up if cb_scale_up is not None and pool in block_pools else scale_up
             aws.lambda_.EventSourceMapping(
                 f"{name}-{pool.name}-scale-up",
                 event_source_arn=queues[pool.name].arn,
-                function_name=scale_up.arn,
+                function_name=target.arn,
                 batch_size=10,
                 function_response_types=["ReportBatchItemFailures"],
                 # Lambda's floor for a per-source cap is 2; -1 (upstream's "unlimited") sets none.
@@ -195,16 +221,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                 opts=self._child,
             )
         for fn, label in ((reconcile, "reconcile"), (scale_down, "scale-down")):
-            rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=SCHEDULE, tags=tags, opts=self._child)
-            aws.cloudwatch.EventTarget(f"{name}-{label}-target", rule=rule.name, arn=fn.arn, opts=self._child)
-            aws.lambda_.Permission(
-                f"{name}-{label}-invoke",
-                action="lambda:InvokeFunction",
-                function=fn.name,
-                principal="events.amazonaws.com",
-                source_arn=rule.arn,
-                opts=self._child,
-            )
+            self._schedule(name, label, fn, tags)
 
         self._alarms(name, env, tags)
 
@@ -212,6 +229,70 @@ class ScalerFunctions(pulumi.ComponentResource):
         self.table_name = table.name
         self.queue_urls = {n: q.url for n, q in queues.items()}
         self.register_outputs({"webhook_url": self.webhook_url, "table_name": self.table_name})
+
+    def _schedule(self, name: str, label: str, fn: aws.lambda_.Function, tags: dict[str, str]) -> None:
+        rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=SCHEDULE, tags=tags, opts=self._child)
+        aws.cloudwatch.EventTarget(f"{name}-{label}-target", rule=rule.name, arn=fn.arn, opts=self._child)
+        aws.lambda_.Permission(
+            f"{name}-{label}-invoke",
+            action="lambda:InvokeFunction",
+            function=fn.name,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=self._child,
+        )
+
+    def _block_functions(
+        self,
+        name: str,
+        args: ScalerFunctionsArgs,
+        code: Any,
+        block_pools: list[Any],
+        queues: Mapping[str, aws.sqs.Queue],
+        table: aws.dynamodb.Table,
+        app_key: aws.ssm.Parameter,
+        jit_prefix_arn: pulumi.Output[str],
+    ) -> aws.lambda_.Function:
+        """cb_scale_up (the capacity-block pools' job queues) and cb_manager (every minute,
+        and each pool's events queue). Returns cb_scale_up for the job-queue mappings."""
+        stack, tags = args.stack, args.tags
+        wiring = [args.pools[p.name] for p in block_pools]
+        events = {p.name: w.events_queue_arn for p, w in zip(block_pools, wiring, strict=True) if w.events_queue_arn is not None}
+        buys = any(p.spec.estate.capacity_block is not None and p.spec.estate.capacity_block.renew for p in block_pools)
+
+        def policy(queue_arns: list[pulumi.Output[str]]) -> Any:
+            def build(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
+                parts = pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn, pulumi.Output.all(*[w.role_arn for w in wiring]),
+                                          pulumi.Output.all(*queue_arns))  # fmt: skip
+                return parts.apply(
+                    lambda a: iam_policies.block_manager_policy(
+                        environment=stack.environment,
+                        log_group_arn=a[0],
+                        app_key_arn=a[1],
+                        jit_prefix_arn=a[2],
+                        table_arn=a[3],
+                        node_role_arns=list(a[4]),
+                        region=stack.region,
+                        queue_arns=list(a[5]),
+                        buys_blocks=buys,
+                    )
+                )
+
+            return build
+
+        cb_scale_up = self._function(name, "cb_scale_up", code, SCALE_UP_TIMEOUT_S, policy([queues[p.name].arn for p in block_pools]), tags)
+        manager = self._function(name, "cb_manager", code, 120, policy(list(events.values())), tags)
+        self._schedule(name, "cb-manager", manager, tags)
+        for pool, arn in events.items():
+            aws.lambda_.EventSourceMapping(
+                f"{name}-{pool}-cb-events",
+                event_source_arn=arn,
+                function_name=manager.arn,
+                batch_size=10,
+                function_response_types=["ReportBatchItemFailures"],
+                opts=self._child,
+            )
+        return cb_scale_up
 
     def _alarms(self, name: str, env: str, tags: dict[str, str]) -> None:
         """Fail loudly: the counters the functions emit (lambda_src/metrics.py) that mean

@@ -7,11 +7,13 @@ component, `estate serve` and the tests all call it, with deploy-time ids filled
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from estate.loader import Estate
 from estate.pool import Pool
 from estate.prices import PriceError, PriceTable
 from estate.stack_config import StackConfig
+from lambda_src.gpu_slots import slot_labels
 from lambda_src.settings import ControlPlaneSettings, IdleWindow, PoolSettings
 
 # Upstream's default when `minimum_running_time_in_minutes` is unset (Linux runners).
@@ -22,7 +24,16 @@ def jit_parameter_prefix(environment: str) -> str:
     return f"/runner-estate/{environment}/jit/"
 
 
-def pool_settings(pool: Pool, launch_template_id: str = "", subnet_ids: Sequence[str] = (), queue_url: str = "") -> PoolSettings:
+def pool_settings(
+    pool: Pool,
+    launch_template_id: str = "",
+    subnet_ids: Sequence[str] = (),
+    queue_url: str = "",
+    *,
+    events_queue_url: str = "",
+    security_group_ids: Sequence[str] = (),
+    public_ip: bool = False,
+) -> PoolSettings:
     rc, limits = pool.runner, pool.spec.estate.hard_limits
     cap = rc.runners_maximum_count if limits.max_instances is None else min(rc.runners_maximum_count, limits.max_instances)
     minimum = rc.minimum_running_time_in_minutes
@@ -45,7 +56,30 @@ def pool_settings(pool: Pool, launch_template_id: str = "", subnet_ids: Sequence
         queue_url=queue_url,
         max_hourly_usd=limits.max_hourly_usd,
         host_hourly_usd=host_hourly_usd(pool),
+        **capacity_block_settings(pool),
+        events_queue_url=events_queue_url,
+        security_group_ids=tuple(security_group_ids),
+        public_ip=public_ip,
     )
+
+
+def capacity_block_settings(pool: Pool) -> dict[str, Any]:
+    """What the capacity-block manager needs of a pool: its slots, longest job and blocks."""
+    block, layout = pool.spec.estate.capacity_block, pool.slot_layout
+    if block is None or layout is None:
+        return {}
+    return {
+        "gpus_per_node": pool.gpus_per_node,
+        "slot_gpus": tuple(g.gpus for g in layout.groups for _ in range(g.count)),
+        "slot_labels": tuple(slot_labels(layout, pool.gpu_labels)),
+        "job_timeout_s": 60 * block.job_timeout_minutes,
+        "reservation_ids": tuple(block.reservation_ids),
+        "renew": block.renew,
+        "renew_max_price_usd": block.max_price_usd,
+        "renew_duration_hours": block.duration_hours,
+        "renew_instance_count": block.instance_count,
+        "efa": block.efa,
+    }
 
 
 def host_hourly_usd(pool: Pool) -> float:

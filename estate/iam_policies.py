@@ -72,6 +72,12 @@ def jit_parameter_policy(parameter_prefix_arn: str) -> PolicyDocument:
     )
 
 
+def slot_report_policy(queue_arn: str) -> PolicyDocument:
+    """A capacity-block node reports free and faulty slots on its pool's events queue, and
+    may do nothing else with it."""
+    return _doc({"Sid": "SlotReports", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": queue_arn})
+
+
 def lambda_assume_role_policy() -> PolicyDocument:
     return _doc({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
 
@@ -158,6 +164,80 @@ def scaler_policy(
                 "Effect": "Allow",
                 "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
                 "Resource": queue_arns,
+            }
+        )
+    return _doc(*statements)
+
+
+def block_manager_policy(
+    *,
+    environment: str,
+    log_group_arn: str,
+    app_key_arn: str,
+    jit_prefix_arn: str,
+    table_arn: str,
+    node_role_arns: list[str],
+    region: str,
+    queue_arns: list[str],
+    buys_blocks: bool,
+) -> PolicyDocument:
+    """What cb_scale_up and cb_manager need: launch nodes into capacity blocks, read them,
+    terminate only this environment's nodes, and (only where a pool renews) buy a block."""
+    ours = {"StringEquals": {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}}
+    statements: list[dict[str, Any]] = [
+        _logs(log_group_arn),
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
+        {
+            "Sid": "RunnerConfigs",
+            "Effect": "Allow",
+            "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
+            "Resource": f"{jit_prefix_arn}*",
+        },
+        {"Sid": "Ledger", "Effect": "Allow", "Action": list(LEDGER_READ_WRITE), "Resource": [table_arn, f"{table_arn}/index/*"]},
+        {
+            "Sid": "Describe",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:DescribeInstances",
+                "ec2:DescribeCapacityReservations",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeLaunchTemplateVersions",
+                "ec2:DescribeImages",
+            ],
+            "Resource": "*",
+        },
+        {"Sid": "TerminateOurs", "Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*", "Condition": ours},
+        {
+            "Sid": "LaunchIntoBlocks",
+            "Effect": "Allow",
+            "Action": ["ec2:RunInstances"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+        },
+        {
+            "Sid": "TagAtLaunch",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "PurchaseCapacityBlock"]}},
+        },
+        {"Sid": "PassNodeRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": node_role_arns},
+        {
+            "Sid": "Queues",
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+            "Resource": queue_arns,
+        },
+    ]
+    if buys_blocks:
+        statements.append(
+            {
+                "Sid": "BuyNextBlock",
+                "Effect": "Allow",
+                "Action": ["ec2:DescribeCapacityBlockOfferings", "ec2:PurchaseCapacityBlock"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
             }
         )
     return _doc(*statements)

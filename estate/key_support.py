@@ -15,7 +15,6 @@ NO_FIXED_DELAY = "not honoured: the scaler decides when the event arrives and re
 ALWAYS_EPHEMERAL = "not honoured: runners are always ephemeral JIT registrations (one job, then gone)"
 OWN_USER_DATA = "not honoured: hosts run our user-data, which starts a JIT runner; a custom script is not run"
 ALWAYS_ORG = "not honoured: runners are always registered at organisation level"
-CAPACITY_BLOCK_PENDING = "accepted; read by the capacity-block manager, which is not built yet"
 NOT_YET = "accepted but not acted on yet"
 
 # runner_config keys, and top-level keys prefixed with their section.
@@ -23,11 +22,6 @@ UNACTED_KEYS: Mapping[str, str] = {
     "fifo": LEDGER_DEDUPLICATES,
     "runner_config.pool_config": USE_IDLE_CONFIG,
     "runner_config.scale_down_schedule_expression": ONE_SCALE_DOWN,
-    "estate.capacity_block.reservation_ids": CAPACITY_BLOCK_PENDING,
-    "estate.capacity_block.purchase": CAPACITY_BLOCK_PENDING,
-    "estate.capacity_block.max_price_usd": CAPACITY_BLOCK_PENDING,
-    "estate.capacity_block.duration_hours": CAPACITY_BLOCK_PENDING,
-    "estate.capacity_block.instance_count": CAPACITY_BLOCK_PENDING,
     "runner_config.delay_webhook_event": NO_FIXED_DELAY,
     "runner_config.enable_job_queued_check": NO_FIXED_DELAY,
     "runner_config.enable_ephemeral_runners": ALWAYS_EPHEMERAL,

@@ -91,6 +91,12 @@ class Pool:
         return None
 
     @property
+    def gpu_labels(self) -> tuple[str, ...]:
+        """The GPU model and compute capability a slotted node's runners add: ("h100", "sm90")."""
+        model = self.gpu_model
+        return (model.label, model.sm) if model is not None else ()
+
+    @property
     def base_labels(self) -> tuple[str, ...]:
         """Labels every runner of the pool carries, in GitHub's order."""
         extra = [label.lower() for label in self.runner.runner_extra_labels]
@@ -102,7 +108,7 @@ class Pool:
         base = normalise(self.base_labels)
         if self.slot_layout is None:
             return (base,)
-        return tuple(base | {label} for label in self.slot_layout.size_labels)
+        return tuple(base | set(self.gpu_labels) | {label} for label in self.slot_layout.size_labels)
 
     @property
     def runner_group(self) -> str:

@@ -181,6 +181,11 @@ class CapacityBlockSettings(StrictModel):
     max_price_usd: float | None = Field(default=None, gt=0)
     duration_hours: int | None = Field(default=None, ge=24, le=4368)
     instance_count: int = Field(default=1, ge=1, le=64)
+    # The longest job the pool runs (GitHub's default timeout-minutes is 360): a block stops
+    # taking jobs this long (plus a margin) before EC2 starts terminating its nodes.
+    job_timeout_minutes: int = Field(default=360, ge=1, le=7200)
+    renew: bool = False  # buy the next block when demand persists; needs max_price_usd and duration_hours
+    efa: bool = False  # give nodes an Elastic Fabric Adapter (multi-node NCCL jobs)
 
     @field_validator("reservation_ids")
     @classmethod
@@ -192,12 +197,12 @@ class CapacityBlockSettings(StrictModel):
 
     @model_validator(mode="after")
     def _source_of_capacity(self) -> CapacityBlockSettings:
-        if self.purchase:
+        if self.purchase or self.renew:
             if self.max_price_usd is None or self.duration_hours is None:
-                raise ValueError("purchase: true needs max_price_usd and duration_hours")
+                raise ValueError(f"{'purchase' if self.purchase else 'renew'}: true needs max_price_usd and duration_hours")
             if self.duration_hours % 24:
                 raise ValueError("duration_hours must be whole days (a multiple of 24)")
-        elif not self.reservation_ids:
+        if not self.purchase and not self.reservation_ids:
             raise ValueError("give reservation_ids of blocks you hold, or purchase: true with a price limit")
         return self
 

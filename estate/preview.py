@@ -22,6 +22,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from estate.diagnostics import ConfigError
+from estate.prices import PriceTable
 from estate.stack_config import NAMESPACE, OPTIONAL_SECRET_SETTINGS, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 
 PROJECT = "runner-estate"
@@ -127,7 +128,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
             arch = next((f["values"][0] for f in args.args.get("filters", []) if f["name"] == "architecture"), "x86_64")
             digest = hashlib.sha256(json.dumps(args.args, sort_keys=True).encode()).hexdigest()
             return {"id": f"ami-{digest[:17]}", "architecture": arch}, []
+        if token == "aws:ec2/getCapacityBlockOffering:getCapacityBlockOffering":  # noqa: S105 - an invoke token
+            return self._offering(args.args), []
         return {}, []
+
+    def _offering(self, query: dict[str, Any]) -> dict[str, Any]:
+        """The offering an account would be shown, priced from our table (estate/prices.py), so
+        the offline preview says what a `purchase: true` would cost."""
+        itype, count, hours = str(query["instanceType"]), int(query["instanceCount"]), int(query["capacityDurationHours"])
+        fee = PriceTable().hourly(itype, "capacity-block") * count * hours
+        digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()
+        return {
+            "capacityBlockOfferingId": f"cbo-{digest[:17]}",
+            "instanceType": itype,
+            "instanceCount": count,
+            "capacityDurationHours": hours,
+            "availabilityZone": f"{self.region}a",
+            "currencyCode": "USD",
+            "upfrontFee": f"{fee:.2f}",
+            "tenancy": "default",
+            "id": f"cbo-{digest[:17]}",
+        }
 
 
 def _unwrap_secrets(value: Any) -> Any:

@@ -281,18 +281,7 @@ class ControlPlane:
             )
 
     def _deliver_jit(self, pool: PoolSettings, instance_id: str, now: float) -> None:
-        name = self._runner_name(pool, instance_id)
-        group = self.github.runner_group_id(pool.runner_group)
-        try:
-            _, config = self.github.generate_jitconfig(name, group, list(pool.labels))
-        except GithubError as exc:
-            if exc.status != 409:
-                raise
-            # A crashed run registered this name already: replace that registration.
-            existing = self.github.find_runner(name)
-            if existing is not None:
-                self.github.delete_runner(existing.id)
-            _, config = self.github.generate_jitconfig(name, group, list(pool.labels))
+        config = self.github.fresh_jitconfig(self._runner_name(pool, instance_id), pool.runner_group, list(pool.labels))
         self.jit.put(instance_id, config)
         self.ledger.mark(instance_id, jit_at=now)
 

@@ -63,7 +63,7 @@ class Ec2Fleet:
             "ClientToken": token[:64],
             "LaunchTemplateConfigs": [{"LaunchTemplateSpecification": template, "Overrides": overrides}],
             "TargetCapacitySpecification": {"TotalTargetCapacity": count, "DefaultTargetCapacityType": market},
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": _tags(runner_tags(self.environment, pool.name, pool.labels))}],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(runner_tags(self.environment, pool.name, pool.labels))}],
         }
         if market == "spot":
             # Upstream's strategy names are EC2 Fleet's own.
@@ -95,5 +95,5 @@ class Ec2Fleet:
             self.ec2.terminate_instances(InstanceIds=instance_ids)
 
 
-def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]

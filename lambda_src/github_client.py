@@ -99,6 +99,19 @@ class GithubClient:
         made = self.call("POST", f"/orgs/{self.org}/actions/runners/generate-jitconfig", body)
         return int(made["runner"]["id"]), str(made["encoded_jit_config"])
 
+    def fresh_jitconfig(self, name: str, group: str, labels: list[str]) -> str:
+        """A one-job registration under `name`, replacing one a crashed run left behind (409)."""
+        group_id = self.runner_group_id(group)
+        try:
+            return self.generate_jitconfig(name, group_id, labels)[1]
+        except GithubError as exc:
+            if exc.status != 409:
+                raise
+        existing = self.find_runner(name)
+        if existing is not None:
+            self.delete_runner(existing.id)
+        return self.generate_jitconfig(name, group_id, labels)[1]
+
     def list_runners(self) -> list[GithubRunner]:
         """Every runner of the org, all pages; one listing serves every pool in a cycle."""
         found = []

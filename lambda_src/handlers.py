@@ -21,6 +21,7 @@ from lambda_src.metrics import emf_line
 from lambda_src.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:
+    from lambda_src.block_manager import BlockManager
     from lambda_src.control_plane import ControlPlane
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
@@ -104,6 +105,19 @@ def _control_plane(account: str) -> ControlPlane:
     )
 
 
+@cache
+def _block_manager(account: str) -> BlockManager:
+    import boto3
+
+    from lambda_src.block_ec2 import BlockEc2
+    from lambda_src.block_manager import BlockManager
+
+    plane = _control_plane(account)
+    s = plane.settings
+    ec2 = BlockEc2(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment)
+    return BlockManager(settings=s, ledger=plane.ledger, ec2=ec2, jit=plane.jit, github=plane.github, clock=time.time)
+
+
 def _retry_config() -> Any:
     from botocore.config import Config
 
@@ -147,6 +161,26 @@ def scale_down_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     summary = _control_plane(_account(context)).scale_down().summary()
     _emit("scale_down", _numbers(summary))
     return summary
+
+
+def cb_scale_up_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    records = event.get("Records", [])
+    failures = _block_manager(_account(context)).scale_up(records)
+    _emit("cb_scale_up", {"messages": len(records), "failed_messages": len(failures)})
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+
+def cb_manager_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Every minute (a scheduled event), and for each batch of a pool's events queue."""
+    manager = _block_manager(_account(context))
+    if "Records" in event:
+        failures = manager.handle_events(event["Records"])
+        _emit("cb_manager", {"events": len(event["Records"]), "failed_events": len(failures)})
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+    summaries = manager.manage()
+    counts = {k: float(sum(s[k] for s in summaries)) for k in ("launched", "issued", "deregistered", "retired", "overran", "idle_gpus")}
+    _emit("cb_manager", counts)
+    return {"pools": summaries}
 
 
 def _numbers(summary: dict[str, Any]) -> dict[str, float]:

@@ -95,15 +95,23 @@ def install_runner(directory: Path, version: str, arch: str, sha256: str | None,
     return directory
 
 
-def run_once(command: list[str], config: str, user: str | None) -> int:
-    """Run the runner for its one job, with the config only in its environment."""
+def start_runner(command: list[str], config: str, user: str | None, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start the runner for its one job, with the config only in its environment (never on a
+    command line); `extra_env` pins a GPU slot's devices."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(extra_env or {})
     env[JIT_ENV] = config
-    prefix = ["sudo", "--preserve-env=" + JIT_ENV, "-u", user] if user and user != "root" else []
-    return subprocess.run([*prefix, *command], env=env, check=False).returncode  # noqa: S603 - fixed argv, no shell
+    keep = ",".join([JIT_ENV, *sorted(extra_env or {})])
+    prefix = ["sudo", f"--preserve-env={keep}", "-u", user] if user and user != "root" else []
+    return subprocess.Popen([*prefix, *command], env=env)  # noqa: S603 - fixed argv, no shell
 
 
-def _download(url: str) -> bytes:
+def run_once(command: list[str], config: str, user: str | None) -> int:
+    """Run the runner for its one job."""
+    return start_runner(command, config, user).wait()
+
+
+def download(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=120) as answer:  # noqa: S310 - https release URL
         return bytes(answer.read())
 
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     instance_id = imds.get("meta-data/instance-id")
     region = imds.get("meta-data/placement/region")
     ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
-    directory = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, _download)
+    directory = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
     if args.run_as != "root":
         subprocess.run(["chown", "-R", f"{args.run_as}:{args.run_as}", str(directory)], check=True)  # noqa: S603, S607
     config = fetch_runner_config(ssm, f"{args.parameter_prefix}{instance_id}", args.wait)

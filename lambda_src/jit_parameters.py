@@ -22,16 +22,17 @@ class JitParameters:
     prefix: str  # "/runner-estate/<env>/jit/"
     instance_arn_prefix: str  # "arn:aws:ec2:<region>:<account>:instance/"
 
-    def name(self, instance_id: str) -> str:
-        return f"{self.prefix}{instance_id}"
+    def name(self, instance_id: str, slot: int | None = None) -> str:
+        """One per host; on a capacity-block node, one per GPU slot below the host's name."""
+        return f"{self.prefix}{instance_id}" if slot is None else f"{self.prefix}{instance_id}/s{slot}"
 
-    def put(self, instance_id: str, encoded_config: str) -> bool:
-        """Store the config for exactly one host. False if it is already there (a re-run)."""
+    def put(self, instance_id: str, encoded_config: str, slot: int | None = None) -> bool:
+        """Store the config for exactly one host (slot). False if it is already there (a re-run)."""
         try:
             self.ssm.call(
                 "PutParameter",
                 {
-                    "Name": self.name(instance_id),
+                    "Name": self.name(instance_id, slot),
                     "Value": encoded_config,
                     "Type": "SecureString",
                     "Overwrite": False,
@@ -44,9 +45,9 @@ class JitParameters:
             raise
         return True
 
-    def delete(self, instance_id: str) -> None:
+    def delete(self, instance_id: str, slot: int | None = None) -> None:
         try:
-            self.ssm.call("DeleteParameter", {"Name": self.name(instance_id)})
+            self.ssm.call("DeleteParameter", {"Name": self.name(instance_id, slot)})
         except AwsError as exc:
             if exc.code != "ParameterNotFound":
                 raise

@@ -5,8 +5,10 @@ Items (partition key `pk`):
   instance#<id>  pool, launched_at, job_id, registered_at, idle_since, jit_at, runner_name
   repo#<name>    last_seen                                            - repos to re-scan
   lock#<name>    holder, lease_until                                  - one planner per pool at a time
+  block#<id>     target, warned                                       - a capacity block's memory
+  slot#<id>#<n>  issued_at, seen_at, faulty                           - a node slot's runner
 Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
-carries `open_key` = "job#<pool>" / "instance#<pool>" / "repo", the key of a sparse index, so
+carries `open_key` = "job#<pool>" / "instance#<pool>" / "slot#<pool>" / "repo", the key of a sparse index, so
 planning reads only what is open. Writes are conditional: a job is stored once and only moves
 forward (queued -> in_progress -> completed), whatever order GitHub delivers events in.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambda_src.aws_json import AwsError
-from lambda_src.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, Instance, Job, instance_id_of
+from lambda_src.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, BlockRecord, Instance, Job, SlotRecord, instance_id_of
 
 OPEN = "open_key"  # attribute of the sparse index: set while a job is queued or a host is live
 OPEN_INDEX = "open"
@@ -190,6 +192,7 @@ class Ledger:
                 "pool": inst.pool,
                 "launched_at": inst.launched_at,
                 "runner_name": inst.runner_name,
+                **({"block": inst.block} if inst.block else {}),
                 OPEN: f"instance#{inst.pool}",
                 "expires_at": int(self.clock() + self.ttl_s),
             },
@@ -216,6 +219,7 @@ class Ledger:
             idle_since=_num(item.get("idle_since")),
             jit_at=_num(item.get("jit_at")),
             runner_name=str(item.get("runner_name", "")),
+            block=item.get("block"),
         )
 
     def assign(self, instance_id: str, job_id: int) -> None:
@@ -249,6 +253,47 @@ class Ledger:
             ExpressionAttributeNames={f"#{k}": k for k in fields},
             **({"ExpressionAttributeValues": values} if values else {}),
         )
+
+    # ---- capacity blocks: per-block memory and per-slot runner state ---------------------
+    def block_record(self, block_id: str) -> BlockRecord:
+        item = self.table.get_item(Key={"pk": f"block#{block_id}"}, ConsistentRead=True).get("Item")
+        if item is None:
+            return BlockRecord()
+        return BlockRecord(target=int(item.get("target", 0)), warned=bool(item.get("warned", False)))
+
+    def set_block(self, block_id: str, end: float, **fields: int | bool) -> None:
+        """Remember a block's node target or its expiration warning until a week past its end."""
+        sets = {**fields, "expires_at": int(end + 7 * 24 * 3600)}
+        self.table.update_item(
+            Key={"pk": f"block#{block_id}"},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in sets),
+            ExpressionAttributeNames={f"#{k}": k for k in sets},
+            ExpressionAttributeValues={f":{k}": v for k, v in sets.items()},
+        )
+
+    def slots(self, pool: str) -> dict[tuple[str, int], SlotRecord]:
+        """Every slot record of the pool's live nodes."""
+        found = {}
+        for item in self._query(f"slot#{pool}"):
+            _, iid, index = str(item["pk"]).split("#")
+            found[(iid, int(index))] = SlotRecord(_num(item.get("issued_at")), _num(item.get("seen_at")), item.get("faulty"))
+        return found
+
+    def set_slot(self, pool: str, instance_id: str, slot: int, **fields: float | str) -> None:
+        sets = {**fields, OPEN: f"slot#{pool}", "expires_at": int(self.clock() + self.ttl_s)}
+        self.table.update_item(
+            Key={"pk": f"slot#{instance_id}#{slot}"},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in sets),
+            ExpressionAttributeNames={f"#{k}": k for k in sets},
+            ExpressionAttributeValues={f":{k}": v for k, v in sets.items()},
+        )
+
+    def slots_gone(self, instance_id: str, count: int) -> None:
+        """A node went away: its slots no longer count (the records expire with their TTL)."""
+        for slot in range(count):
+            self.table.update_if(
+                Key={"pk": f"slot#{instance_id}#{slot}"}, UpdateExpression=f"REMOVE {OPEN}", ConditionExpression="attribute_exists(pk)"
+            )
 
     # ---- per-pool planning lock -------------------------------------------------------
     def try_lock(self, name: str, holder: str, ttl_s: float) -> list[tuple[str, float]] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from estate.host_user_data import user_data
+from estate.host_user_data import NODE_MODULES, node_user_data, user_data
 from estate.loader import load_estate
 from lambda_src import host_bootstrap
 from lambda_src.aws_json import AwsError, AwsJsonClient
@@ -166,3 +166,21 @@ def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
     )
     assert helped.returncode == 0, helped.stderr
     assert "--runner-sha256 " + "ab" * 32 in script
+
+
+def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp_path: Path) -> None:
+    (pool,) = [p for p in POOLS if p.name == "gpu-h100-cb"]
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/runner-estate-prod-gpu-h100-cb-events"
+    script = node_user_data(pool, "/runner-estate/prod/jit/", "2.329.0", "ab" * 32, queue)
+    assert len(script) < 16 * 1024
+    assert f"--layout 1x4+4x1 --events-queue-url {queue}" in script
+    assert "shutdown" not in script  # a node lives for its block
+    bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
+    assert bundle is not None
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
+        tar.extractall(tmp_path, filter="data")
+    assert sorted(p.name for p in (tmp_path / "lambda_src").iterdir()) == sorted(NODE_MODULES)
+    helped = subprocess.run(
+        [sys.executable, "-m", "lambda_src.slot_manager", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert helped.returncode == 0, helped.stderr

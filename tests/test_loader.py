@@ -258,10 +258,17 @@ def test_older_ami_keys_are_read(tmp_path: Path) -> None:
     assert pool.runner.ami_selection.filter == {"name": ["ubuntu/*"]}
 
 
-def test_capacity_block_settings_not_yet_acted_on_are_listed(tmp_path: Path) -> None:
+def test_capacity_block_settings_are_acted_on_without_warnings(tmp_path: Path) -> None:
     pool, warnings = load_pool(write_pool(tmp_path, "h100", H100_POOL))
     assert pool.capacity_type == "capacity-block"
-    assert any(w.key == "estate.capacity_block.reservation_ids" and "capacity-block manager" in w.message for w in warnings)
+    assert not [w for w in warnings if (w.key or "").startswith("estate.capacity_block")]
+
+
+def test_renewing_a_block_needs_a_price_limit_and_a_length(tmp_path: Path) -> None:
+    text = H100_POOL.replace("capacity_block:\n", "capacity_block:\n    renew: true\n")
+    assert "renew: true" in text
+    with pytest.raises(ConfigError, match=r"renew: true needs max_price_usd and duration_hours"):
+        load_pool(write_pool(tmp_path, "h100", text))
 
 
 def test_an_hourly_budget_needs_a_price_for_every_type(tmp_path: Path) -> None:

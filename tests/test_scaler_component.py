@@ -51,7 +51,8 @@ def test_one_queue_and_dead_letter_queue_with_an_alarm_per_pool(scaler: list[Reg
 
 def test_scale_up_reads_every_pool_queue_with_partial_batch_failures(scaler: list[Registered]) -> None:
     mappings = of_type(scaler, ":EventSourceMapping")
-    assert len(mappings) == len(POOLS)
+    block_pools = [p for p in POOLS if p.capacity_type == "capacity-block"]
+    assert len(mappings) == len(POOLS) + len(block_pools)  # + each capacity-block pool's events queue
     assert all(m.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 
@@ -78,7 +79,7 @@ def test_secrets_are_secure_strings_and_never_in_function_environments(scaler: l
 
 
 def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registered]) -> None:
-    assert len(of_type(scaler, ":Role")) == 4
+    assert len(of_type(scaler, ":Role")) == 6  # webhook, scale_up, reconcile, scale_down, cb_scale_up, cb_manager
     webhook = policy_of(scaler, "webhook")
     assert actions(webhook) == {
         "logs:CreateLogStream",
@@ -106,7 +107,7 @@ def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registe
 def test_functions_ship_lambda_src_with_the_compiled_settings(scaler: list[Registered]) -> None:
     functions = of_type(scaler, ":Function")
     assert {f.inputs["handler"] for f in functions} == {
-        f"lambda_src.handlers.{n}_handler" for n in ("webhook", "scale_up", "reconcile", "scale_down")
+        f"lambda_src.handlers.{n}_handler" for n in ("webhook", "scale_up", "reconcile", "scale_down", "cb_scale_up", "cb_manager")
     }
     settings_file = "lambda_src/control_plane.json"
     builds = {json.dumps(sorted(f.inputs["code"].assets)) + f.inputs["code"].assets[settings_file].text for f in functions}
@@ -129,7 +130,8 @@ def test_launch_templates_boot_the_bootstrap_without_credentials() -> None:
     templates = [r for r in run_program(PROJECT_DIR, "prod").records if r.type.endswith(":LaunchTemplate")]
     for t in templates:
         script = base64.b64decode(t.inputs["userData"]).decode()
-        assert "python3 -m lambda_src.host_bootstrap --parameter-prefix /runner-estate/prod/jit/" in script
+        program = "slot_manager" if (t.parent or "").endswith("-cb") else "host_bootstrap"
+        assert f"python3 -m lambda_src.{program} --parameter-prefix /runner-estate/prod/jit/" in script
         assert "BEGIN" not in script
         assert "ghs_" not in script
 

@@ -1,0 +1,203 @@
+"""CapacityBlockFleet: everything one capacity-block pool needs beside the shared control
+plane — its nodes' launch template and role (a RunnerFleet whose user-data starts the GPU
+slot manager), the EventBridge rules that bring Capacity Block and instance-state events to
+the manager through an SQS queue with a DLQ, and, only when the pool says `purchase: true`,
+the block itself, bought from the cheapest offering within its price limit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.runner_fleet import RunnerFleet, RunnerFleetArgs
+from estate import iam_policies
+from estate.host_user_data import node_user_data
+from estate.pool import Pool
+from lambda_src.block_manager import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE
+from lambda_src.tags import POOL
+
+EVENTS_MAX_RECEIVE_COUNT = 5
+MANAGER_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class CapacityBlockFleetArgs:
+    pool: Pool
+    environment: str
+    security_group_id: pulumi.Input[str]
+    public_ip: bool
+    log_retention_days: int
+    tags: dict[str, str]
+    jit_prefix: str  # "/runner-estate/<env>/jit/"
+    jit_prefix_arn: pulumi.Input[str]
+    runner_version: str
+    runner_sha256: str | None
+
+
+class CapacityBlockFleet(pulumi.ComponentResource):
+    launch_template_id: pulumi.Output[str]
+    role_arn: pulumi.Output[str]
+    events_queue_arn: pulumi.Output[str]
+    events_queue_url: pulumi.Output[str]
+    reservation_ids: list[pulumi.Output[str]]
+    log_group_names: list[str]
+    purchase_usd: pulumi.Output[float] | None
+
+    def __init__(self, name: str, args: CapacityBlockFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("runner-estate:index:CapacityBlockFleet", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        pool, tags = args.pool, args.tags
+        block = pool.spec.estate.capacity_block
+        assert block is not None
+        prefix = f"runner-estate-{args.environment}-{pool.name}"
+
+        dlq = aws.sqs.Queue(f"{name}-events-dlq", name=f"{prefix}-events-dlq", message_retention_seconds=1209600,
+                            sqs_managed_sse_enabled=True, tags=tags, opts=child)  # fmt: skip
+        queue = aws.sqs.Queue(
+            f"{name}-events",
+            name=f"{prefix}-events",
+            visibility_timeout_seconds=2 * MANAGER_TIMEOUT_S,
+            message_retention_seconds=86400,
+            sqs_managed_sse_enabled=True,
+            redrive_policy=dlq.arn.apply(lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": EVENTS_MAX_RECEIVE_COUNT})),
+            tags=tags,
+            opts=child,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-events-dlq-alarm",
+            alarm_description=f"Capacity-block events of pool {pool.name} the manager gave up on (runbook: capacity blocks)",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": dlq.name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            tags=tags,
+            opts=child,
+        )
+
+        # Both spellings of each Capacity Block event AWS documents, and instances ending
+        # (a lost node is replaced while its block still has room).
+        patterns = {
+            "blocks": {"source": ["aws.ec2"], "detail-type": [*CB_DETAIL_TYPES, *CB_WARNING_TYPES]},
+            "instances": {
+                "source": ["aws.ec2"],
+                "detail-type": [STATE_CHANGE],
+                "detail": {"state": ["shutting-down", "terminated", "stopped"]},
+            },
+        }
+        rules = []
+        for label, pattern in patterns.items():
+            rule = aws.cloudwatch.EventRule(f"{name}-{label}-rule", event_pattern=json.dumps(pattern), tags=tags, opts=child)
+            aws.cloudwatch.EventTarget(f"{name}-{label}-target", rule=rule.name, arn=queue.arn, opts=child)
+            rules.append(rule)
+        aws.sqs.QueuePolicy(
+            f"{name}-events-policy",
+            queue_url=queue.url,
+            policy=pulumi.Output.all(queue.arn, *[r.arn for r in rules]).apply(
+                lambda a: json.dumps(_events_queue_policy(a[0], list(a[1:])))
+            ),
+            opts=child,
+        )
+
+        fleet = RunnerFleet(
+            name,
+            RunnerFleetArgs(
+                pool=pool,
+                environment=args.environment,
+                security_group_id=args.security_group_id,
+                public_ip=args.public_ip,
+                log_retention_days=args.log_retention_days,
+                tags=tags,
+                jit_prefix_arn=args.jit_prefix_arn,
+                user_data=queue.url.apply(lambda url: node_user_data(pool, args.jit_prefix, args.runner_version, args.runner_sha256, url)),
+            ),
+            opts=child,
+        )
+        # Nodes report free and faulty slots on this queue, and may do nothing else with it.
+        aws.iam.RolePolicy(
+            f"{name}-slot-reports",
+            role=fleet.role_name,
+            policy=queue.arn.apply(lambda arn: json.dumps(iam_policies.slot_report_policy(arn))),
+            opts=child,
+        )
+
+        self.reservation_ids = [pulumi.Output.from_input(rid) for rid in block.reservation_ids]
+        self.purchase_usd = None
+        if block.purchase:
+            self._purchase(name, pool, tags)
+
+        self.launch_template_id = fleet.launch_template_id
+        self.role_arn = fleet.role_arn
+        self.log_group_names = fleet.log_group_names
+        self.events_queue_arn = queue.arn
+        self.events_queue_url = queue.url
+        self.register_outputs(
+            {
+                "launch_template_id": self.launch_template_id,
+                "events_queue_url": self.events_queue_url,
+                "reservation_ids": self.reservation_ids,
+                "purchase_usd": self.purchase_usd,
+            }
+        )
+
+    def _purchase(self, name: str, pool: Pool, tags: dict[str, str]) -> None:
+        """Buy one block from the cheapest offering the API returns — refused above the price
+        limit before anything is bought. Protected: deleting it would not refund it."""
+        block = pool.spec.estate.capacity_block
+        assert block is not None
+        assert block.max_price_usd is not None
+        assert block.duration_hours is not None
+        offering = aws.ec2.get_capacity_block_offering_output(
+            instance_type=pool.instance_types[0].name,
+            instance_count=block.instance_count,
+            capacity_duration_hours=block.duration_hours,
+            opts=pulumi.InvokeOptions(parent=self),
+        )
+        limit = block.max_price_usd
+
+        def within_limit(fee: Any) -> str:
+            if float(fee) > limit:
+                cost = f"the cheapest offering costs ${float(fee):,.2f}, above max_price_usd ${limit:,.2f}"
+                raise pulumi.RunError(f"pool {pool.name}: estate.capacity_block: {cost}")
+            # A warning, so every preview of this stack says that `up` spends money.
+            pulumi.log.warn(
+                f"pool {pool.name}: buys a capacity block of {block.instance_count} x {pool.instance_types[0].name} "
+                f"for {block.duration_hours} h at ${float(fee):,.2f}"
+            )
+            return str(fee)
+
+        checked = offering.upfront_fee.apply(within_limit)
+        reservation = aws.ec2.CapacityBlockReservation(
+            f"{name}-block",
+            capacity_block_offering_id=pulumi.Output.all(offering.capacity_block_offering_id, checked).apply(lambda a: a[0]),
+            instance_platform="Linux/UNIX",
+            tags={**tags, POOL: pool.name},
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
+        self.reservation_ids.append(reservation.id)
+        self.purchase_usd = checked.apply(float)
+
+
+def _events_queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
+    """Only our two rules may deliver to the queue."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "EventBridgeRules",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
+            }
+        ],
+    }

@@ -1,0 +1,256 @@
+"""The capacity-block manager's shell: read blocks, nodes, slots and runners; ask
+lambda_src/block_planner.py; apply its plan. Serves `cb_scale_up` (queued jobs of
+capacity-block pools), `cb_manager` (every minute, EventBridge's Capacity Block and
+instance-state events, and the nodes' slot reports), the local plane and the tests.
+
+The App key never leaves the control plane: a node's slots get one-job runner configs as
+SecureStrings only that node may read (lambda_src/jit_parameters.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from lambda_src.block_ec2 import BlockEc2
+from lambda_src.block_planner import Block, BlockPlan, plan_blocks, should_renew
+from lambda_src.fleet_state import GithubRunner, Instance, runner_name, slot_runner_name
+from lambda_src.github_client import GithubClient
+from lambda_src.jit_parameters import JitParameters
+from lambda_src.job_messages import job_from_message
+from lambda_src.ledger import Ledger
+from lambda_src.planner import LISTING_GRACE_S
+from lambda_src.settings import ControlPlaneSettings, PoolSettings
+
+log = logging.getLogger("runner_estate.block_manager")
+
+LOCK_LEASE_S = 90.0
+LOCK_WAIT_S = 10.0
+CB_DETAIL_TYPES = ("Capacity Block Delivered", "Capacity Block Reservation Delivered")
+CB_WARNING_TYPES = ("Capacity Block Expiration Warning", "Capacity Block Reservation Expiration Warning")
+STATE_CHANGE = "EC2 Instance State-change Notification"
+
+
+class BadReportError(ValueError):
+    """A node's slot report that cannot be acted on (never retried)."""
+
+
+@dataclass
+class CycleReport:
+    pool: str
+    launched: list[str] = field(default_factory=list)
+    issued: int = 0
+    deregistered: int = 0
+    retired: list[str] = field(default_factory=list)
+    overran: int = 0
+    bought: str | None = None
+    blocks: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "launched": len(self.launched),
+            "issued": self.issued,
+            "deregistered": self.deregistered,
+            "retired": len(self.retired),
+            "overran": self.overran,
+            "bought": self.bought,
+            "idle_gpus": sum(int(str(b["idle_gpus"])) for b in self.blocks.values() if b["phase"] in {"accepting", "draining"}),
+            "blocks": self.blocks,
+        }
+
+
+@dataclass
+class BlockManager:
+    settings: ControlPlaneSettings
+    ledger: Ledger
+    ec2: BlockEc2
+    jit: JitParameters
+    github: GithubClient
+    clock: Callable[[], float]
+    sleep: Callable[[float], None] = time.sleep
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @cached_property
+    def pools(self) -> dict[str, PoolSettings]:
+        return {n: p for n, p in self.settings.pools.items() if p.capacity_type == "capacity-block"}
+
+    # ---- entry points -----------------------------------------------------------------
+    def scale_up(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Queued jobs of capacity-block pools: run those pools' cycles. Returns message ids to retry."""
+        now = self.clock()
+        failures: list[str] = []
+        by_pool: dict[str, list[str]] = {}
+        for record in records:
+            message_id = str(record.get("messageId", ""))
+            try:
+                job = job_from_message(str(record.get("body", "")), self.settings.pools, now)
+            except ValueError as exc:
+                log.error("poison message %s: %s", message_id, exc)
+                failures.append(message_id)
+                continue
+            if job.pool in self.pools:
+                by_pool.setdefault(job.pool, []).append(message_id)
+        return failures + self._cycles(by_pool)
+
+    def handle_events(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """EventBridge events and node reports from a pool's events queue. Returns ids to retry."""
+        by_pool: dict[str, list[str]] = {}
+        for record in records:
+            message_id = str(record.get("messageId", ""))
+            try:
+                pools = self._pools_for(json.loads(str(record.get("body", ""))), record.get("attributes", {}))
+            except (BadReportError, ValueError, KeyError, TypeError) as exc:
+                log.error("dropped event %s: %s", message_id, exc)
+                continue
+            for pool in pools:
+                by_pool.setdefault(pool, []).append(message_id)
+        return sorted(set(self._cycles(by_pool)))
+
+    def manage(self) -> list[dict[str, Any]]:
+        """The schedule: every capacity-block pool, whatever events were lost."""
+        runners = self.github.list_runners() if self.pools else []
+        return [self.cycle(pool, runners).summary() for pool in sorted(self.pools)]
+
+    def _cycles(self, by_pool: Mapping[str, list[str]]) -> list[str]:
+        failures: list[str] = []
+        runners = self.github.list_runners() if by_pool else []
+        for pool, ids in sorted(by_pool.items()):
+            try:
+                self.cycle(pool, runners)
+            except Exception:  # one pool's failure must not starve the others; SQS retries its messages
+                log.exception("capacity-block cycle of pool %s failed", pool)
+                failures += ids
+        return failures
+
+    def _pools_for(self, body: Mapping[str, Any], attributes: Mapping[str, Any]) -> list[str]:
+        """Which pools an event concerns, recording what it tells us on the way."""
+        if "kind" in body:  # a node's slot report
+            instance, slot = str(body["instance"]), int(body["slot"])
+            sender = str(attributes.get("SenderId", ""))
+            # An instance role's session is named after the instance: a node speaks only for itself.
+            if ":" in sender and sender.rsplit(":", 1)[1].startswith("i-") and sender.rsplit(":", 1)[1] != instance:
+                raise BadReportError(f"{sender} reported on {instance}")
+            node = self.ledger.instance(instance, live_only=True)
+            if node is None or node.pool not in self.pools:
+                raise BadReportError(f"{instance} is not a live capacity-block node")
+            if body["kind"] == "slot-faulty":
+                reason = str(body.get("reason", "unhealthy GPU"))[:300]
+                log.error("node %s slot %d leaves rotation: %s", instance, slot, reason)
+                self.ledger.set_slot(node.pool, instance, slot, faulty=reason)
+            return [node.pool]
+        detail_type, detail = str(body.get("detail-type", "")), body.get("detail", {})
+        if detail_type in CB_WARNING_TYPES:
+            rid = str(detail["capacity-reservation-id"])
+            end = datetime.fromisoformat(str(detail["end-date"]).replace("Z", "+00:00")).timestamp()
+            log.warning("capacity block %s expires at %s: draining", rid, detail["end-date"])
+            self.ledger.set_block(rid, end, warned=True)
+            return sorted(self.pools)
+        if detail_type in CB_DETAIL_TYPES:
+            return sorted(self.pools)
+        if detail_type == STATE_CHANGE:
+            node = self.ledger.instance(str(detail["instance-id"]))
+            return [node.pool] if node is not None and node.pool in self.pools else []
+        raise BadReportError(f"unexpected event {detail_type or sorted(body)!r}")
+
+    # ---- one pool's cycle -------------------------------------------------------------
+    @contextmanager
+    def _planning(self, pool: str) -> Iterator[None]:
+        waited = 0.0
+        while self.ledger.try_lock(f"plan#{pool}", self.holder, LOCK_LEASE_S) is None:
+            if waited >= LOCK_WAIT_S:
+                raise RuntimeError(f"pool {pool} is being planned by another invocation")
+            self.sleep(0.2)
+            waited += 0.2
+        try:
+            yield
+        finally:
+            self.ledger.unlock(f"plan#{pool}", self.holder, [])
+
+    def cycle(self, pool_name: str, runners: list[GithubRunner]) -> CycleReport:
+        pool = self.pools[pool_name]
+        report = CycleReport(pool_name)
+        with self._planning(pool_name):
+            now = self.clock()
+            blocks = self.ec2.blocks(pool)
+            nodes = self._sync_nodes(pool, now)
+            records = {b.id: self.ledger.block_record(b.id) for b in blocks}
+            queued = len(self.ledger.queued_jobs(pool_name))
+            plan = plan_blocks(pool, self.settings.environment, blocks, records, nodes, self.ledger.slots(pool_name), runners,
+                               queued, now)  # fmt: skip
+            self._apply(pool, {b.id: b for b in blocks}, plan, report, now)
+            busy = sum(int(str(b["busy_gpus"])) for b in plan.report.values())
+            paid = sum(int(str(b["paid_gpus"])) for b in plan.report.values() if b["phase"] == "accepting")
+            if should_renew(pool, blocks, queued, busy / paid if paid else 0.0, now):
+                report.bought = self.ec2.buy_next(pool, max((b.end for b in blocks), default=now))
+        log.info("capacity blocks: %s", json.dumps(report.summary(), sort_keys=True))
+        return report
+
+    def _sync_nodes(self, pool: PoolSettings, now: float) -> list[Instance]:
+        """Ledger and EC2 in agreement: a node EC2 lists but the ledger lacks (a launch that
+        crashed before recording it) is adopted; one EC2 no longer lists is gone."""
+        listed = {n.id: n for n in self.ec2.nodes({pool.name})}
+        known = {i.id: i for i in self.ledger.live_instances(pool.name)}
+        for node in listed.values():
+            if node.id not in known:
+                inst = Instance(node.id, pool.name, node.launched_at, runner_name=self._name(pool, node.id), block=node.block)
+                self.ledger.add_instance(inst)
+                known[node.id] = inst
+        for inst in list(known.values()):
+            if inst.id not in listed and now - inst.launched_at > LISTING_GRACE_S:
+                log.warning("node %s of pool %s is gone", inst.id, pool.name)
+                self._forget(pool, inst.id)
+                del known[inst.id]
+        return list(known.values())
+
+    def _apply(self, pool: PoolSettings, blocks: Mapping[str, Block], plan: BlockPlan, report: CycleReport, now: float) -> None:
+        for dereg in plan.deregister:
+            if self.github.delete_runner(dereg.runner_id):
+                report.deregistered += 1
+                log.info("deregistered runner %s (node %s slot %s): %s", dereg.runner_id, dereg.instance_id, dereg.slot, dereg.reason)
+        for iid, slot in plan.withdraw:
+            self.jit.delete(iid, slot)
+        for iid, why in plan.retire:
+            log.info("retiring node %s of pool %s: %s", iid, pool.name, why)
+            self.ec2.terminate([iid])
+            self._forget(pool, iid)
+            report.retired.append(iid)
+        for block_id, target in plan.targets.items():
+            self.ledger.set_block(block_id, blocks[block_id].end, target=target)
+        issue = list(plan.issue)
+        for block_id, count in plan.launch:
+            token = f"{block_id}-{int(now // 60)}-{count}"
+            for iid in self.ec2.launch(pool, blocks[block_id], count, token):
+                self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._name(pool, iid), block=block_id))
+                report.launched.append(iid)
+                issue += [(iid, slot) for slot in range(len(pool.slot_gpus))]
+        for iid, slot in issue:
+            name = slot_runner_name(pool.name_prefix, self.settings.environment, pool.name, iid, slot)
+            config = self.github.fresh_jitconfig(name, pool.runner_group, pool.labels_of_slot(slot))
+            self.jit.delete(iid, slot)  # an unread config of an earlier runner: replaced
+            self.jit.put(iid, config, slot)
+            self.ledger.set_slot(pool.name, iid, slot, issued_at=now)
+            report.issued += 1
+        for iid, slot in plan.seen:
+            self.ledger.set_slot(pool.name, iid, slot, seen_at=now)
+        for iid, slot in plan.overran:
+            log.error("node %s slot %d still runs a job as its block ends: job timeout above job_timeout_minutes?", iid, slot)
+        report.overran = len(plan.overran)
+        report.blocks = plan.report
+
+    def _forget(self, pool: PoolSettings, instance_id: str) -> None:
+        self.ledger.instance_gone(instance_id)
+        self.ledger.slots_gone(instance_id, len(pool.slot_gpus))
+        for slot in range(len(pool.slot_gpus)):
+            self.jit.delete(instance_id, slot)
+
+    def _name(self, pool: PoolSettings, instance_id: str) -> str:
+        return runner_name(pool.name_prefix, self.settings.environment, pool.name, instance_id)
