@@ -17,7 +17,7 @@ from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from estate import iam_policies
 from estate.host_user_data import node_user_data
 from estate.pool import Pool
-from lambda_src.block_manager import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE
+from lambda_src.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE
 from lambda_src.tags import POOL
 
 EVENTS_MAX_RECEIVE_COUNT = 5

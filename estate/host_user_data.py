@@ -12,6 +12,7 @@ import base64
 import gzip
 import io
 import tarfile
+from functools import cache
 from pathlib import Path
 
 from estate.pool import Pool
@@ -35,6 +36,7 @@ def _without_docs(source: str) -> bytes:
     return ast.unparse(tree).encode()
 
 
+@cache
 def _bundle(modules: tuple[str, ...]) -> str:
     """The host modules as a gzipped tar, base64: small and free of quoting hazards."""
     buffer = io.BytesIO()

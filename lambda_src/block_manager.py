@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import Any
 
 from lambda_src.block_ec2 import BlockEc2
-from lambda_src.block_planner import Block, BlockPlan, plan_blocks, should_renew
+from lambda_src.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE, Block, BlockPlan, plan_blocks, should_renew
 from lambda_src.fleet_state import GithubRunner, Instance, runner_name, slot_runner_name
 from lambda_src.github_client import GithubClient
 from lambda_src.jit_parameters import JitParameters
@@ -34,9 +34,6 @@ log = logging.getLogger("runner_estate.block_manager")
 
 LOCK_LEASE_S = 90.0
 LOCK_WAIT_S = 10.0
-CB_DETAIL_TYPES = ("Capacity Block Delivered", "Capacity Block Reservation Delivered")
-CB_WARNING_TYPES = ("Capacity Block Expiration Warning", "Capacity Block Reservation Expiration Warning")
-STATE_CHANGE = "EC2 Instance State-change Notification"
 
 
 class BadReportError(ValueError):

@@ -32,6 +32,10 @@ REFILL_GRACE_S = 30.0  # a config issued this recently may not show in GitHub's 
 RENEW_LEAD_S = 24 * 3600  # look for the next block when the last one ends within this
 
 ACTIVE = "active"
+# The EventBridge events the manager acts on; AWS documents both spellings of each.
+CB_DETAIL_TYPES = ("Capacity Block Delivered", "Capacity Block Reservation Delivered")
+CB_WARNING_TYPES = ("Capacity Block Expiration Warning", "Capacity Block Reservation Expiration Warning")
+STATE_CHANGE = "EC2 Instance State-change Notification"
 
 
 @dataclass(frozen=True)
