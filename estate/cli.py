@@ -1,7 +1,8 @@
 """`python -m estate <command>`: validate, route, schema, preview, guard, simulate, gpus, serve.
 
 Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 4 a mandatory policy
-violation in `preview`, 5 a guarded resource would be replaced or deleted (`guard`), 1 anything else.
+violation in `preview`, 5 a guarded resource would be replaced or deleted (`guard`), 6 the agent's
+credentials cannot be used (`agent`), 1 anything else.
 Errors are one line on stderr; results go to stdout.
 """
 
@@ -9,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from estate.diagnostics import ConfigError
+from estate.stack_config import DEFAULT_RUNNER_VERSION
 
 EXIT_CONFIG = 2
 EXIT_UNROUTED = 3
 EXIT_POLICY = 4
 EXIT_GUARDED = 5
+EXIT_CREDENTIALS = 6
 DEFAULT_CONFIGS = "runner_configs"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -138,6 +142,36 @@ def _cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from estate.agent import CredentialsError, build_agent, install_signal_handlers, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        agent = build_agent(args)
+        install_signal_handlers(agent)
+        return run(agent)
+    except CredentialsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CREDENTIALS
+
+
+def _cmd_agent_token(args: argparse.Namespace) -> int:
+    from estate.agent import RUNNER_SCOPE, CredentialsError, check_private_file, mint_token_file
+    from lambda_src.github_client import GithubClient, GithubError
+
+    key = Path(args.app_key_file)
+    try:
+        check_private_file(key, "App key file")
+        github = GithubClient(args.api_url, args.org, args.app_id, lambda: key.read_text(encoding="utf-8"),
+                              installation_id=args.installation_id, token_permissions=RUNNER_SCOPE, attempts=2)  # fmt: skip
+        expires = mint_token_file(github, Path(args.out))
+    except (CredentialsError, GithubError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CREDENTIALS
+    print(f"ok: {args.out} holds a runner-administration token until {expires}")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from estate.serve import serve
 
@@ -188,6 +222,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", help="slot layout, COUNTxGPUS terms joined by '+' (default: one slot with every GPU)")
     p.add_argument("--json", action="store_true", help="one JSON object: {gpus, layout, slots, unused_gpus}")
     p.set_defaults(func=_cmd_gpus)
+    p = sub.add_parser("agent", help="keep ephemeral JIT runner slots on this machine (bare metal, lab GPU boxes)")
+    p.add_argument("--org", required=True, help="GitHub organisation the runners register with")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--runners", type=int, default=1, help="runner slots on this host (default 1)")
+    size.add_argument("--gpu-layout", help="one slot per GPU slot of this layout, e.g. 1x4+4x1 (each pinned to its GPUs)")
+    p.add_argument("--labels", nargs="*", default=[], help="extra labels (architecture and GPUs are detected)")
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds a slot may sit idle before it deregisters (default 300)")
+    p.add_argument("--health-interval", type=float, default=30.0, help="seconds between reconciliations with GitHub (default 30)")
+    p.add_argument("--poll-interval", type=float, default=30.0, help="seconds between polls for queued jobs while parked (default 30)")
+    p.add_argument("--watch-repos", nargs="*", default=[], help="owner/repo whose queued jobs wake parked slots")
+    p.add_argument("--group", default="Default", help="runner group (default Default)")
+    p.add_argument("--name-prefix", default="agent-", help="runner names are <prefix><host>-s<slot> (default agent-)")
+    p.add_argument("--host", help="host name in runner names (default: this machine's)")
+    p.add_argument("--api-url", default="https://api.github.com")
+    p.add_argument("--token-file", help="installation token JSON the control plane keeps fresh (preferred); mode 600")
+    p.add_argument("--app-id", type=int, help="GitHub App id, with --app-key-file")
+    p.add_argument("--app-key-file", help="the App's private key, readable by its owner only")
+    p.add_argument("--installation-id", type=int)
+    p.add_argument("--runner-dir", default="/opt/actions-runner", help="runner software; downloaded by version when absent")
+    p.add_argument("--runner-version", default=DEFAULT_RUNNER_VERSION)
+    p.add_argument("--runner-sha256", help="checksum of the runner archive (checked when downloading)")
+    p.add_argument(
+        "--runner-command", help="run this program instead of <runner-dir>/run.sh (it reads the JIT config from its environment)"
+    )
+    p.add_argument("--run-as", help="user the runners run as (default: the agent's user)")
+    p.add_argument("--nvidia-smi-xml", help="read GPUs from this `nvidia-smi -q -x` output instead of running nvidia-smi")
+    p.set_defaults(func=_cmd_agent)
+    p = sub.add_parser("agent-token", help="mint a runner-administration installation token file for an agent host (where the App key is)")
+    p.add_argument("--org", required=True)
+    p.add_argument("--app-id", type=int, required=True)
+    p.add_argument("--app-key-file", required=True, help="the App's private key, readable by its owner only")
+    p.add_argument("--installation-id", type=int)
+    p.add_argument("--api-url", default="https://api.github.com")
+    p.add_argument("--out", required=True, help="token file to write (mode 600), then ship it to the host")
+    p.set_defaults(func=_cmd_agent_token)
     p = sub.add_parser("serve", help="run the control plane locally on loopback (moto + a fake GitHub); prints webhook and secret")
     p.add_argument("--port", type=int, default=0, help="webhook port on 127.0.0.1 (default: any free port)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")

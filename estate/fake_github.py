@@ -103,6 +103,8 @@ class FakeGithub:
         self.webhook_url: str | None = None
         self.webhook_secret = ""
         self.deliveries: list[tuple[int, dict[str, Any]]] = []
+        self.token_requests: list[dict[str, Any]] = []  # bodies of installation-token requests
+        self.not_modified = 0
         self._ids = itertools.count(100)
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -216,6 +218,13 @@ class FakeGithub:
                         return 401, {"message": problem}, {}
                     data = json.loads(body) if body else {}
                     status, payload = action(self, found, query, data)
+                    if method == "GET" and status == 200:
+                        # Conditional requests, as GitHub answers them: 304 when nothing changed.
+                        etag = '"' + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32] + '"'
+                        if headers.get("if-none-match") == etag:
+                            self.not_modified += 1
+                            return 304, {}, {"ETag": etag}
+                        return status, payload, {"ETag": etag}
                     return status, payload, {}
             return 404, {"message": f"fake GitHub has no {method} {url.path}"}, {}
 
@@ -238,6 +247,8 @@ class FakeGithub:
             if not claims["iat"] <= now + 60 < claims["exp"] + 60:
                 return "JWT not valid at this time"
             return None
+        if needs == "none":
+            return None
         return None if token in self.tokens else "bad credentials"
 
     # ---- endpoints --------------------------------------------------------------------
@@ -247,6 +258,7 @@ class FakeGithub:
     def _token(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if int(m.group(1)) != INSTALLATION_ID:
             return 404, {"message": "no such installation"}
+        self.token_requests.append(d)
         token = f"ghs_fake{next(self._ids)}"
         self.tokens.add(token)
         return 201, {"token": token, "expires_at": "2099-01-01T00:00:00Z"}
@@ -282,6 +294,39 @@ class FakeGithub:
         del self.runners[runner.id]
         return 204, {}
 
+    def _runner_online(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        runner = self.runners.get(int(m.group(1)))
+        if runner is None:
+            return 404, {"message": "runner deregistered"}
+        runner.status = "online"
+        return 200, {}
+
+    def _runner_assignment(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The runner's long poll: a queued job whose labels it carries, or nothing yet; 404
+        once the runner was deregistered (the real runner then exits)."""
+        runner = self.runners.get(int(m.group(1)))
+        if runner is None:
+            return 404, {"message": "runner deregistered"}
+        runner.status = "online"
+        if runner.busy:
+            job = next(j for j in self.jobs.values() if j.runner_name == runner.name and j.status == "in_progress")
+            return 200, {"job": job.id, "labels": job.labels}
+        have = {label.lower() for label in runner.labels}
+        for job in sorted(self.jobs.values(), key=lambda j: j.id):
+            if job.status == "queued" and {label.lower() for label in job.labels} <= have:
+                runner.busy, job.status, job.runner_name = True, "in_progress", runner.name
+                return 200, {"job": job.id, "labels": job.labels}
+        return 200, {"job": None}
+
+    def _runner_done(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The job ended; the ephemeral runner is removed."""
+        runner = self.runners.pop(int(m.group(1)), None)
+        if runner is not None:
+            for job in self.jobs.values():
+                if job.runner_name == runner.name and job.status == "in_progress":
+                    job.status = "completed"
+        return 200, {}
+
     def _job(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         job = self.jobs.get(int(m.group(2)))
         return (200, job.to_json()) if job and job.repo == m.group(1) else (404, {"message": "Not Found"})
@@ -298,6 +343,10 @@ class FakeGithub:
 Action = Callable[[FakeGithub, "re.Match[str]", dict[str, str], dict[str, Any]], tuple[int, dict[str, Any]]]
 _REPO = r"([\w.-]+/[\w.-]+)"
 _ROUTES: list[tuple[str, str, str, Action]] = [
+    # What a runner process does, for our fake runner program (tests/fake_runner.py).
+    (r"/_fake/runners/(\d+)/online", "POST", "none", FakeGithub._runner_online),
+    (r"/_fake/runners/(\d+)/assignment", "GET", "none", FakeGithub._runner_assignment),
+    (r"/_fake/runners/(\d+)/done", "POST", "none", FakeGithub._runner_done),
     (r"/orgs/{org}/installation", "GET", "jwt", FakeGithub._installation),
     (r"/app/installations/(\d+)/access_tokens", "POST", "jwt", FakeGithub._token),
     (r"/orgs/{org}/actions/runner-groups", "GET", "token", FakeGithub._groups),
@@ -317,7 +366,7 @@ def _handler_for(fake: FakeGithub) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload, extra = fake.answer(self.command, self.path, headers, body)
-            raw = b"" if status == 204 else json.dumps(payload).encode()
+            raw = b"" if status in {204, 304} else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(raw)))

@@ -13,6 +13,7 @@ from estate.diagnostics import ConfigError, first_problem
 from estate.strict_model import StrictModel
 
 NAMESPACE = "runner-estate"
+DEFAULT_RUNNER_VERSION = "2.329.0"  # actions/runner release the hosts install unless a stack or the agent says otherwise
 # Pulumi secrets (`pulumi config set --secret`), stored by ScalerFunctions as SSM SecureStrings
 # under the names in `secrets`. They never enter StackConfig, so no report can print them.
 SECRET_SETTINGS = ("github_app_key", "webhook_secret_value")
@@ -116,7 +117,7 @@ class StackConfig(StrictModel):
     secrets: SecretNames
     network: NetworkSettings = NetworkSettings()
     runner_configs: str = "runner_configs"
-    runner_version: str = Field(default="2.329.0", pattern=r"^\d+\.\d+\.\d+$")
+    runner_version: str = Field(default=DEFAULT_RUNNER_VERSION, pattern=r"^\d+\.\d+\.\d+$")
     runner_sha256: dict[Literal["x64", "arm64"], str] = Field(default_factory=dict)
     log_retention_days: int = 30
     tags: dict[str, str] = Field(default_factory=dict)

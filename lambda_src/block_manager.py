@@ -231,7 +231,7 @@ class BlockManager:
                 issue += [(iid, slot) for slot in range(len(pool.slot_gpus))]
         for iid, slot in issue:
             name = slot_runner_name(pool.name_prefix, self.settings.environment, pool.name, iid, slot)
-            config = self.github.fresh_jitconfig(name, pool.runner_group, pool.labels_of_slot(slot))
+            _, config = self.github.fresh_jitconfig(name, pool.runner_group, pool.labels_of_slot(slot))
             self.jit.delete(iid, slot)  # an unread config of an earlier runner: replaced
             self.jit.put(iid, config, slot)
             self.ledger.set_slot(pool.name, iid, slot, issued_at=now)

@@ -281,7 +281,7 @@ class ControlPlane:
             )
 
     def _deliver_jit(self, pool: PoolSettings, instance_id: str, now: float) -> None:
-        config = self.github.fresh_jitconfig(self._runner_name(pool, instance_id), pool.runner_group, list(pool.labels))
+        _, config = self.github.fresh_jitconfig(self._runner_name(pool, instance_id), pool.runner_group, list(pool.labels))
         self.jit.put(instance_id, config)
         self.ledger.mark(instance_id, jit_at=now)
 

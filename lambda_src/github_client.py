@@ -53,6 +53,9 @@ class GithubClient:
     app_id: int
     private_key: Callable[[], str]  # read lazily (SSM), only when a token must be minted
     installation_id: int | None = None
+    # Scope of minted installation tokens (None: the App's whole grant). `estate agent` asks
+    # for runner administration only.
+    token_permissions: dict[str, str] | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     attempts: int = 4
@@ -70,6 +73,12 @@ class GithubClient:
         claims = {"iat": now - JWT_BACKDATE_S, "exp": now + JWT_LIFETIME_S, "iss": str(self.app_id)}
         return jwt.encode(claims, self.private_key(), algorithm="RS256")
 
+    def token_with_expiry(self) -> tuple[str, float]:
+        """The installation token and when it expires (epoch seconds)."""
+        value = self.token()
+        assert self._token is not None
+        return value, self._token.expires_at
+
     def token(self) -> str:
         cached = self._token
         if cached is not None and self.clock() < cached.expires_at - TOKEN_REFRESH_MARGIN_S:
@@ -78,7 +87,8 @@ class GithubClient:
         if self.installation_id is None:
             found = self._send("GET", f"/orgs/{self.org}/installation", None, bearer)
             self.installation_id = int(found["id"])
-        minted = self._send("POST", f"/app/installations/{self.installation_id}/access_tokens", {}, bearer)
+        body = {"permissions": self.token_permissions} if self.token_permissions else {}
+        minted = self._send("POST", f"/app/installations/{self.installation_id}/access_tokens", body, bearer)
         expires = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00")).timestamp()
         self._token = _Token(str(minted["token"]), expires)
         return self._token.value
@@ -99,18 +109,19 @@ class GithubClient:
         made = self.call("POST", f"/orgs/{self.org}/actions/runners/generate-jitconfig", body)
         return int(made["runner"]["id"]), str(made["encoded_jit_config"])
 
-    def fresh_jitconfig(self, name: str, group: str, labels: list[str]) -> str:
-        """A one-job registration under `name`, replacing one a crashed run left behind (409)."""
+    def fresh_jitconfig(self, name: str, group: str, labels: list[str]) -> tuple[int, str]:
+        """A one-job registration under `name` (runner id, encoded config), replacing one a
+        crashed run left behind (409)."""
         group_id = self.runner_group_id(group)
         try:
-            return self.generate_jitconfig(name, group_id, labels)[1]
+            return self.generate_jitconfig(name, group_id, labels)
         except GithubError as exc:
             if exc.status != 409:
                 raise
         existing = self.find_runner(name)
         if existing is not None:
             self.delete_runner(existing.id)
-        return self.generate_jitconfig(name, group_id, labels)[1]
+        return self.generate_jitconfig(name, group_id, labels)
 
     def list_runners(self) -> list[GithubRunner]:
         """Every runner of the org, all pages; one listing serves every pool in a cycle."""
@@ -171,7 +182,21 @@ class GithubClient:
                 return
             page += 1
 
+    def get_if_changed(self, path: str, etag: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        """A conditional GET: (None, etag) when nothing changed since `etag` (a 304 does not
+        count against the rate limit), else (body, new etag)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        found, answer_headers = self._exchange("GET", path, None, self.token(), headers)
+        return found, answer_headers.get("ETag") or etag
+
     def _send(self, method: str, path: str, body: dict[str, Any] | None, bearer: str) -> dict[str, Any]:
+        found, _ = self._exchange(method, path, body, bearer, {})
+        assert found is not None
+        return found
+
+    def _exchange(
+        self, method: str, path: str, body: dict[str, Any] | None, bearer: str, extra: dict[str, str]
+    ) -> tuple[dict[str, Any] | None, Any]:
         payload = None if body is None else json.dumps(body).encode()
         headers = {
             "Accept": "application/vnd.github+json",
@@ -181,6 +206,7 @@ class GithubClient:
         }
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        headers.update(extra)
         delay = 0.5
         for attempt in range(1, self.attempts + 1):
             self.calls += 1
@@ -188,8 +214,10 @@ class GithubClient:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310
                     raw = answer.read()
-                    return json.loads(raw) if raw else {}
+                    return (json.loads(raw) if raw else {}), answer.headers
             except urllib.error.HTTPError as exc:
+                if exc.code == 304:
+                    return None, exc.headers
                 text = exc.read().decode(errors="replace")[:200]
                 wait = _rate_limit_wait(exc.code, exc.headers, self.clock())
                 error_type = RateLimitedError if wait is not None else GithubError

@@ -1,0 +1,239 @@
+"""`estate agent` against our loopback fake GitHub, with a fake runner program that behaves
+like the real one (reads its JIT config from the environment, takes one job, exits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from estate.agent import RUNNER_SCOPE, Agent, CredentialsError, RunningRunner, Slot, TokenFileClient, plain_slots, read_token_file
+from estate.fake_github import FakeGithub
+from lambda_src.github_client import GithubClient
+from lambda_src.host_bootstrap import start_runner
+from tests.conftest import PROJECT_DIR
+
+FAKE_RUNNER = PROJECT_DIR / "tests" / "fake_runner.py"
+LABELS = ["self-hosted", "linux", "arm64", "lab"]
+PREFIX = "agent-box-s"
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGithub]:
+    fake = FakeGithub("example-org", 4321).start()
+    yield fake
+    fake.stop()
+
+
+def launcher(github: FakeGithub, job_seconds: float = 0.1) -> Callable[[Slot, str], RunningRunner]:
+    def launch(slot: Slot, config: str) -> RunningRunner:
+        env = {**slot.env, "FAKE_GITHUB_URL": github.url, "FAKE_JOB_SECONDS": str(job_seconds)}
+        return start_runner([sys.executable, str(FAKE_RUNNER)], config, None, env)
+
+    return launch
+
+
+def make_agent(github: FakeGithub, slots: int = 2, **kw: object) -> Agent:
+    client = GithubClient(github.url, "example-org", 4321, lambda: github.private_key_pem, token_permissions=RUNNER_SCOPE,
+                          sleep=lambda s: None, attempts=2)  # fmt: skip
+    settings: dict[str, object] = {"idle_timeout_s": 60.0, "health_interval_s": 0.1, "poll_interval_s": 0.1, **kw}
+    return Agent(client, launcher(github), plain_slots(slots, "box", "agent-", LABELS), PREFIX, **settings)  # type: ignore[arg-type]
+
+
+def until(agent: Agent, done: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        agent.tick()
+        if done():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def online(github: FakeGithub) -> list[str]:
+    return sorted(r.name for r in github.runners.values() if r.status == "online")
+
+
+def stop(agent: Agent) -> None:
+    agent.drain(timeout_s=10)
+
+
+def test_slots_register_as_ephemeral_runners_with_detected_labels_and_a_scoped_token(github: FakeGithub) -> None:
+    agent = make_agent(github, slots=3)
+    agent.start()
+    until(agent, lambda: len(online(github)) == 3)
+    assert all(name.startswith(PREFIX) for name in online(github))
+    assert {tuple(r.labels) for r in github.runners.values()} == {tuple(LABELS)}
+    assert github.token_requests == [{"permissions": RUNNER_SCOPE}]  # runner administration only, not the App's whole grant
+    stop(agent)
+
+
+def test_each_job_gets_a_fresh_runner_in_its_slot(github: FakeGithub) -> None:
+    agent = make_agent(github, slots=1)
+    agent.start()
+    until(agent, lambda: len(online(github)) == 1)
+    first = online(github)[0]
+    job = github.queue_job(LABELS[:2], send=False)
+    until(agent, lambda: github.jobs[job.id].status == "completed" and len(online(github)) == 1 and online(github)[0] != first)
+    assert agent.slots[0].jobs == 1
+    stop(agent)
+
+
+def test_an_idle_slot_deregisters_and_comes_back_for_a_queued_job(github: FakeGithub) -> None:
+    agent = make_agent(github, slots=2, idle_timeout_s=0.5, watch_repos=["example-org/app"])
+    agent.start()
+    until(agent, lambda: len(online(github)) == 2)
+    until(agent, lambda: all(s.parked for s in agent.slots))
+    assert github.runners == {}
+    assert all(s.process is None for s in agent.slots)
+
+    until(agent, lambda: github.not_modified > 0)  # quiet polls are conditional requests
+    job = github.queue_job(["self-hosted", "lab"], send=False)
+    until(agent, lambda: github.jobs[job.id].status == "completed")
+    assert sum(not s.parked for s in agent.slots) >= 1
+    stop(agent)
+
+
+def test_a_runner_that_dies_mid_job_is_replaced_and_its_registration_cleaned_once_github_lets_go(github: FakeGithub) -> None:
+    agent = make_agent(github, slots=1)
+    agent.start()
+    until(agent, lambda: len(online(github)) == 1)
+    dead = online(github)[0]
+    github.queue_job([*LABELS[:2], "crash"], send=False)
+    github.runner_named(dead).labels.append("crash")
+    until(agent, lambda: agent.slots[0].jobs == 1 and any(name != dead for name in online(github)))
+    assert github.runner_named(dead).busy  # GitHub has not failed its job yet: it cannot be deleted
+
+    stuck = github.runner_named(dead)
+    stuck.busy, stuck.status = False, "offline"  # GitHub fails the job
+    until(agent, lambda: all(r.name != dead for r in github.runners.values()))
+    stop(agent)
+
+
+def test_registrations_left_by_an_earlier_run_are_deleted_at_start(github: FakeGithub) -> None:
+    client = GithubClient(github.url, "example-org", 4321, lambda: github.private_key_pem)
+    client.fresh_jitconfig(f"{PREFIX}0-old", "Default", LABELS)  # a crash or reboot left this behind
+    client.fresh_jitconfig("someone-elses-runner", "Default", LABELS)
+    agent = make_agent(github, slots=1)
+    agent.start()
+    names = {r.name for r in github.runners.values()}
+    assert f"{PREFIX}0-old" not in names
+    assert "someone-elses-runner" in names  # never touch runners that are not ours
+    stop(agent)
+
+
+def test_a_github_outage_pauses_with_back_off_and_recovers(github: FakeGithub) -> None:
+    agent = make_agent(github, slots=2)
+    github.fail_next(502, "/actions/runners", times=6)
+    agent.start()
+    assert agent._backoff >= 1.0  # paused, not spinning
+    calls = len(github.calls)
+    for _ in range(5):
+        agent.tick()
+    assert len(github.calls) - calls <= 2  # at most the retry of one call while paused
+    agent._pause_until = 0.0  # the pause ends
+    until(agent, lambda: len(online(github)) == 2)
+    assert agent._backoff == 0.0
+    stop(agent)
+
+
+def test_refused_credentials_stop_the_agent_without_retrying(github: FakeGithub) -> None:
+    agent = make_agent(github, slots=2)
+    agent.github.private_key = lambda: FakeGithub("x", 1).private_key_pem  # a key GitHub does not know
+    with pytest.raises(CredentialsError, match=r"refused the agent's credentials \(401\)"):
+        agent.start()
+    assert github.calls_to("/access_tokens") + github.calls_to("/installation") == 1
+
+
+# ---- credentials on disk --------------------------------------------------------------------
+
+
+def token_file(tmp_path: Path, token: str, minutes: float, mode: int = 0o600) -> Path:
+    path = tmp_path / "token.json"
+    expires = datetime.fromtimestamp(time.time() + minutes * 60, UTC).isoformat().replace("+00:00", "Z")
+    path.write_text(json.dumps({"token": token, "expires_at": expires}), encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+def test_token_files_hold_short_lived_installation_tokens_only(tmp_path: Path) -> None:
+    assert read_token_file(token_file(tmp_path, "ghs_abc", 55), time.time()) == "ghs_abc"
+    with pytest.raises(CredentialsError, match="personal or OAuth token"):
+        read_token_file(token_file(tmp_path, "ghp_abc", 55), time.time())
+    with pytest.raises(CredentialsError, match="installation tokens live one hour"):
+        read_token_file(token_file(tmp_path, "ghs_abc", 24 * 60), time.time())
+    with pytest.raises(CredentialsError, match="expired"):
+        read_token_file(token_file(tmp_path, "ghs_abc", -1), time.time())
+    with pytest.raises(CredentialsError, match=r"readable by group or others \(mode 644\); chmod 600"):
+        read_token_file(token_file(tmp_path, "ghs_abc", 55, mode=0o644), time.time())
+
+
+def agent_command(github: FakeGithub, key: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "estate", "agent", "--org", "example-org", "--api-url", github.url, "--app-id", "4321",
+            "--app-key-file", str(key), "--host", "box", "--runner-command", f"{sys.executable} {FAKE_RUNNER}", *extra]  # fmt: skip
+
+
+def test_a_world_readable_app_key_is_refused_with_one_line(github: FakeGithub, tmp_path: Path) -> None:
+    key = tmp_path / "app.pem"
+    key.write_text(github.private_key_pem, encoding="utf-8")
+    key.chmod(0o644)
+    done = subprocess.run(agent_command(github, key), capture_output=True, text=True, timeout=60, check=False, cwd=PROJECT_DIR)
+    assert done.returncode == 6
+    assert done.stderr.strip().splitlines()[-1].startswith("error: App key file")
+    assert github.runners == {}
+
+
+def test_sigterm_drains_running_jobs_finish_and_every_slot_is_deregistered(github: FakeGithub, tmp_path: Path) -> None:
+    key = tmp_path / "app.pem"
+    key.write_text(github.private_key_pem, encoding="utf-8")
+    key.chmod(0o600)
+    env = {**os.environ, "FAKE_GITHUB_URL": github.url, "FAKE_JOB_SECONDS": "2"}
+    agent = subprocess.Popen(agent_command(github, key, "--runners", "3", "--labels", "lab"), cwd=PROJECT_DIR, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while len(online(github)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(online(github)) == 3
+        job = github.queue_job(["self-hosted", "lab"], send=False)
+        while github.jobs[job.id].status != "in_progress" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0
+    finally:
+        agent.kill()
+    assert github.jobs[job.id].status == "completed"  # the running job finished
+    assert github.runners == {}  # and nothing is left registered
+
+
+def test_the_control_plane_mints_a_scoped_token_file_that_the_agent_runs_on(github: FakeGithub, tmp_path: Path) -> None:
+    key = tmp_path / "app.pem"
+    key.write_text(github.private_key_pem, encoding="utf-8")
+    key.chmod(0o600)
+    out = tmp_path / "token.json"
+    minted = subprocess.run(
+        [sys.executable, "-m", "estate", "agent-token", "--org", "example-org", "--app-id", "4321", "--app-key-file", str(key),
+         "--api-url", github.url, "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=PROJECT_DIR,
+    )  # fmt: skip
+    assert minted.returncode == 0, minted.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    assert github.token_requests == [{"permissions": RUNNER_SCOPE}]
+    # The fake's tokens never expire; a real one lives an hour, which is what the agent accepts.
+    data = json.loads(out.read_text(encoding="utf-8"))
+    data["expires_at"] = datetime.fromtimestamp(time.time() + 3000, UTC).isoformat()
+    out.write_text(json.dumps(data), encoding="utf-8")
+
+    client = TokenFileClient(github.url, "example-org", 0, lambda: "", token_file=out)
+    agent = Agent(client, launcher(github), plain_slots(1, "box", "agent-", LABELS), PREFIX, health_interval_s=0.1)
+    agent.start()
+    until(agent, lambda: len(online(github)) == 1)
+    stop(agent)
