@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pulumi
 import pulumi_aws as aws
@@ -25,6 +25,7 @@ from estate.control_config import jit_parameter_prefix
 from estate.diagnostics import ConfigError
 from estate.host_user_data import user_data
 from estate.loader import Estate, load_estate
+from estate.pool import Pool
 from estate.runner_groups import RunnerGroupPlan, plan_runner_groups
 from estate.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 from lambda_src.tags import estate_tags
@@ -97,6 +98,18 @@ def build_buildkite_queues(
     return queues.stack_ids
 
 
+class FleetCommon(TypedDict):
+    """What every pool's fleet is given, whichever kind it is."""
+
+    pool: Pool
+    environment: str
+    security_group_id: pulumi.Output[str]
+    public_ip: bool
+    log_retention_days: int
+    tags: dict[str, str]
+    jit_prefix_arn: pulumi.Output[str]
+
+
 def wiring(fleet: RunnerFleet | CapacityBlockFleet) -> PoolWiring:
     if isinstance(fleet, CapacityBlockFleet):
         return PoolWiring(fleet.launch_template_id, fleet.role_arn, fleet.events_queue_url, fleet.events_queue_arn)
@@ -117,44 +130,24 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(provider=provider)).account_id
     jit_prefix_arn = pulumi.Output.concat("arn:aws:ssm:", stack.region, ":", account, ":parameter", jit_parameter_prefix(stack.environment))
     fleets: dict[str, RunnerFleet | CapacityBlockFleet] = {}
+    jit_prefix = jit_parameter_prefix(stack.environment)
     for pool in estate.pools:
+        common: FleetCommon = {
+            "pool": pool,
+            "environment": stack.environment,
+            "security_group_id": network.security_group_id,
+            "public_ip": stack.network.runner_subnets == "public",
+            "log_retention_days": stack.log_retention_days,
+            "tags": tags,
+            "jit_prefix_arn": jit_prefix_arn,
+        }
+        sha256 = stack.runner_sha256.get(pool.runner.runner_architecture)
         if pool.capacity_type == "capacity-block":
-            fleets[pool.name] = CapacityBlockFleet(
-                pool.name,
-                CapacityBlockFleetArgs(
-                    pool=pool,
-                    environment=stack.environment,
-                    security_group_id=network.security_group_id,
-                    public_ip=stack.network.runner_subnets == "public",
-                    log_retention_days=stack.log_retention_days,
-                    tags=tags,
-                    jit_prefix=jit_parameter_prefix(stack.environment),
-                    jit_prefix_arn=jit_prefix_arn,
-                    runner_version=stack.runner_version,
-                    runner_sha256=stack.runner_sha256.get(pool.runner.runner_architecture),
-                ),
-                opts=with_provider,
-            )
-            continue
-        fleets[pool.name] = RunnerFleet(
-            pool.name,
-            RunnerFleetArgs(
-                pool=pool,
-                environment=stack.environment,
-                security_group_id=network.security_group_id,
-                public_ip=stack.network.runner_subnets == "public",
-                log_retention_days=stack.log_retention_days,
-                tags=tags,
-                jit_prefix_arn=jit_prefix_arn,
-                user_data=user_data(
-                    pool,
-                    jit_parameter_prefix(stack.environment),
-                    stack.runner_version,
-                    stack.runner_sha256.get(pool.runner.runner_architecture),
-                ),
-            ),
-            opts=with_provider,
-        )
+            args = CapacityBlockFleetArgs(**common, jit_prefix=jit_prefix, runner_version=stack.runner_version, runner_sha256=sha256)
+            fleets[pool.name] = CapacityBlockFleet(pool.name, args, opts=with_provider)
+        else:
+            script = user_data(pool, jit_prefix, stack.runner_version, sha256)
+            fleets[pool.name] = RunnerFleet(pool.name, RunnerFleetArgs(**common, user_data=script), opts=with_provider)
 
     secrets = pulumi.Config(NAMESPACE)
     scaler = ScalerFunctions(

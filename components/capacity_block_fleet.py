@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import dlq_alarm
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from estate import iam_policies
 from estate.host_user_data import node_user_data
@@ -67,21 +68,8 @@ class CapacityBlockFleet(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-events-dlq-alarm",
-            alarm_description=f"Capacity-block events of pool {pool.name} the manager gave up on (runbook: capacity blocks)",
-            namespace="AWS/SQS",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": dlq.name},
-            statistic="Maximum",
-            period=60,
-            evaluation_periods=1,
-            threshold=0,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            tags=tags,
-            opts=child,
-        )
+        description = f"Capacity-block events of pool {pool.name} the manager gave up on (runbook: capacity blocks)"
+        dlq_alarm(f"{name}-events-dlq-alarm", description, dlq, tags, child)
 
         # Both spellings of each Capacity Block event AWS documents, and instances ending
         # (a lost node is replaced while its block still has room).

@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import dlq_alarm
 from estate import iam_policies
 from estate.control_config import control_settings, jit_parameter_prefix, pool_settings
 from estate.loader import Estate
@@ -334,21 +335,8 @@ class ScalerFunctions(pulumi.ComponentResource):
             tags=tags,
             opts=self._child,
         )
-        aws.cloudwatch.MetricAlarm(
-            f"{name}-{pool}-dlq-alarm",
-            alarm_description=f"Jobs of pool {pool} the scaler gave up on: read and replay the DLQ (runbook)",
-            namespace="AWS/SQS",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": dlq.name},
-            statistic="Maximum",
-            period=60,
-            evaluation_periods=1,
-            threshold=0,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            tags=tags,
-            opts=self._child,
-        )
+        dlq_alarm(f"{name}-{pool}-dlq-alarm", f"Jobs of pool {pool} the scaler gave up on: read and replay the DLQ (runbook)", dlq,
+                  tags, self._child)  # fmt: skip
         return queue
 
     def _function(

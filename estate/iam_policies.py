@@ -99,6 +99,26 @@ def webhook_policy(log_group_arn: str, secret_arn: str, table_arn: str, queue_ar
     )
 
 
+def _control_plane_basics(
+    environment: str, log_group_arn: str, app_key_arn: str, jit_prefix_arn: str, table_arn: str
+) -> list[dict[str, Any]]:
+    """What every scaler function does: log, mint GitHub tokens, store runner configs, keep the
+    ledger, and terminate instances — only those tagged as this environment's."""
+    ours = {"StringEquals": {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}}
+    return [
+        _logs(log_group_arn),
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
+        {
+            "Sid": "RunnerConfigs",
+            "Effect": "Allow",
+            "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
+            "Resource": f"{jit_prefix_arn}*",
+        },
+        {"Sid": "Ledger", "Effect": "Allow", "Action": list(LEDGER_READ_WRITE), "Resource": [table_arn, f"{table_arn}/index/*"]},
+        {"Sid": "TerminateOurs", "Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*", "Condition": ours},
+    ]
+
+
 def scaler_policy(
     *,
     environment: str,
@@ -113,20 +133,10 @@ def scaler_policy(
 ) -> PolicyDocument:
     """What scale-up, reconcile and scale-down need. Terminating and tagging are limited to
     instances tagged as this environment's; launching is limited to our launch templates."""
-    ours = {"StringEquals": {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}}
     statements: list[dict[str, Any]] = [
-        _logs(log_group_arn),
-        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
-        {
-            "Sid": "RunnerConfigs",
-            "Effect": "Allow",
-            "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
-            "Resource": f"{jit_prefix_arn}*",
-        },
-        {"Sid": "Ledger", "Effect": "Allow", "Action": list(LEDGER_READ_WRITE), "Resource": [table_arn, f"{table_arn}/index/*"]},
+        *_control_plane_basics(environment, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
         # Describe calls take no resource-level scoping; the action list is what limits them.
         {"Sid": "Describe", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"},
-        {"Sid": "TerminateOurs", "Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*", "Condition": ours},
     ]
     if launches:
         statements += [
@@ -183,17 +193,8 @@ def block_manager_policy(
 ) -> PolicyDocument:
     """What cb_scale_up and cb_manager need: launch nodes into capacity blocks, read them,
     terminate only this environment's nodes, and (only where a pool renews) buy a block."""
-    ours = {"StringEquals": {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}}
     statements: list[dict[str, Any]] = [
-        _logs(log_group_arn),
-        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
-        {
-            "Sid": "RunnerConfigs",
-            "Effect": "Allow",
-            "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
-            "Resource": f"{jit_prefix_arn}*",
-        },
-        {"Sid": "Ledger", "Effect": "Allow", "Action": list(LEDGER_READ_WRITE), "Resource": [table_arn, f"{table_arn}/index/*"]},
+        *_control_plane_basics(environment, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
         {
             "Sid": "Describe",
             "Effect": "Allow",
@@ -207,7 +208,6 @@ def block_manager_policy(
             ],
             "Resource": "*",
         },
-        {"Sid": "TerminateOurs", "Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*", "Condition": ours},
         {
             "Sid": "LaunchIntoBlocks",
             "Effect": "Allow",

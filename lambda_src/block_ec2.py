@@ -11,7 +11,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from lambda_src.block_planner import Block
-from lambda_src.ec2_fleet import tag_list
+from lambda_src.ec2_fleet import live_instances, tag_list
 from lambda_src.settings import PoolSettings
 from lambda_src.tags import ENVIRONMENT, MANAGED, POOL, runner_tags
 
@@ -111,20 +111,15 @@ class BlockEc2:
 
     def nodes(self, pools: set[str]) -> list[Node]:
         """Our pending and running nodes of these pools."""
-        filters = [
-            {"Name": f"tag:{MANAGED}", "Values": ["true"]},
-            {"Name": f"tag:{ENVIRONMENT}", "Values": [self.environment]},
-            {"Name": f"tag:{POOL}", "Values": sorted(pools)},
-            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        return [
+            Node(
+                inst["InstanceId"],
+                tags.get(POOL, ""),
+                inst.get("CapacityReservationId") or tags.get(BLOCK_TAG),
+                _seconds(inst["LaunchTime"]),
+            )
+            for inst, tags in live_instances(self.ec2, self.environment, sorted(pools))
         ]
-        found = []
-        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
-            for reservation in page.get("Reservations", []):
-                for inst in reservation.get("Instances", []):
-                    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-                    block = inst.get("CapacityReservationId") or tags.get(BLOCK_TAG)
-                    found.append(Node(inst["InstanceId"], tags.get(POOL, ""), block, _seconds(inst["LaunchTime"])))
-        return found
 
     def terminate(self, instance_ids: list[str]) -> None:
         if instance_ids:

@@ -13,8 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -25,15 +24,12 @@ from lambda_src.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CH
 from lambda_src.fleet_state import GithubRunner, Instance, runner_name, slot_runner_name
 from lambda_src.github_client import GithubClient
 from lambda_src.jit_parameters import JitParameters
-from lambda_src.job_messages import job_from_message
-from lambda_src.ledger import Ledger
+from lambda_src.job_messages import jobs_by_pool
+from lambda_src.ledger import Ledger, planning_lock
 from lambda_src.planner import LISTING_GRACE_S
 from lambda_src.settings import ControlPlaneSettings, PoolSettings
 
 log = logging.getLogger("runner_estate.block_manager")
-
-LOCK_LEASE_S = 90.0
-LOCK_WAIT_S = 10.0
 
 
 class BadReportError(ValueError):
@@ -83,20 +79,9 @@ class BlockManager:
     # ---- entry points -----------------------------------------------------------------
     def scale_up(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
         """Queued jobs of capacity-block pools: run those pools' cycles. Returns message ids to retry."""
-        now = self.clock()
-        failures: list[str] = []
-        by_pool: dict[str, list[str]] = {}
-        for record in records:
-            message_id = str(record.get("messageId", ""))
-            try:
-                job = job_from_message(str(record.get("body", "")), self.settings.pools, now)
-            except ValueError as exc:
-                log.error("poison message %s: %s", message_id, exc)
-                failures.append(message_id)
-                continue
-            if job.pool in self.pools:
-                by_pool.setdefault(job.pool, []).append(message_id)
-        return failures + self._cycles(by_pool)
+        by_pool, poison = jobs_by_pool(records, self.settings.pools, self.clock())
+        ours = {pool: [m for m, _ in items] for pool, items in by_pool.items() if pool in self.pools}
+        return poison + self._cycles(ours)
 
     def handle_events(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
         """EventBridge events and node reports from a pool's events queue. Returns ids to retry."""
@@ -159,23 +144,10 @@ class BlockManager:
         raise BadReportError(f"unexpected event {detail_type or sorted(body)!r}")
 
     # ---- one pool's cycle -------------------------------------------------------------
-    @contextmanager
-    def _planning(self, pool: str) -> Iterator[None]:
-        waited = 0.0
-        while self.ledger.try_lock(f"plan#{pool}", self.holder, LOCK_LEASE_S) is None:
-            if waited >= LOCK_WAIT_S:
-                raise RuntimeError(f"pool {pool} is being planned by another invocation")
-            self.sleep(0.2)
-            waited += 0.2
-        try:
-            yield
-        finally:
-            self.ledger.unlock(f"plan#{pool}", self.holder, [])
-
     def cycle(self, pool_name: str, runners: list[GithubRunner]) -> CycleReport:
         pool = self.pools[pool_name]
         report = CycleReport(pool_name)
-        with self._planning(pool_name):
+        with planning_lock(self.ledger, pool_name, self.holder, self.sleep):
             now = self.clock()
             blocks = self.ec2.blocks(pool)
             nodes = self._sync_nodes(pool, now)

@@ -13,8 +13,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -23,8 +23,8 @@ from lambda_src.ec2_fleet import Ec2Fleet
 from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.github_client import GithubClient, GithubError
 from lambda_src.jit_parameters import JitParameters
-from lambda_src.job_messages import job_from_message
-from lambda_src.ledger import Ledger
+from lambda_src.job_messages import jobs_by_pool
+from lambda_src.ledger import Ledger, planning_lock
 from lambda_src.planner import LaunchOrder, plan_host_sync, plan_launches, plan_scale_down, scaled_pools
 from lambda_src.settings import ControlPlaneSettings, PoolSettings
 
@@ -33,12 +33,6 @@ log = logging.getLogger("runner_estate.control_plane")
 STALE_JOB_S = 120.0  # a queued job this old is checked against GitHub (its later webhooks may be lost)
 MAX_JOB_CHECKS = 30  # GitHub calls a reconcile may spend on stale jobs
 MAX_REPO_SCANS = 10  # repositories re-scanned per reconcile for queued jobs we never heard of
-LOCK_LEASE_S = 90.0  # longer than a scale-up invocation may run; a crashed holder's lease runs out
-LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same pool
-
-
-class PoolBusyError(RuntimeError):
-    """Another invocation kept planning this pool for longer than we may wait."""
 
 
 @dataclass
@@ -76,21 +70,8 @@ class ControlPlane:
     sleep: Callable[[float], None] = time.sleep
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    @contextmanager
-    def planning(self, pool: str) -> Iterator[list[tuple[str, float]]]:
-        """One planner per pool at a time: two invocations reading the same state would each
-        launch for the same queued jobs. Waits a little for the other one, then gives up.
-        Yields the recent launches (instance id, time); the caller appends its own."""
-        waited = 0.0
-        while (recent := self.ledger.try_lock(f"plan#{pool}", self.holder, LOCK_LEASE_S)) is None:
-            if waited >= LOCK_WAIT_S:
-                raise PoolBusyError(f"pool {pool} is being planned by another invocation")
-            self.sleep(0.2)
-            waited += 0.2
-        try:
-            yield recent
-        finally:
-            self.ledger.unlock(f"plan#{pool}", self.holder, recent)
+    def planning(self, pool: str) -> AbstractContextManager[list[tuple[str, float]]]:
+        return planning_lock(self.ledger, pool, self.holder, self.sleep)
 
     @cached_property
     def scaled_pools(self) -> dict[str, PoolSettings]:
@@ -100,17 +81,7 @@ class ControlPlane:
     def scale_up(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
         """Launch for the pools these messages name. Returns the ids of messages to retry."""
         now = self.clock()
-        failures: list[str] = []
-        by_pool: dict[str, list[tuple[str, Job]]] = {}
-        for record in records:
-            message_id = str(record.get("messageId", ""))
-            try:
-                job = job_from_message(str(record.get("body", "")), self.settings.pools, now)
-            except ValueError as exc:
-                log.error("poison message %s: %s", message_id, exc)
-                failures.append(message_id)
-                continue
-            by_pool.setdefault(job.pool, []).append((message_id, job))
+        by_pool, failures = jobs_by_pool(records, self.settings.pools, now)
         if not by_pool:
             return failures
         report = Report()

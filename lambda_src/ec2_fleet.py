@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,22 +78,29 @@ class Ec2Fleet:
 
     def hosts(self) -> list[Host]:
         """Our pending and running hosts of this environment, from EC2 itself."""
-        filters = [
-            {"Name": f"tag:{MANAGED}", "Values": ["true"]},
-            {"Name": f"tag:{ENVIRONMENT}", "Values": [self.environment]},
-            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        return [
+            Host(inst["InstanceId"], tags.get(POOL, ""), inst["LaunchTime"].timestamp(), inst["State"]["Name"])
+            for inst, tags in live_instances(self.ec2, self.environment)
         ]
-        found = []
-        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
-            for reservation in page.get("Reservations", []):
-                for inst in reservation.get("Instances", []):
-                    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-                    found.append(Host(inst["InstanceId"], tags.get(POOL, ""), inst["LaunchTime"].timestamp(), inst["State"]["Name"]))
-        return found
 
     def terminate(self, instance_ids: list[str]) -> None:
         if instance_ids:
             self.ec2.terminate_instances(InstanceIds=instance_ids)
+
+
+def live_instances(ec2: Any, environment: str, pools: list[str] | None = None) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    """(instance, its tags) for every pending or running instance of ours in this environment."""
+    filters = [
+        {"Name": f"tag:{MANAGED}", "Values": ["true"]},
+        {"Name": f"tag:{ENVIRONMENT}", "Values": [environment]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]},
+    ]
+    if pools is not None:
+        filters.append({"Name": f"tag:{POOL}", "Values": pools})
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page.get("Reservations", []):
+            for inst in reservation.get("Instances", []):
+                yield inst, {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

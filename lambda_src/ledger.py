@@ -15,7 +15,8 @@ forward (queued -> in_progress -> completed), whatever order GitHub delivers eve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from lambda_src.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, BlockRecor
 OPEN = "open_key"  # attribute of the sparse index: set while a job is queued or a host is live
 OPEN_INDEX = "open"
 RECENT_LAUNCH_S = 300.0  # how long a planning lock remembers launches the index may not show yet
+LOCK_LEASE_S = 90.0  # longer than a planning invocation may run; a crashed holder's lease runs out
+LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same pool
 
 
 def _conditional_failed(exc: AwsError) -> bool:
@@ -119,6 +122,27 @@ class _Table:
         if "LastEvaluatedKey" in page:
             out["LastEvaluatedKey"] = page["LastEvaluatedKey"]  # passed back as is
         return out
+
+
+class PoolBusyError(RuntimeError):
+    """Another invocation kept planning this pool for longer than we may wait."""
+
+
+@contextmanager
+def planning_lock(ledger: Ledger, pool: str, holder: str, sleep: Callable[[float], None]) -> Iterator[list[tuple[str, float]]]:
+    """One planner per pool at a time: two invocations reading the same state would each act
+    on it. Waits a little for the other one, then gives up. Yields the recent launches
+    (instance id, time), which the caller may append to; they are left with the lock."""
+    waited = 0.0
+    while (recent := ledger.try_lock(f"plan#{pool}", holder, LOCK_LEASE_S)) is None:
+        if waited >= LOCK_WAIT_S:
+            raise PoolBusyError(f"pool {pool} is being planned by another invocation")
+        sleep(0.2)
+        waited += 0.2
+    try:
+        yield recent
+    finally:
+        ledger.unlock(f"plan#{pool}", holder, recent)
 
 
 @dataclass

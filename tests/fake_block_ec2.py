@@ -56,6 +56,7 @@ class FakeBlockEc2:
     launch_requests: list[dict[str, Any]] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(0x1000))
     _tokens: dict[str, list[str]] = field(default_factory=dict)
+    launch_faults: list[str] = field(default_factory=list)  # error codes the next launches answer with
 
     # ---- test controls ------------------------------------------------------------------
     def add_block(self, rid: str, instance_type: str, total: int, start: float, hours: float, zone: str | None = None) -> None:
@@ -119,6 +120,8 @@ class FakeBlockEc2:
 
     def run_instances(self, **request: Any) -> dict[str, Any]:
         self.launch_requests.append(request)
+        if self.launch_faults:
+            raise _error(self.launch_faults.pop(0), "injected", "RunInstances")
         token = request.get("ClientToken", "")
         if token and token in self._tokens:  # EC2 answers a retried token with the first launch
             return {"Instances": [{"InstanceId": i} for i in self._tokens[token]]}

@@ -290,6 +290,22 @@ def test_events_that_are_not_ours_or_broken_are_dropped_not_retried(local: Local
     assert manager.handle_events(records) == []
 
 
+def test_a_throttled_launch_or_a_github_outage_retries_the_jobs_message(
+    local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager
+) -> None:
+    ec2.add_block(BLOCK, "p5.48xlarge", total=1, start=local.clock(), hours=24)
+    ec2.launch_faults.append("RequestLimitExceeded")
+    local.github.queue_job(H100)
+    local.pump(manager.scale_up)  # the failed message stays on the queue
+    assert ec2.live() == []
+    local.github.fail_next(502, "generate-jitconfig", times=4)  # every retry of one call
+    local.pump(manager.scale_up)  # launched, but no runner config could be made: retried
+    (node,) = ec2.live()
+    local.pump(manager.scale_up)
+    assert len(start_slots(local, node)) == SLOTS
+    assert local.dlq_depth(POOL) == 0
+
+
 # ---- buying the next block ----------------------------------------------------------------
 
 
