@@ -9,7 +9,8 @@
   the scaler's path once it has loaded boto3 for EC2;
 - planner: plan_launches for 10,000 queued jobs over 50 pools (goal < 100 ms), and
   plan_scale_down over 5,000 hosts and runners;
-- GitHub calls per job on the hot path (goal <= 2), after the first job's one-time lookups.
+- GitHub calls per job on the hot path (goal <= 2), after the first job's one-time lookups;
+- the capacity-block planner: one cycle's decision over 64 nodes of 5 slots.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from estate.local_plane import Clock, LocalPlane  # noqa: E402 - after the path set-up
-from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name  # noqa: E402
+from lambda_src.block_planner import Block, plan_blocks  # noqa: E402
+from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, SlotRecord, runner_name, slot_runner_name  # noqa: E402
 from lambda_src.planner import plan_launches, plan_scale_down  # noqa: E402
 from lambda_src.settings import PoolSettings  # noqa: E402
 
@@ -115,6 +117,24 @@ def planner_times() -> tuple[float, float]:
     return statistics.median(runs) * 1000, statistics.median(down) * 1000
 
 
+def block_planner_time() -> float:
+    """One capacity-block cycle's decision: 4 blocks of 16 nodes, 5 slots each, half busy."""
+    pool = PoolSettings("h100", "capacity-block", ("p5.48xlarge",), ("self-hosted",), "gpu", max_instances=64, gpus_per_node=8,
+                        slot_gpus=(4, 1, 1, 1, 1), slot_labels=(("h100", "sm90", "4gpu"), *[("h100", "sm90", "1gpu")] * 4))  # fmt: skip
+    now = time.time()
+    blocks = [Block(f"cr-{b}", "p5.48xlarge", "us-east-1a", 16, 0, "active", now - 3600, now + 20 * 3600) for b in range(4)]
+    nodes = [Instance(f"i-{n:017x}", "h100", now - 1800, block=f"cr-{n % 4}") for n in range(64)]
+    slots = {(n.id, s): SlotRecord(issued_at=now - 1700, seen_at=now - 1600) for n in nodes for s in range(5)}
+    runners = [GithubRunner(i, slot_runner_name("", "prod", "h100", n.id, s), True, (i % 2) == 0)
+               for i, (n, s) in enumerate((n, s) for n in nodes for s in range(5))]  # fmt: skip
+    runs = []
+    for _ in range(20):
+        start = time.perf_counter()
+        plan_blocks(pool, "prod", blocks, {}, nodes, slots, runners, 200, now)
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=100)
@@ -132,6 +152,7 @@ def main() -> None:
     launches, scale_down = planner_times()
     print(f"planner: plan_launches 10,000 queued jobs over 50 pools: {launches:.1f} ms (median of 20)")
     print(f"planner: plan_scale_down 2,500 hosts and runners, 10,000 jobs: {scale_down:.1f} ms (median of 20)")
+    print(f"planner: plan_blocks 4 blocks, 64 nodes, 320 slots, 200 queued jobs: {block_planner_time():.1f} ms (median of 20)")
 
 
 if __name__ == "__main__":
