@@ -363,6 +363,10 @@ def build_agent(args: Any) -> Agent:
             raise RuntimeError(
                 f"GitHub publishes no riscv64 runner: build one and point --runner-dir at it ({args.runner_dir} has no run.sh)"
             )
+        if not args.runner_sha256 and not (Path(args.runner_dir) / "run.sh").exists():
+            raise RuntimeError(
+                f"no runner in {args.runner_dir}: give --runner-sha256 (from the release page) so the download can be checked"
+            )
         template = install_runner(Path(args.runner_dir), args.runner_version, arch_label(), args.runner_sha256, download)
         dirs = slot_runner_dirs(template, len(slots))
         command = []

@@ -15,11 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from estate.agent import RUNNER_SCOPE, Agent, CredentialsError, RunningRunner, Slot, TokenFileClient, plain_slots, read_token_file
+from estate.agent import (
+    RUNNER_SCOPE,
+    Agent,
+    CredentialsError,
+    RunningRunner,
+    Slot,
+    TokenFileClient,
+    arch_label,
+    plain_slots,
+    read_token_file,
+)
 from estate.fake_github import FakeGithub
 from lambda_src.github_client import GithubClient
 from lambda_src.host_bootstrap import start_runner
 from tests.conftest import PROJECT_DIR
+from tests.test_gpus import H100_XML, needs_capture
 
 FAKE_RUNNER = PROJECT_DIR / "tests" / "fake_runner.py"
 LABELS = ["self-hosted", "linux", "arm64", "lab"]
@@ -237,3 +248,37 @@ def test_the_control_plane_mints_a_scoped_token_file_that_the_agent_runs_on(gith
     agent.start()
     until(agent, lambda: len(online(github)) == 1)
     stop(agent)
+
+
+@needs_capture
+def test_gpus_and_architecture_become_labels_and_each_gpu_slot_is_pinned(tmp_path: Path) -> None:
+    from estate.agent import build_agent
+    from estate.cli import build_parser
+
+    key = tmp_path / "app.pem"
+    key.write_text("unused", encoding="utf-8")
+    key.chmod(0o600)
+    args = build_parser().parse_args(
+        ["agent", "--org", "example-org", "--app-id", "1", "--app-key-file", str(key), "--host", "lab", "--labels", "Lab",
+         "--gpu-layout", "1x1", "--nvidia-smi-xml", str(H100_XML), "--runner-command", "true"]
+    )  # fmt: skip
+    agent = build_agent(args)
+    (slot,) = agent.slots
+    assert slot.labels[:4] == ["self-hosted", "linux", arch_label(), "lab"]
+    assert {"gpu", "h100", "sm90", "1gpu"} <= set(slot.labels)
+    assert slot.env["CUDA_VISIBLE_DEVICES"] == "GPU-37a94c4f-bf3d-cf9f-3dee-8246d608ab49"
+    assert agent.name_prefix == "agent-lab-s"
+
+
+def test_a_runner_download_without_a_checksum_is_refused(tmp_path: Path) -> None:
+    from estate.agent import build_agent
+    from estate.cli import build_parser
+
+    key = tmp_path / "app.pem"
+    key.write_text("unused", encoding="utf-8")
+    key.chmod(0o600)
+    args = build_parser().parse_args(
+        ["agent", "--org", "o", "--app-id", "1", "--app-key-file", str(key), "--runner-dir", str(tmp_path / "none")]
+    )
+    with pytest.raises(RuntimeError, match="give --runner-sha256"):
+        build_agent(args)
