@@ -13,8 +13,11 @@ import pytest
 
 from estate.local_plane import Clock, LocalPlane
 from lambda_src import handlers
+from lambda_src.block_ec2 import BlockEc2
+from lambda_src.fleet_state import QUEUED, Job
 from lambda_src.settings import ControlPlaneSettings
 from tests.conftest import EXAMPLE_CONFIGS
+from tests.fake_block_ec2 import FakeBlockEc2
 
 CONTEXT = SimpleNamespace(invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:runner-estate-local-scale-up")
 
@@ -26,10 +29,11 @@ def wired(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane
     # As shipped: the settings round-trip through the JSON file the package carries.
     shipped = ControlPlaneSettings.from_dict(json.loads(json.dumps(local.settings.to_dict())))
     monkeypatch.setattr(handlers, "_settings", lambda: shipped)
-    for cached in (handlers._webhook_ports, handlers._control_plane):
+    caches = (handlers._webhook_ports, handlers._control_plane, handlers._block_manager)
+    for cached in caches:
         cached.cache_clear()
     yield local
-    for cached in (handlers._webhook_ports, handlers._control_plane):
+    for cached in caches:
         cached.cache_clear()
     local.stop()
 
@@ -73,6 +77,25 @@ def test_scale_up_handler_reports_failed_messages_by_id(wired: LocalPlane) -> No
 def test_scheduled_handlers_return_their_summary(wired: LocalPlane) -> None:
     assert handlers.reconcile_handler({}, CONTEXT)["failed_pools"] == {}
     assert handlers.scale_down_handler({}, CONTEXT)["retired"] == 0
+
+
+def test_capacity_block_handlers_run_cycles_and_report_failed_messages(wired: LocalPlane) -> None:
+    manager = handlers._block_manager("123456789012")
+    pool = wired.settings.pools["gpu-h100-cb"]
+    fake = FakeBlockEc2(wired.clock, dict.fromkeys(pool.subnet_ids, "us-east-1a"))
+    fake.add_block("cr-0a1b2c3d4e5f60718", "p5.48xlarge", total=1, start=wired.clock(), hours=24)
+    manager.ec2 = BlockEc2(fake, wired.settings.environment)
+
+    job = json.dumps({"job_id": 11, "pool": "gpu-h100-cb", "repo": "org/r", "labels": []})
+    wired.plane.ledger.record_job(Job(11, "gpu-h100-cb", QUEUED, wired.clock(), "org/r"))
+    event = {"Records": [{"messageId": "m-job", "body": job}, {"messageId": "m-poison", "body": "{oops"}]}
+    assert handlers.cb_scale_up_handler(event, CONTEXT) == {"batchItemFailures": [{"itemIdentifier": "m-poison"}]}
+    assert len(fake.live()) == 1
+
+    summary = handlers.cb_manager_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, CONTEXT)
+    assert {p["pool"] for p in summary["pools"]} == {"gpu-h100-cb", "gpu-b200-cb"}
+    stray = {"Records": [{"messageId": "m-stray", "body": json.dumps({"detail-type": "Something Else", "detail": {}})}]}
+    assert handlers.cb_manager_handler(stray, CONTEXT) == {"batchItemFailures": []}
 
 
 class CountingSsm:
