@@ -220,6 +220,9 @@ class Pool:
             return []
         if self.gpus_per_node == 0:
             raise self.error("estate.gpu_slots", "GPU slots on a pool whose instance types have no GPU")
+        if self.capacity_type != "capacity-block":
+            # Ordinary hosts run one runner each: a job asking for a slot size would never be taken.
+            raise self.error("estate.gpu_slots", "GPU slots split capacity-block nodes only; an on-demand or spot host runs one runner")
         if layout.total_gpus > self.gpus_per_node:
             raise self.error(
                 "estate.gpu_slots",

@@ -160,6 +160,13 @@ def test_slot_layout_leaving_gpus_idle_is_a_warning(tmp_path: Path) -> None:
     assert any(w.key == "estate.gpu_slots" and "leaves 2 of 8" in w.message for w in warnings)
 
 
+def test_slot_layouts_are_for_capacity_block_nodes_only(tmp_path: Path) -> None:
+    text = MINIMAL_POOL.replace("[m7i.2xlarge]", "[g5.12xlarge]") + "estate:\n  gpu_slots: 4x1\n"
+    err = _error(tmp_path, text)
+    assert err.key == "estate.gpu_slots"
+    assert "capacity-block nodes only" in err.message
+
+
 def test_malformed_slot_layout(tmp_path: Path) -> None:
     err = _error(tmp_path, H100_POOL.replace("1x4+4x1", "four-by-one"))
     assert err.key == "estate.gpu_slots"
