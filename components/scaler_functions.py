@@ -156,8 +156,11 @@ class ScalerFunctions(pulumi.ComponentResource):
         )
         code = settings_json.apply(lambda text: lambda_archive(text, args.lambda_dependencies))
         jit_prefix_arn = pulumi.Output.concat("arn:aws:ssm:", stack.region, ":", account, ":parameter", jit_parameter_prefix(env))
-        queue_arns = [q.arn for q in queues.values()]
-        runner_roles = [w.role_arn for w in args.pools.values()]
+        queue_arns = [q.arn for q in queues.values()]  # the webhook sends to every pool's queue
+        # The scaler reads and launches for ordinary pools only; capacity-block pools are the block manager's.
+        scaled = [p.name for p in args.estate.pools if p.capacity_type != "capacity-block"]
+        scaled_queue_arns = [queues[n].arn for n in scaled]
+        runner_roles = [args.pools[n].role_arn for n in scaled]
 
         webhook = self._function(
             name,
@@ -181,7 +184,7 @@ class ScalerFunctions(pulumi.ComponentResource):
         def scaler(launches: bool, with_queues: bool) -> Any:
             def policy(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
                 parts = pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
-                                          pulumi.Output.all(*queue_arns))  # fmt: skip
+                                          pulumi.Output.all(*scaled_queue_arns))  # fmt: skip
                 return parts.apply(
                     lambda a: iam_policies.scaler_policy(
                         environment=env,

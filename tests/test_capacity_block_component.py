@@ -96,6 +96,14 @@ def test_capacity_block_jobs_go_to_cb_scale_up_and_the_manager_runs_every_minute
     assert handlers["runner-estate-prod-cb-manager"] == "lambda_src.handlers.cb_manager_handler"
 
 
+def test_the_ordinary_scaler_may_neither_read_capacity_block_queues_nor_pass_node_roles(prod: list[Registered]) -> None:
+    (policy,) = [r for r in prod if r.name == "scaler-scale_up-policy"]
+    by_sid = {s["Sid"]: s for s in statements(policy)}
+    assert not [q for q in by_sid["PoolQueues"]["Resource"] if "-cb-" in q]
+    assert not [r for r in by_sid["PassRunnerRoles"]["Resource"] if "-cb" in r]
+    assert len(by_sid["PoolQueues"]["Resource"]) == 8
+
+
 def test_the_block_manager_may_launch_and_terminate_only_as_ours_and_buys_nothing_by_default(prod: list[Registered]) -> None:
     (policy,) = [r for r in prod if r.name == "scaler-cb_manager-policy"]
     by_sid = {s["Sid"]: s for s in statements(policy)}
