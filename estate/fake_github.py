@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -98,6 +99,7 @@ class FakeGithub:
         self.runners: dict[int, FakeRunner] = {}
         self.jobs: dict[int, FakeJob] = {}
         self.tokens: set[str] = set()
+        self.token_expiry: dict[str, float] = {}
         self.calls: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
         self.webhook_url: str | None = None
@@ -249,7 +251,9 @@ class FakeGithub:
             return None
         if needs == "none":
             return None
-        return None if token in self.tokens else "bad credentials"
+        if token not in self.tokens:
+            return "bad credentials"
+        return None if self.clock() < self.token_expiry.get(token, float("inf")) else "token expired"
 
     # ---- endpoints --------------------------------------------------------------------
     def _installation(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -261,7 +265,10 @@ class FakeGithub:
         self.token_requests.append(d)
         token = f"ghs_fake{next(self._ids)}"
         self.tokens.add(token)
-        return 201, {"token": token, "expires_at": "2099-01-01T00:00:00Z"}
+        # Installation tokens live one hour, on this fake's (possibly virtual) clock.
+        expires = datetime.fromtimestamp(self.clock() + 3600, UTC).isoformat().replace("+00:00", "Z")
+        self.token_expiry[token] = self.clock() + 3600
+        return 201, {"token": token, "expires_at": expires}
 
     def _groups(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         groups = [{"id": i, "name": n} for n, i in self.groups.items()]

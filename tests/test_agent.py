@@ -238,10 +238,6 @@ def test_the_control_plane_mints_a_scoped_token_file_that_the_agent_runs_on(gith
     assert minted.returncode == 0, minted.stderr
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     assert github.token_requests == [{"permissions": RUNNER_SCOPE}]
-    # The fake's tokens never expire; a real one lives an hour, which is what the agent accepts.
-    data = json.loads(out.read_text(encoding="utf-8"))
-    data["expires_at"] = datetime.fromtimestamp(time.time() + 3000, UTC).isoformat()
-    out.write_text(json.dumps(data), encoding="utf-8")
 
     client = TokenFileClient(github.url, "example-org", 0, lambda: "", token_file=out)
     agent = Agent(client, launcher(github), plain_slots(1, "box", "agent-", LABELS), PREFIX, health_interval_s=0.1)
