@@ -15,6 +15,7 @@ personal access token. Registration data reaches the runner only in its environm
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -31,6 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from estate.agent_plan import RunningSlot, plan_reconcile, slots_to_wake
 from lambda_src.github_client import GithubClient, GithubError
 from lambda_src.gpu_slots import NodeSlot
 
@@ -38,7 +40,6 @@ log = logging.getLogger("runner_estate.agent")
 
 ARCH_LABELS = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64", "riscv64": "riscv64"}
 RUNNER_SCOPE = {"organization_self_hosted_runners": "write", "actions": "read"}  # read: queued jobs of watched repos
-START_GRACE_S = 60.0  # a fresh runner must show in GitHub's list within this
 MAX_BACKOFF_S = 300.0
 TOKEN_MAX_LIFETIME_S = 3600.0 + 120.0  # installation tokens live one hour
 
@@ -82,8 +83,6 @@ class TokenFileClient(GithubClient):
 
 
 def read_token_file(path: Path, now: float) -> str:
-    import json
-
     check_private_file(path, "token file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -195,31 +194,24 @@ class Agent:
             slot.runner_id = None
 
     def _reconcile(self) -> None:
-        """One runner listing: idle slots past the timeout are parked, processes whose
-        registration vanished are replaced, and our registrations no slot owns are deleted."""
-        now = self.clock()
+        """One runner listing, then estate/agent_plan.plan_reconcile's decisions."""
         listed = {r.name: r for r in self.github.list_runners() if r.name.startswith(self.name_prefix)}
-        owned = {s.runner_name for s in self.slots if s.process is not None}
-        for slot in self.slots:
-            runner = listed.get(slot.runner_name)
-            if slot.process is None:
-                continue
-            if runner is None:
-                if now - slot.started_at > START_GRACE_S:
-                    log.warning("slot %d: registration %s is gone while its runner runs; restarting it", slot.index, slot.runner_name)
-                    self._stop(slot)
-                continue
-            idle = runner.online and not runner.busy
-            slot.idle_since = (slot.idle_since or now) if idle else None
-            retire = self.draining or (slot.idle_since is not None and now - slot.idle_since >= self.idle_timeout_s)
-            if retire and not runner.busy and self.github.delete_runner(runner.id):
+        running = [RunningSlot(s.index, s.runner_name, s.started_at, s.idle_since) for s in self.slots if s.process is not None]
+        plan = plan_reconcile(running, listed, self.clock(), self.idle_timeout_s, self.draining)
+        for index, idle_since in plan.idle_since.items():
+            self.slots[index].idle_since = idle_since
+        for index in plan.restart:
+            log.warning("slot %d: registration %s is gone while its runner runs; restarting it", index, self.slots[index].runner_name)
+            self._stop(self.slots[index])
+        for index, runner_id in plan.retire:
+            if self.github.delete_runner(runner_id):
+                slot = self.slots[index]
                 self._stop(slot)
                 slot.parked = not self.draining
-                log.info("slot %d: %s", slot.index, "deregistered (draining)" if self.draining else "idle; deregistered and parked")
-        for name, runner in listed.items():
-            if name not in owned and not runner.busy:
-                log.info("deleting %s: registered by an earlier run of this agent", name)
-                self.github.delete_runner(runner.id)
+                log.info("slot %d: %s", index, "deregistered (draining)" if self.draining else "idle; deregistered and parked")
+        for runner_id in plan.leftovers:
+            log.info("deleting runner %s: registered by an earlier run of this agent", runner_id)
+            self.github.delete_runner(runner_id)
 
     def _stop(self, slot: Slot) -> None:
         if slot.process is not None:
@@ -233,29 +225,19 @@ class Agent:
     def _wake_for_queued_jobs(self) -> None:
         """Poll the watched repositories (conditional requests: an unchanged answer is free)
         and bring back one parked slot per queued job it can take. Quiet polls back off."""
-        woke = 0
-        for repo in self.watch_repos:
-            for labels in self._queued_labels(repo):
-                slot = next((s for s in self.slots if s.parked and _fits(labels, s.labels)), None)
-                if slot is not None:
-                    slot.parked = False
-                    self._launch(slot)
-                    woke += 1
+        queued = [labels for repo in self.watch_repos for labels in self._queued_labels(repo)]
+        woke = slots_to_wake(queued, {s.index: s.labels for s in self.slots if s.parked})
+        for index in woke:
+            self._launch(self.slots[index])
         self._poll_wait = self.poll_interval_s if woke else min(MAX_BACKOFF_S, max(self.poll_interval_s, 2 * self._poll_wait))
         self._poll_at = self.clock() + self._poll_wait
 
     def _queued_labels(self, repo: str) -> Iterable[list[str]]:
-        path = f"/repos/{repo}/actions/runs?status=queued&per_page=20"
-        runs, etag = self.github.get_if_changed(path, self._etags.get(path))
+        jobs, etag = self.github.queued_jobs_if_changed(repo, self._etags.get(repo))
         if etag:
-            self._etags[path] = etag
-        if runs is None:  # unchanged since the last poll: nothing new to wake for
-            return []
-        found = []
-        for run in runs.get("workflow_runs", []):
-            jobs = self.github.call("GET", f"/repos/{repo}/actions/runs/{run['id']}/jobs?filter=latest&per_page=100")
-            found += [list(j.get("labels", [])) for j in jobs.get("jobs", []) if j.get("status") == "queued"]
-        return found
+            self._etags[repo] = etag
+        # None: unchanged since the last poll, nothing new to wake for.
+        return [list(j.get("labels", [])) for j in jobs or []]
 
     def _guarded(self, step: Callable[[], Any]) -> None:
         """Run one step against GitHub. Refused credentials stop the agent (retrying cannot
@@ -272,10 +254,6 @@ class Agent:
         if self._backoff:
             log.info("GitHub reachable again")
         self._backoff = 0.0
-
-
-def _fits(job_labels: list[str], runner_labels: list[str]) -> bool:
-    return {label.lower() for label in job_labels} <= {label.lower() for label in runner_labels}
 
 
 # ---- building the slots ---------------------------------------------------------------------
@@ -348,10 +326,7 @@ def build_agent(args: Any) -> Agent:
     if args.token_file:
         github: GithubClient = TokenFileClient(args.api_url, args.org, 0, _no_key, token_file=Path(args.token_file))
     elif args.app_key_file:
-        key_file = Path(args.app_key_file)
-        check_private_file(key_file, "App key file")
-        github = GithubClient(args.api_url, args.org, args.app_id, lambda: key_file.read_text(encoding="utf-8"),
-                              installation_id=args.installation_id, token_permissions=RUNNER_SCOPE)  # fmt: skip
+        github = app_key_client(args.api_url, args.org, args.app_id, Path(args.app_key_file), args.installation_id)
     else:
         raise CredentialsError("give --token-file (a token the control plane refreshes) or --app-id with --app-key-file")
 
@@ -388,12 +363,17 @@ def build_agent(args: Any) -> Agent:
     )
 
 
+def app_key_client(api_url: str, org: str, app_id: int, key_file: Path, installation_id: int | None, attempts: int = 4) -> GithubClient:
+    """A client minting runner-administration tokens from an App key only its owner can read."""
+    check_private_file(key_file, "App key file")
+    return GithubClient(api_url, org, app_id, lambda: key_file.read_text(encoding="utf-8"), installation_id=installation_id,
+                        token_permissions=RUNNER_SCOPE, attempts=attempts)  # fmt: skip
+
+
 def mint_token_file(github: GithubClient, path: Path) -> str:
     """Where the App key lives (the control plane, an admin host): mint an installation token
     scoped to runner administration and write it for one agent host, owner-only and atomically.
     Returns its expiry. Run it every ~30 minutes and ship the file to the host."""
-    import json
-
     token, expires_at = github.token_with_expiry()
     expires = datetime.fromtimestamp(expires_at).astimezone().isoformat()
     partial_file = path.with_name(path.name + ".tmp")

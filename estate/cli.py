@@ -156,14 +156,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent_token(args: argparse.Namespace) -> int:
-    from estate.agent import RUNNER_SCOPE, CredentialsError, check_private_file, mint_token_file
-    from lambda_src.github_client import GithubClient, GithubError
+    from estate.agent import CredentialsError, app_key_client, mint_token_file
+    from lambda_src.github_client import GithubError
 
-    key = Path(args.app_key_file)
     try:
-        check_private_file(key, "App key file")
-        github = GithubClient(args.api_url, args.org, args.app_id, lambda: key.read_text(encoding="utf-8"),
-                              installation_id=args.installation_id, token_permissions=RUNNER_SCOPE, attempts=2)  # fmt: skip
+        github = app_key_client(args.api_url, args.org, args.app_id, Path(args.app_key_file), args.installation_id, attempts=2)
         expires = mint_token_file(github, Path(args.out))
     except (CredentialsError, GithubError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,13 +20,12 @@ from functools import cached_property
 from typing import Any
 
 from lambda_src.block_ec2 import BlockEc2
-from lambda_src.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE, Block, BlockPlan, plan_blocks, should_renew
+from lambda_src.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE, Block, BlockPlan, plan_blocks, plan_node_sync
 from lambda_src.fleet_state import GithubRunner, Instance, runner_name, slot_runner_name
 from lambda_src.github_client import GithubClient
 from lambda_src.jit_parameters import JitParameters
 from lambda_src.job_messages import jobs_by_pool
 from lambda_src.ledger import Ledger, planning_lock
-from lambda_src.planner import LISTING_GRACE_S
 from lambda_src.settings import ControlPlaneSettings, PoolSettings
 
 log = logging.getLogger("runner_estate.block_manager")
@@ -45,7 +44,7 @@ class CycleReport:
     retired: list[str] = field(default_factory=list)
     overran: int = 0
     bought: str | None = None
-    blocks: dict[str, dict[str, object]] = field(default_factory=dict)
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -56,7 +55,7 @@ class CycleReport:
             "retired": len(self.retired),
             "overran": self.overran,
             "bought": self.bought,
-            "idle_gpus": sum(int(str(b["idle_gpus"])) for b in self.blocks.values() if b["phase"] in {"accepting", "draining"}),
+            "idle_gpus": sum(b["idle_gpus"] for b in self.blocks.values() if b["phase"] in {"accepting", "draining"}),
             "blocks": self.blocks,
         }
 
@@ -156,28 +155,24 @@ class BlockManager:
             plan = plan_blocks(pool, self.settings.environment, blocks, records, nodes, self.ledger.slots(pool_name), runners,
                                queued, now)  # fmt: skip
             self._apply(pool, {b.id: b for b in blocks}, plan, report, now)
-            busy = sum(int(str(b["busy_gpus"])) for b in plan.report.values())
-            paid = sum(int(str(b["paid_gpus"])) for b in plan.report.values() if b["phase"] == "accepting")
-            if should_renew(pool, blocks, queued, busy / paid if paid else 0.0, now):
+            if plan.renew:
                 report.bought = self.ec2.buy_next(pool, max((b.end for b in blocks), default=now))
         log.info("capacity blocks: %s", json.dumps(report.summary(), sort_keys=True))
         return report
 
     def _sync_nodes(self, pool: PoolSettings, now: float) -> list[Instance]:
-        """Ledger and EC2 in agreement: a node EC2 lists but the ledger lacks (a launch that
-        crashed before recording it) is adopted; one EC2 no longer lists is gone."""
+        """The pool's live nodes, with the ledger and EC2 made to agree first (plan_node_sync)."""
         listed = {n.id: n for n in self.ec2.nodes({pool.name})}
         known = {i.id: i for i in self.ledger.live_instances(pool.name)}
-        for node in listed.values():
-            if node.id not in known:
-                inst = Instance(node.id, pool.name, node.launched_at, runner_name=self._name(pool, node.id), block=node.block)
-                self.ledger.add_instance(inst)
-                known[node.id] = inst
-        for inst in list(known.values()):
-            if inst.id not in listed and now - inst.launched_at > LISTING_GRACE_S:
-                log.warning("node %s of pool %s is gone", inst.id, pool.name)
-                self._forget(pool, inst.id)
-                del known[inst.id]
+        adopt, gone = plan_node_sync(known, listed, now)
+        for iid in adopt:
+            node = listed[iid]
+            known[iid] = Instance(iid, pool.name, node.launched_at, runner_name=self._name(pool, iid), block=node.block)
+            self.ledger.add_instance(known[iid])
+        for iid in gone:
+            log.warning("node %s of pool %s is gone", iid, pool.name)
+            self._forget(pool, iid)
+            del known[iid]
         return list(known.values())
 
     def _apply(self, pool: PoolSettings, blocks: Mapping[str, Block], plan: BlockPlan, report: CycleReport, now: float) -> None:
@@ -204,8 +199,9 @@ class BlockManager:
         for iid, slot in issue:
             name = slot_runner_name(pool.name_prefix, self.settings.environment, pool.name, iid, slot)
             _, config = self.github.fresh_jitconfig(name, pool.runner_group, pool.labels_of_slot(slot))
-            self.jit.delete(iid, slot)  # an unread config of an earlier runner: replaced
-            self.jit.put(iid, config, slot)
+            if not self.jit.put(iid, config, slot):  # an unread config of an earlier runner: replaced
+                self.jit.delete(iid, slot)
+                self.jit.put(iid, config, slot)
             self.ledger.set_slot(pool.name, iid, slot, issued_at=now)
             report.issued += 1
         for iid, slot in plan.seen:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from lambda_src.fleet_state import BlockRecord, GithubRunner, Instance, SlotRecord, slot_of, slot_runner_name
+from lambda_src.planner import LISTING_GRACE_S
 from lambda_src.settings import PoolSettings
 
 WARNING_LEAD_S = 40 * 60  # EC2's expiration warning comes this long before the end
@@ -93,7 +95,8 @@ class BlockPlan:
     deregister: list[Deregister] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)  # (instance, why): terminate the node
     overran: list[tuple[str, int]] = field(default_factory=list)  # busy when the block's nodes must go
-    report: dict[str, dict[str, object]] = field(default_factory=dict)  # per block: what ran and what sat idle
+    report: dict[str, dict[str, Any]] = field(default_factory=dict)  # per block: what ran and what sat idle
+    renew: bool = False  # buy the next block (only where the pool opts in)
 
 
 def plan_blocks(
@@ -160,6 +163,9 @@ def plan_blocks(
     for block in by_block.values():
         plan.report[block.id] = _block_report(block, pool, records.get(block.id, BlockRecord()), live_nodes[block.id],
                                               by_name, environment, now)  # fmt: skip
+    busy = sum(r["busy_gpus"] for r in plan.report.values())
+    paid = sum(r["paid_gpus"] for r in plan.report.values() if r["phase"] == "accepting")
+    plan.renew = should_renew(pool, by_block.values(), queued_jobs, busy / paid if paid else 0.0, now)
     return plan
 
 
@@ -227,7 +233,7 @@ def _block_report(
     runners: Mapping[str, GithubRunner],
     environment: str,
     now: float,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """GPUs the block pays for, and how many run a job right now."""
     gpus_per_node = sum(pool.slot_gpus)
     busy = sum(
@@ -249,6 +255,16 @@ def _block_report(
         "unslotted_gpus": len(nodes) * (pool.gpus_per_node - gpus_per_node),
         "hours_left": round(max(0.0, block.end - now) / 3600, 2),
     }
+
+
+def plan_node_sync(known: Mapping[str, Instance], listed: Iterable[str], now: float) -> tuple[list[str], list[str]]:
+    """Ledger and EC2 in agreement for capacity-block nodes: (ids EC2 lists but the ledger
+    lacks — a launch that crashed before recording it — to adopt, since nodes live for their
+    block; ids the ledger holds but EC2 no longer lists past the listing's grace, gone)."""
+    listed = set(listed)
+    adopt = sorted(listed - set(known))
+    gone = sorted(iid for iid, inst in known.items() if iid not in listed and now - inst.launched_at > LISTING_GRACE_S)
+    return adopt, gone
 
 
 def should_renew(pool: PoolSettings, blocks: Iterable[Block], queued_jobs: int, busy_share: float, now: float) -> bool:

@@ -160,12 +160,21 @@ class GithubClient:
 
     def queued_jobs(self, repo: str, max_runs: int = 20) -> list[dict[str, Any]]:
         """Jobs GitHub still has queued in a repository, newest runs first."""
-        runs = self.call("GET", f"/repos/{repo}/actions/runs?status=queued&per_page={max_runs}").get("workflow_runs", [])
+        jobs, _ = self.queued_jobs_if_changed(repo, None, max_runs)
+        return jobs or []
+
+    def queued_jobs_if_changed(self, repo: str, etag: str | None, max_runs: int = 20) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """Like queued_jobs, with the run list fetched conditionally: (None, etag) when it has
+        not changed since `etag` (a 304 costs no rate limit)."""
+        found, etag = self.get_if_changed(f"/repos/{repo}/actions/runs?status=queued&per_page={max_runs}", etag)
+        if found is None:
+            return None, etag
+        runs = found.get("workflow_runs", [])
         jobs: list[dict[str, Any]] = []
         for run in runs[:max_runs]:
             listed = self.call("GET", f"/repos/{repo}/actions/runs/{run['id']}/jobs?filter=latest&per_page=100")
             jobs += [j for j in listed.get("jobs", []) if j.get("status") == "queued"]
-        return jobs
+        return jobs, etag
 
     # ---- transport --------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

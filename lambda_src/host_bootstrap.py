@@ -116,16 +116,21 @@ def download(url: str) -> bytes:
         return bytes(answer.read())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_host_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every host program is started with by its user-data (estate/host_user_data.py)."""
     parser.add_argument("--parameter-prefix", required=True)
     parser.add_argument("--runner-version", required=True)
     parser.add_argument("--runner-arch", choices=["x64", "arm64"], required=True)
     parser.add_argument("--runner-sha256")
     parser.add_argument("--run-as", default="ubuntu")
     parser.add_argument("--runner-dir", default="/opt/actions-runner")
-    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the runner config")
     parser.add_argument("--imds-url", default=IMDS_URL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_host_arguments(parser)
+    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the runner config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 

@@ -28,7 +28,7 @@ from typing import Protocol
 from lambda_src.aws_json import AwsError, AwsJsonClient
 from lambda_src.gpu_inventory import NoGpuDriverError, faulty_gpus, parse_nvidia_smi_xml, read_nvidia_smi, xid_faults
 from lambda_src.gpu_slots import NodeSlot, parse_layout
-from lambda_src.host_bootstrap import IMDS_URL, Imds, download, install_runner, start_runner
+from lambda_src.host_bootstrap import Imds, add_host_arguments, download, install_runner, start_runner
 from lambda_src.node_slots import plan_node
 
 log = logging.getLogger("runner_estate.slots")
@@ -166,15 +166,9 @@ def slot_runner_dirs(template: Path, count: int) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--parameter-prefix", required=True)
+    add_host_arguments(parser)
     parser.add_argument("--events-queue-url", required=True)
     parser.add_argument("--layout", required=True)
-    parser.add_argument("--runner-version", required=True)
-    parser.add_argument("--runner-arch", choices=["x64", "arm64"], required=True)
-    parser.add_argument("--runner-sha256")
-    parser.add_argument("--run-as", default="ubuntu")
-    parser.add_argument("--runner-dir", default="/opt/actions-runner")
-    parser.add_argument("--imds-url", default=IMDS_URL)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 

@@ -181,3 +181,13 @@ def test_renewal_only_when_opted_in_demand_persists_and_no_later_block_is_held()
 def test_slot_runner_names_map_back_to_node_and_slot() -> None:
     assert slot_of(name("i-0123456789abcdef0", 3)) == ("i-0123456789abcdef0", 3)
     assert slot_of("prod-h100-i-0123456789abcdef0") is None
+
+
+def test_nodes_ec2_lists_are_adopted_and_ones_it_lost_are_gone_after_the_grace() -> None:
+    from lambda_src.block_planner import plan_node_sync
+    from lambda_src.planner import LISTING_GRACE_S
+
+    known = {"i-1": node("i-1", launched=0.0), "i-2": node("i-2", launched=0.0), "i-3": node("i-3", launched=HOUR)}
+    adopt, gone = plan_node_sync(known, ["i-1", "i-9"], now=HOUR + LISTING_GRACE_S / 2)
+    assert adopt == ["i-9"]
+    assert gone == ["i-2"]  # i-3 was launched too recently for the listing to be trusted
