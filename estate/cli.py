@@ -104,21 +104,37 @@ def _cmd_guard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1")
+    return value
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from estate.loader import load_estate
     from estate.prices import PriceTable
     from estate.sim_policies import POLICIES
     from estate.simulate import plot, simulate, table
-    from estate.workload import flashinfer_trace, read_trace
+    from estate.workload import WORKLOADS, pr_trace, read_trace
 
-    trace = read_trace(Path(args.trace)) if args.trace else flashinfer_trace(args.seed, args.days)
+    if args.trace:
+        trace = read_trace(Path(args.trace))
+    else:
+        trace = pr_trace(WORKLOADS[args.workload], args.seed, args.days, failed_run_share=args.failed_runs)
     prices = PriceTable.from_file(Path(args.prices)) if args.prices else PriceTable()
     names = list(POLICIES) if args.policy == "all" else [args.policy]
     report, sims = simulate(load_estate([args.configs]), trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
     else:
-        source = args.trace or f"embedded FlashInfer PR workload, {args.days:g} day(s), seed {args.seed}"
+        source = args.trace or (
+            f"embedded {args.workload} PR workload, {args.days:g} day(s), {args.failed_runs:.0%} of runs fail, seed {args.seed}"
+        )
         print(f"trace: {len(trace)} jobs ({source}); prices: {report['prices']}")
         print(table(report))
     if args.plot:
@@ -210,9 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a PNG of queue depth and running instances per policy, with the table")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated trace and of the simulated EC2 (default 0)")
     p.add_argument("--days", type=float, default=1.0, help="length of the generated trace in days (default 1)")
+    p.add_argument(
+        "--workload",
+        choices=["flashinfer", "sharded"],
+        default="flashinfer",
+        help="generated trace: FlashInfer's PR Test run (default), or a suite sharded into many short GPU jobs",
+    )
+    p.add_argument("--failed-runs", type=_share, default=0.3, help="share of generated runs that fail and are cancelled (default 0.3)")
     p.add_argument("--prices", help='JSON price overrides: {"<type>": {"on-demand": x, "spot": y, "capacity-block": z}}')
     p.add_argument("--spot-interruptions", type=float, default=0.0, help="spot interruptions per instance-hour (default 0)")
-    p.add_argument("--capacity-errors", type=float, default=0.0, help="share of spot launches refused for capacity (default 0)")
+    p.add_argument("--capacity-errors", type=_share, default=0.0, help="share of spot launches refused for capacity (default 0)")
     p.set_defaults(func=_cmd_simulate)
     p = sub.add_parser("gpus", help="this machine's NVIDIA GPUs and how a slot layout splits them into runners")
     p.add_argument("--nvidia-smi-xml", help="read `nvidia-smi -q -x` output from this file instead of running nvidia-smi")

@@ -40,6 +40,9 @@ class EstatePolicy:
         if job.pool in self.settings:
             sim.at(sim.now + CONTROL_PLANE_LATENCY_S, self.scale_up, sim, job.pool)
 
+    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
+        return
+
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
         if slot.host.pool in self.settings:
             sim.terminate(slot.host)  # ephemeral: the host powers off after its one job
@@ -116,6 +119,9 @@ class PhilipsPolicy:
         if job in sim.queue and len(sim.live_hosts(job.pool)) < sim.pools[job.pool].runner.runners_maximum_count:
             sim.launch(job.pool, 1)
 
+    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
+        return
+
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
         pool = sim.pools[slot.host.pool]
         if pool.capacity_type != "capacity-block" and pool.runner.enable_ephemeral_runners:
@@ -151,6 +157,9 @@ class BuildkitePolicy:
         sim.every(self.POLL_EVERY_S, self.poll)
 
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
+        return
+
+    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
         return
 
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
@@ -212,6 +221,9 @@ class StaticPolicy:
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
         return
 
+    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
+        return
+
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
         return
 
@@ -237,6 +249,9 @@ class IdealPolicy:
             host.slots[0].labels = host.slots[0].labels | job.labels
         else:
             sim.launch(job.pool, 1, boot_s=0.0)
+
+    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
+        return
 
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
         sim.terminate(slot.host)

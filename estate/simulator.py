@@ -1,8 +1,9 @@
 """A discrete-event simulation of a runner estate: a virtual clock, a simulated EC2 (boot time
 per family, spot interruptions, capacity errors), a simulated GitHub (a job queue; a job goes to
-an idle registered runner whose labels include all of its labels), capacity-block nodes split
-into slots. Scaling policies (estate/sim_policies.py) drive it; the `estate` policy calls the
-same planners the Lambdas run.
+an idle registered runner whose labels include all of its labels; fail-fast and
+cancel-in-progress cancel a run's jobs), capacity-block nodes split into slots. Scaling
+policies (estate/sim_policies.py) drive it; the `estate` policy calls the same planners the
+Lambdas run.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class SimJob:
     queued_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    cancelled_at: float | None = None
     interruptions: int = 0
     runs: list[tuple[str, int, float]] = field(default_factory=list)  # (host, slot index, start) of each attempt
 
@@ -84,6 +86,7 @@ class Policy(Protocol):
     def start(self, sim: Simulation) -> None: ...
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None: ...
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None: ...
+    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None: ...
 
 
 @dataclass
@@ -109,6 +112,8 @@ class Simulation:
         self._events: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = itertools.count()
         self._host_ids = itertools.count(1)
+        self._runs: dict[str, list[SimJob]] = {}
+        self._groups: dict[str, list[SimJob]] = {}
         last = max((j.t for j in self.trace), default=0.0)
         self.horizon = max(1.0, math.ceil(last / 86400)) * 86400  # blocks and static pools are paid by the day
 
@@ -145,6 +150,10 @@ class Simulation:
                 routes = self.routing.route(github_labels)
                 job = SimJob(tj, i, github_labels, routes[0] if routes else None, tj.t)
             self.jobs.append(job)
+            if tj.run is not None:
+                self._runs.setdefault(tj.run, []).append(job)
+            if tj.group is not None:
+                self._groups.setdefault(tj.group, []).append(job)
             self.at(tj.t, self._arrive, job)
         self.policy.start(self)
         while self._events:
@@ -160,6 +169,12 @@ class Simulation:
 
     # ---- GitHub -------------------------------------------------------------------------
     def _arrive(self, job: SimJob) -> None:
+        if job.cancelled_at is not None:  # its run was cancelled before GitHub queued it
+            return
+        if job.trace.group is not None:  # cancel-in-progress: this run ends the group's earlier runs
+            for other in self._groups[job.trace.group]:
+                if self._run_began(other) < self._run_began(job):
+                    self._cancel(other)
         self.queue.append(job)
         self.policy.on_job_queued(self, job)
         self.assign()
@@ -180,15 +195,39 @@ class Simulation:
         run_for = min(job.trace.duration_s, job.trace.timeout_s or math.inf)
         self.at(self.now + run_for, self._finish, job, slot)
 
+    def _run_began(self, job: SimJob) -> float:
+        return job.trace.t if job.trace.run is None else min(j.trace.t for j in self._runs[job.trace.run])
+
     def _finish(self, job: SimJob, slot: Slot) -> None:
-        if slot.job is not job:  # interrupted meanwhile
+        if slot.job is not job:  # interrupted or cancelled meanwhile
             return
+        self._release(job, slot)
+        if job.trace.fails and job.trace.run is not None:  # fail-fast: the run's other jobs are cancelled
+            for sibling in self._runs[job.trace.run]:
+                self._cancel(sibling)
+        self.assign()
+
+    def _release(self, job: SimJob, slot: Slot) -> None:
         job.finished_at = self.now
         slot.busy_s += self.now - _started(job)
         slot.job, slot.idle_since = None, self.now
         slot.jobs_run += 1
         self.policy.on_job_done(self, job, slot)
-        self.assign()
+
+    def _cancel(self, job: SimJob) -> None:
+        """GitHub cancels a job: a queued one leaves the queue (its `completed` event), a running
+        one ends on its runner now, one not yet queued never is."""
+        if job.cancelled_at is not None or job.finished_at is not None:
+            return
+        job.cancelled_at = self.now
+        if job in self.queue:
+            self.queue.remove(job)
+            self.policy.on_job_cancelled(self, job)
+            return
+        slot = next((s for h in self.live_hosts() for s in h.slots if s.job is job), None)
+        if slot is not None:
+            self._release(job, slot)
+            self.assign()
 
     # ---- EC2 ----------------------------------------------------------------------------
     def live_hosts(self, pool: str | None = None) -> list[Host]:
@@ -276,6 +315,7 @@ class Simulation:
     # ---- results ------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         served = [j for j in self.jobs if j.started_at is not None]
+        cancelled = [j for j in self.jobs if j.cancelled_at is not None]
         waits = sorted(j.started_at - j.queued_at for j in served if j.started_at is not None)
         alive_s = {h.id: (h.ended_at or self.end) - h.launched_at for h in self.hosts}
         cost_by_pool: dict[str, float] = {}
@@ -288,7 +328,9 @@ class Simulation:
         idle_gpu_s = sum(s.gpus * max(0.0, alive_s[h.id] - s.busy_s) for h in self.hosts for s in h.slots)
         return {
             "jobs_served": len(served),
-            "jobs_unserved": len(self.jobs) - len(served),
+            "jobs_unserved": sum(1 for j in self.jobs if j.started_at is None and j.cancelled_at is None),
+            "jobs_cancelled": len(cancelled),
+            "jobs_cancelled_before_start": sum(1 for j in cancelled if j.started_at is None),
             "jobs_unroutable": sum(1 for j in self.jobs if j.pool is None),
             "jobs_interrupted": sum(j.interruptions for j in self.jobs),
             "wait_s": {

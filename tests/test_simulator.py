@@ -16,7 +16,7 @@ from estate.loader import Estate, load_estate
 from estate.prices import PriceTable
 from estate.simulate import simulate
 from estate.simulator import BOOT_S_CPU, Simulation
-from estate.workload import FLASHINFER_PR_JOBS, TraceJob, flashinfer_trace, read_trace
+from estate.workload import FLASHINFER, SHARDED, TraceJob, flashinfer_trace, pr_trace, read_trace
 from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, SHARED_FIXTURES, needs_shared, write_pool
 
 CPU = ("self-hosted", "linux", "x64", "cpu")
@@ -168,19 +168,105 @@ def test_unroutable_jobs_are_reported_not_dropped(tmp_path: Path) -> None:
     assert (sim.report()["jobs_unserved"], sim.report()["jobs_unroutable"]) == (1, 1)
 
 
+# ---- GitHub's cancellations: fail-fast within a run, cancel-in-progress within a group ---
+
+
+def run_job(i: int, t: float, duration: float, run: str, fails: bool = False, group: str | None = None) -> TraceJob:
+    return TraceJob(f"j{i}", t, CPU, duration, run=run, fails=fails, group=group)
+
+
+def test_a_failing_job_cancels_its_runs_other_jobs_where_they_are(tmp_path: Path) -> None:
+    # Pool capped at 4 hosts: the fifth job is still queued when the first fails.
+    jobs = [run_job(0, 0.0, 120.0, "r1", fails=True)] + [run_job(i, 0.0, 1800.0, "r1") for i in range(1, 5)]
+    sim = run(cpu_estate(tmp_path), jobs, "estate")
+    failed_at = 1.0 + BOOT_S_CPU + 120.0
+    for sibling in sim.jobs[1:4]:
+        assert (sibling.cancelled_at, sibling.finished_at) == (failed_at, failed_at)  # stopped on its runner
+    assert sim.jobs[4].started_at is None  # left the queue
+    assert sim.jobs[4].cancelled_at == failed_at
+    assert all(h.ended_at == failed_at for h in sim.hosts if h.slots[0].jobs_run)  # ephemeral hosts go with their job
+    report = sim.report()
+    assert (report["jobs_cancelled"], report["jobs_cancelled_before_start"], report["jobs_unserved"]) == (4, 1, 0)
+
+
+def test_a_job_that_succeeds_cancels_nothing(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path), [run_job(0, 0.0, 120.0, "r1"), run_job(1, 0.0, 1800.0, "r1")], "estate")
+    assert all(j.cancelled_at is None and j.finished_at is not None for j in sim.jobs)
+
+
+def test_a_newer_run_of_the_same_group_cancels_the_older_one_when_it_arrives(tmp_path: Path) -> None:
+    jobs = [run_job(0, 0.0, 3600.0, "r1", group="pr-7"), run_job(1, 900.0, 600.0, "r2", group="pr-7"), run_job(2, 950.0, 600.0, "r3")]
+    sim = run(cpu_estate(tmp_path), jobs, "estate")
+    assert sim.jobs[0].cancelled_at == 900.0
+    assert sim.jobs[1].cancelled_at is None  # the newer run
+    assert sim.jobs[2].cancelled_at is None  # a run of no group
+
+
+def test_philips_launches_nothing_for_a_job_cancelled_during_its_webhook_delay(tmp_path: Path) -> None:
+    # The second run arrives 10 s after the first, inside the 30 s delay: the queued check finds the first job gone.
+    jobs = [run_job(0, 0.0, 600.0, "r1", group="pr-1"), run_job(1, 10.0, 600.0, "r2", group="pr-1")]
+    sim = run(cpu_estate(tmp_path, "  delay_webhook_event: 30\n"), jobs, "philips")
+    assert sim.jobs[0].cancelled_at == 10.0
+    assert len(sim.hosts) == 1
+
+
+def test_estate_gives_a_booting_host_whose_job_was_cancelled_to_the_next_job(tmp_path: Path) -> None:
+    jobs = [run_job(0, 0.0, 600.0, "r1", group="pr-1"), run_job(1, 30.0, 600.0, "r2", group="pr-1")]
+    sim = run(cpu_estate(tmp_path), jobs, "estate")
+    (host,) = sim.hosts  # launched for the cancelled job, still booting: supply for the newer one
+    assert sim.jobs[1].runs[0][0] == host.id
+
+
+def test_estate_retires_a_host_whose_job_was_cancelled_before_it_booted(tmp_path: Path) -> None:
+    newer_elsewhere = TraceJob("j1", 30.0, ("self-hosted", "gpu"), 600.0, run="r2", group="pr-1")
+    sim = run(cpu_estate(tmp_path), [run_job(0, 0.0, 600.0, "r1", group="pr-1"), newer_elsewhere], "estate")
+    (orphan,) = sim.hosts
+    assert orphan.slots[0].jobs_run == 0
+    assert orphan.ended_at is not None
+    assert 300.0 <= orphan.ended_at - orphan.launched_at <= 300.0 + 120.0  # idle past the 5-minute minimum: retired
+
+
 # ---- workload and trace format ---------------------------------------------------------
 
 
 @needs_shared
 def test_embedded_workload_is_the_fixtures_run() -> None:
     fixture = json.loads((SHARED_FIXTURES / "workloads" / "flashinfer-pr-test.json").read_text())["jobs_per_run"]
-    assert [(j["labels"], j["timeout_minutes"]) for j in fixture] == [(j["labels"], j["timeout_minutes"]) for j in FLASHINFER_PR_JOBS]
+    ours = [(list(lane.labels), lane.timeout_minutes) for lane in FLASHINFER.lanes]
+    assert [(j["labels"], j["timeout_minutes"]) for j in fixture] == ours
 
 
 def test_generated_runs_start_eleven_jobs_within_a_timeout() -> None:
     jobs = flashinfer_trace(seed=0)
     assert len(jobs) % 11 == 0
     assert all(j.timeout_s is not None and j.duration_s <= j.timeout_s for j in jobs)
+
+
+def test_generated_runs_fail_fast_and_retriggers_share_a_group() -> None:
+    jobs = flashinfer_trace(seed=0, days=3)
+    runs: dict[str | None, list[TraceJob]] = {}
+    for j in jobs:
+        runs.setdefault(j.run, []).append(j)
+    failing = [r for r in runs.values() if any(j.fails for j in r)]
+    assert all(len(r) == 11 and sum(j.fails for j in r) <= 1 for r in runs.values())
+    assert 0.15 < len(failing) / len(runs) < 0.45  # FAILED_RUN_SHARE 0.3
+    groups = {j.group for j in jobs}
+    assert len(groups) < len(runs)  # some runs re-trigger an earlier pull request
+    assert not any(j.fails for j in flashinfer_trace(seed=0, failed_run_share=0.0))
+
+
+def test_the_sharded_workload_is_many_short_gpu_jobs_per_run() -> None:
+    jobs = pr_trace(SHARDED, seed=0)
+    assert len(jobs) % 36 == 0
+    assert all("gpu" in j.labels for j in jobs)
+    assert sorted(j.duration_s for j in jobs)[len(jobs) // 2] < 10 * 60
+
+
+def test_trace_lines_round_trip_with_the_optional_keys(tmp_path: Path) -> None:
+    jobs = [run_job(0, 0.0, 60.0, "r1", fails=True, group="pr-1"), job(1, 5.0)]
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps(j.to_json()) + "\n" for j in jobs))
+    assert read_trace(path) == jobs
 
 
 @pytest.mark.parametrize(
@@ -190,6 +276,9 @@ def test_generated_runs_start_eleven_jobs_within_a_timeout() -> None:
         ('{"id": "a", "t": "0", "labels": ["x"], "duration_s": 5}', "t", "must be int or float"),
         ('{"id": "a", "t": 0, "labels": [], "duration_s": 5}', "labels", "must be a non-empty list of strings"),
         ('{"id": "a", "t": 0, "labels": ["x"], "duration_s": 5, "gpu": 1}', "gpu", "unknown key"),
+        ('{"id": "a", "t": 0, "labels": ["x"], "duration_s": 5, "run": "r", "fails": "yes"}', "fails", "must be true or false"),
+        ('{"id": "a", "t": 0, "labels": ["x"], "duration_s": 5, "fails": true}', "fails", "name the run"),
+        ('{"id": "a", "t": 0, "labels": ["x"], "duration_s": 5, "group": ""}', "group", "must be a non-empty string"),
         ("not json", None, "not JSON"),
     ],
 )
@@ -213,6 +302,20 @@ def test_cli_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert {"jobs_served", "jobs_unserved", "wait_s", "cost_usd", "instance_hours", "idle_gpu_hours", "utilisation"} <= set(report)
         assert set(report["wait_s"]) >= {"p50", "p95", "p99", "max"}
     assert set(out["policies"]) == {"estate", "philips", "buildkite", "static", "ideal"}
+
+
+def test_cli_generates_the_sharded_workload_without_failures(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--workload", "sharded", "--failed-runs", "0", "--days", "0.1", "--policy", "ideal", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trace"]["jobs"] % 36 == 0
+    assert report["policies"]["ideal"]["jobs_cancelled"] == 0
+
+
+def test_cli_refuses_a_failed_run_share_above_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["simulate", "--failed-runs", "1.5"])
+    assert caught.value.code != 0
+    assert "--failed-runs: '1.5' is not a share from 0 to 1" in capsys.readouterr().err
 
 
 def test_cli_plot_writes_a_png(tmp_path: Path) -> None:
