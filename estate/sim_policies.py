@@ -168,8 +168,8 @@ class BuildkitePolicy:
             sim.terminate(slot.host)  # BuildkiteTerminateInstanceAfterJob
 
     def poll(self, sim: Simulation) -> None:
-        self._poll_queues(sim)
         scheduled = Counter(j.pool for j in sim.queue)
+        self._poll_queues(sim, scheduled)
         for name in _scaled(sim):
             hosts = sim.live_hosts(name)
             running = sum(1 for h in hosts for s in h.slots if s.job is not None)
@@ -181,10 +181,9 @@ class BuildkitePolicy:
                 if host.ready(sim.now) and slot.job is None and sim.now - slot.idle_since >= self.SCALE_IN_IDLE_S:
                     sim.terminate(host)
 
-    def _poll_queues(self, sim: Simulation) -> None:
+    def _poll_queues(self, sim: Simulation, scheduled: Counter[str | None]) -> None:
         """Queues from buildkite_queue files, with their own MinSize, MaxSize, AgentsPerInstance
         and ScaleInIdlePeriod."""
-        scheduled = Counter(j.pool for j in sim.queue)
         for queue in sim.queues.values():
             key, q = f"{QUEUE_PREFIX}{queue.settings.queue.lower()}", queue.settings
             hosts = sim.live_hosts(key)

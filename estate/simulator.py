@@ -29,7 +29,9 @@ from lambda_src.routing import normalise
 # stock Ubuntu AMI, and a GPU host that also loads its driver and a larger image.
 BOOT_S_CPU = 75.0
 BOOT_S_GPU = 150.0
-QUEUE_PREFIX = "buildkite:"  # a job's `pool` when it is routed to a Buildkite queue
+QUEUE_PREFIX = "buildkite:"
+# GitHub's usage limits for self-hosted runners: a job no runner starts within 24 hours fails.
+QUEUE_LIMIT_S = 24 * 3600.0  # a job's `pool` when it is routed to a Buildkite queue
 
 
 @dataclass(eq=False)
@@ -42,6 +44,7 @@ class SimJob:
     started_at: float | None = None
     finished_at: float | None = None
     cancelled_at: float | None = None
+    expired_at: float | None = None
     interruptions: int = 0
     runs: list[tuple[str, int, float]] = field(default_factory=list)  # (host, slot index, start) of each attempt
 
@@ -113,7 +116,10 @@ class Simulation:
         self._seq = itertools.count()
         self._host_ids = itertools.count(1)
         self._runs: dict[str, list[SimJob]] = {}
+        self._run_began: dict[str, float] = {}
         self._groups: dict[str, list[SimJob]] = {}
+        self._live: dict[str, Host] = {}  # in launch order: GitHub's pick of an idle runner stays the same
+        self._slot_of: dict[SimJob, Slot] = {}
         last = max((j.t for j in self.trace), default=0.0)
         self.horizon = max(1.0, math.ceil(last / 86400)) * 86400  # blocks and static pools are paid by the day
 
@@ -152,6 +158,7 @@ class Simulation:
             self.jobs.append(job)
             if tj.run is not None:
                 self._runs.setdefault(tj.run, []).append(job)
+                self._run_began[tj.run] = min(tj.t, self._run_began.get(tj.run, tj.t))
             if tj.group is not None:
                 self._groups.setdefault(tj.group, []).append(job)
             self.at(tj.t, self._arrive, job)
@@ -173,30 +180,48 @@ class Simulation:
             return
         if job.trace.group is not None:  # cancel-in-progress: this run ends the group's earlier runs
             for other in self._groups[job.trace.group]:
-                if self._run_began(other) < self._run_began(job):
+                if self._began(other) < self._began(job):
                     self._cancel(other)
         self.queue.append(job)
         self.policy.on_job_queued(self, job)
         self.assign()
 
+    def _expire_old_jobs(self) -> None:
+        """Checked as GitHub assigns, not scheduled: an event of its own would run the clock on."""
+        for job in [j for j in self.queue if not j.runs and self.now - j.queued_at >= QUEUE_LIMIT_S]:
+            self.queue.remove(job)
+            job.expired_at = self.now
+            self.policy.on_job_cancelled(self, job)
+
     def assign(self) -> None:
         """GitHub's side: each queued job, oldest first, to an idle registered runner whose
         labels include all of the job's."""
+        self._expire_old_jobs()
+        free = [s for h in self._live.values() if h.ready(self.now) for s in h.slots if s.job is None]
+        no_match: set[frozenset[str]] = set()  # free slots only shrink during one pass
         for job in list(self.queue):
-            slot = next((s for h in self.hosts if h.ready(self.now) for s in h.slots if s.job is None and job.labels <= s.labels), None)
-            if slot is not None:
-                self._start(job, slot)
+            if not free:
+                break
+            if job.labels in no_match:
+                continue
+            slot = next((s for s in free if job.labels <= s.labels), None)
+            if slot is None:
+                no_match.add(job.labels)
+                continue
+            free.remove(slot)
+            self._start(job, slot)
         self.samples.append((self.now, len(self.queue), len(self.live_hosts())))
 
     def _start(self, job: SimJob, slot: Slot) -> None:
         self.queue.remove(job)
         slot.job, job.started_at = job, self.now
+        self._slot_of[job] = slot
         job.runs.append((slot.host.id, slot.host.slots.index(slot), self.now))
         run_for = min(job.trace.duration_s, job.trace.timeout_s or math.inf)
         self.at(self.now + run_for, self._finish, job, slot)
 
-    def _run_began(self, job: SimJob) -> float:
-        return job.trace.t if job.trace.run is None else min(j.trace.t for j in self._runs[job.trace.run])
+    def _began(self, job: SimJob) -> float:
+        return job.trace.t if job.trace.run is None else self._run_began[job.trace.run]
 
     def _finish(self, job: SimJob, slot: Slot) -> None:
         if slot.job is not job:  # interrupted or cancelled meanwhile
@@ -209,6 +234,7 @@ class Simulation:
 
     def _release(self, job: SimJob, slot: Slot) -> None:
         job.finished_at = self.now
+        self._slot_of.pop(job, None)
         slot.busy_s += self.now - _started(job)
         slot.job, slot.idle_since = None, self.now
         slot.jobs_run += 1
@@ -224,14 +250,14 @@ class Simulation:
             self.queue.remove(job)
             self.policy.on_job_cancelled(self, job)
             return
-        slot = next((s for h in self.live_hosts() for s in h.slots if s.job is job), None)
-        if slot is not None:
+        slot = self._slot_of.get(job)
+        if slot is not None and slot.job is job:
             self._release(job, slot)
             self.assign()
 
     # ---- EC2 ----------------------------------------------------------------------------
     def live_hosts(self, pool: str | None = None) -> list[Host]:
-        return [h for h in self.hosts if h.alive and (pool is None or h.pool == pool)]
+        return [h for h in self._live.values() if pool is None or h.pool == pool]
 
     def launch(self, pool_name: str, count: int, boot_s: float | None = None, market: str | None = None) -> list[Host]:
         pool = self.pools[pool_name]
@@ -251,6 +277,7 @@ class Simulation:
         for labels, gpus in slots or [(pool.runner_label_sets[0], pool.gpus_per_node)]:
             host.slots.append(Slot(host, labels, gpus, idle_since=host.ready_at))
         self.hosts.append(host)
+        self._live[host.id] = host
         self.at(host.ready_at, self.assign)
         if market == "spot" and self.spot_interruptions_per_hour > 0:
             self.at(self.now + self.rng.expovariate(self.spot_interruptions_per_hour / 3600), self._interrupt, host)
@@ -271,6 +298,7 @@ class Simulation:
                 Slot(host, frozenset({f"queue={q.queue.lower()}"}), gpus, idle_since=host.ready_at) for _ in range(q.agents_per_instance)
             ]
             self.hosts.append(host)
+            self._live[host.id] = host
             self.at(host.ready_at, self.assign)
             made.append(host)
         return made
@@ -286,6 +314,7 @@ class Simulation:
         for slot in host.slots:
             if slot.job is not None:  # lost with its host: GitHub fails it, the run is retried
                 job, slot.job = slot.job, None
+                self._slot_of.pop(job, None)
                 slot.busy_s += self.now - _started(job)
                 job.started_at, job.interruptions = None, job.interruptions + 1
                 self.queue.insert(0, job)
@@ -298,6 +327,7 @@ class Simulation:
             if slot.job is not None and slot.job.started_at is not None:
                 slot.busy_s += t - slot.job.started_at
         host.ended_at = t
+        self._live.pop(host.id, None)
 
     def provision_blocks(self) -> None:
         """Capacity-block nodes: bought for the whole horizon, split per the pool's layout."""
@@ -331,6 +361,7 @@ class Simulation:
             "jobs_unserved": sum(1 for j in self.jobs if j.started_at is None and j.cancelled_at is None),
             "jobs_cancelled": len(cancelled),
             "jobs_cancelled_before_start": sum(1 for j in cancelled if j.started_at is None),
+            "jobs_expired": sum(1 for j in self.jobs if j.expired_at is not None),
             "jobs_unroutable": sum(1 for j in self.jobs if j.pool is None),
             "jobs_interrupted": sum(j.interruptions for j in self.jobs),
             "wait_s": {

@@ -137,6 +137,17 @@ def test_static_keeps_the_peak_all_day(tmp_path: Path) -> None:
     sim = run(cpu_estate(tmp_path), [job(0, 0.0), job(1, 10.0), job(2, 5000.0)], "static")
     assert len(sim.hosts) == 2  # two jobs overlap at most
     assert all(h.launched_at == 0.0 and h.ended_at == sim.end for h in sim.hosts)
+    assert sim.end == 86400.0  # a one-day trace is paid for one day
+
+
+def test_a_job_no_runner_takes_fails_after_24_hours_as_on_github(tmp_path: Path) -> None:
+    stranded = TraceJob("stranded", 0.0, (*CPU, "fpga"), 60.0)
+    sim = run(cpu_estate(tmp_path), [stranded, job(1, 25 * 3600.0)], "estate")
+    assert sim.jobs[0].expired_at is not None
+    assert sim.jobs[0].expired_at >= 24 * 3600.0
+    assert sim.jobs[0] not in sim.queue
+    report = sim.report()
+    assert (report["jobs_expired"], report["jobs_unserved"], report["jobs_served"]) == (1, 1, 1)
 
 
 def test_ideal_has_no_wait_and_pays_only_for_job_time(tmp_path: Path) -> None:
