@@ -17,7 +17,7 @@ from estate.prices import PriceTable
 from estate.simulate import simulate
 from estate.simulator import BOOT_S_CPU, Simulation
 from estate.workload import FLASHINFER, SHARDED, TraceJob, flashinfer_trace, pr_trace, read_trace
-from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, SHARED_FIXTURES, needs_shared, write_pool
+from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, MINIMAL_POOL, SHARED_FIXTURES, needs_shared, write_pool
 
 CPU = ("self-hosted", "linux", "x64", "cpu")
 PRICES = PriceTable()
@@ -94,6 +94,31 @@ def test_estate_runs_the_planners_and_serves_every_routable_job(example_runs: di
     report = example_runs["estate"].report()
     assert report["jobs_unserved"] == 0
     assert report["cost_usd"] >= example_runs["ideal"].report()["cost_usd"]
+
+
+# ---- issue 7's goal, as far as it holds (README "What the simulator shows") -------------
+# Regression guards on the planners, not on the simulator: if a planner change makes the estate
+# costlier or slower on these workloads, these fail.
+
+
+def _flashinfer_pools_on(trace: list[TraceJob]) -> dict[str, Any]:
+    report, _ = simulate(load_estate([FLASHINFER_CONFIGS]), trace, ["estate", "philips", "ideal"], PRICES)
+    return dict(report["policies"])
+
+
+@needs_shared
+def test_on_flashinfers_own_workload_the_estate_stays_within_15_percent_of_ideal_and_below_philips() -> None:
+    r = _flashinfer_pools_on(flashinfer_trace(seed=0))
+    assert r["estate"]["cost_usd"] <= 1.15 * r["ideal"]["cost_usd"]
+    assert r["estate"]["cost_usd"] < r["philips"]["cost_usd"]
+    assert r["estate"]["wait_s"]["p95"] <= r["philips"]["wait_s"]["p95"]
+
+
+@needs_shared
+def test_on_short_sharded_jobs_the_estate_is_30_percent_cheaper_than_philips_at_no_worse_p95() -> None:
+    r = _flashinfer_pools_on(pr_trace(SHARDED, seed=0))
+    assert r["estate"]["cost_usd"] <= 0.7 * r["philips"]["cost_usd"]
+    assert r["estate"]["wait_s"]["p95"] <= r["philips"]["wait_s"]["p95"]
 
 
 # ---- each policy's documented behaviour on hand-made traces ----------------------------
