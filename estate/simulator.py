@@ -29,9 +29,9 @@ from lambda_src.routing import normalise
 # stock Ubuntu AMI, and a GPU host that also loads its driver and a larger image.
 BOOT_S_CPU = 75.0
 BOOT_S_GPU = 150.0
-QUEUE_PREFIX = "buildkite:"
+QUEUE_PREFIX = "buildkite:"  # a job's `pool` when it is routed to a Buildkite queue
 # GitHub's usage limits for self-hosted runners: a job no runner starts within 24 hours fails.
-QUEUE_LIMIT_S = 24 * 3600.0  # a job's `pool` when it is routed to a Buildkite queue
+QUEUE_LIMIT_S = 24 * 3600.0
 
 
 @dataclass(eq=False)

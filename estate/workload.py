@@ -30,8 +30,8 @@ from estate.diagnostics import ConfigError
 # - a run starts all of its jobs within 30 s;
 # - durations are log-normal around each lane's median, never past the job's timeout;
 # - FAILED_RUN_SHARE of runs fail: one of their jobs, drawn evenly, fails after a share of its
-#   duration drawn evenly from 5-100 %. The workflow puts every job in one fail-fast matrix
-#   ("the first failure should stop everything else"), so GitHub then cancels the rest;
+#   duration drawn evenly from 5-100 %. The workflow puts every job in one fail-fast matrix so
+#   that one failure stops the billed on-demand hosts of all the others: GitHub cancels the rest;
 # - RETRIGGER_SHARE of runs re-trigger a pull request whose last run began within the past
 #   hour (a maintainer's "@flashinfer-bot run" after a fix); the workflow's concurrency group
 #   per ref has cancel-in-progress, so the new run cancels what is left of the old one.
