@@ -119,6 +119,27 @@ def _control_plane_basics(
     ]
 
 
+def _launch_and_tag(sid: str, launch_actions: list[str], tagged_by: list[str], region: str) -> list[dict[str, Any]]:
+    """Launching in this region, and tagging only as part of a create call (never existing
+    resources). The one place launch permissions are scoped, for the scaler and the block manager."""
+    return [
+        {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": launch_actions,
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+        },
+        {
+            "Sid": "TagAtLaunch",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"ec2:CreateAction": tagged_by}},
+        },
+    ]
+
+
 def scaler_policy(
     *,
     environment: str,
@@ -132,7 +153,8 @@ def scaler_policy(
     queue_arns: list[str] | None = None,
 ) -> PolicyDocument:
     """What scale-up, reconcile and scale-down need. Terminating and tagging are limited to
-    instances tagged as this environment's; launching is limited to our launch templates."""
+    instances tagged as this environment's; launching only to the region, not yet to our launch
+    templates (whether CreateFleet carries `ec2:LaunchTemplate` cannot be checked offline)."""
     statements: list[dict[str, Any]] = [
         *_control_plane_basics(environment, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
         # Describe calls take no resource-level scoping; the action list is what limits them.
@@ -140,20 +162,7 @@ def scaler_policy(
     ]
     if launches:
         statements += [
-            {
-                "Sid": "Launch",
-                "Effect": "Allow",
-                "Action": ["ec2:CreateFleet", "ec2:RunInstances"],
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
-            },
-            {
-                "Sid": "TagAtLaunch",
-                "Effect": "Allow",
-                "Action": ["ec2:CreateTags"],
-                "Resource": "*",
-                "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}},
-            },
+            *_launch_and_tag("Launch", ["ec2:CreateFleet", "ec2:RunInstances"], ["CreateFleet", "RunInstances"], region),
             {
                 "Sid": "DescribeForFleet",
                 "Effect": "Allow",
@@ -208,20 +217,7 @@ def block_manager_policy(
             ],
             "Resource": "*",
         },
-        {
-            "Sid": "LaunchIntoBlocks",
-            "Effect": "Allow",
-            "Action": ["ec2:RunInstances"],
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
-        },
-        {
-            "Sid": "TagAtLaunch",
-            "Effect": "Allow",
-            "Action": ["ec2:CreateTags"],
-            "Resource": "*",
-            "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "PurchaseCapacityBlock"]}},
-        },
+        *_launch_and_tag("LaunchIntoBlocks", ["ec2:RunInstances"], ["RunInstances", "PurchaseCapacityBlock"], region),
         {"Sid": "PassNodeRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": node_role_arns},
         {
             "Sid": "Queues",
