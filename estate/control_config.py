@@ -14,7 +14,7 @@ from estate.pool import Pool
 from estate.prices import PriceError, PriceTable
 from estate.stack_config import StackConfig
 from lambda_src.gpu_slots import slot_labels
-from lambda_src.settings import ControlPlaneSettings, IdleWindow, PoolSettings
+from lambda_src.settings import ControlPlaneSettings, IdleWindow, PoolSettings, PoolWindow
 
 # Upstream's default when `minimum_running_time_in_minutes` is unset (Linux runners).
 DEFAULT_MINIMUM_RUNNING_MINUTES = 5
@@ -51,6 +51,7 @@ def pool_settings(
         minimum_running_s=60 * (DEFAULT_MINIMUM_RUNNING_MINUTES if minimum is None else minimum),
         boot_timeout_s=60 * rc.runner_boot_time_in_minutes,
         idle_windows=tuple(IdleWindow(w.cron, w.timeZone, w.idleCount, w.evictionStrategy) for w in rc.idle_config),
+        pool_windows=tuple(PoolWindow(w.schedule_expression, w.schedule_expression_timezone, w.size) for w in rc.pool_config),
         launch_template_id=launch_template_id,
         subnet_ids=tuple(subnet_ids),
         queue_url=queue_url,

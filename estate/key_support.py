@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 ONE_SCALE_DOWN = "not honoured: one scale-down cycle, every minute, serves every pool"
 LEDGER_DEDUPLICATES = "not needed: the ledger stores each job once, so pool queues are standard SQS"
-USE_IDLE_CONFIG = "not honoured: idle_config keeps warm runners (the reconciler tops them up, scale-down keeps them)"
 NO_FIXED_DELAY = "not honoured: the scaler decides when the event arrives and reconciles, with no fixed delay"
 ALWAYS_EPHEMERAL = "not honoured: runners are always ephemeral JIT registrations (one job, then gone)"
 OWN_USER_DATA = "not honoured: hosts run our user-data, which starts a JIT runner; a custom script is not run"
@@ -20,7 +19,6 @@ NOT_YET = "accepted but not acted on yet"
 # runner_config keys, and top-level keys prefixed with their section.
 UNACTED_KEYS: Mapping[str, str] = {
     "fifo": LEDGER_DEDUPLICATES,
-    "runner_config.pool_config": USE_IDLE_CONFIG,
     "runner_config.scale_down_schedule_expression": ONE_SCALE_DOWN,
     "runner_config.delay_webhook_event": NO_FIXED_DELAY,
     "runner_config.enable_job_queued_check": NO_FIXED_DELAY,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
 from estate.strict_model import StrictModel
+from lambda_src import cron
+from lambda_src.cron import CronError
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
@@ -71,11 +74,35 @@ class BlockDevice(StrictModel):
         return value
 
 
+def _check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from exc
+    return value
+
+
 class IdleWindow(StrictModel):
+    """`idle_config`: while `cron` matches, scale-down keeps `idleCount` idle runners."""
+
     cron: str
     timeZone: str = "UTC"
     idleCount: int = Field(ge=0)
     evictionStrategy: Literal["oldest_first", "newest_first"] = "oldest_first"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        try:
+            cron.parse(value)
+        except CronError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("timeZone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_time_zone(value)
 
 
 class LogFile(StrictModel):
@@ -86,8 +113,25 @@ class LogFile(StrictModel):
 
 
 class PoolSizeWindow(StrictModel):
+    """`pool_config`: when the EventBridge schedule fires, top the pool up to `size` idle runners."""
+
     schedule_expression: str
+    schedule_expression_timezone: str = "UTC"
     size: int = Field(ge=0)
+
+    @field_validator("schedule_expression")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        try:
+            cron.parse_schedule(value)
+        except CronError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("schedule_expression_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_time_zone(value)
 
 
 class RunnerConfig(StrictModel):

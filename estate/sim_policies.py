@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from datetime import UTC, datetime
 
 from estate.control_config import pool_settings
 from estate.simulator import QUEUE_PREFIX, SimJob, Simulation, Slot
+from lambda_src import cron
 from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
 from lambda_src.planner import plan_launches, plan_scale_down, scaled_pools, warm_target
 from lambda_src.settings import PoolSettings
@@ -99,15 +101,27 @@ class PhilipsPolicy:
     `runners_maximum_count`. Runners are ephemeral only with `enable_ephemeral_runners`;
     otherwise they take further jobs. Scale-down runs on `scale_down_schedule_expression`
     (every 5 minutes) and removes idle runners older than `minimum_running_time_in_minutes`
-    (default 5), keeping `idle_config`'s `idleCount` idle."""
+    (default 5), keeping `idle_config`'s `idleCount` idle. Its pool function runs on each
+    `pool_config` schedule and adjusts the pool to `size` idle runners."""
 
     name = "philips"
     SCALE_DOWN_EVERY_S = 300.0
 
     def start(self, sim: Simulation) -> None:
-        self.settings = {n: pool_settings(sim.pools[n]) for n in _scaled(sim)}  # for idle_config windows
+        self.settings = {n: pool_settings(sim.pools[n]) for n in _scaled(sim)}  # for the idle and pool windows
         sim.provision_blocks()
         sim.every(self.SCALE_DOWN_EVERY_S, self.scale_down)
+        if any(s.pool_windows for s in self.settings.values()):
+            sim.every(60.0, self.adjust_pools, start=0.0)
+
+    def adjust_pools(self, sim: Simulation) -> None:
+        when = datetime.fromtimestamp(sim.now, UTC)
+        for name, settings in self.settings.items():
+            size = max((w.size for w in settings.pool_windows if cron.fires(w.schedule, when, w.time_zone)), default=0)
+            hosts = sim.live_hosts(name)
+            idle = sum(1 for h in hosts if h.slots[0].job is None)
+            room = sim.pools[name].runner.runners_maximum_count - len(hosts)
+            sim.launch(name, max(0, min(size - idle, room)))
 
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
         if job.pool is not None and job.pool in _scaled(sim):

@@ -37,7 +37,7 @@ def simulate(
 def table(report: dict[str, Any]) -> str:
     head = (
         f"{'policy':<10} {'served':>7} {'unserved':>8} {'cancelled':>9} {'wait p50':>9} {'p95':>7} {'p99':>7} {'max':>7} "
-        f"{'cost $':>9} {'inst-h':>8} {'idle GPU-h':>10} {'util':>6}"
+        f"{'cost $':>9} {'inst-h':>8} {'boot-h':>7} {'idle GPU-h':>10} {'util':>6}"
     )
     lines = [head, "-" * len(head)]
     for name, r in report["policies"].items():
@@ -45,7 +45,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"{name:<10} {r['jobs_served']:>7} {r['jobs_unserved']:>8} {r['jobs_cancelled']:>9} "
             f"{w['p50']:>8.0f}s {w['p95']:>6.0f}s {w['p99']:>6.0f}s {w['max']:>6.0f}s "
-            f"{r['cost_usd']:>9.2f} {r['instance_hours']:>8.1f} {r['idle_gpu_hours']:>10.1f} {r['utilisation']:>6.1%}"
+            f"{r['cost_usd']:>9.2f} {r['instance_hours']:>8.1f} {r['boot_hours']:>7.1f} "
+            f"{r['idle_gpu_hours']:>10.1f} {r['utilisation']:>6.1%}"
         )
     return "\n".join(lines)
 

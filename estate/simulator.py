@@ -353,6 +353,7 @@ class Simulation:
         for h in self.hosts:
             cost_by_pool[h.pool] = cost_by_pool.get(h.pool, 0.0) + alive_s[h.id] / 3600 * h.price_per_hour
             hours_by_pool[h.pool] = hours_by_pool.get(h.pool, 0.0) + alive_s[h.id] / 3600
+        boot_s = sum(max(0.0, min(h.ended_at or self.end, h.ready_at) - h.launched_at) for h in self.hosts)
         slot_alive = sum(alive_s[s.host.id] for h in self.hosts for s in h.slots)
         busy = sum(s.busy_s for h in self.hosts for s in h.slots)
         idle_gpu_s = sum(s.gpus * max(0.0, alive_s[h.id] - s.busy_s) for h in self.hosts for s in h.slots)
@@ -373,6 +374,7 @@ class Simulation:
             },
             "cost_usd": round(sum(cost_by_pool.values()), 2),
             "instance_hours": round(sum(hours_by_pool.values()), 2),
+            "boot_hours": round(boot_s / 3600, 2),  # paid while hosts booted: part of instance_hours
             "idle_gpu_hours": round(idle_gpu_s / 3600, 2),
             "utilisation": round(busy / slot_alive, 4) if slot_alive else 0.0,
             "hosts_launched": len(self.hosts),

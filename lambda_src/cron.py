@@ -1,13 +1,19 @@
-"""Cron matching for `idle_config` windows, as terraform-aws-github-runner writes them.
+"""The two schedule languages terraform-aws-github-runner's configs are written in.
 
-Upstream evaluates these with the cron-parser package: six fields with seconds first
-(`* * 9-17 * * 1-5`), five-field expressions are accepted too. A window is active during
-every minute its expression matches. Pure and stdlib-only; time zones via zoneinfo.
+- `idle_config` windows: upstream evaluates them with the cron-parser package: six fields
+  with seconds first (`* * 9-17 * * 1-5`); five-field expressions are accepted too. A window
+  is active during every minute its expression matches (`matches`).
+- `pool_config` schedules: EventBridge schedule expressions, `cron(minutes hours
+  day-of-month month day-of-week year)` (day-of-week 1-7 is Sunday-Saturday; one of the two
+  day fields must be `?`) or `rate(N minutes|hours|days)` (`fires`).
+
+Pure and stdlib-only; time zones via zoneinfo.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -23,16 +29,22 @@ class CronError(ValueError):
     pass
 
 
-def _value(text: str, field: str) -> int:
+_EVENTBRIDGE_DAYS = {"sun": 1, "mon": 2, "tue": 3, "wed": 4, "thu": 5, "fri": 6, "sat": 7}
+# (low, high) per EventBridge field: minutes, hours, day of month, month, day of week, year.
+_EVENTBRIDGE_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (1, 7), (1970, 2199))
+_RATE_UNITS = {"minute": 1, "minutes": 1, "hour": 60, "hours": 60, "day": 1440, "days": 1440}
+
+
+def _value(text: str, field: str, names: Mapping[str, int] = _NAMES) -> int:
     word = text.lower()
-    if word in _NAMES:
-        return _NAMES[word]
+    if word in names:
+        return names[word]
     if not word.isdigit():
         raise CronError(f"{text!r} is not a number or a month/day name in cron field {field!r}")
     return int(word)
 
 
-def _field(text: str, low: int, high: int) -> frozenset[int]:
+def _field(text: str, low: int, high: int, names: Mapping[str, int] = _NAMES) -> frozenset[int]:
     found: set[int] = set()
     for part in text.split(","):
         base, _, step_text = part.partition("/")
@@ -43,9 +55,9 @@ def _field(text: str, low: int, high: int) -> frozenset[int]:
             start, end = low, high
         elif "-" in base:
             first, _, last = base.partition("-")
-            start, end = _value(first, text), _value(last, text)
+            start, end = _value(first, text, names), _value(last, text, names)
         else:
-            start = _value(base, text)
+            start = _value(base, text, names)
             end = high if step_text else start
         if not (low <= start <= high and low <= end <= high and start <= end):
             raise CronError(f"{part!r} is outside {low}-{high} in cron field {text!r}")
@@ -71,3 +83,54 @@ def matches(expression: str, when: datetime, time_zone: str = "UTC") -> bool:
     local = when.astimezone(ZoneInfo(time_zone))
     weekday = (local.weekday() + 1) % 7  # cron counts Sunday as 0
     return local.minute in minute and local.hour in hour and local.day in dom and local.month in month and weekday in dow
+
+
+@lru_cache(maxsize=256)
+def parse_schedule(expression: str) -> int | tuple[frozenset[int], ...]:
+    """An EventBridge schedule expression: minutes between fires for `rate(...)`, the six
+    fields' values for `cron(...)`. L, W and # are refused rather than misread."""
+    text = expression.strip()
+    if text.startswith("rate(") and text.endswith(")"):
+        amount, _, unit = text[5:-1].strip().partition(" ")
+        if not amount.isdigit() or int(amount) < 1 or unit.strip().lower() not in _RATE_UNITS:
+            raise CronError(f"{expression!r}: a rate is `rate(N minutes|hours|days)` with N a positive whole number")
+        return int(amount) * _RATE_UNITS[unit.strip().lower()]
+    if not (text.startswith("cron(") and text.endswith(")")):
+        raise CronError(f"{expression!r} is neither cron(...) nor rate(...)")
+    fields = text[5:-1].split()
+    if len(fields) != 6:
+        raise CronError(f"{expression!r}: cron(...) needs 6 fields (minutes hours day-of-month month day-of-week year), has {len(fields)}")
+    dom, dow = fields[2].upper(), fields[4].upper()
+    if any(mark in dom for mark in "LW#") or any(mark in dow for mark in "L#"):  # day names hold W (WED), none holds L
+        raise CronError(f"{expression!r}: L, W and # are not supported")
+    if [fields[2], fields[4]].count("?") != 1:
+        raise CronError(f"{expression!r}: exactly one of day-of-month and day-of-week must be `?`")
+    return tuple(
+        _field(field, low, high, _EVENTBRIDGE_DAYS if i == 4 else _NAMES)
+        for i, (field, (low, high)) in enumerate(zip(fields, _EVENTBRIDGE_BOUNDS, strict=True))
+    )
+
+
+def fires(expression: str, when: datetime, time_zone: str = "UTC") -> bool:
+    """Whether the schedule fires within the minute of `when` (aware). A rate is counted from
+    the epoch: EventBridge counts from when the rule was made, which no config records."""
+    parsed = parse_schedule(expression)
+    if isinstance(parsed, int):
+        return int(when.timestamp() // 60) % parsed == 0
+    minute, hour, dom, month, dow, year = parsed
+    local = when.astimezone(ZoneInfo(time_zone))
+    weekday = (local.weekday() + 1) % 7 + 1  # EventBridge counts Sunday as 1
+    return (
+        local.minute in minute
+        and local.hour in hour
+        and local.day in dom
+        and local.month in month
+        and weekday in dow
+        and local.year in year
+    )
+
+
+def fired_within(expression: str, when: datetime, time_zone: str = "UTC", minutes: int = 2) -> bool:
+    """Whether the schedule fired in the minute of `when` or the `minutes - 1` before it: a
+    reconcile that runs late or skips a minute still sees the fire."""
+    return any(fires(expression, when - timedelta(minutes=back), time_zone) for back in range(minutes))

@@ -30,12 +30,21 @@ def scaled_pools(pools: Mapping[str, PoolSettings]) -> dict[str, PoolSettings]:
 
 
 def warm_target(pool: PoolSettings, now: float) -> tuple[int, str]:
-    """Idle runners `idle_config` keeps for the window active at `now` (first match wins)."""
+    """Idle runners `idle_config` keeps from scale-down in the window active at `now` (first
+    match wins). As upstream: it keeps runners that demand created, it never creates one."""
     when = datetime.fromtimestamp(now, UTC)
     for window in pool.idle_windows:
         if cron.matches(window.cron, when, window.time_zone):
             return window.idle_count, window.eviction
     return 0, "oldest_first"
+
+
+def pool_top_up(pool: PoolSettings, now: float) -> int:
+    """Unassigned runners `pool_config` asks for at `now`: the largest size of a schedule that
+    fired this minute or the one before. Topping up is idempotent, so a fire seen by two
+    cycles launches once, and a cycle that ran late does not miss it."""
+    when = datetime.fromtimestamp(now, UTC)
+    return max((w.size for w in pool.pool_windows if cron.fired_within(w.schedule, when, w.time_zone)), default=0)
 
 
 def is_stale_boot(pool: PoolSettings, instance: Instance, now: float) -> bool:
@@ -51,7 +60,7 @@ class LaunchOrder:
     pool: str
     count: int
     queued: int
-    warm: int
+    top_up: int  # unassigned runners pool_config asks for now
     supply: int  # unassigned runners: booting in time, or registered and idle
     room: int  # instances the caps still allow
     reason: str
@@ -60,8 +69,8 @@ class LaunchOrder:
 def plan_launches(
     pools: Mapping[str, PoolSettings], jobs: Iterable[Job], instances: Iterable[Instance], now: float, only: Iterable[str] | None = None
 ) -> list[LaunchOrder]:
-    """How many hosts to launch per pool: queued jobs plus the warm floor, minus unassigned
-    runners, within `max_instances`. A job another runner already took is no longer queued,
+    """How many hosts to launch per pool: queued jobs plus `pool_config`'s top-up, minus
+    unassigned runners, within `max_instances`. A job another runner already took is no longer queued,
     and the runner it did not take stays unassigned supply, so nothing is counted twice."""
     queued: dict[str, int] = defaultdict(int)
     for job in jobs:
@@ -77,8 +86,8 @@ def plan_launches(
     orders = []
     for name in sorted(only if only is not None else pools):
         pool = pools[name]
-        warm, _ = warm_target(pool, now)
-        want = queued[name] + warm
+        top_up = pool_top_up(pool, now)
+        want = queued[name] + top_up
         deficit = want - supply[name]
         room = max(0, pool.max_instances - live[name])
         cap = f"capped at {pool.max_instances} instances"
@@ -92,8 +101,8 @@ def plan_launches(
         elif count < deficit:
             reason = cap
         else:
-            reason = "launch for queued jobs" if queued[name] else "keep warm runners"
-        orders.append(LaunchOrder(name, count, queued[name], warm, supply[name], room, reason))
+            reason = "launch for queued jobs" if queued[name] else "top up the pool (pool_config)"
+        orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], room, reason))
     return orders
 
 

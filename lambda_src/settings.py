@@ -28,6 +28,15 @@ class IdleWindow:
 
 
 @dataclass(frozen=True)
+class PoolWindow:
+    """`pool_config`: when `schedule` fires, top the pool up to `size` unassigned runners."""
+
+    schedule: str  # an EventBridge schedule expression
+    time_zone: str
+    size: int
+
+
+@dataclass(frozen=True)
 class PoolSettings:
     name: str
     capacity_type: str  # spot | on-demand | capacity-block
@@ -41,7 +50,8 @@ class PoolSettings:
     name_prefix: str = ""
     minimum_running_s: int = 0
     boot_timeout_s: int = 300
-    idle_windows: tuple[IdleWindow, ...] = ()
+    idle_windows: tuple[IdleWindow, ...] = ()  # idle runners scale-down keeps
+    pool_windows: tuple[PoolWindow, ...] = ()  # runners the reconciler creates ahead of demand
     launch_template_id: str = ""
     subnet_ids: tuple[str, ...] = ()
     queue_url: str = ""
@@ -73,6 +83,7 @@ class PoolSettings:
             values[key] = tuple(values.get(key, ()))
         values["slot_labels"] = tuple(tuple(labels) for labels in values.get("slot_labels", ()))
         values["idle_windows"] = tuple(IdleWindow(**w) for w in values.get("idle_windows", ()))
+        values["pool_windows"] = tuple(PoolWindow(**w) for w in values.get("pool_windows", ()))
         return cls(**values)
 
 

@@ -1,4 +1,4 @@
-"""idle_config windows: upstream's six-field cron (seconds first), five fields, time zones."""
+"""The two schedule languages: idle_config cron (seconds first, five fields, time zones) and pool_config EventBridge schedules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lambda_src.cron import CronError, matches
+from lambda_src.cron import CronError, fired_within, fires, matches
 
 
 def at(text: str) -> datetime:
@@ -39,3 +39,41 @@ def test_time_zone_shifts_the_window() -> None:
 def test_bad_expressions_are_refused(bad: str) -> None:
     with pytest.raises(CronError):
         matches(bad, at("2026-11-24T10:00:00"))
+
+
+# ---- pool_config: EventBridge schedule expressions ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "when", "expected"),
+    [
+        ("cron(* 14-23 ? * MON-FRI *)", "2026-11-24T14:00:00", True),  # Tuesday
+        ("cron(* 14-23 ? * MON-FRI *)", "2026-11-29T14:00:00", False),  # Sunday
+        ("cron(0 8 ? * 1 *)", "2026-11-29T08:00:30", True),  # EventBridge counts Sunday as 1
+        ("cron(0 8 ? * 2-6 *)", "2026-11-29T08:00:00", False),
+        ("cron(0 8 ? * WED *)", "2026-11-25T08:00:00", True),
+        ("cron(0 8 1 JAN ? 2027)", "2027-01-01T08:00:00", True),
+        ("cron(0 8 1 JAN ? 2027)", "2028-01-01T08:00:00", False),
+        ("cron(*/10 * ? * * *)", "2026-11-24T10:20:00", True),
+        ("rate(5 minutes)", "2026-11-24T10:25:00", True),
+        ("rate(5 minutes)", "2026-11-24T10:26:00", False),
+        ("rate(1 hour)", "2026-11-24T10:00:00", True),
+    ],
+)
+def test_schedule_fires(expression: str, when: str, expected: bool) -> None:
+    assert fires(expression, at(when)) is expected
+
+
+def test_a_fire_is_still_seen_a_minute_later() -> None:
+    assert fired_within("cron(0 8 ? * * *)", at("2026-11-24T08:01:59"))
+    assert not fired_within("cron(0 8 ? * * *)", at("2026-11-24T08:02:00"))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["0 8 * * *", "cron(0 8 * * ? )", "cron(0 8 * * 1 *)", "cron(0 8 ? * ? *)", "cron(0 8 L * ? *)", "cron(0 8 15W * ? *)",
+     "cron(0 8 ? * 6#3 *)", "cron(0 8 ? * 5L *)", "rate(0 minutes)", "rate(2 weeks)", "rate(x minutes)", "cron(0 24 ? * * *)"],
+)  # fmt: skip
+def test_bad_schedules_are_refused(bad: str) -> None:
+    with pytest.raises(CronError):
+        fires(bad, at("2026-11-24T10:00:00"))

@@ -288,3 +288,31 @@ def test_an_hourly_budget_needs_a_price_for_every_type(tmp_path: Path) -> None:
         "runner_config.instance_types[0]",
         "no price for m7i.48xlarge in estate/prices.py, which max_hourly_usd needs",
     )
+
+
+def test_a_bad_idle_config_cron_is_refused_at_load_not_in_the_lambda(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + "  idle_config:\n    - {cron: '* 25 * * *', idleCount: 1}\n")
+    assert err.key == "runner_config.idle_config[0].cron"
+    assert "0-23" in err.message
+
+
+def test_an_unknown_time_zone_is_refused(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + "  idle_config:\n    - {cron: '* * * * *', timeZone: Mars/Olympus, idleCount: 1}\n")
+    assert err.key == "runner_config.idle_config[0].timeZone"
+
+
+@pytest.mark.parametrize(
+    ("expression", "complaint"),
+    [("* 8 * * 1-5", "neither cron(...) nor rate(...)"), ("cron(0 8 * * 1 *)", "`?`"), ("cron(0 8 L * ? *)", "not supported")],
+)
+def test_a_bad_pool_config_schedule_is_refused(tmp_path: Path, expression: str, complaint: str) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + f"  pool_config:\n    - {{schedule_expression: '{expression}', size: 1}}\n")
+    assert err.key == "runner_config.pool_config[0].schedule_expression"
+    assert complaint in err.message
+
+
+def test_pool_config_is_acted_on(tmp_path: Path) -> None:
+    window = "{schedule_expression: 'cron(0 8 ? * MON-FRI *)', schedule_expression_timezone: Europe/Berlin, size: 2}"
+    text = MINIMAL_POOL + f"  pool_config:\n    - {window}\n"
+    _, warnings = load_pool(write_pool(tmp_path, "pooled", text))
+    assert warnings == []

@@ -7,7 +7,7 @@ import time
 from lambda_src.control_plane import Report
 from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, GithubRunner, Instance, Job, runner_name
 from lambda_src.planner import IDLE_CONFIRM_S, ScaleDownPlan, plan_host_sync, plan_launches, plan_scale_down
-from lambda_src.settings import IdleWindow, PoolSettings
+from lambda_src.settings import IdleWindow, PoolSettings, PoolWindow
 
 NOW = 1_800_000_000.0
 ENV = "prod"
@@ -70,10 +70,36 @@ def test_a_host_that_never_registered_in_time_stops_counting_as_supply() -> None
     assert one({"gpu": pool()}, jobs(1), [stuck]) == 1
 
 
-def test_idle_config_keeps_warm_runners_during_its_window() -> None:
+def test_idle_config_alone_creates_no_runner() -> None:
+    # Upstream's idle_config keeps runners from scale-down; creating them is pool_config's job.
     every_minute = IdleWindow("* * * * * *", "UTC", 2, "oldest_first")
-    (order,) = plan_launches({"gpu": pool(idle_windows=(every_minute,))}, [], [], NOW)
-    assert (order.count, order.warm) == (2, 2)
+    assert one({"gpu": pool(idle_windows=(every_minute,))}, [], []) == 0
+
+
+def test_pool_config_tops_up_unassigned_runners_when_its_schedule_fires() -> None:
+    every_minute = PoolWindow("cron(* * ? * * *)", "UTC", 3)
+    (order,) = plan_launches({"gpu": pool(pool_windows=(every_minute,))}, jobs(1), [host("i-0000000a")], NOW)
+    assert (order.count, order.top_up, order.supply) == (3, 3, 1)  # 1 queued + 3 pooled - 1 booting
+    assert order.reason == "launch for queued jobs"
+
+
+def test_pool_config_top_up_is_idempotent() -> None:
+    every_minute = PoolWindow("rate(1 minute)", "UTC", 2)
+    pooled = [host("i-0000000a"), host("i-0000000b", registered_at=NOW - 30)]
+    assert one({"gpu": pool(pool_windows=(every_minute,))}, [], pooled) == 0
+
+
+def test_pool_config_fire_is_seen_by_a_cycle_a_minute_late_only() -> None:
+    at_eight = PoolWindow("cron(0 8 ? * * *)", "UTC", 1)  # NOW is 08:00:00 UTC
+    pools = {"gpu": pool(pool_windows=(at_eight,))}
+    assert [one(pools, [], [], NOW + late) for late in (0, 59, 60, 119, 120)] == [1, 1, 1, 1, 0]
+    assert one(pools, [], [], NOW - 1) == 0
+
+
+def test_pool_config_schedules_use_their_time_zone() -> None:
+    eight_in_berlin = PoolWindow("cron(0 8 ? * * *)", "Europe/Berlin", 1)  # 07:00 UTC in winter
+    pools = {"gpu": pool(pool_windows=(eight_in_berlin,))}
+    assert (one(pools, [], [], NOW), one(pools, [], [], NOW - 3600)) == (0, 1)
 
 
 def test_only_restricts_the_pools_planned() -> None:
