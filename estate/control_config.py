@@ -57,6 +57,7 @@ def pool_settings(
         queue_url=queue_url,
         max_hourly_usd=limits.max_hourly_usd,
         host_hourly_usd=host_hourly_usd(pool),
+        max_jobs_per_host=reuse.max_jobs if (reuse := pool.spec.estate.reuse_hosts) is not None else 1,
         **capacity_block_settings(pool),
         events_queue_url=events_queue_url,
         security_group_ids=tuple(security_group_ids),

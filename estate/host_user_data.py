@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from estate.pool import Pool
+from lambda_src.planner import REUSE_WINDOW_S
 
 LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
 HOST_MODULES = ("__init__.py", "aws_json.py", "host_bootstrap.py")
@@ -81,8 +82,12 @@ def _runner_args(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256
 
 
 def user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None) -> str:
-    """An ordinary host: one job, then the host powers off (and is terminated)."""
+    """An ordinary host: one job (or, with `estate.reuse_hosts`, a few in turn), then the host
+    powers off (and is terminated)."""
     args = [*_runner_args(pool, jit_prefix, runner_version, runner_sha256), f"--wait {60 * pool.runner.runner_boot_time_in_minutes}"]
+    if (reuse := pool.spec.estate.reuse_hosts) is not None:
+        # The host outwaits the scaler's window by half a minute: a config stored at its end still finds the host.
+        args += [f"--max-jobs {reuse.max_jobs}", f"--reuse-wait {REUSE_WINDOW_S + 30:g}"]
     return _script(pool, HOST_MODULES, f"python3 -m lambda_src.host_bootstrap {' '.join(args)}", ["shutdown -h now"])
 
 

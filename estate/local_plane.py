@@ -119,7 +119,13 @@ class LocalPlane:
         ledger = Ledger(dynamodb, table, self.settings.ledger_ttl_s, self.clock)
         queues = SqsQueues(AwsJsonClient("sqs", REGION, endpoint_url=endpoint), self.settings)
         self.ports = webhook.WebhookPorts(
-            lambda: secret().encode(), ledger, queues, self.settings.routing, {}, refresh_secret=secret.refresh
+            lambda: secret().encode(),
+            ledger,
+            queues,
+            self.settings.routing,
+            {},
+            refresh_secret=secret.refresh,
+            reusing_pool_of=self.settings.reusing_pool_of,
         )
         app_key = CachedParameter(ssm, self.settings.app_key_parameter)
         self.plane = ControlPlane(

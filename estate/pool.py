@@ -189,6 +189,10 @@ class Pool:
     def _check_capacity_block(self) -> None:
         if self.spec.estate.capacity_block is None:
             return
+        if self.spec.estate.reuse_hosts is not None:
+            raise self.error(
+                "estate.reuse_hosts", "capacity-block nodes already refill their slots; reuse_hosts is for spot and on-demand pools"
+            )
         if self.runner.instance_target_capacity_type == "spot":
             raise self.error("runner_config.instance_target_capacity_type", "a capacity-block pool cannot be spot")
         if len(self.instance_types) != 1:
@@ -293,4 +297,12 @@ class Pool:
             )
         if self.spec.estate.allow_imdsv1:
             found.append(self.warning("estate.allow_imdsv1", "security opt-out: instances of this pool accept IMDSv1"))
+        if (reuse := self.spec.estate.reuse_hosts) is not None:
+            found.append(
+                self.warning(
+                    "estate.reuse_hosts",
+                    f"security opt-out: a host runs up to {reuse.max_jobs} jobs in turn (each on a fresh one-job runner);"
+                    " what a job leaves on the host outside the runner's work folder meets the next job",
+                )
+            )
         return found

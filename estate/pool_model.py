@@ -258,6 +258,13 @@ class HardLimits(StrictModel):
     max_hourly_usd: float | None = Field(default=None, gt=0)
 
 
+class ReuseHosts(StrictModel):
+    """Opt-in: a host whose runner finished a job may run another one-job runner, with a fresh
+    JIT registration, when a job is already waiting for the pool."""
+
+    max_jobs: int = Field(ge=2, le=100)  # jobs one host runs, one after another, at most
+
+
 class EstateSettings(StrictModel):
     """Our extension keys, kept under their own top-level key so upstream tools ignore them."""
 
@@ -267,6 +274,7 @@ class EstateSettings(StrictModel):
     hard_limits: HardLimits = HardLimits()
     allow_public_repositories: bool = False
     allow_imdsv1: bool = False
+    reuse_hosts: ReuseHosts | None = None
 
 
 class RedriveSettings(StrictModel):

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from estate.control_config import pool_settings
-from estate.simulator import QUEUE_PREFIX, SimJob, Simulation, Slot
+from estate.simulator import QUEUE_PREFIX, Host, SimJob, Simulation, Slot
 from lambda_src import cron
 from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
-from lambda_src.planner import plan_launches, plan_scale_down, scaled_pools, warm_target
+from lambda_src.planner import plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
 from lambda_src.settings import PoolSettings
 
 ENVIRONMENT = "sim"
 CONTROL_PLANE_LATENCY_S = 1.0  # webhook -> SQS -> scale-up decision (bench/control_plane_bench.py measures ~0.1 s locally)
+# A reused host's next runner: tidy, read its config, start and register. Ours, not measured on AWS.
+NEXT_RUNNER_S = 20.0
 
 
 def _scaled(sim: Simulation) -> list[str]:
@@ -25,7 +28,8 @@ def _scaled(sim: Simulation) -> list[str]:
 
 class EstatePolicy:
     """Ours: decide when the event arrives (no fixed delay), one ephemeral runner per job,
-    a reconciler and a scale-down every minute — the planners the Lambdas run."""
+    a reconciler and a scale-down every minute — the planners the Lambdas run. A pool with
+    `estate.reuse_hosts` gives a host a next one-job runner when the planner says so."""
 
     name = "estate"
 
@@ -35,6 +39,7 @@ class EstatePolicy:
         self.assigned: dict[str, int] = {}  # host -> job its runner took (the in_progress webhook)
         self.registered: dict[str, float] = {}
         self.idle_marks: dict[str, float] = {}
+        self.reused: dict[str, Instance] = {}  # a reused host as the ledger records it
         sim.provision_blocks()
         sim.every(60.0, self.cycle)
 
@@ -46,24 +51,40 @@ class EstatePolicy:
         return
 
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
-        if slot.host.pool in self.settings:
-            sim.terminate(slot.host)  # ephemeral: the host powers off after its one job
+        host = slot.host
+        if host.pool not in self.settings:
+            return
+        pool = self.settings[host.pool]
+        if pool.max_jobs_per_host > 1:
+            # The `completed` webhook: the ledger marks the host spent, scale-up decides.
+            before = self._instance(host)
+            spent = replace(before, job_id=job.index, jobs_done=before.jobs_done + 1, finished_at=sim.now)
+            others = [i for i in self._instances(sim) if i.id != host.id]
+            if plan_reuse(pool, spent, self._jobs(sim), others, sim.now):
+                name = runner_name(pool.name_prefix, ENVIRONMENT, pool.name, host.id, spent.generation + 1)
+                self.reused[host.id] = spent.given_next_runner(name, sim.now)
+                for marks in (self.assigned, self.registered, self.idle_marks):
+                    marks.pop(host.id, None)
+                slot.free_from = sim.now + NEXT_RUNNER_S
+                sim.at(slot.free_from, sim.assign)
+                return
+        self.reused.pop(host.id, None)
+        sim.terminate(host)  # ephemeral: the host powers off after its (last) job
 
     def _jobs(self, sim: Simulation) -> list[Job]:
         return [Job(j.index, j.pool, QUEUED, j.queued_at) for j in sim.queue if j.pool in self.settings]
 
+    def _instance(self, h: Host) -> Instance:
+        if h.slots[0].job is not None:
+            self.assigned[h.id] = h.slots[0].job.index
+        found = self.reused.get(h.id) or Instance(h.id, h.pool, h.launched_at)
+        return replace(found, job_id=self.assigned.get(h.id), registered_at=self.registered.get(h.id), idle_since=self.idle_marks.get(h.id))
+
     def _instances(self, sim: Simulation) -> list[Instance]:
-        found = []
-        for h in sim.live_hosts():
-            if h.pool not in self.settings:
-                continue
-            slot = h.slots[0]
-            if slot.job is not None:
-                self.assigned[h.id] = slot.job.index
-            found.append(
-                Instance(h.id, h.pool, h.launched_at, self.assigned.get(h.id), self.registered.get(h.id), self.idle_marks.get(h.id))
-            )
-        return found
+        return [self._instance(h) for h in sim.live_hosts() if h.pool in self.settings]
+
+    def _first_name(self, h: Host) -> str:
+        return runner_name(self.settings[h.pool].name_prefix, ENVIRONMENT, h.pool, h.id)
 
     def scale_up(self, sim: Simulation, pool: str) -> None:
         for order in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now, only=[pool]):
@@ -75,9 +96,9 @@ class EstatePolicy:
             sim.launch(order.pool, order.count)
         # Scale-down, from one runner listing.
         runners = [
-            GithubRunner(i, runner_name(self.settings[h.pool].name_prefix, ENVIRONMENT, h.pool, h.id), True, h.slots[0].job is not None)
+            GithubRunner(i, self._instance(h).runner_name or self._first_name(h), True, h.slots[0].job is not None)
             for i, h in enumerate(sim.live_hosts())
-            if h.pool in self.settings and h.ready(sim.now)
+            if h.pool in self.settings and h.ready(sim.now) and sim.now >= h.slots[0].free_from
         ]
         plan = plan_scale_down(self.settings, ENVIRONMENT, self._instances(sim), runners, self._jobs(sim), sim.now)
         for iid in plan.registered:

@@ -58,6 +58,10 @@ class Slot:
     idle_since: float = 0.0
     busy_s: float = 0.0
     jobs_run: int = 0
+    free_from: float = 0.0  # a reused host's next runner takes jobs from then on
+
+    def takes_jobs(self, now: float) -> bool:
+        return self.job is None and self.host.ready(now) and now >= self.free_from
 
 
 @dataclass(eq=False)
@@ -197,7 +201,7 @@ class Simulation:
         """GitHub's side: each queued job, oldest first, to an idle registered runner whose
         labels include all of the job's."""
         self._expire_old_jobs()
-        free = [s for h in self._live.values() if h.ready(self.now) for s in h.slots if s.job is None]
+        free = [s for h in self._live.values() for s in h.slots if s.takes_jobs(self.now)]
         no_match: set[frozenset[str]] = set()  # free slots only shrink during one pass
         for job in list(self.queue):
             if not free:

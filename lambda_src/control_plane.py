@@ -25,7 +25,7 @@ from lambda_src.github_client import GithubClient, GithubError
 from lambda_src.jit_parameters import JitParameters
 from lambda_src.job_messages import jobs_by_pool
 from lambda_src.ledger import Ledger, planning_lock
-from lambda_src.planner import LaunchOrder, plan_host_sync, plan_launches, plan_scale_down, scaled_pools
+from lambda_src.planner import LaunchOrder, plan_host_sync, plan_launches, plan_reuse, plan_scale_down, scaled_pools
 from lambda_src.settings import ControlPlaneSettings, PoolSettings
 
 log = logging.getLogger("runner_estate.control_plane")
@@ -41,6 +41,7 @@ class Report:
     orders: dict[str, LaunchOrder] = field(default_factory=dict)  # the last decision per pool
     retired: list[dict[str, Any]] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # spent hosts given their next runner config
     undone: list[str] = field(default_factory=list)
     closed_jobs: list[int] = field(default_factory=list)
     found_jobs: list[int] = field(default_factory=list)
@@ -51,6 +52,7 @@ class Report:
             "launched": {p: len(ids) for p, ids in self.launched.items() if ids},
             "retired": len(self.retired),
             "adopted": len(self.adopted),
+            "reused": len(self.reused),
             "undone": len(self.undone),
             "closed_jobs": len(self.closed_jobs),
             "found_jobs": len(self.found_jobs),
@@ -123,11 +125,38 @@ class ControlPlane:
                 stored = self.ledger.job(job.id)
                 if stored is None or stored.state == QUEUED:
                     ledger_jobs[job.id] = job
+        if self.settings.pools[pool].max_jobs_per_host > 1:
+            live = self._reuse_spent_hosts(self.settings.pools[pool], list(ledger_jobs.values()), live, report, now)
         (order,) = plan_launches(self.settings.pools, ledger_jobs.values(), live, now, only=[pool])
         report.orders[pool] = order
         if order.count:
             # Same messages and same shortfall -> same token: EC2 answers a retry with the first launch.
             self._launch(self.settings.pools[pool], order.count, f"{token}-{order.count}", report, now)
+
+    def _reuse_spent_hosts(self, pool: PoolSettings, jobs: list[Job], live: list[Instance], report: Report, now: float) -> list[Instance]:
+        """Give spent hosts their next one-job config where the planner says a waiting job
+        wants them; returns `live` as it stands afterwards."""
+        hosts = {i.id: i for i in live}
+        for spent in sorted((i for i in live if i.spent), key=lambda i: i.finished_at or 0.0):
+            if not plan_reuse(pool, spent, jobs, hosts.values(), now):
+                continue
+            generation = spent.generation + 1
+            name = runner_name(pool.name_prefix, self.settings.environment, pool.name, spent.id, generation)
+            if not self.ledger.reuse(spent.id, generation, name, now):
+                continue  # another invocation reused it first
+            try:
+                _, config = self.github.fresh_jitconfig(name, pool.runner_group, list(pool.labels))
+                if not self.jit.put(spent.id, config):
+                    raise RuntimeError(f"an unread runner config is still stored for {spent.id}")
+            except (GithubError, RuntimeError) as exc:
+                # It would count as a booting runner that never comes: retire it now instead.
+                log.error("pool %s: no next runner config for %s (%s); terminating it", pool.name, spent.id, exc)
+                self._terminate(spent.id)
+                del hosts[spent.id]
+                continue
+            hosts[spent.id] = spent.given_next_runner(name, now)
+            report.reused.append(spent.id)
+        return list(hosts.values())
 
     # ---- reconcile (schedule, every minute) -------------------------------------------
     def reconcile(self) -> Report:
@@ -140,7 +169,8 @@ class ControlPlane:
         jobs = self.ledger.queued_jobs()
         for order in plan_launches(self.scaled_pools, jobs, live, now):
             report.orders[order.pool] = order
-            if order.count:
+            reusable = self.scaled_pools[order.pool].max_jobs_per_host > 1 and any(i.spent and i.pool == order.pool for i in live)
+            if order.count or (reusable and order.queued + order.top_up > order.supply):
                 token = f"reconcile-{order.pool}-{int(now // 60)}"
                 try:
                     # Re-plan under the pool's lock: a scale-up may have launched meanwhile.

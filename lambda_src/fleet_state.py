@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 QUEUED = "queued"
 IN_PROGRESS = "in_progress"
@@ -11,7 +12,9 @@ COMPLETED = "completed"
 # A job's state only moves forward; a late `queued` never undoes an `in_progress`.
 JOB_STATE_RANK = {QUEUED: 0, IN_PROGRESS: 1, COMPLETED: 2}
 
-_INSTANCE_ID_RE = re.compile(r"(i-[0-9a-f]{8,17})$")
+# A host's runner name ends in its instance id, then `-r<k>` for the k-th reuse of the host.
+_INSTANCE_ID_RE = re.compile(r"(i-[0-9a-f]{8,17})(?:-r[1-9]\d*)?$")
+_GENERATION_RE = re.compile(r"-r[1-9]\d*$")
 _SLOT_RE = re.compile(r"(i-[0-9a-f]{8,17})-s(\d+)$")
 
 
@@ -39,10 +42,36 @@ class Instance:
     jit_at: float | None = None  # when its runner config was stored for it
     runner_name: str = ""
     block: str | None = None  # the capacity block a node runs in (capacity-block pools)
+    generation: int = 0  # which runner config the host runs: 0 at launch, k after k reuses
+    jobs_done: int = 0  # jobs its runners have finished
+    finished_at: float | None = None  # its current runner finished a job; cleared by a reuse
 
     @property
     def assigned(self) -> bool:
         return self.job_id is not None
+
+    @property
+    def spent(self) -> bool:
+        """Its runner finished a job: the host powers off unless it is given another config."""
+        return self.finished_at is not None
+
+    def given_next_runner(self, name: str, now: float) -> Instance:
+        """The spent host once it has its next runner config (as `Ledger.reuse` records it)."""
+        return replace(
+            self,
+            generation=self.generation + 1,
+            jit_at=now,
+            runner_name=name,
+            finished_at=None,
+            job_id=None,
+            registered_at=None,
+            idle_since=None,
+        )
+
+    @property
+    def runner_since(self) -> float:
+        """When its current runner's config was given: boot and registration time count from here."""
+        return self.launched_at if self.generation == 0 else (self.jit_at or self.launched_at)
 
 
 @dataclass(frozen=True)
@@ -68,9 +97,15 @@ class GithubRunner:
     busy: bool
 
 
-def runner_name(prefix: str, environment: str, pool: str, instance_id: str) -> str:
-    """Runner names end in the instance id, so a listing maps back to hosts without a lookup."""
-    return f"{prefix}{environment}-{pool}-{instance_id}"
+def runner_name(prefix: str, environment: str, pool: str, instance_id: str, generation: int = 0) -> str:
+    """Runner names end in the instance id, so a listing maps back to hosts without a lookup;
+    a reused host's k-th next runner adds `-r<k>`, since GitHub may still list the last one."""
+    return f"{prefix}{environment}-{pool}-{instance_id}" + (f"-r{generation}" if generation else "")
+
+
+def first_runner_name(name: str) -> str:
+    """The name without a reuse suffix: the name the host's first runner had."""
+    return _GENERATION_RE.sub("", name)
 
 
 def instance_id_of(name: str) -> str | None:
@@ -86,3 +121,13 @@ def slot_runner_name(prefix: str, environment: str, pool: str, instance_id: str,
 def slot_of(name: str) -> tuple[str, int] | None:
     found = _SLOT_RE.search(name)
     return (found.group(1), int(found.group(2))) if found else None
+
+
+def owning_pool(pools: Iterable[tuple[str, str]], environment: str, name: str) -> str | None:
+    """Which of `pools` ((name, runner name prefix) pairs) named this runner, reuse suffix or
+    not; None for anyone else's runner."""
+    iid = instance_id_of(name)
+    if iid is None:
+        return None
+    first = first_runner_name(name)
+    return next((pool for pool, prefix in pools if runner_name(prefix, environment, pool, iid) == first), None)

@@ -81,7 +81,9 @@ def _webhook_ports() -> webhook.WebhookPorts:
     secret = CachedParameter(AwsJsonClient("ssm", s.region), s.webhook_secret_parameter)
     ledger = Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time)
     queue = SqsQueues(AwsJsonClient("sqs", s.region), s)
-    return webhook.WebhookPorts(lambda: secret().encode(), ledger, queue, s.routing, {}, refresh_secret=secret.refresh)
+    return webhook.WebhookPorts(
+        lambda: secret().encode(), ledger, queue, s.routing, {}, refresh_secret=secret.refresh, reusing_pool_of=s.reusing_pool_of
+    )
 
 
 @cache

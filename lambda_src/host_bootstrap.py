@@ -1,5 +1,7 @@
 """Runs on a runner host at boot (started by the launch template's user-data): fetch this
-host's one-job runner config from SSM, delete it, run the runner once, then power off.
+host's one-job runner config from SSM, delete it, run the runner once, then power off. A pool
+with `estate.reuse_hosts` lets the host wait a little for a next one-job config (the scaler
+stores one only when a job is waiting), tidy up, and run again, up to its job limit.
 
 Stdlib only (Ubuntu images have python3 but no AWS CLI). Credentials and identity come from
 IMDSv2; the config is passed to the runner in its environment (readable only by that user
@@ -13,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -111,6 +114,41 @@ def run_once(command: list[str], config: str, user: str | None) -> int:
     return start_runner(command, config, user).wait()
 
 
+def serve_jobs(
+    fetch: Callable[[float], str],
+    run: Callable[[str], int],
+    tidy: Callable[[], None],
+    first_wait_s: float,
+    reuse_wait_s: float,
+    max_jobs: int,
+) -> int:
+    """Run one-job runners in turn: the first config waited for through the boot, each next
+    one only `reuse_wait_s` after the last runner exits. Returns how many ran."""
+    ran = 0
+    while ran < max_jobs:
+        try:
+            config = fetch(first_wait_s if ran == 0 else reuse_wait_s)
+        except AwsError as exc:
+            if ran == 0 or exc.code != "ParameterNotFound":
+                raise
+            log.info("no next runner config within %.0f s; powering off", reuse_wait_s)
+            break
+        if ran:
+            tidy()  # only once the next job is certain: a host that powers off needs no tidying
+        log.info("runner config %d received; starting the runner", ran + 1)
+        log.info("runner exited with %d", run(config))
+        ran += 1
+    return ran
+
+
+def tidy_between_jobs(runner_dir: Path, user: str, kill: Callable[[list[str]], object] = subprocess.run) -> None:
+    """What one job leaves that the next must not meet: the runner user's processes and the
+    runner's work folder (checkouts, caches, job containers' mounts)."""
+    if user != "root":
+        kill(["pkill", "-KILL", "-u", user])
+    shutil.rmtree(runner_dir / "_work", ignore_errors=True)
+
+
 def download(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=120) as answer:  # noqa: S310 - https release URL
         return bytes(answer.read())
@@ -131,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     add_host_arguments(parser)
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the runner config")
+    parser.add_argument("--max-jobs", type=int, default=1, help="one-job runners this host may run in turn (estate.reuse_hosts)")
+    parser.add_argument("--reuse-wait", type=float, default=60.0, help="seconds to wait for a next runner config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -141,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     directory = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
     if args.run_as != "root":
         subprocess.run(["chown", "-R", f"{args.run_as}:{args.run_as}", str(directory)], check=True)  # noqa: S603, S607
-    config = fetch_runner_config(ssm, f"{args.parameter_prefix}{instance_id}", args.wait)
-    log.info("runner config for %s received; starting the runner", instance_id)
-    code = run_once([str(directory / "run.sh")], config, args.run_as)
-    log.info("runner exited with %d", code)
-    return code
+    ran = serve_jobs(
+        fetch=lambda wait_s: fetch_runner_config(ssm, f"{args.parameter_prefix}{instance_id}", wait_s),
+        run=lambda config: run_once([str(directory / "run.sh")], config, args.run_as),
+        tidy=lambda: tidy_between_jobs(directory, args.run_as),
+        first_wait_s=args.wait,
+        reuse_wait_s=args.reuse_wait,
+        max_jobs=args.max_jobs,
+    )
+    log.info("%s ran %d job(s)", instance_id, ran)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The SQS message for one queued job: written by the webhook, read by scale-up. A wake-up
-call only; the ledger holds the state. Kept apart so the webhook's cold start imports neither
+"""The SQS message for one queued job (or a finished one whose reusable host may take a
+waiting job): written by the webhook, read by scale-up. A wake-up call only; the ledger holds
+the state. Kept apart so the webhook's cold start imports neither
 the scaler nor the GitHub client."""
 
 from __future__ import annotations

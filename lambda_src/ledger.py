@@ -2,7 +2,8 @@
 
 Items (partition key `pk`):
   job#<id>       pool, state, repo, labels, queued_at, runner_name    - one per GitHub job
-  instance#<id>  pool, launched_at, job_id, registered_at, idle_since, jit_at, runner_name
+  instance#<id>  pool, launched_at, job_id, registered_at, idle_since, jit_at, runner_name,
+                 generation, jobs_done, finished_at (a reusable host's runner configs)
   repo#<name>    last_seen                                            - repos to re-scan
   lock#<name>    holder, lease_until                                  - one planner per pool at a time
   block#<id>     target, warned                                       - a capacity block's memory
@@ -183,7 +184,7 @@ class Ledger:
         if job.state != QUEUED and job.runner_name:
             iid = instance_id_of(job.runner_name)
             if iid is not None:
-                self.assign(iid, job.id)
+                (self.finish if job.state == COMPLETED else self.assign)(iid, job.id)
         return True
 
     def queued_jobs(self, pool: str | None = None) -> list[Job]:
@@ -244,10 +245,35 @@ class Ledger:
             jit_at=_num(item.get("jit_at")),
             runner_name=str(item.get("runner_name", "")),
             block=item.get("block"),
+            generation=int(item.get("generation", 0)),
+            jobs_done=int(item.get("jobs_done", 0)),
+            finished_at=_num(item.get("finished_at")),
         )
 
     def assign(self, instance_id: str, job_id: int) -> None:
         self._set_if_exists(instance_id, {"job_id": job_id})
+
+    def finish(self, instance_id: str, job_id: int) -> None:
+        """The host's runner finished `job_id` (each job's `completed` is stored once, so
+        counted once): the host is spent until it is given another config."""
+        self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression="SET jobs_done = if_not_exists(jobs_done, :zero) + :one, finished_at = :now, job_id = :job",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":zero": 0, ":one": 1, ":now": self.clock(), ":job": job_id},
+        )
+
+    def reuse(self, instance_id: str, generation: int, runner_name: str, now: float) -> bool:
+        """Record that a spent host was given runner config `generation`. False when another
+        invocation already did (the generation moved) or the host is not spent."""
+        stored = self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression="SET generation = :g, jit_at = :now, runner_name = :name"
+            " REMOVE finished_at, job_id, registered_at, idle_since",
+            ConditionExpression="attribute_exists(finished_at) AND (attribute_not_exists(generation) OR generation = :before)",
+            ExpressionAttributeValues={":g": generation, ":before": generation - 1, ":now": now, ":name": runner_name},
+        )
+        return stored is not None
 
     def mark(self, instance_id: str, **fields: float | None) -> None:
         """Set (or, with None, remove) timestamps such as jit_at, registered_at, idle_since."""

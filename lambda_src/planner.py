@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from lambda_src import cron
-from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, instance_id_of, runner_name
+from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, owning_pool, runner_name
 from lambda_src.settings import PoolSettings
 
 # GitHub's `busy` flag can read false for up to a minute after a job starts: a runner is idle
@@ -21,6 +21,9 @@ from lambda_src.settings import PoolSettings
 IDLE_CONFIRM_S = 60.0
 # How long EC2's eventually consistent listing may lag a launch before the ledger's record wins.
 LISTING_GRACE_S = 120.0
+# How long after a reusable host's runner finished the scaler may still give it a next config;
+# the host waits a little longer (estate/host_user_data.py), then powers off.
+REUSE_WINDOW_S = 60.0
 
 
 def scaled_pools(pools: Mapping[str, PoolSettings]) -> dict[str, PoolSettings]:
@@ -49,7 +52,7 @@ def pool_top_up(pool: PoolSettings, now: float) -> int:
 
 def is_stale_boot(pool: PoolSettings, instance: Instance, now: float) -> bool:
     """A host whose runner never came online within the pool's boot time: no longer supply."""
-    return instance.registered_at is None and now - instance.launched_at > pool.boot_timeout_s
+    return instance.registered_at is None and now - instance.runner_since > pool.boot_timeout_s
 
 
 # ---- scale-up ---------------------------------------------------------------------------
@@ -81,7 +84,7 @@ def plan_launches(
     for inst in instances:
         live[inst.pool] += 1
         pool = pools.get(inst.pool)
-        if pool is not None and not inst.assigned and not is_stale_boot(pool, inst, now):
+        if pool is not None and not inst.assigned and not inst.spent and not is_stale_boot(pool, inst, now):
             supply[inst.pool] += 1
     orders = []
     for name in sorted(only if only is not None else pools):
@@ -104,6 +107,19 @@ def plan_launches(
             reason = "launch for queued jobs" if queued[name] else "top up the pool (pool_config)"
         orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], room, reason))
     return orders
+
+
+def plan_reuse(pool: PoolSettings, host: Instance, jobs: Iterable[Job], instances: Iterable[Instance], now: float) -> bool:
+    """Whether a host whose runner just finished a job gets a fresh one-job runner config
+    instead of powering off: only where the pool allows it (`estate.reuse_hosts`), within its
+    job limit and while the host still waits, and only when a queued job (or `pool_config`)
+    wants a runner that no other unassigned one covers. So a kept host skips a boot for a
+    job that is already waiting, and no host is kept on speculation."""
+    if not host.spent or host.jobs_done >= pool.max_jobs_per_host or now - (host.finished_at or 0.0) > REUSE_WINDOW_S:
+        return False
+    others = [i for i in instances if i.id != host.id]
+    (order,) = plan_launches({pool.name: pool}, jobs, others, now)
+    return order.queued + order.top_up > order.supply
 
 
 # ---- ledger and EC2 in agreement -------------------------------------------------------
@@ -182,18 +198,18 @@ def plan_scale_down(
         pool = pools.get(inst.pool)
         if pool is None:
             continue
-        name = runner_name(pool.name_prefix, environment, pool.name, inst.id)
+        name = runner_name(pool.name_prefix, environment, pool.name, inst.id, inst.generation)
         live_names.add(name)
         runner = by_name.get(name)
         age = now - inst.launched_at
         if runner is None or (not runner.online and not runner.busy):
-            if age > pool.boot_timeout_s:
+            if now - inst.runner_since > pool.boot_timeout_s:
                 why = "never registered" if inst.registered_at is None else "runner gone or offline"
                 plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, f"{why} after {age / 60:.0f} min"))
             continue
         if inst.registered_at is None:
             plan.registered.append(inst.id)
-        if runner.busy or inst.assigned:
+        if runner.busy or inst.assigned or inst.spent:
             # Busy, or its ephemeral runner took a job and will exit by itself.
             if inst.idle_since is not None:
                 plan.not_idle.append(inst.id)
@@ -223,8 +239,4 @@ def plan_scale_down(
 
 
 def _owning_pool(pools: Mapping[str, PoolSettings], environment: str, name: str) -> str | None:
-    """The pool whose naming rule produced this runner name; None for anyone else's runner."""
-    iid = instance_id_of(name)
-    if iid is None:
-        return None
-    return next((p.name for p in pools.values() if runner_name(p.name_prefix, environment, p.name, iid) == name), None)
+    return owning_pool(((p.name, p.name_prefix) for p in pools.values()), environment, name)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lambda_src.fleet_state import owning_pool
 from lambda_src.routing import RoutingTable
 
 SETTINGS_FILE = "control_plane.json"
@@ -57,6 +58,7 @@ class PoolSettings:
     queue_url: str = ""
     max_hourly_usd: float | None = None  # hard_limits.max_hourly_usd: the pool's live hosts may not cost more
     host_hourly_usd: float = 0.0  # the dearest of its types at on-demand price: an upper bound per host
+    max_jobs_per_host: int = 1  # estate.reuse_hosts.max_jobs: one-job runners a host may run in turn
     # Capacity-block pools only:
     gpus_per_node: int = 0
     slot_gpus: tuple[int, ...] = ()  # GPUs of each slot of a node, in slot order
@@ -105,6 +107,11 @@ class ControlPlaneSettings:
 
     def pool(self, name: str) -> PoolSettings:
         return self.pools[name]
+
+    def reusing_pool_of(self, runner_name: str) -> str | None:
+        """The pool that named this runner, if that pool reuses hosts (`estate.reuse_hosts`)."""
+        reusing = ((p.name, p.name_prefix) for p in self.pools.values() if p.max_jobs_per_host > 1)
+        return owning_pool(reusing, self.environment, runner_name)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k not in {"pools", "routing"}}

@@ -45,6 +45,7 @@ class WebhookPorts:
     routing: RoutingTable
     counters: dict[str, int]
     refresh_secret: Callable[[], bool] = lambda: False  # re-read it (rate-limited); True if it did
+    reusing_pool_of: Callable[[str], str | None] = lambda runner: None  # the reusing pool whose runner this is
 
 
 @dataclass(frozen=True)
@@ -155,14 +156,22 @@ def handle(event: Mapping[str, Any], ports: WebhookPorts, now: float) -> Respons
     changed = ports.ledger.record_job(job)
     if not changed:
         return _count(ports, "duplicate", Response(202, {"pool": job.pool, "duplicate": True}))
-    if job.state == QUEUED:
+    # A queued job wants a runner; a finished one may free a reusable host for a waiting job.
+    wake = job.pool if job.state == QUEUED else _reusing_pool(ports, job)
+    if wake is not None:
         try:
-            ports.queue.enqueue(job, delivery)
-        except Exception:  # the ledger has the job; the reconciler launches for it within a minute
+            ports.queue.enqueue(replace(job, pool=wake), delivery)
+        except Exception:  # the ledger has the job; the reconciler plans for it within a minute
             log.exception("enqueue failed for job %s (delivery %s); left to the reconciler", job.id, delivery)
             return _count(ports, "enqueue_failed", Response(202, {"pool": job.pool, "deferred": True}))
     log.info("delivery %s: job %s %s -> pool %s", delivery, job.id, job.state, job.pool)
     return _count(ports, job.state, Response(202, {"pool": job.pool, "job": job.id, "state": job.state}))
+
+
+def _reusing_pool(ports: WebhookPorts, job: Job) -> str | None:
+    if job.state != COMPLETED or job.runner_name is None:
+        return None
+    return ports.reusing_pool_of(job.runner_name)
 
 
 def _count(ports: WebhookPorts, key: str, response: Response) -> Response:

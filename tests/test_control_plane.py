@@ -7,9 +7,11 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -353,3 +355,82 @@ def signed(local: LocalPlane, job: Any) -> tuple[dict[str, str], bytes]:
     body = json.dumps(local.github.job_payload(job, "queued")).encode()
     signature = "sha256=" + hmac.new(local.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
     return {"X-GitHub-Event": "workflow_job", "X-Hub-Signature-256": signature}, body
+
+
+# ---- estate.reuse_hosts: a spent host takes a waiting job on a fresh one-job runner ------
+
+
+@pytest.fixture
+def reusing(moto_url: str, tmp_path: Path) -> Iterator[LocalPlane]:
+    """The example estate with POOL capped at one host that may run two jobs in turn."""
+    configs = tmp_path / "configs"
+    shutil.copytree(EXAMPLE_CONFIGS, configs)
+    pool_file = configs / f"{POOL}.yaml"
+    text = pool_file.read_text().replace("max_instances: 20", "max_instances: 1")
+    pool_file.write_text(text + "  reuse_hosts:\n    max_jobs: 2\n")
+    plane = LocalPlane([str(configs)], clock=Clock(time.time()), endpoint=moto_url).start()
+    plane.serve_webhook()
+    yield plane
+    plane.stop()
+
+
+def test_a_spent_host_gets_a_fresh_runner_for_a_waiting_job_up_to_its_limit(reusing: LocalPlane) -> None:
+    first = reusing.github.queue_job(T4)
+    reusing.pump()
+    (iid,) = reusing.running_instances(POOL)
+    reusing.github.start_job(first.id, reusing.boot(iid))
+    second = reusing.github.queue_job(T4)
+    reusing.pump()
+    assert reusing.running_instances(POOL) == [iid]  # capped: the second job waits
+
+    reusing.github.finish_job(first.id)  # the completed webhook wakes the pool's scale-up
+    reusing.pump()
+    assert reusing.running_instances(POOL) == [iid]  # no new host: the spent one is reused
+    assert jit_parameter(reusing, iid)["tags"] == {INSTANCE_ARN_TAG: f"arn:aws:ec2:us-east-1:123456789012:instance/{iid}"}
+    next_name = reusing.boot(iid)
+    assert next_name == runner_name(reusing.settings.pools[POOL].name_prefix, "local", POOL, iid, 1) == name_of(reusing, iid) + "-r1"
+    reusing.github.start_job(second.id, next_name)
+    assert reusing.plane.ledger.instance(iid).job_id == second.id  # type: ignore[union-attr]
+
+    third = reusing.github.queue_job(T4)
+    reusing.github.finish_job(second.id)
+    reusing.pump()
+    assert jit_parameter(reusing, iid) == {}  # two jobs done: the host powers off, a new one boots
+    host = reusing.plane.ledger.instance(iid)
+    assert host is not None
+    assert (host.jobs_done, host.generation) == (2, 1)
+    reusing.power_off(iid)
+    reusing.clock.advance(200)
+    reusing.plane.reconcile()
+    (replacement,) = reusing.running_instances(POOL)
+    assert replacement != iid
+    assert reusing.github.jobs[third.id].status == "queued"
+
+
+def test_a_spent_host_with_no_waiting_job_is_not_kept(reusing: LocalPlane) -> None:
+    job = reusing.github.queue_job(T4)
+    reusing.pump()
+    (iid,) = reusing.running_instances(POOL)
+    reusing.github.start_job(job.id, reusing.boot(iid))
+    reusing.github.finish_job(job.id)
+    reusing.pump()
+    assert jit_parameter(reusing, iid) == {}
+
+
+def test_a_reused_runner_is_scaled_down_like_any_idle_runner(reusing: LocalPlane) -> None:
+    first, second = reusing.github.queue_job(T4), None
+    reusing.pump()
+    (iid,) = reusing.running_instances(POOL)
+    reusing.github.start_job(first.id, reusing.boot(iid))
+    second = reusing.github.queue_job(T4)
+    reusing.pump()
+    reusing.github.finish_job(first.id)
+    reusing.pump()
+    reusing.boot(iid)
+    reusing.github.finish_job(second.id)  # cancelled while queued: the reused runner stays idle
+    reusing.clock.advance(6 * 60)
+    assert reusing.plane.scale_down().retired == []  # seen idle once
+    reusing.clock.advance(IDLE_CONFIRM_S)
+    (retired,) = reusing.plane.scale_down().retired
+    assert (retired["instance"], retired["reason"]) == (iid, "idle past 5 min")
+    assert reusing.github.runners == {}

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from estate.host_user_data import NODE_MODULES, node_user_data, user_data
-from estate.loader import load_estate
+from estate.loader import load_estate, load_pool
 from lambda_src import host_bootstrap
 from lambda_src.aws_json import AwsError, AwsJsonClient
-from tests.conftest import EXAMPLE_CONFIGS
+from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, write_pool
 
 TOKEN = "imds-session-token"
 
@@ -184,3 +184,60 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
         [sys.executable, "-m", "lambda_src.slot_manager", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert helped.returncode == 0, helped.stderr
+
+
+# ---- estate.reuse_hosts: the host's side ------------------------------------------------
+
+
+def test_a_reusable_host_runs_each_next_config_after_tidying_up_to_its_limit() -> None:
+    configs, ran = ["one", "two", "three"], []
+    waits: list[float] = []
+    tidied: list[int] = []
+
+    def fetch(wait_s: float) -> str:
+        waits.append(wait_s)
+        return configs.pop(0)
+
+    def run(config: str) -> int:
+        ran.append(config)
+        return 0
+
+    count = host_bootstrap.serve_jobs(fetch, run, lambda: tidied.append(len(ran)), 720.0, 90.0, max_jobs=2)
+    assert (count, ran, waits, tidied) == (2, ["one", "two"], [720.0, 90.0], [1])
+
+
+def test_a_host_with_no_next_config_powers_off_without_tidying() -> None:
+    def fetch(wait_s: float) -> str:
+        if wait_s == 90.0:
+            raise AwsError("ParameterNotFound", "none", 400)
+        return "one"
+
+    tidied: list[int] = []
+    assert host_bootstrap.serve_jobs(fetch, lambda c: 0, lambda: tidied.append(1), 720.0, 90.0, max_jobs=5) == 1
+    assert tidied == []
+
+
+def test_no_first_config_still_stops_the_host_with_an_error() -> None:
+    def fetch(wait_s: float) -> str:
+        raise AwsError("ParameterNotFound", "none", 400)
+
+    with pytest.raises(AwsError):
+        host_bootstrap.serve_jobs(fetch, lambda c: 0, lambda: None, 720.0, 90.0, max_jobs=5)
+
+
+def test_tidying_ends_the_runner_users_processes_and_empties_the_work_folder(tmp_path: Path) -> None:
+    (tmp_path / "_work" / "repo").mkdir(parents=True)
+    (tmp_path / "_work" / "repo" / "secret-artifact").write_text("left by the last job")
+    (tmp_path / "run.sh").write_text("")
+    killed: list[list[str]] = []
+    host_bootstrap.tidy_between_jobs(tmp_path, "ubuntu", kill=killed.append)
+    assert killed == [["pkill", "-KILL", "-u", "ubuntu"]]
+    assert not (tmp_path / "_work").exists()
+    assert (tmp_path / "run.sh").exists()  # the runner itself stays
+
+
+def test_only_a_reusing_pool_tells_its_hosts_to_wait_for_a_next_config(tmp_path: Path) -> None:
+    plain, _ = load_pool(write_pool(tmp_path, "plain", MINIMAL_POOL))
+    reusing, _ = load_pool(write_pool(tmp_path, "reusing", MINIMAL_POOL + "estate:\n  reuse_hosts:\n    max_jobs: 4\n"))
+    assert "--max-jobs" not in user_data(plain, "/runner-estate/prod/jit/", "2.329.0", None)
+    assert "--max-jobs 4 --reuse-wait 90" in user_data(reusing, "/runner-estate/prod/jit/", "2.329.0", None)

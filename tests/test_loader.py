@@ -316,3 +316,21 @@ def test_pool_config_is_acted_on(tmp_path: Path) -> None:
     text = MINIMAL_POOL + f"  pool_config:\n    - {window}\n"
     _, warnings = load_pool(write_pool(tmp_path, "pooled", text))
     assert warnings == []
+
+
+def test_host_reuse_is_an_explicit_opt_out_and_reported(tmp_path: Path) -> None:
+    pool, warnings = load_pool(write_pool(tmp_path, "reusing", MINIMAL_POOL + "estate:\n  reuse_hosts:\n    max_jobs: 5\n"))
+    assert pool.spec.estate.reuse_hosts is not None
+    (warning,) = warnings
+    assert warning.key == "estate.reuse_hosts"
+    assert warning.message.startswith("security opt-out: a host runs up to 5 jobs")
+
+
+def test_host_reuse_needs_at_least_two_jobs(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + "estate:\n  reuse_hosts:\n    max_jobs: 1\n")
+    assert err.key == "estate.reuse_hosts.max_jobs"
+
+
+def test_capacity_block_nodes_do_not_take_host_reuse(tmp_path: Path) -> None:
+    err = _error(tmp_path, H100_POOL + "  reuse_hosts:\n    max_jobs: 3\n", name="gpu-h100-cb")
+    assert err.key == "estate.reuse_hosts"

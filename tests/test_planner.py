@@ -5,8 +5,16 @@ from __future__ import annotations
 import time
 
 from lambda_src.control_plane import Report
-from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, GithubRunner, Instance, Job, runner_name
-from lambda_src.planner import IDLE_CONFIRM_S, ScaleDownPlan, plan_host_sync, plan_launches, plan_scale_down
+from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, GithubRunner, Instance, Job, instance_id_of, runner_name
+from lambda_src.planner import (
+    IDLE_CONFIRM_S,
+    REUSE_WINDOW_S,
+    ScaleDownPlan,
+    plan_host_sync,
+    plan_launches,
+    plan_reuse,
+    plan_scale_down,
+)
 from lambda_src.settings import IdleWindow, PoolSettings, PoolWindow
 
 NOW = 1_800_000_000.0
@@ -234,3 +242,57 @@ def test_host_sync_finishes_or_undoes_half_done_launches() -> None:
     plan = plan_host_sync({"gpu": pool()}, known, listed, NOW)
     assert (plan.adopt, plan.terminate_unknown, plan.undo, plan.gone) == (["i-0000000e"], ["i-0000000f"], ["i-0000000c"], ["i-0000000d"])
     assert plan.live == ["i-0000000a", "i-0000000b"]
+
+
+# ---- estate.reuse_hosts -----------------------------------------------------------------
+
+
+def spent(iid: str = "i-0000000a", jobs_done: int = 1, finished: float = 5.0) -> Instance:
+    return host(iid, age=900, registered_at=NOW - 800, job_id=1, jobs_done=jobs_done, finished_at=NOW - finished)
+
+
+def reuse(target: Instance, queued: int, others: list[Instance] | None = None, max_jobs: int = 3) -> bool:
+    return plan_reuse(pool(max_jobs_per_host=max_jobs), target, jobs(queued), [target, *(others or [])], NOW)
+
+
+def test_a_spent_host_is_reused_for_a_waiting_job_nothing_else_covers() -> None:
+    assert reuse(spent(), queued=1)
+
+
+def test_a_spent_host_is_not_kept_on_speculation() -> None:
+    assert not reuse(spent(), queued=0)
+    assert not reuse(spent(), queued=1, others=[host("i-0000000b", age=30)])  # a booting host covers the job
+
+
+def test_reuse_stops_at_the_pools_job_limit_and_is_off_by_default() -> None:
+    assert not reuse(spent(jobs_done=3), queued=1, max_jobs=3)
+    assert not reuse(spent(), queued=1, max_jobs=1)
+
+
+def test_a_host_that_finished_too_long_ago_has_powered_off() -> None:
+    assert not reuse(spent(finished=REUSE_WINDOW_S + 1), queued=1)
+
+
+def test_a_spent_host_is_neither_supply_nor_an_idle_runner() -> None:
+    assert one({"gpu": pool()}, jobs(1), [spent()]) == 1
+    assert down([spent()], []).retire[0].instance_id == "i-0000000a"  # its runner is gone: the host is leaving
+
+
+def test_a_reused_hosts_runner_is_found_by_its_new_name_and_boots_from_its_reuse() -> None:
+    reused = spent().given_next_runner(runner_name("", ENV, "gpu", "i-0000000a", 1), NOW - 30)
+    assert (reused.generation, reused.spent, reused.assigned, reused.runner_since) == (1, False, False, NOW - 30)
+    assert one({"gpu": pool()}, jobs(1), [reused]) == 0  # its next runner is supply
+    assert down([reused], []).retire == []  # registering: 30 s of a 300 s boot time
+    named = GithubRunner(3, runner_name("", ENV, "gpu", "i-0000000a", 1), True, False)
+    assert down([reused], [named]).registered == ["i-0000000a"]
+
+
+def test_a_ghost_with_a_reuse_suffix_is_still_ours() -> None:
+    ghost = GithubRunner(5, runner_name("", ENV, "gpu", "i-0000000f", 2), False, False)
+    assert [r.runner_id for r in down([], [ghost]).retire] == [5]
+
+
+def test_reuse_names_keep_the_instance_id_recoverable() -> None:
+    assert instance_id_of(runner_name("ci-", ENV, "gpu", "i-0123456789abcdef0", 3)) == "i-0123456789abcdef0"
+    assert runner_name("ci-", ENV, "gpu", "i-0123456789abcdef0") == "ci-prod-gpu-i-0123456789abcdef0"
+    assert instance_id_of("ci-prod-gpu-i-0123456789abcdef0-s2") is None  # a capacity-block slot runner is not a host's

@@ -14,6 +14,7 @@ from estate.cli import main
 from estate.diagnostics import ConfigError
 from estate.loader import Estate, load_estate
 from estate.prices import PriceTable
+from estate.sim_policies import NEXT_RUNNER_S
 from estate.simulate import simulate
 from estate.simulator import BOOT_S_CPU, Simulation
 from estate.workload import FLASHINFER, SHARDED, WORKLOADS, TraceJob, flashinfer_trace, pr_trace, read_trace
@@ -430,3 +431,34 @@ def test_terminate_after_job_recycles_the_instance(tmp_path: Path) -> None:
     sim = run(queue_estate(tmp_path, one_shot), [queue_job(0, 0.0)], "buildkite")
     (host,) = [h for h in sim.hosts if h.pool == "buildkite:cpu_queue"]
     assert host.ended_at == sim.jobs[0].finished_at
+
+
+# ---- estate.reuse_hosts -----------------------------------------------------------------
+
+REUSE = "estate:\n  reuse_hosts:\n    max_jobs: 3\n"
+CAPPED = "  runners_maximum_count: 1\n"
+
+
+def capped_estate(tmp_path: Path, extra: str = "") -> Estate:
+    return load_estate([write_pool(tmp_path, "cpu", MINIMAL_POOL.replace("  runners_maximum_count: 4\n", CAPPED) + extra)])
+
+
+def test_a_capped_pool_reuses_its_host_for_the_job_waiting_behind_the_cap(tmp_path: Path) -> None:
+    plain = run(capped_estate(tmp_path), [job(0, 0.0), job(1, 0.0)], "estate")
+    reusing = run(capped_estate(tmp_path, REUSE), [job(0, 0.0), job(1, 0.0)], "estate")
+    assert (len(plain.hosts), len(reusing.hosts)) == (2, 1)
+    first_done = 1.0 + BOOT_S_CPU + 600.0
+    assert wait(reusing, 1) == pytest.approx(first_done + NEXT_RUNNER_S)  # no boot, no reconcile cycle to wait for
+    assert wait(plain, 1) > first_done + BOOT_S_CPU
+    assert reusing.report()["boot_hours"] < plain.report()["boot_hours"]
+
+
+def test_a_host_with_no_job_waiting_leaves_after_its_job_even_when_reusable(tmp_path: Path) -> None:
+    sim = run(capped_estate(tmp_path, REUSE), [job(0, 0.0), job(1, 5000.0)], "estate")
+    first, _ = sim.hosts
+    assert first.ended_at == pytest.approx(1.0 + BOOT_S_CPU + 600.0)
+
+
+def test_a_reusable_host_stops_at_its_job_limit(tmp_path: Path) -> None:
+    sim = run(capped_estate(tmp_path, REUSE), [job(i, 0.0) for i in range(4)], "estate")
+    assert [h.slots[0].jobs_run for h in sim.hosts] == [3, 1]

@@ -228,3 +228,15 @@ def test_a_mismatch_rereads_a_rotated_secret_once() -> None:
     body = job_body()
     evt = event(body, signature="sha256=" + hmac.new(b"rotated", body, hashlib.sha256).hexdigest())
     assert webhook.handle(evt, p, 1.0).status == 202
+
+
+def test_a_finished_job_wakes_the_pool_of_a_reusable_host_only() -> None:
+    reusing = "prod-gpu-t4-spot-i-0123456789abcdef0-r1"
+    p = webhook.WebhookPorts(
+        lambda: SECRET, MemoryLedger(), MemoryQueue(), ROUTING, {}, reusing_pool_of=lambda name: "gpu-t4-spot" if name == reusing else None
+    )
+    webhook.handle(event(job_body(job_id=1, runner="prod-gpu-t4-spot-i-0aaaaaaaaaaaaaaaa")), p, 1.0)
+    webhook.handle(event(job_body("completed", job_id=1, runner="prod-gpu-t4-spot-i-0aaaaaaaaaaaaaaaa")), p, 2.0)
+    webhook.handle(event(job_body("completed", job_id=2, runner=reusing)), p, 3.0)
+    webhook.handle(event(job_body("completed", job_id=3)), p, 4.0)  # cancelled while queued: no runner
+    assert [(j.id, j.pool, j.state) for j in p.queue.sent] == [(1, "gpu-t4-spot", "queued"), (2, "gpu-t4-spot", "completed")]  # type: ignore[attr-defined]
