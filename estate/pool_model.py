@@ -8,6 +8,7 @@ do not act on yet is listed in `estate.key_support` and reported by `validate`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -74,6 +75,15 @@ class BlockDevice(StrictModel):
         return value
 
 
+def _parses(parse: Callable[[str], object], value: str) -> str:
+    """A schedule checked at load, so a bad one never reaches the planners in the Lambda."""
+    try:
+        parse(value)
+    except CronError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
 def _check_time_zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -93,11 +103,7 @@ class IdleWindow(StrictModel):
     @field_validator("cron")
     @classmethod
     def _cron_parses(cls, value: str) -> str:
-        try:
-            cron.parse(value)
-        except CronError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return _parses(cron.parse, value)
 
     @field_validator("timeZone")
     @classmethod
@@ -122,11 +128,7 @@ class PoolSizeWindow(StrictModel):
     @field_validator("schedule_expression")
     @classmethod
     def _schedule_parses(cls, value: str) -> str:
-        try:
-            cron.parse_schedule(value)
-        except CronError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return _parses(cron.parse_schedule, value)
 
     @field_validator("schedule_expression_timezone")
     @classmethod
