@@ -77,8 +77,10 @@ class EstatePolicy:
     def _instance(self, h: Host) -> Instance:
         if h.slots[0].job is not None:
             self.assigned[h.id] = h.slots[0].job.index
-        found = self.reused.get(h.id) or Instance(h.id, h.pool, h.launched_at)
-        return replace(found, job_id=self.assigned.get(h.id), registered_at=self.registered.get(h.id), idle_since=self.idle_marks.get(h.id))
+        marks = (self.assigned.get(h.id), self.registered.get(h.id), self.idle_marks.get(h.id))
+        if (reused := self.reused.get(h.id)) is None:
+            return Instance(h.id, h.pool, h.launched_at, *marks)
+        return replace(reused, job_id=marks[0], registered_at=marks[1], idle_since=marks[2])
 
     def _instances(self, sim: Simulation) -> list[Instance]:
         return [self._instance(h) for h in sim.live_hosts() if h.pool in self.settings]
@@ -95,12 +97,14 @@ class EstatePolicy:
         for order in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now):
             sim.launch(order.pool, order.count)
         # Scale-down, from one runner listing.
+        instances = self._instances(sim)
+        named = {i.id: i.runner_name for i in instances}
         runners = [
-            GithubRunner(i, self._instance(h).runner_name or self._first_name(h), True, h.slots[0].job is not None)
+            GithubRunner(i, named[h.id] or self._first_name(h), True, h.slots[0].job is not None)
             for i, h in enumerate(sim.live_hosts())
             if h.pool in self.settings and h.ready(sim.now) and sim.now >= h.slots[0].free_from
         ]
-        plan = plan_scale_down(self.settings, ENVIRONMENT, self._instances(sim), runners, self._jobs(sim), sim.now)
+        plan = plan_scale_down(self.settings, ENVIRONMENT, instances, runners, self._jobs(sim), sim.now)
         for iid in plan.registered:
             self.registered[iid] = sim.now
         for iid in plan.first_idle:

@@ -25,7 +25,7 @@ from lambda_src.github_client import GithubClient, GithubError
 from lambda_src.jit_parameters import JitParameters
 from lambda_src.job_messages import jobs_by_pool
 from lambda_src.ledger import Ledger, planning_lock
-from lambda_src.planner import LaunchOrder, plan_host_sync, plan_launches, plan_reuse, plan_scale_down, scaled_pools
+from lambda_src.planner import LaunchOrder, plan_host_sync, plan_launches, plan_reuse, plan_scale_down, reuse_pending, scaled_pools
 from lambda_src.settings import ControlPlaneSettings, PoolSettings
 
 log = logging.getLogger("runner_estate.control_plane")
@@ -169,8 +169,7 @@ class ControlPlane:
         jobs = self.ledger.queued_jobs()
         for order in plan_launches(self.scaled_pools, jobs, live, now):
             report.orders[order.pool] = order
-            reusable = self.scaled_pools[order.pool].max_jobs_per_host > 1 and any(i.spent and i.pool == order.pool for i in live)
-            if order.count or (reusable and order.queued + order.top_up > order.supply):
+            if order.count or reuse_pending(self.scaled_pools[order.pool], order, live, now):
                 token = f"reconcile-{order.pool}-{int(now // 60)}"
                 try:
                     # Re-plan under the pool's lock: a scale-up may have launched meanwhile.

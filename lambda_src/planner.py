@@ -65,6 +65,7 @@ class LaunchOrder:
     queued: int
     top_up: int  # unassigned runners pool_config asks for now
     supply: int  # unassigned runners: booting in time, or registered and idle
+    shortfall: int  # runners wanted beyond the supply, before the caps (<= 0: none)
     room: int  # instances the caps still allow
     reason: str
 
@@ -105,7 +106,7 @@ def plan_launches(
             reason = cap
         else:
             reason = "launch for queued jobs" if queued[name] else "top up the pool (pool_config)"
-        orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], room, reason))
+        orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], deficit, room, reason))
     return orders
 
 
@@ -115,11 +116,20 @@ def plan_reuse(pool: PoolSettings, host: Instance, jobs: Iterable[Job], instance
     job limit and while the host still waits, and only when a queued job (or `pool_config`)
     wants a runner that no other unassigned one covers. So a kept host skips a boot for a
     job that is already waiting, and no host is kept on speculation."""
-    if not host.spent or host.jobs_done >= pool.max_jobs_per_host or now - (host.finished_at or 0.0) > REUSE_WINDOW_S:
+    if not may_take_next_runner(pool, host, now):
         return False
-    others = [i for i in instances if i.id != host.id]
-    (order,) = plan_launches({pool.name: pool}, jobs, others, now)
-    return order.queued + order.top_up > order.supply
+    (order,) = plan_launches({pool.name: pool}, jobs, [i for i in instances if i.id != host.id], now)
+    return order.shortfall > 0
+
+
+def may_take_next_runner(pool: PoolSettings, host: Instance, now: float) -> bool:
+    """A spent host of a reusing pool, within its job limit, that still waits for a config."""
+    return host.spent and host.jobs_done < pool.max_jobs_per_host and now - (host.finished_at or 0.0) <= REUSE_WINDOW_S
+
+
+def reuse_pending(pool: PoolSettings, order: LaunchOrder, instances: Iterable[Instance], now: float) -> bool:
+    """Whether planning the pool may reuse a host even where it launches nothing (a cap)."""
+    return order.shortfall > 0 and any(i.pool == pool.name and may_take_next_runner(pool, i, now) for i in instances)
 
 
 # ---- ledger and EC2 in agreement -------------------------------------------------------
