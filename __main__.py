@@ -21,14 +21,14 @@ from components.github_org_settings import GitHubOrgSettings, GitHubOrgSettingsA
 from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
-from estate.control_config import jit_parameter_prefix
-from estate.diagnostics import ConfigError
-from estate.host_user_data import user_data
-from estate.loader import Estate, load_estate
-from estate.pool import Pool
-from estate.runner_groups import RunnerGroupPlan, plan_runner_groups
-from estate.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
-from lambda_src.tags import estate_tags
+from estate.config.diagnostics import ConfigError
+from estate.config.loader import Estate, load_estate
+from estate.config.pool import Pool
+from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
+from estate.derive.control_config import jit_parameter_prefix
+from estate.derive.host_user_data import user_data
+from estate.derive.runner_groups import RunnerGroupPlan, plan_runner_groups
+from lambda_src.core.tags import estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
 LAMBDA_DEPENDENCIES = PROJECT_DIR / "build" / "lambda-deps"

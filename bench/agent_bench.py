@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from estate.agent import RUNNER_SCOPE, Agent, Slot, plain_slots  # noqa: E402 - after the path set-up
-from estate.fake_github import FakeGithub  # noqa: E402
-from lambda_src.github_client import GithubClient  # noqa: E402
+from estate.agent.daemon import RUNNER_SCOPE, Agent, Slot, plain_slots  # noqa: E402 - after the path set-up
+from estate.local.fake_github import FakeGithub  # noqa: E402
+from lambda_src.github.client import GithubClient  # noqa: E402
 
 
 class NoRunner:
@@ -68,9 +68,9 @@ def main() -> None:
     imports = []
     for _ in range(3):
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import estate.agent"], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-c", "import estate.agent.daemon"], cwd=ROOT, check=True)
         imports.append(time.perf_counter() - began)
-    print(f"fresh process importing estate.agent: median {statistics.median(imports) * 1000:.0f} ms")
+    print(f"fresh process importing estate.agent.daemon: median {statistics.median(imports) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from estate.local_plane import Clock, LocalPlane  # noqa: E402 - after the path set-up
-from lambda_src.block_planner import Block, plan_blocks  # noqa: E402
-from lambda_src.fleet_state import QUEUED, GithubRunner, Instance, Job, SlotRecord, runner_name, slot_runner_name  # noqa: E402
-from lambda_src.planner import plan_launches, plan_scale_down  # noqa: E402
-from lambda_src.settings import PoolSettings  # noqa: E402
+from estate.local.plane import Clock, LocalPlane  # noqa: E402 - after the path set-up
+from lambda_src.core.block_planner import Block, plan_blocks  # noqa: E402
+from lambda_src.core.fleet_state import QUEUED, GithubRunner, Instance, Job, SlotRecord, runner_name, slot_runner_name  # noqa: E402
+from lambda_src.core.planner import plan_launches, plan_scale_down  # noqa: E402
+from lambda_src.core.settings import PoolSettings  # noqa: E402
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
 
@@ -145,10 +145,9 @@ def main() -> None:
     print(f"webhook -> launch decision ({args.jobs} jobs, local end to end): p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
           f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")  # fmt: skip
     print(f"GitHub calls per job on the hot path: {per_job:.2f}")
-    print(f"cold import, webhook handler: {cold_import('import lambda_src.handlers'):.0f} ms")
-    print(
-        f"cold import, scaler path (boto3 + EC2 adapter): {cold_import('import boto3, lambda_src.handlers, lambda_src.ec2_fleet'):.0f} ms"
-    )
+    print(f"cold import, webhook handler: {cold_import('import lambda_src.functions.handlers'):.0f} ms")
+    scaler_path = "import boto3, lambda_src.functions.handlers, lambda_src.aws.ec2_fleet"
+    print(f"cold import, scaler path (boto3 + EC2 adapter): {cold_import(scaler_path):.0f} ms")
     launches, scale_down = planner_times()
     print(f"planner: plan_launches 10,000 queued jobs over 50 pools: {launches:.1f} ms (median of 20)")
     print(f"planner: plan_scale_down 2,500 hosts and runners, 10,000 jobs: {scale_down:.1f} ms (median of 20)")

@@ -34,7 +34,7 @@ def timed_process(args: list[str], runs: int) -> tuple[list[float], float]:
 
 
 def route_rate(seconds: float = 2.0) -> tuple[float, int]:
-    from estate.loader import load_estate
+    from estate.config.loader import load_estate
 
     table = load_estate([ROOT / "runner_configs"]).routing_table()
     vocabulary = sorted({label for r in table.routes for s in r.runner_label_sets for label in s})

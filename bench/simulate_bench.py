@@ -22,11 +22,11 @@ FLASHINFER_CONFIGS = ROOT.parent / "shared" / "fixtures" / "terraform-aws-github
 
 def one(workload: str, days: float, configs: Path) -> dict[str, float]:
     """Run in this process: generate, simulate every policy, report."""
-    from estate.loader import load_estate
-    from estate.prices import PriceTable
-    from estate.sim_policies import POLICIES
-    from estate.simulate import simulate
-    from estate.workload import WORKLOADS, pr_trace
+    from estate.config.loader import load_estate
+    from estate.config.prices import PriceTable
+    from estate.sim.policies import POLICIES
+    from estate.sim.simulate import simulate
+    from estate.sim.workload import WORKLOADS, pr_trace
 
     start = time.perf_counter()
     trace = pr_trace(WORKLOADS[workload], seed=0, days=days)

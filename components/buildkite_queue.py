@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from estate.buildkite_model import BuildkiteQueue as QueueConfig
+from estate.config.buildkite_model import BuildkiteQueue as QueueConfig
 
 TEMPLATE_URL = "https://s3.amazonaws.com/buildkite-aws-stack/{version}/aws-stack.yml"
 # The template creates IAM roles with names and nests an AutoScaling scaler application.

@@ -15,11 +15,11 @@ import pulumi_aws as aws
 
 from components.alarms import dlq_alarm
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
-from estate import iam_policies
-from estate.host_user_data import node_user_data
-from estate.pool import Pool
-from lambda_src.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE
-from lambda_src.tags import POOL
+from estate.config.pool import Pool
+from estate.derive import iam_policies
+from estate.derive.host_user_data import node_user_data
+from lambda_src.core.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE
+from lambda_src.core.tags import POOL
 
 EVENTS_MAX_RECEIVE_COUNT = 5
 MANAGER_TIMEOUT_S = 120

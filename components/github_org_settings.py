@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_github as github
 
-from estate.runner_groups import RunnerGroupPlan
+from estate.derive.runner_groups import RunnerGroupPlan
 
 
 @dataclass(frozen=True)

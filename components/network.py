@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from estate.network_plan import plan_subnets
-from estate.stack_config import NetworkSettings
+from estate.config.stack_config import NetworkSettings
+from estate.derive.network_plan import plan_subnets
 
 # Interface endpoints need HTTPS from inside the VPC; the S3 endpoint is a free gateway.
 _GATEWAY_ENDPOINTS = {"s3"}

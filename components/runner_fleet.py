@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from estate.iam_policies import cloudwatch_agent_policy, ec2_assume_role_policy, jit_parameter_policy, session_manager_policy
-from estate.pool import Pool
-from lambda_src.tags import runner_tags
+from estate.config.pool import Pool
+from estate.derive.iam_policies import cloudwatch_agent_policy, ec2_assume_role_policy, jit_parameter_policy, session_manager_policy
+from lambda_src.core.tags import runner_tags
 
 # EC2 names CPU architectures differently from runner labels.
 _AMI_ARCHITECTURE = {"x64": "x86_64", "arm64": "arm64"}
@@ -27,7 +27,7 @@ class RunnerFleetArgs:
     log_retention_days: int
     tags: dict[str, str]
     jit_prefix_arn: pulumi.Input[str]  # "arn:aws:ssm:<region>:<account>:parameter/runner-estate/<env>/jit/"
-    user_data: pulumi.Input[str]  # the host bootstrap or node slot manager script (estate/host_user_data.py); no credentials in it
+    user_data: pulumi.Input[str]  # the host bootstrap or node slot manager script (estate/derive/host_user_data.py); no credentials in it
 
 
 class RunnerFleet(pulumi.ComponentResource):

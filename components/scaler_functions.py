@@ -14,16 +14,17 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alarms import dlq_alarm
-from estate import iam_policies
-from estate.control_config import control_settings, jit_parameter_prefix, pool_settings
-from estate.loader import Estate
-from estate.pool import Pool
-from estate.stack_config import StackConfig
-from lambda_src.ledger import OPEN, OPEN_INDEX
-from lambda_src.metrics import NAMESPACE as METRIC_NAMESPACE
-from lambda_src.settings import SETTINGS_FILE, PoolSettings
+from estate.config.loader import Estate
+from estate.config.pool import Pool
+from estate.config.stack_config import StackConfig
+from estate.derive import iam_policies
+from estate.derive.control_config import control_settings, jit_parameter_prefix, pool_settings
+from lambda_src.aws.ledger import OPEN, OPEN_INDEX
+from lambda_src.core.settings import SETTINGS_FILE, PoolSettings
+from lambda_src.functions.metrics import NAMESPACE as METRIC_NAMESPACE
 
 LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
+LAMBDA_PACKAGES = ("core", "aws", "github", "functions")  # host/ runs on instances, not in Lambda
 RUNTIME = "python3.12"
 ARCHITECTURE = "arm64"
 SCALE_UP_TIMEOUT_S = 60
@@ -56,8 +57,9 @@ class ScalerFunctionsArgs:
 
 
 def lambda_archive(settings_json: str, dependencies: Path | None) -> pulumi.AssetArchive:
-    """lambda_src's modules, the compiled settings beside them, and the bundled dependencies."""
-    assets: dict[str, Any] = {f"lambda_src/{p.name}": pulumi.FileAsset(str(p)) for p in sorted(LAMBDA_SRC.glob("*.py"))}
+    """lambda_src's function packages, the compiled settings beside them, and the bundled dependencies."""
+    sources = [LAMBDA_SRC / "__init__.py", *(p for package in LAMBDA_PACKAGES for p in sorted((LAMBDA_SRC / package).glob("*.py")))]
+    assets: dict[str, Any] = {p.relative_to(LAMBDA_SRC.parent).as_posix(): pulumi.FileAsset(str(p)) for p in sources}
     assets[f"lambda_src/{SETTINGS_FILE}"] = pulumi.StringAsset(settings_json)
     if dependencies is not None:
         for entry in sorted(dependencies.iterdir()):
@@ -299,7 +301,7 @@ class ScalerFunctions(pulumi.ComponentResource):
         return cb_scale_up
 
     def _alarms(self, name: str, env: str, tags: dict[str, str]) -> None:
-        """Fail loudly: the counters the functions emit (lambda_src/metrics.py) that mean
+        """Fail loudly: the counters the functions emit (lambda_src/functions/metrics.py) that mean
         jobs may be waiting. Subscribe them to your paging topic (runbook)."""
         for label, function, metric, periods, threshold, description in (
             ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)"),
@@ -363,7 +365,7 @@ class ScalerFunctions(pulumi.ComponentResource):
             name=fn_name,
             runtime=RUNTIME,
             architectures=[ARCHITECTURE],
-            handler=f"lambda_src.handlers.{role_name}_handler",
+            handler=f"lambda_src.functions.handlers.{role_name}_handler",
             code=code,
             role=role.arn,
             timeout=timeout,

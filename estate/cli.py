@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from estate.diagnostics import ConfigError
-from estate.stack_config import DEFAULT_RUNNER_VERSION
+from estate.config.diagnostics import ConfigError
+from estate.config.stack_config import DEFAULT_RUNNER_VERSION
 
 EXIT_CONFIG = 2
 EXIT_UNROUTED = 3
@@ -28,7 +28,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from estate.loader import load_estate
+    from estate.config.loader import load_estate
 
     estate = load_estate(args.paths)
     for warning in estate.warnings:
@@ -49,7 +49,7 @@ def _split_labels(raw: Sequence[str]) -> list[str]:
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
-    from estate.loader import load_estate
+    from estate.config.loader import load_estate
 
     labels = _split_labels(args.labels)
     table = load_estate([args.configs]).routing_table()
@@ -65,7 +65,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from estate.pool_model import PoolFile
+    from estate.config.pool_model import PoolFile
 
     schema = PoolFile.model_json_schema()
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "runner-estate pool file", **schema}
@@ -116,11 +116,11 @@ def _share(text: str) -> float:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from estate.loader import load_estate
-    from estate.prices import PriceTable
-    from estate.sim_policies import POLICIES
-    from estate.simulate import plot, simulate, table
-    from estate.workload import WORKLOADS, pr_trace, read_trace
+    from estate.config.loader import load_estate
+    from estate.config.prices import PriceTable
+    from estate.sim.policies import POLICIES
+    from estate.sim.simulate import plot, simulate, table
+    from estate.sim.workload import WORKLOADS, pr_trace, read_trace
 
     if args.trace:
         trace = read_trace(Path(args.trace))
@@ -143,9 +143,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_gpus(args: argparse.Namespace) -> int:
-    from lambda_src.gpu_inventory import parse_nvidia_smi_xml, read_nvidia_smi
-    from lambda_src.gpu_slots import parse_layout, whole_node
-    from lambda_src.node_slots import plan_node, render
+    from lambda_src.core.gpu_slots import parse_layout, whole_node
+    from lambda_src.core.gpus import parse_nvidia_smi_xml
+    from lambda_src.core.node_slots import plan_node, render
+    from lambda_src.host.nvidia_smi import read_nvidia_smi
 
     text = Path(args.nvidia_smi_xml).read_text(encoding="utf-8") if args.nvidia_smi_xml else read_nvidia_smi()
     gpus = parse_nvidia_smi_xml(text)
@@ -159,7 +160,7 @@ def _cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from estate.agent import CredentialsError, build_agent, install_signal_handlers, run
+    from estate.agent.daemon import CredentialsError, build_agent, install_signal_handlers, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -172,8 +173,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent_token(args: argparse.Namespace) -> int:
-    from estate.agent import CredentialsError, app_key_client, mint_token_file
-    from lambda_src.github_client import GithubError
+    from estate.agent.daemon import CredentialsError, app_key_client, mint_token_file
+    from lambda_src.github.client import GithubError
 
     try:
         github = app_key_client(args.api_url, args.org, args.app_id, Path(args.app_key_file), args.installation_id, attempts=2)
@@ -186,7 +187,7 @@ def _cmd_agent_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from estate.serve import serve
+    from estate.local.serve import serve
 
     serve([args.configs], args.port)
     return 0

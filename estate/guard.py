@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from estate.diagnostics import ConfigError
+from estate.config.diagnostics import ConfigError
 
 GUARDED_TYPES = {
     "aws:lambda/functionUrl:FunctionUrl": "the webhook endpoint (GitHub's org webhook points at its URL)",

@@ -21,9 +21,16 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from estate.diagnostics import ConfigError
-from estate.prices import PriceTable
-from estate.stack_config import NAMESPACE, OPTIONAL_SECRET_SETTINGS, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
+from estate.config.diagnostics import ConfigError
+from estate.config.prices import PriceTable
+from estate.config.stack_config import (
+    NAMESPACE,
+    OPTIONAL_SECRET_SETTINGS,
+    SECRET_SETTINGS,
+    StackConfig,
+    is_text_setting,
+    parse_stack_config,
+)
 
 PROJECT = "runner-estate"
 SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a secret
@@ -133,7 +140,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, []
 
     def _offering(self, query: dict[str, Any]) -> dict[str, Any]:
-        """The offering an account would be shown, priced from our table (estate/prices.py), so
+        """The offering an account would be shown, priced from our table (estate/config/prices.py), so
         the offline preview says what a `purchase: true` would cost."""
         itype, count, hours = str(query["instanceType"]), int(query["instanceCount"]), int(query["capacityDurationHours"])
         fee = PriceTable().hourly(itype, "capacity-block") * count * hours

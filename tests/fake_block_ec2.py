@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from lambda_src.block_planner import TERMINATION_LEAD_S
+from lambda_src.core.block_planner import TERMINATION_LEAD_S
 
 
 def _error(code: str, message: str, operation: str) -> ClientError:

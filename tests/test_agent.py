@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from estate.agent import (
+from estate.agent.daemon import (
     RUNNER_SCOPE,
     Agent,
     CredentialsError,
@@ -26,9 +26,9 @@ from estate.agent import (
     plain_slots,
     read_token_file,
 )
-from estate.fake_github import FakeGithub
-from lambda_src.github_client import GithubClient
-from lambda_src.host_bootstrap import start_runner
+from estate.local.fake_github import FakeGithub
+from lambda_src.github.client import GithubClient
+from lambda_src.host.bootstrap import start_runner
 from tests.conftest import PROJECT_DIR
 from tests.test_gpus import H100_XML, needs_capture
 
@@ -248,7 +248,7 @@ def test_the_control_plane_mints_a_scoped_token_file_that_the_agent_runs_on(gith
 
 @needs_capture
 def test_gpus_and_architecture_become_labels_and_each_gpu_slot_is_pinned(tmp_path: Path) -> None:
-    from estate.agent import build_agent
+    from estate.agent.daemon import build_agent
     from estate.cli import build_parser
 
     key = tmp_path / "app.pem"
@@ -267,7 +267,7 @@ def test_gpus_and_architecture_become_labels_and_each_gpu_slot_is_pinned(tmp_pat
 
 
 def test_a_runner_download_without_a_checksum_is_refused(tmp_path: Path) -> None:
-    from estate.agent import build_agent
+    from estate.agent.daemon import build_agent
     from estate.cli import build_parser
 
     key = tmp_path / "app.pem"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from estate.agent_plan import START_GRACE_S, RunningSlot, plan_reconcile, slots_to_wake
-from lambda_src.fleet_state import GithubRunner
+from estate.agent.plan import START_GRACE_S, RunningSlot, plan_reconcile, slots_to_wake
+from lambda_src.core.fleet_state import GithubRunner
 
 
 def listed(*runners: GithubRunner) -> dict[str, GithubRunner]:

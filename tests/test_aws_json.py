@@ -9,7 +9,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from lambda_src.aws_json import AwsError, AwsJsonClient, Credentials, sign
+from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient, Credentials, sign
 
 
 @pytest.mark.parametrize("token", [None, "session-token-value"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lambda_src.block_planner import (
+from lambda_src.core.block_planner import (
     DRAIN_MARGIN_S,
     REFILL_GRACE_S,
     SLOT_RESTART_S,
@@ -17,8 +17,8 @@ from lambda_src.block_planner import (
     should_renew,
     window,
 )
-from lambda_src.fleet_state import BlockRecord, GithubRunner, Instance, SlotRecord, slot_of, slot_runner_name
-from lambda_src.settings import PoolSettings
+from lambda_src.core.fleet_state import BlockRecord, GithubRunner, Instance, SlotRecord, slot_of, slot_runner_name
+from lambda_src.core.settings import PoolSettings
 
 HOUR = 3600.0
 POOL = PoolSettings(
@@ -184,8 +184,8 @@ def test_slot_runner_names_map_back_to_node_and_slot() -> None:
 
 
 def test_nodes_ec2_lists_are_adopted_and_ones_it_lost_are_gone_after_the_grace() -> None:
-    from lambda_src.block_planner import plan_node_sync
-    from lambda_src.planner import LISTING_GRACE_S
+    from lambda_src.core.block_planner import plan_node_sync
+    from lambda_src.core.planner import LISTING_GRACE_S
 
     known = {"i-1": node("i-1", launched=0.0), "i-2": node("i-2", launched=0.0), "i-3": node("i-3", launched=HOUR)}
     adopt, gone = plan_node_sync(known, ["i-1", "i-9"], now=HOUR + LISTING_GRACE_S / 2)

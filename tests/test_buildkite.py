@@ -10,8 +10,8 @@ import yaml
 
 from components.buildkite_queue import TEMPLATE_URL, stack_parameters
 from estate.cli import main
-from estate.diagnostics import ConfigError
-from estate.loader import load_estate
+from estate.config.diagnostics import ConfigError
+from estate.config.loader import load_estate
 from estate.preview import Registered, run_program
 from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, PROJECT_DIR, write_pool
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from estate.loader import load_estate
+from estate.config.loader import load_estate
 from estate.preview import Registered, run_program
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
@@ -54,7 +54,7 @@ def test_node_user_data_starts_the_slot_manager_and_holds_no_secret(prod: list[R
 
     (template,) = [r for r in prod if r.type.endswith(":LaunchTemplate") and r.parent == "gpu-h100-cb"]
     script = base64.b64decode(template.inputs["userData"]).decode()
-    assert "python3 -m lambda_src.slot_manager" in script
+    assert "python3 -m lambda_src.host.slot_manager" in script
     assert "--layout 1x4+4x1" in script
     assert "--events-queue-url https://sqs.us-east-1.amazonaws.com/123456789012/runner-estate-prod-gpu-h100-cb-events" in script
     for marker in ("PRIVATE KEY", "ghs_", "jitconfig "):
@@ -93,7 +93,7 @@ def test_capacity_block_jobs_go_to_cb_scale_up_and_the_manager_runs_every_minute
     (schedule,) = [r for r in prod if r.name == "scaler-cb-manager-schedule"]
     assert schedule.inputs["scheduleExpression"] == "rate(1 minute)"
     handlers = {f.inputs["name"]: f.inputs["handler"] for f in prod if f.type.endswith(":Function")}
-    assert handlers["runner-estate-prod-cb-manager"] == "lambda_src.handlers.cb_manager_handler"
+    assert handlers["runner-estate-prod-cb-manager"] == "lambda_src.functions.handlers.cb_manager_handler"
 
 
 def test_the_ordinary_scaler_may_neither_read_capacity_block_queues_nor_pass_node_roles(prod: list[Registered]) -> None:

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from estate.local_plane import Clock, LocalPlane
-from lambda_src.block_ec2 import BlockEc2
-from lambda_src.block_manager import BlockManager
-from lambda_src.block_planner import DRAIN_MARGIN_S, TERMINATION_LEAD_S, WARNING_LEAD_S
-from lambda_src.fleet_state import slot_runner_name
-from lambda_src.jit_parameters import INSTANCE_ARN_TAG
-from lambda_src.planner import LISTING_GRACE_S
+from estate.local.plane import Clock, LocalPlane
+from lambda_src.aws.block_ec2 import BlockEc2
+from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
+from lambda_src.core.block_planner import DRAIN_MARGIN_S, TERMINATION_LEAD_S, WARNING_LEAD_S
+from lambda_src.core.fleet_state import slot_runner_name
+from lambda_src.core.planner import LISTING_GRACE_S
+from lambda_src.functions.block_manager import BlockManager
 from tests.conftest import EXAMPLE_CONFIGS
 from tests.fake_block_ec2 import FakeBlockEc2
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from estate.local_plane import Clock, LocalPlane
-from lambda_src.control_plane import STALE_JOB_S
-from lambda_src.fleet_state import runner_name
-from lambda_src.jit_parameters import INSTANCE_ARN_TAG
-from lambda_src.planner import IDLE_CONFIRM_S
+from estate.local.plane import Clock, LocalPlane
+from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
+from lambda_src.core.fleet_state import runner_name
+from lambda_src.core.planner import IDLE_CONFIRM_S
+from lambda_src.functions.control_plane import STALE_JOB_S
 from tests.conftest import EXAMPLE_CONFIGS
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lambda_src.cron import CronError, fired_within, fires, matches
+from lambda_src.core.cron import CronError, fired_within, fires, matches
 
 
 def at(text: str) -> datetime:

@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import BaseModel
 
-from estate import buildkite_model, pool_model, stack_config
+from estate.config import buildkite_model, pool_model, stack_config
 from tests.conftest import PROJECT_DIR
 
 REFERENCE = (PROJECT_DIR / "docs" / "config-reference.md").read_text(encoding="utf-8")
@@ -41,3 +41,14 @@ def test_every_key_is_documented(model: type[BaseModel]) -> None:
     names = {n.rsplit(".", 1)[-1] for n in DOCUMENTED} | {n.split(":")[-1] for n in re.findall(r"`runner-estate:(\w+)`", REFERENCE)}
     missing = sorted(set(model.model_fields) - names - {"region"})
     assert missing == [], f"docs/config-reference.md does not mention {missing}"
+
+
+def test_every_source_path_the_docs_name_exists() -> None:
+    """Docs that point at moved or deleted files mislead a newcomer: every `dir/file.py` they name is real."""
+    texts = [PROJECT_DIR / "README.md", *sorted((PROJECT_DIR / "docs").glob("*.md"))]
+    missing = []
+    for doc in texts:
+        for path in re.findall(r"\b((?:estate|lambda_src|components|policy|bench|scripts|tests)/[\w/.-]+\.(?:py|sh))", doc.read_text()):
+            if not (PROJECT_DIR / path).exists():
+                missing.append(f"{doc.name}: {path}")
+    assert missing == []

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
-from estate.fake_github import FakeGithub
-from lambda_src.github_client import GithubClient, GithubError, RateLimitedError
+from estate.local.fake_github import FakeGithub
+from lambda_src.github.client import GithubClient, GithubError, RateLimitedError
 
 
 class Clock:

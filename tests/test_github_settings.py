@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from estate.diagnostics import ConfigError
-from estate.loader import load_estate
+from estate.config.diagnostics import ConfigError
+from estate.config.loader import load_estate
+from estate.config.stack_config import parse_stack_config
+from estate.derive.runner_groups import plan_runner_groups
 from estate.preview import Registered, run_program
-from estate.runner_groups import plan_runner_groups
-from estate.stack_config import parse_stack_config
 from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, PROJECT_DIR, write_pool
 
 BASE = {

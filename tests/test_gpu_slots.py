@@ -1,6 +1,6 @@
 import pytest
 
-from lambda_src.gpu_slots import LayoutError, parse_layout, whole_node
+from lambda_src.core.gpu_slots import LayoutError, parse_layout, whole_node
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from estate.cli import main
-from lambda_src.gpu_inventory import NoGpuDriverError, faulty_gpus, parse_nvidia_smi_xml, read_nvidia_smi, xid_faults
-from lambda_src.gpu_slots import LayoutError, parse_layout
-from lambda_src.node_slots import plan_node
+from lambda_src.core.gpu_slots import LayoutError, parse_layout
+from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
+from lambda_src.core.node_slots import plan_node
+from lambda_src.host.nvidia_smi import NoGpuDriverError, read_nvidia_smi
 from tests.conftest import SHARED_FIXTURES
 
 H100_XML = SHARED_FIXTURES / "nvidia-smi" / "h100-x1" / "nvidia-smi-q.xml"

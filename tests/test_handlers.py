@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from estate.local_plane import Clock, LocalPlane
-from lambda_src import handlers
-from lambda_src.block_ec2 import BlockEc2
-from lambda_src.fleet_state import QUEUED, Job
-from lambda_src.settings import ControlPlaneSettings
+from estate.local.plane import Clock, LocalPlane
+from lambda_src.aws.block_ec2 import BlockEc2
+from lambda_src.core.fleet_state import QUEUED, Job
+from lambda_src.core.settings import ControlPlaneSettings
+from lambda_src.functions import handlers
 from tests.conftest import EXAMPLE_CONFIGS
 from tests.fake_block_ec2 import FakeBlockEc2
 
@@ -109,7 +109,7 @@ class CountingSsm:
 
 def test_cached_secret_expires_and_refreshes_at_a_bounded_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("lambda_src.handlers.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("lambda_src.functions.handlers.time.monotonic", lambda: now[0])
     ssm = CountingSsm()
     cached = handlers.CachedParameter(ssm, "/x", ttl_s=300, min_refresh_s=30)  # type: ignore[arg-type]
     assert cached() == "first"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from estate.host_user_data import NODE_MODULES, node_user_data, user_data
-from estate.loader import load_estate, load_pool
-from lambda_src import host_bootstrap
-from lambda_src.aws_json import AwsError, AwsJsonClient
+from estate.config.loader import load_estate, load_pool
+from estate.derive.host_user_data import node_user_data, user_data
+from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
+from lambda_src.host import bootstrap as host_bootstrap
 from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, write_pool
 
 TOKEN = "imds-session-token"
@@ -154,15 +154,25 @@ def test_user_data_carries_code_and_settings_but_no_secret(pool: object) -> None
     assert script == user_data(pool, "/runner-estate/prod/jit/", "2.329.0", None)  # type: ignore[arg-type]  # stable
 
 
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
+
+
 def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
     script = user_data(POOLS[0], "/runner-estate/prod/jit/", "2.329.0", "ab" * 32)
     bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
     assert bundle is not None
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
         tar.extractall(tmp_path, filter="data")
-    assert sorted(p.name for p in (tmp_path / "lambda_src").iterdir()) == ["__init__.py", "aws_json.py", "host_bootstrap.py"]
+    assert _files(tmp_path) == [
+        "lambda_src/__init__.py",
+        "lambda_src/aws/__init__.py",
+        "lambda_src/aws/sigv4_client.py",
+        "lambda_src/host/__init__.py",
+        "lambda_src/host/bootstrap.py",
+    ]
     helped = subprocess.run(
-        [sys.executable, "-m", "lambda_src.host_bootstrap", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "lambda_src.host.bootstrap", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert helped.returncode == 0, helped.stderr
     assert "--runner-sha256 " + "ab" * 32 in script
@@ -179,9 +189,22 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
     assert bundle is not None
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
         tar.extractall(tmp_path, filter="data")
-    assert sorted(p.name for p in (tmp_path / "lambda_src").iterdir()) == sorted(NODE_MODULES)
+    assert _files(tmp_path) == [
+        "lambda_src/__init__.py",
+        "lambda_src/aws/__init__.py",
+        "lambda_src/aws/sigv4_client.py",
+        "lambda_src/core/__init__.py",
+        "lambda_src/core/gpu_slots.py",
+        "lambda_src/core/gpus.py",
+        "lambda_src/core/instance_catalog.py",
+        "lambda_src/core/node_slots.py",
+        "lambda_src/host/__init__.py",
+        "lambda_src/host/bootstrap.py",
+        "lambda_src/host/nvidia_smi.py",
+        "lambda_src/host/slot_manager.py",
+    ]
     helped = subprocess.run(
-        [sys.executable, "-m", "lambda_src.slot_manager", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "lambda_src.host.slot_manager", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert helped.returncode == 0, helped.stderr
 

@@ -1,6 +1,6 @@
 import pytest
 
-from lambda_src.instance_catalog import parse_instance_type
+from lambda_src.core.instance_catalog import parse_instance_type
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from estate.diagnostics import ConfigError
-from estate.loader import load_estate, load_pool
+from estate.config.diagnostics import ConfigError
+from estate.config.loader import load_estate, load_pool
 from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, H100_POOL, MINIMAL_POOL, needs_shared, write_pool
 
 
@@ -286,7 +286,7 @@ def test_an_hourly_budget_needs_a_price_for_every_type(tmp_path: Path) -> None:
     err = _error(tmp_path, unpriced)
     assert (err.key, err.message) == (
         "runner_config.instance_types[0]",
-        "no price for m7i.48xlarge in estate/prices.py, which max_hourly_usd needs",
+        "no price for m7i.48xlarge in estate/config/prices.py, which max_hourly_usd needs",
     )
 
 

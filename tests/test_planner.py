@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from lambda_src.control_plane import Report
-from lambda_src.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, GithubRunner, Instance, Job, instance_id_of, runner_name
-from lambda_src.planner import (
+from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, GithubRunner, Instance, Job, instance_id_of, runner_name
+from lambda_src.core.planner import (
     IDLE_CONFIRM_S,
     REUSE_WINDOW_S,
     ScaleDownPlan,
@@ -15,7 +14,8 @@ from lambda_src.planner import (
     plan_reuse,
     plan_scale_down,
 )
-from lambda_src.settings import IdleWindow, PoolSettings, PoolWindow
+from lambda_src.core.settings import IdleWindow, PoolSettings, PoolWindow
+from lambda_src.functions.control_plane import Report
 
 NOW = 1_800_000_000.0
 ENV = "prod"

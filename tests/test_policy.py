@@ -24,7 +24,7 @@ def template(**overrides: Any) -> dict[str, Any]:
     props: dict[str, Any] = {
         "metadataOptions": {"httpTokens": "required"},
         "blockDeviceMappings": [{"deviceName": "/dev/sda1", "ebs": {"encrypted": "true"}}],
-        "userData": base64.b64encode(b"#!/bin/bash\npython3 -m lambda_src.host_bootstrap\n").decode(),
+        "userData": base64.b64encode(b"#!/bin/bash\npython3 -m lambda_src.host.bootstrap\n").decode(),
     }
     props.update(overrides)
     return props

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from estate.diagnostics import ConfigError
-from estate.loader import load_estate
+from estate.config.diagnostics import ConfigError
+from estate.config.loader import load_estate
 from estate.preview import Registered, run_program
-from lambda_src import tags
+from lambda_src.core import tags
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
 POOLS = load_estate([EXAMPLE_CONFIGS]).pools

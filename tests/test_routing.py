@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from estate.loader import load_estate
-from lambda_src.routing import PoolRoute, RoutingTable, normalise
+from estate.config.loader import load_estate
+from lambda_src.core.routing import PoolRoute, RoutingTable, normalise
 from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, needs_shared
 
 EXAMPLE = load_estate([EXAMPLE_CONFIGS]).routing_table()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from estate.loader import load_estate
+from estate.config.loader import load_estate
 from estate.preview import Registered, run_program
-from lambda_src.settings import ControlPlaneSettings
+from lambda_src.core.settings import ControlPlaneSettings
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
 POOLS = load_estate([EXAMPLE_CONFIGS]).pools
@@ -107,7 +107,8 @@ def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registe
 def test_functions_ship_lambda_src_with_the_compiled_settings(scaler: list[Registered]) -> None:
     functions = of_type(scaler, ":Function")
     assert {f.inputs["handler"] for f in functions} == {
-        f"lambda_src.handlers.{n}_handler" for n in ("webhook", "scale_up", "reconcile", "scale_down", "cb_scale_up", "cb_manager")
+        f"lambda_src.functions.handlers.{n}_handler"
+        for n in ("webhook", "scale_up", "reconcile", "scale_down", "cb_scale_up", "cb_manager")
     }
     settings_file = "lambda_src/control_plane.json"
     builds = {json.dumps(sorted(f.inputs["code"].assets)) + f.inputs["code"].assets[settings_file].text for f in functions}
@@ -130,8 +131,8 @@ def test_launch_templates_boot_the_bootstrap_without_credentials() -> None:
     templates = [r for r in run_program(PROJECT_DIR, "prod").records if r.type.endswith(":LaunchTemplate")]
     for t in templates:
         script = base64.b64decode(t.inputs["userData"]).decode()
-        program = "slot_manager" if (t.parent or "").endswith("-cb") else "host_bootstrap"
-        assert f"python3 -m lambda_src.{program} --parameter-prefix /runner-estate/prod/jit/" in script
+        program = "slot_manager" if (t.parent or "").endswith("-cb") else "bootstrap"
+        assert f"python3 -m lambda_src.host.{program} --parameter-prefix /runner-estate/prod/jit/" in script
         assert "BEGIN" not in script
         assert "ghs_" not in script
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from estate.cli import main
-from estate.diagnostics import ConfigError
-from estate.loader import Estate, load_estate
-from estate.prices import PriceTable
-from estate.sim_policies import NEXT_RUNNER_S
-from estate.simulate import simulate
-from estate.simulator import BOOT_S_CPU, Simulation
-from estate.workload import FLASHINFER, SHARDED, WORKLOADS, TraceJob, flashinfer_trace, pr_trace, read_trace
+from estate.config.diagnostics import ConfigError
+from estate.config.loader import Estate, load_estate
+from estate.config.prices import PriceTable
+from estate.sim.policies import NEXT_RUNNER_S
+from estate.sim.simulate import simulate
+from estate.sim.simulator import BOOT_S_CPU, Simulation
+from estate.sim.workload import FLASHINFER, SHARDED, WORKLOADS, TraceJob, flashinfer_trace, pr_trace, read_trace
 from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, MINIMAL_POOL, SHARED_FIXTURES, needs_shared, write_pool
 
 CPU = ("self-hosted", "linux", "x64", "cpu")

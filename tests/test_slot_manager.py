@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from lambda_src import slot_manager
-from lambda_src.gpu_inventory import NoGpuDriverError
-from lambda_src.gpu_slots import NodeSlot, assign_slots, parse_layout
-from lambda_src.host_bootstrap import JIT_ENV, start_runner
-from lambda_src.slot_manager import RunningRunner, SlotManager, SlotPorts
+from lambda_src.core.gpu_slots import NodeSlot, assign_slots, parse_layout
+from lambda_src.host import slot_manager
+from lambda_src.host.bootstrap import JIT_ENV, start_runner
+from lambda_src.host.nvidia_smi import NoGpuDriverError
+from lambda_src.host.slot_manager import RunningRunner, SlotManager, SlotPorts
 
 FAKE_RUNNER = f"""
 import json, os, sys, time

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from estate.diagnostics import ConfigError
-from estate.network_plan import plan_subnets
-from estate.stack_config import parse_stack_config
+from estate.config.diagnostics import ConfigError
+from estate.config.stack_config import parse_stack_config
+from estate.derive.network_plan import plan_subnets
 
 GOOD: dict[str, Any] = {
     "environment": "prod",

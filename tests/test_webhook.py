@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from estate.loader import load_estate
-from lambda_src import webhook
-from lambda_src.fleet_state import JOB_STATE_RANK, Job
+from estate.config.loader import load_estate
+from lambda_src.core.fleet_state import JOB_STATE_RANK, Job
+from lambda_src.functions import webhook
 from tests.conftest import EXAMPLE_CONFIGS, SHARED_FIXTURES, needs_shared
 
 SECRET = b"It's a Secret to Everybody"

@@ -1,0 +1,67 @@
+"""The agent's decisions, pure: which slots to park, restart or wake and which registrations
+to delete, from one runner listing and the slots' state. `estate/agent/daemon.py` applies them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lambda_src.core.fleet_state import GithubRunner
+from lambda_src.core.routing import normalise
+
+START_GRACE_S = 60.0  # a fresh runner must show in GitHub's list within this
+
+
+@dataclass(frozen=True)
+class RunningSlot:
+    """A slot whose runner process is running."""
+
+    index: int
+    runner_name: str
+    started_at: float
+    idle_since: float | None
+
+
+@dataclass
+class AgentPlan:
+    idle_since: dict[int, float | None] = field(default_factory=dict)  # new idle marks per running slot
+    restart: list[int] = field(default_factory=list)  # registration vanished under a running process
+    retire: list[tuple[int, int]] = field(default_factory=list)  # (slot, runner id): deregister, then stop (park unless draining)
+    leftovers: list[int] = field(default_factory=list)  # runner ids of ours that no slot owns
+
+
+def plan_reconcile(
+    running: Iterable[RunningSlot], listed: Mapping[str, GithubRunner], now: float, idle_timeout_s: float, draining: bool
+) -> AgentPlan:
+    """`listed`: the org's runners named with this agent's prefix. A busy runner is never
+    retired or deleted: its job finishes first."""
+    plan = AgentPlan()
+    owned = set()
+    for slot in running:
+        owned.add(slot.runner_name)
+        runner = listed.get(slot.runner_name)
+        if runner is None:
+            if now - slot.started_at > START_GRACE_S:
+                plan.restart.append(slot.index)
+            continue
+        idle_since = (slot.idle_since or now) if runner.online and not runner.busy else None
+        plan.idle_since[slot.index] = idle_since
+        timed_out = idle_since is not None and now - idle_since >= idle_timeout_s
+        if (draining or timed_out) and not runner.busy:
+            plan.retire.append((slot.index, runner.id))
+    plan.leftovers = [r.id for name, r in listed.items() if name not in owned and not r.busy]
+    return plan
+
+
+def slots_to_wake(queued_label_sets: Iterable[Iterable[str]], parked: Mapping[int, Iterable[str]]) -> list[int]:
+    """One parked slot per queued job it can take (a job's labels a subset of the slot's,
+    case-insensitive, as GitHub matches), first fitting slot first."""
+    free = {index: normalise(labels) for index, labels in parked.items()}
+    woken = []
+    for labels in queued_label_sets:
+        wanted = normalise(labels)
+        found = next((i for i, have in free.items() if wanted <= have), None)
+        if found is not None:
+            woken.append(found)
+            del free[found]
+    return woken

@@ -1,0 +1,309 @@
+"""A validated runner pool: the parsed file plus every fact derived from it, computed once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+from pydantic import BaseModel
+
+from estate.config.diagnostics import ConfigError, ConfigWarning
+from estate.config.key_support import MATCHING_VALUES, UNACTED_KEYS
+from estate.config.pool_model import LogFile, PoolFile, RunnerConfig
+from estate.config.prices import PriceError, PriceTable
+from lambda_src.core.gpu_slots import LayoutError, SlotLayout, parse_layout, whole_node
+from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type
+from lambda_src.core.routing import PoolRoute, normalise
+
+POOL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_SM_RE = re.compile(r"^sm\d+$")
+_GPU_COUNT_RE = re.compile(r"^\d+gpu$")
+_GPU_WORDS = {"gpu", "nvidia", "cuda"} | set(GPU_MODELS) | {m.architecture for m in GPU_MODELS.values()}
+
+
+def is_gpu_label(label: str) -> bool:
+    return label in _GPU_WORDS or bool(_SM_RE.match(label) or _GPU_COUNT_RE.match(label))
+
+
+def _gpu_fact(model: GpuModel, label: str) -> str | None:
+    """The fact a GPU label claims about the model, if it claims one."""
+    if label in GPU_MODELS:
+        return model.label
+    if _SM_RE.match(label):
+        return model.sm
+    if label in {m.architecture for m in GPU_MODELS.values()}:
+        return model.architecture
+    return None
+
+
+def _set_fields(model: BaseModel) -> list[str]:
+    """Fields the file gave explicitly (not defaults), in declaration order."""
+    return [k for k in type(model).model_fields if k in model.model_fields_set]
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    file: str
+    spec: PoolFile
+
+    # ---- derived facts -------------------------------------------------------------
+    @property
+    def runner(self) -> RunnerConfig:
+        return self.spec.runner_config
+
+    @cached_property
+    def instance_types(self) -> tuple[InstanceType, ...]:
+        found = []
+        for i, name in enumerate(self.runner.instance_types):
+            itype = parse_instance_type(name)
+            if itype is None:
+                raise self.error(f"runner_config.instance_types[{i}]", f"unknown EC2 instance type {name!r}")
+            found.append(itype)
+        return tuple(found)
+
+    @property
+    def capacity_type(self) -> str:
+        if self.spec.estate.capacity_block is not None:
+            return "capacity-block"
+        return self.runner.instance_target_capacity_type or "spot"
+
+    @property
+    def gpus_per_node(self) -> int:
+        return min(t.gpu_count for t in self.instance_types)
+
+    @property
+    def gpu_model(self) -> GpuModel | None:
+        return self.instance_types[0].gpu_model
+
+    @cached_property
+    def slot_layout(self) -> SlotLayout | None:
+        """How a node is split into runners; None for a one-runner-per-instance pool."""
+        text = self.spec.estate.gpu_slots
+        if text is not None:
+            try:
+                return parse_layout(text)
+            except LayoutError as exc:
+                raise self.error("estate.gpu_slots", str(exc)) from exc
+        if self.capacity_type == "capacity-block" and self.gpus_per_node:
+            return whole_node(self.gpus_per_node)
+        return None
+
+    @property
+    def gpu_labels(self) -> tuple[str, ...]:
+        """The GPU model and compute capability a slotted node's runners add: ("h100", "sm90")."""
+        model = self.gpu_model
+        return (model.label, model.sm) if model is not None else ()
+
+    @property
+    def base_labels(self) -> tuple[str, ...]:
+        """Labels every runner of the pool carries, in GitHub's order."""
+        extra = [label.lower() for label in self.runner.runner_extra_labels]
+        return tuple(dict.fromkeys(["self-hosted", self.runner.runner_os, self.runner.runner_architecture, *extra]))
+
+    @property
+    def runner_label_sets(self) -> tuple[frozenset[str], ...]:
+        """One label set per kind of runner: per slot size on a slotted node, else one."""
+        base = normalise(self.base_labels)
+        if self.slot_layout is None:
+            return (base,)
+        return tuple(base | set(self.gpu_labels) | {label} for label in self.slot_layout.size_labels)
+
+    @property
+    def runner_group(self) -> str:
+        return self.spec.estate.runner_group or self.runner.runner_group_name
+
+    @property
+    def log_files(self) -> list[LogFile]:
+        """Files the CloudWatch agent ships; the system log and the runner's own by default."""
+        if self.runner.runner_log_files is not None:
+            return self.runner.runner_log_files
+        return [
+            LogFile(log_group_name="syslog", file_path="/var/log/syslog", log_stream_name="{instance_id}"),
+            LogFile(log_group_name="runner", file_path="/var/log/runner-estate/runner.log", log_stream_name="{instance_id}"),
+        ]
+
+    def log_group_name(self, environment: str, log: LogFile) -> str:
+        return f"/runner-estate/{environment}/{self.name}/{log.log_group_name}" if log.prefix_log_group else log.log_group_name
+
+    @property
+    def imdsv2_required(self) -> bool:
+        """IMDSv2 unless the pool opted out explicitly with our own key."""
+        return not self.spec.estate.allow_imdsv1
+
+    def route(self) -> PoolRoute:
+        m = self.spec.matcherConfig
+        return PoolRoute(
+            pool=self.name,
+            exact_match=m.exactMatch,
+            priority=m.priority,
+            capacity_type=self.capacity_type,
+            label_matchers=tuple(normalise(s) for s in m.labelMatchers),
+            runner_label_sets=self.runner_label_sets,
+        )
+
+    # ---- checks --------------------------------------------------------------------
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return ConfigError(self.file, self.name, key, message)
+
+    def warning(self, key: str | None, message: str) -> ConfigWarning:
+        return ConfigWarning(self.file, self.name, key, message)
+
+    def check(self) -> list[ConfigWarning]:
+        """Raise the first ConfigError in the pool's facts; return what is worth a warning."""
+        rc = self.runner
+        if rc.runner_os != "linux":
+            raise self.error("runner_config.runner_os", "only linux runners are supported")
+        for i, itype in enumerate(self.instance_types):
+            if itype.architecture != rc.runner_architecture:
+                raise self.error(
+                    f"runner_config.instance_types[{i}]",
+                    f"{itype.name} is an {itype.architecture} type but runner_architecture is {rc.runner_architecture}",
+                )
+        self._check_gpu_labels()
+        self._check_capacity_block()
+        self._check_hourly_limit()
+        warnings = self._check_slots()
+        self._check_matchers()
+        return warnings + self._unacted_warnings() + self._security_warnings()
+
+    def _check_gpu_labels(self) -> None:
+        labelled = [(f"runner_config.runner_extra_labels[{i}]", label.lower()) for i, label in enumerate(self.runner.runner_extra_labels)]
+        for i, matcher in enumerate(self.spec.matcherConfig.labelMatchers):
+            labelled += [(f"matcherConfig.labelMatchers[{i}]", label.lower()) for label in matcher]
+        gpu_labelled = [(key, label) for key, label in labelled if is_gpu_label(label)]
+        no_gpu = [t.name for t in self.instance_types if t.gpu_model is None]
+        if gpu_labelled and no_gpu:
+            key, label = gpu_labelled[0]
+            raise self.error(key, f"GPU label {label!r} but instance type {no_gpu[0]} has no NVIDIA GPU")
+        for key, label in gpu_labelled:
+            for itype in self.instance_types:
+                assert itype.gpu_model is not None  # every type has a GPU once any label is a GPU label
+                claimed = _gpu_fact(itype.gpu_model, label)
+                if claimed is not None and claimed != label:
+                    raise self.error(
+                        key, f"label {label!r} does not fit {itype.name}, whose GPU is {itype.gpu_model.label} ({itype.gpu_model.sm})"
+                    )
+
+    def _check_capacity_block(self) -> None:
+        if self.spec.estate.capacity_block is None:
+            return
+        if self.spec.estate.reuse_hosts is not None:
+            raise self.error(
+                "estate.reuse_hosts", "capacity-block nodes already refill their slots; reuse_hosts is for spot and on-demand pools"
+            )
+        if self.runner.instance_target_capacity_type == "spot":
+            raise self.error("runner_config.instance_target_capacity_type", "a capacity-block pool cannot be spot")
+        if len(self.instance_types) != 1:
+            raise self.error(
+                "runner_config.instance_types", "a capacity-block pool runs exactly one instance type (a block is bought per type)"
+            )
+        if self.instance_types[0].gpu_model is None:
+            raise self.error("runner_config.instance_types[0]", f"{self.instance_types[0].name} is not a GPU type sold in capacity blocks")
+
+    def _check_hourly_limit(self) -> None:
+        if self.spec.estate.hard_limits.max_hourly_usd is None:
+            return
+        if self.capacity_type == "capacity-block":
+            raise self.error(
+                "estate.hard_limits.max_hourly_usd", "a capacity block's cost is fixed when it is bought; use capacity_block.max_price_usd"
+            )
+        prices = PriceTable()
+        for i, itype in enumerate(self.instance_types):
+            try:
+                prices.hourly(itype.name, "on-demand")
+            except PriceError:
+                raise self.error(
+                    f"runner_config.instance_types[{i}]",
+                    f"no price for {itype.name} in estate/config/prices.py, which max_hourly_usd needs",
+                ) from None
+
+    def _check_slots(self) -> list[ConfigWarning]:
+        layout = self.slot_layout
+        if layout is None:
+            return []
+        if self.gpus_per_node == 0:
+            raise self.error("estate.gpu_slots", "GPU slots on a pool whose instance types have no GPU")
+        if self.capacity_type != "capacity-block":
+            # Ordinary hosts run one runner each: a job asking for a slot size would never be taken.
+            raise self.error("estate.gpu_slots", "GPU slots split capacity-block nodes only; an on-demand or spot host runs one runner")
+        if layout.total_gpus > self.gpus_per_node:
+            raise self.error(
+                "estate.gpu_slots",
+                f"layout {layout.spec()} needs {layout.total_gpus} GPUs but a node has {self.gpus_per_node}",
+            )
+        if layout.total_gpus < self.gpus_per_node:
+            unused = self.gpus_per_node - layout.total_gpus
+            return [
+                self.warning(
+                    "estate.gpu_slots", f"layout {layout.spec()} leaves {unused} of {self.gpus_per_node} paid GPUs per node unused"
+                )
+            ]
+        return []
+
+    def _check_matchers(self) -> None:
+        matcher = self.spec.matcherConfig
+        if not matcher.exactMatch:
+            return
+        for i, labels in enumerate(matcher.labelMatchers):
+            wanted = normalise(labels)
+            if not any(wanted <= s for s in self.runner_label_sets):
+                closest = min(self.runner_label_sets, key=lambda s: len(wanted - s))
+                raise self.error(
+                    f"matcherConfig.labelMatchers[{i}]",
+                    f"labels {', '.join(sorted(wanted - closest))} are not runner labels, so a job routed here could never be taken",
+                )
+
+    def _unacted_warnings(self) -> list[ConfigWarning]:
+        sections = {
+            "runner_config": self.runner,
+            "estate": self.spec.estate,
+            "estate.capacity_block": self.spec.estate.capacity_block,
+            "estate.hard_limits": self.spec.estate.hard_limits,
+        }
+        set_keys = [k for k in _set_fields(self.spec) if k not in {"runner_config", "estate", "matcherConfig"}]
+        for prefix, section in sections.items():
+            if section is not None:
+                set_keys += [f"{prefix}.{k}" for k in _set_fields(section)]
+        by_reason: dict[str, list[str]] = {}
+        for key in set_keys:
+            if key in MATCHING_VALUES and self._value(key) == MATCHING_VALUES[key]:
+                continue
+            if key in UNACTED_KEYS:
+                by_reason.setdefault(UNACTED_KEYS[key], []).append(key)
+        return [self.warning(", ".join(keys), reason) for reason, keys in by_reason.items()]
+
+    def _value(self, dotted: str) -> object:
+        section, _, field = dotted.partition(".")
+        owner = getattr(self.spec, section)
+        return getattr(owner, field) if field else owner
+
+    def _security_warnings(self) -> list[ConfigWarning]:
+        found = []
+        if not self.spec.matcherConfig.exactMatch:
+            found.append(
+                self.warning(
+                    "matcherConfig.exactMatch",
+                    "false is read as: serve a job whose labels are all runner labels of this pool"
+                    " (upstream's 'any label overlaps' would route jobs no runner can take)",
+                )
+            )
+        if self.runner.runner_metadata_options.http_tokens == "optional" and self.imdsv2_required:
+            found.append(
+                self.warning(
+                    "runner_config.runner_metadata_options.http_tokens",
+                    "'optional' is not honoured: IMDSv2 stays required; set estate.allow_imdsv1: true to opt out",
+                )
+            )
+        if self.spec.estate.allow_imdsv1:
+            found.append(self.warning("estate.allow_imdsv1", "security opt-out: instances of this pool accept IMDSv1"))
+        if (reuse := self.spec.estate.reuse_hosts) is not None:
+            found.append(
+                self.warning(
+                    "estate.reuse_hosts",
+                    f"security opt-out: a host runs up to {reuse.max_jobs} jobs in turn (each on a fresh one-job runner);"
+                    " what a job leaves on the host outside the runner's work folder meets the next job",
+                )
+            )
+        return found

@@ -1,0 +1,294 @@
+"""The runner pool file: terraform-aws-github-runner multi-runner YAML plus our `estate:` keys.
+
+Upstream keys keep upstream names and shapes so a team's existing files load unchanged.
+Everything is strict (no silent coercion) and unknown keys are rejected; what we accept but
+do not act on yet is listed in `estate.config.key_support` and reported by `validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from estate.config.strict_model import StrictModel
+from lambda_src.core import cron
+from lambda_src.core.cron import CronError
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
+_RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
+
+
+def _check_labels(labels: list[str]) -> list[str]:
+    for label in labels:
+        if not _LABEL_RE.match(label):
+            raise ValueError(f"label {label!r} is not a valid runner label (letters, digits, . _ : / + -)")
+    return labels
+
+
+class MatcherConfig(StrictModel):
+    labelMatchers: list[list[str]] = Field(min_length=1)
+    exactMatch: bool = False
+    priority: int = Field(default=999, ge=0, le=999)
+
+    @field_validator("labelMatchers")
+    @classmethod
+    def _matchers_are_labels(cls, value: list[list[str]]) -> list[list[str]]:
+        for matcher in value:
+            if not matcher:
+                raise ValueError("a label matcher must list at least one label")
+            _check_labels(matcher)
+        return value
+
+
+class MetadataOptions(StrictModel):
+    instance_metadata_tags: Literal["enabled", "disabled"] = "enabled"
+    http_endpoint: Literal["enabled", "disabled"] = "enabled"
+    http_tokens: Literal["required", "optional"] = "required"
+    http_put_response_hop_limit: int = Field(default=1, ge=1, le=64)
+
+
+class AmiSelection(StrictModel):
+    owners: list[str] = Field(default_factory=lambda: ["amazon"], min_length=1)
+    filter: dict[str, list[str]] = Field(default_factory=lambda: {"state": ["available"]})
+
+
+class BlockDevice(StrictModel):
+    device_name: str = "/dev/xvda"
+    volume_size: int = Field(default=30, ge=8, le=65536)
+    volume_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
+    delete_on_termination: bool = True
+    encrypted: bool = True
+    iops: int | None = Field(default=None, ge=100)
+    throughput: int | None = Field(default=None, ge=125)
+    kms_key_id: str | None = None
+    snapshot_id: str | None = None
+
+    @field_validator("encrypted")
+    @classmethod
+    def _always_encrypted(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("unencrypted volumes are not allowed: runner disks are always encrypted")
+        return value
+
+
+def _parses(parse: Callable[[str], object], value: str) -> str:
+    """A schedule checked at load, so a bad one never reaches the planners in the Lambda."""
+    try:
+        parse(value)
+    except CronError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
+def _check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from exc
+    return value
+
+
+class IdleWindow(StrictModel):
+    """`idle_config`: while `cron` matches, scale-down keeps `idleCount` idle runners."""
+
+    cron: str
+    timeZone: str = "UTC"
+    idleCount: int = Field(ge=0)
+    evictionStrategy: Literal["oldest_first", "newest_first"] = "oldest_first"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        return _parses(cron.parse, value)
+
+    @field_validator("timeZone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_time_zone(value)
+
+
+class LogFile(StrictModel):
+    log_group_name: str = Field(pattern=r"^[A-Za-z0-9_./-]+$")
+    prefix_log_group: bool = True
+    file_path: str
+    log_stream_name: str
+
+
+class PoolSizeWindow(StrictModel):
+    """`pool_config`: when the EventBridge schedule fires, top the pool up to `size` idle runners."""
+
+    schedule_expression: str
+    schedule_expression_timezone: str = "UTC"
+    size: int = Field(ge=0)
+
+    @field_validator("schedule_expression")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        return _parses(cron.parse_schedule, value)
+
+    @field_validator("schedule_expression_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_time_zone(value)
+
+
+class RunnerConfig(StrictModel):
+    """`runner_config`: upstream's keys with upstream's defaults."""
+
+    runner_os: Literal["linux", "windows"]
+    runner_architecture: Literal["x64", "arm64"]
+    instance_types: list[str] = Field(min_length=1)
+    runners_maximum_count: int = Field(ge=0)
+    runner_extra_labels: list[str] = Field(default_factory=list)
+    runner_name_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", max_length=45)
+    runner_run_as: str = "ec2-user"
+    runner_as_root: bool = False
+    runner_group_name: str = "Default"
+    runner_metadata_options: MetadataOptions = MetadataOptions()
+    userdata_template: str | None = None
+    userdata_pre_install: str = ""
+    userdata_post_install: str = ""
+    enable_userdata: bool = True
+    enable_organization_runners: bool = False
+    enable_ephemeral_runners: bool = False
+    enable_jit_config: bool | None = None
+    enable_job_queued_check: bool | None = None
+    instance_target_capacity_type: Literal["spot", "on-demand"] | None = None
+    instance_allocation_strategy: Literal[
+        "lowest-price", "diversified", "capacity-optimized", "capacity-optimized-prioritized", "price-capacity-optimized"
+    ] = "lowest-price"
+    instance_max_spot_price: str | None = None
+    enable_on_demand_failover_for_errors: list[str] = Field(default_factory=list)
+    create_service_linked_role_spot: bool = False
+    delay_webhook_event: int = Field(default=30, ge=0, le=900)
+    job_queue_retention_in_seconds: int = Field(default=86400, ge=60)
+    scale_down_schedule_expression: str = "cron(*/5 * * * ? *)"
+    scale_up_reserved_concurrent_executions: int = Field(default=1, ge=-1)
+    minimum_running_time_in_minutes: int | None = Field(default=None, ge=0)
+    runner_boot_time_in_minutes: int = Field(default=5, ge=1)
+    idle_config: list[IdleWindow] = Field(default_factory=list)
+    pool_config: list[PoolSizeWindow] = Field(default_factory=list)
+    ami: AmiSelection = AmiSelection()
+    ami_owners: list[str] | None = None
+    ami_filter: dict[str, list[str]] | None = None
+    ami_id_ssm_parameter_name: str | None = None
+    ami_kms_key_arn: str = ""
+    block_device_mappings: list[BlockDevice] = Field(default_factory=lambda: [BlockDevice()], min_length=1)
+    ebs_optimized: bool = False
+    credit_specification: Literal["standard", "unlimited"] | None = None
+    enable_ssm_on_runners: bool = False
+    enable_cloudwatch_agent: bool = True
+    cloudwatch_config: str | None = None
+    runner_log_files: list[LogFile] | None = None
+    enable_runner_detailed_monitoring: bool = False
+    enable_runner_binaries_syncer: bool = True
+    disable_runner_autoupdate: bool = False
+    runner_ec2_tags: dict[str, str] = Field(default_factory=dict)
+    runner_iam_role_managed_policy_arns: list[str] = Field(default_factory=list)
+    runner_additional_security_group_ids: list[str] = Field(default_factory=list)
+    pool_runner_owner: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_spellings(cls, data: Any) -> Any:
+        # Upstream once took labels as one comma-separated string; accept both forms.
+        if isinstance(data, dict) and isinstance(data.get("runner_extra_labels"), str):
+            data = {**data, "runner_extra_labels": [s.strip() for s in data["runner_extra_labels"].split(",") if s.strip()]}
+        return data
+
+    @field_validator("runner_extra_labels")
+    @classmethod
+    def _labels_are_labels(cls, value: list[str]) -> list[str]:
+        return _check_labels(value)
+
+    @model_validator(mode="after")
+    def _one_ami_spelling(self) -> RunnerConfig:
+        if (self.ami_owners is not None or self.ami_filter is not None) and "ami" in self.model_fields_set:
+            raise ValueError("give the AMI either as `ami: {owners, filter}` or as the older `ami_owners`/`ami_filter`, not both")
+        return self
+
+    @property
+    def ami_selection(self) -> AmiSelection:
+        """The AMI query, whichever upstream spelling the file used."""
+        if self.ami_owners is None and self.ami_filter is None:
+            return self.ami
+        return AmiSelection(owners=self.ami_owners or AmiSelection().owners, filter=self.ami_filter or AmiSelection().filter)
+
+
+class CapacityBlockSettings(StrictModel):
+    """Where a capacity-block pool's nodes run: reservations we hold, or (explicitly) one to buy."""
+
+    reservation_ids: list[str] = Field(default_factory=list)
+    purchase: bool = False
+    max_price_usd: float | None = Field(default=None, gt=0)
+    duration_hours: int | None = Field(default=None, ge=24, le=4368)
+    instance_count: int = Field(default=1, ge=1, le=64)
+    # The longest job the pool runs (GitHub's default timeout-minutes is 360): a block stops
+    # taking jobs this long (plus a margin) before EC2 starts terminating its nodes.
+    job_timeout_minutes: int = Field(default=360, ge=1, le=7200)
+    renew: bool = False  # buy the next block when demand persists; needs max_price_usd and duration_hours
+    efa: bool = False  # give nodes an Elastic Fabric Adapter (multi-node NCCL jobs)
+
+    @field_validator("reservation_ids")
+    @classmethod
+    def _reservation_ids(cls, value: list[str]) -> list[str]:
+        for rid in value:
+            if not _RESERVATION_RE.match(rid):
+                raise ValueError(f"{rid!r} is not a capacity reservation id (cr-...)")
+        return value
+
+    @model_validator(mode="after")
+    def _source_of_capacity(self) -> CapacityBlockSettings:
+        if self.purchase or self.renew:
+            if self.max_price_usd is None or self.duration_hours is None:
+                raise ValueError(f"{'purchase' if self.purchase else 'renew'}: true needs max_price_usd and duration_hours")
+            if self.duration_hours % 24:
+                raise ValueError("duration_hours must be whole days (a multiple of 24)")
+        if not self.purchase and not self.reservation_ids:
+            raise ValueError("give reservation_ids of blocks you hold, or purchase: true with a price limit")
+        return self
+
+
+class HardLimits(StrictModel):
+    """Ceilings no planner may cross, whatever the queue says."""
+
+    max_instances: int | None = Field(default=None, ge=0)
+    max_hourly_usd: float | None = Field(default=None, gt=0)
+
+
+class ReuseHosts(StrictModel):
+    """Opt-in: a host whose runner finished a job may run another one-job runner, with a fresh
+    JIT registration, when a job is already waiting for the pool."""
+
+    max_jobs: int = Field(ge=2, le=100)  # jobs one host runs, one after another, at most
+
+
+class EstateSettings(StrictModel):
+    """Our extension keys, kept under their own top-level key so upstream tools ignore them."""
+
+    runner_group: str | None = Field(default=None, min_length=1, max_length=100)
+    gpu_slots: str | None = None
+    capacity_block: CapacityBlockSettings | None = None
+    hard_limits: HardLimits = HardLimits()
+    allow_public_repositories: bool = False
+    allow_imdsv1: bool = False
+    reuse_hosts: ReuseHosts | None = None
+
+
+class RedriveSettings(StrictModel):
+    enabled: bool
+    maxReceiveCount: int | None = Field(default=None, ge=1)
+
+
+class PoolFile(StrictModel):
+    """One runner pool: the whole YAML file."""
+
+    matcherConfig: MatcherConfig
+    runner_config: RunnerConfig
+    fifo: bool = False
+    redrive_build_queue: RedriveSettings | None = None
+    estate: EstateSettings = EstateSettings()

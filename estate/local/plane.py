@@ -1,0 +1,282 @@
+"""The control plane on one machine: the real handlers and planners, AWS in moto_server,
+GitHub as our loopback fake. Used by `estate serve` and the end-to-end tests.
+
+Only the adapters' endpoints differ from production; SQS's event source mapping (batches,
+partial failures, redrive to the DLQ) is played by `pump()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from estate.config.loader import Estate, load_estate
+from estate.config.stack_config import StackConfig, parse_stack_config
+from estate.derive.control_config import control_settings, pool_settings
+from estate.local.fake_github import FakeGithub
+from lambda_src.aws.ec2_fleet import Ec2Fleet
+from lambda_src.aws.jit_parameters import JitParameters
+from lambda_src.aws.ledger import OPEN, OPEN_INDEX, Ledger
+from lambda_src.aws.sigv4_client import AwsJsonClient
+from lambda_src.core.settings import ControlPlaneSettings
+from lambda_src.functions import webhook
+from lambda_src.functions.control_plane import ControlPlane
+from lambda_src.functions.handlers import CachedParameter, SqsQueues
+from lambda_src.github.client import GithubClient
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's account
+MAX_RECEIVE_COUNT = 3
+MOTO_AMI = "ami-12c6146b"  # in moto's bundled catalogue of public images
+
+
+class Clock:
+    """Wall time, or a virtual clock the tests move by hand."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.virtual = start is not None
+        self._now = start or 0.0
+
+    def __call__(self) -> float:
+        return self._now if self.virtual else time.time()
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
+def local_stack_config(org: str) -> StackConfig:
+    return parse_stack_config(
+        {
+            "environment": "local",
+            "region": REGION,
+            "github": {"org": org, "app_id": 1234},
+            "secrets": {"github_app_private_key": "/runner-estate/local/app-key", "webhook_secret": "/runner-estate/local/webhook-secret"},
+        },
+        "local",
+    )
+
+
+@dataclass
+class LocalPlane:
+    configs: list[str]
+    clock: Clock = field(default_factory=Clock)
+    moto: Any = None
+    endpoint: str | None = None  # an already running moto_server (tests share one); else we start our own
+    github: FakeGithub = field(init=False)
+    plane: ControlPlane = field(init=False)
+    ports: webhook.WebhookPorts = field(init=False)
+    settings: ControlPlaneSettings = field(init=False)
+    estate: Estate = field(init=False)
+    ec2: Any = field(init=False)
+    sqs: Any = field(init=False)
+    webhook_secret: str = field(default_factory=lambda: secrets.token_hex(20))
+    _http: ThreadingHTTPServer | None = None
+
+    def start(self) -> LocalPlane:
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        endpoint = self.endpoint or self._start_moto()
+        self.estate = load_estate(self.configs)
+        stack = local_stack_config("example-org")
+        groups = sorted({p.runner_group for p in self.estate.pools})
+        self.github = FakeGithub(stack.github.org, stack.github.app_id, groups, self.clock).start()
+
+        session = boto3.session.Session(region_name=REGION)
+        self.ec2 = session.client("ec2", endpoint_url=endpoint)
+        self.sqs = session.client("sqs", endpoint_url=endpoint)
+        ssm = AwsJsonClient("ssm", REGION, endpoint_url=endpoint)
+        dynamodb = AwsJsonClient("dynamodb", REGION, endpoint_url=endpoint)
+        table = self._create_table(dynamodb)
+        subnets = self._create_network()
+        pools = {}
+        for pool in self.estate.pools:
+            template = self.ec2.create_launch_template(
+                LaunchTemplateName=f"local-{pool.name}",
+                LaunchTemplateData={"ImageId": self._ami, "InstanceType": pool.runner.instance_types[0]},
+            )["LaunchTemplate"]["LaunchTemplateId"]
+            pools[pool.name] = pool_settings(pool, template, subnets, self._create_queue(pool.name))
+        self.settings = control_settings(stack, self.estate, table_name=table, pools=pools, api_url=self.github.url)
+        ssm.call("PutParameter", {"Name": stack.secrets.webhook_secret, "Value": self.webhook_secret, "Type": "SecureString"})
+        ssm.call(
+            "PutParameter", {"Name": stack.secrets.github_app_private_key, "Value": self.github.private_key_pem, "Type": "SecureString"}
+        )
+
+        secret = CachedParameter(ssm, self.settings.webhook_secret_parameter)
+        ledger = Ledger(dynamodb, table, self.settings.ledger_ttl_s, self.clock)
+        queues = SqsQueues(AwsJsonClient("sqs", REGION, endpoint_url=endpoint), self.settings)
+        self.ports = webhook.WebhookPorts(
+            lambda: secret().encode(),
+            ledger,
+            queues,
+            self.settings.routing,
+            {},
+            refresh_secret=secret.refresh,
+            reusing_pool_of=self.settings.reusing_pool_of,
+        )
+        app_key = CachedParameter(ssm, self.settings.app_key_parameter)
+        self.plane = ControlPlane(
+            settings=self.settings,
+            ledger=ledger,
+            fleet=Ec2Fleet(self.ec2, self.settings.environment),
+            jit=JitParameters(ssm, self.settings.jit_parameter_prefix, f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/"),
+            github=GithubClient(self.github.url, stack.github.org, stack.github.app_id, app_key, clock=self.clock, sleep=lambda s: None),
+            clock=self.clock,
+        )
+        self.ssm = ssm
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        self.github.stop()
+        if self.moto is not None:
+            self.moto.stop()
+
+    # ---- the webhook endpoint ---------------------------------------------------------
+    def serve_webhook(self, port: int = 0) -> str:
+        """Listen on loopback; GitHub's deliveries go through the real handler."""
+        self._http = ThreadingHTTPServer(("127.0.0.1", port), _webhook_handler(self))
+        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        host, port = self._http.server_address[:2]
+        url = f"http://{host!s}:{port}/webhook"
+        self.github.webhook_url, self.github.webhook_secret = url, self.webhook_secret
+        return url
+
+    def handle_http(self, headers: dict[str, str], body: bytes) -> webhook.Response:
+        event = {"headers": headers, "body": body.decode("utf-8", errors="surrogateescape"), "isBase64Encoded": False}
+        return webhook.handle(event, self.ports, self.clock())
+
+    # ---- SQS -> scale-up, as the event source mapping does it --------------------------
+    def pump(self, on_batch: Callable[[list[dict[str, Any]]], list[str]] | None = None) -> int:
+        """Deliver every ready message to scale-up in batches of 10; a failed message becomes
+        visible again, and moves to the DLQ when received a fourth time. Returns messages handled."""
+        handled = 0
+        for pool in self.settings.pools.values():
+            while True:
+                got = self.sqs.receive_message(QueueUrl=pool.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["All"])
+                messages = got.get("Messages", [])
+                if not messages:
+                    break
+                records = [{"messageId": m["MessageId"], "body": m["Body"], "receiptHandle": m["ReceiptHandle"]} for m in messages]
+                failed = set((on_batch or self.plane.scale_up)(records))
+                for m in messages:
+                    if m["MessageId"] not in failed:
+                        self.sqs.delete_message(QueueUrl=pool.queue_url, ReceiptHandle=m["ReceiptHandle"])
+                handled += len(messages)
+                if failed:
+                    break  # retried on the next pump, as after a visibility timeout
+        return handled
+
+    def dlq_depth(self, pool: str) -> int:
+        url = self.sqs.get_queue_url(QueueName=f"local-{pool}-dlq")["QueueUrl"]
+        return int(
+            self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+                "ApproximateNumberOfMessages"
+            ]
+        )
+
+    # ---- the host side ----------------------------------------------------------------
+    def boot(self, instance_id: str) -> str:
+        """Do what a host's bootstrap does: read its runner config, delete it, connect."""
+        name = self.settings.jit_parameter_prefix + instance_id
+        found = self.ssm.call("GetParameter", {"Name": name, "WithDecryption": True})
+        self.ssm.call("DeleteParameter", {"Name": name})
+        config = json.loads(base64.b64decode(found["Parameter"]["Value"]))
+        self.github.connect(config["name"])
+        return str(config["name"])
+
+    def running_instances(self, pool: str | None = None) -> list[str]:
+        filters = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+        if pool:
+            filters.append({"Name": "tag:runner-estate:pool", "Values": [pool]})
+        found = self.ec2.describe_instances(Filters=filters)
+        return sorted(i["InstanceId"] for r in found["Reservations"] for i in r["Instances"])
+
+    def power_off(self, instance_id: str) -> None:
+        """An ephemeral runner's host shuts down after its job (shutdown behaviour: terminate)."""
+        self.ec2.terminate_instances(InstanceIds=[instance_id])
+
+    # ---- set-up -----------------------------------------------------------------------
+    def _start_moto(self) -> str:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto_server logs every request
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from moto.server import ThreadedMotoServer
+
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _create_table(self, dynamodb: AwsJsonClient) -> str:
+        name = "runner-estate-local-ledger"
+        dynamodb.call(
+            "CreateTable",
+            {
+                "TableName": name,
+                "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": OPEN, "AttributeType": "S"}],
+                "GlobalSecondaryIndexes": [
+                    {
+                        "IndexName": OPEN_INDEX,
+                        "KeySchema": [{"AttributeName": OPEN, "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                ],
+            },
+        )
+        return name
+
+    def _create_network(self) -> list[str]:
+        vpc = self.ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+        return [self.ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24")["Subnet"]["SubnetId"] for i in range(2)]
+
+    @functools.cached_property
+    def _ami(self) -> str:
+        # One image of moto's catalogue, asked for by id: listing the whole catalogue takes seconds.
+        return str(self.ec2.describe_images(ImageIds=[MOTO_AMI])["Images"][0]["ImageId"])
+
+    def _create_queue(self, pool: str) -> str:
+        dlq = self.sqs.create_queue(QueueName=f"local-{pool}-dlq")["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
+        return str(self.sqs.create_queue(QueueName=f"local-{pool}", Attributes={"RedrivePolicy": redrive})["QueueUrl"])
+
+
+def _webhook_handler(local: LocalPlane) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(min(length, webhook.MAX_BODY_BYTES + 1))
+            response = local.handle_http({k: v for k, v in self.headers.items()}, body)
+            raw = json.dumps(response.body).encode()
+            self.send_response(response.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
+
+
+def default_configs() -> list[str]:
+    return [str(Path(__file__).resolve().parents[2] / "runner_configs")]

@@ -1,0 +1,410 @@
+"""The idempotency ledger and fleet state, in one DynamoDB table.
+
+Items (partition key `pk`):
+  job#<id>       pool, state, repo, labels, queued_at, runner_name    - one per GitHub job
+  instance#<id>  pool, launched_at, job_id, registered_at, idle_since, jit_at, runner_name,
+                 generation, jobs_done, finished_at (a reusable host's runner configs)
+  repo#<name>    last_seen                                            - repos to re-scan
+  lock#<name>    holder, lease_until                                  - one planner per pool at a time
+  block#<id>     target, warned                                       - a capacity block's memory
+  slot#<id>#<n>  issued_at, seen_at, faulty                           - a node slot's runner
+Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
+carries `open_key` = "job#<pool>" / "instance#<pool>" / "slot#<pool>" / "repo", the key of a sparse index, so
+planning reads only what is open. Writes are conditional: a job is stored once and only moves
+forward (queued -> in_progress -> completed), whatever order GitHub delivers events in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lambda_src.aws.sigv4_client import AwsError
+from lambda_src.core.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, BlockRecord, Instance, Job, SlotRecord, instance_id_of
+
+OPEN = "open_key"  # attribute of the sparse index: set while a job is queued or a host is live
+OPEN_INDEX = "open"
+RECENT_LAUNCH_S = 300.0  # how long a planning lock remembers launches the index may not show yet
+LOCK_LEASE_S = 90.0  # longer than a planning invocation may run; a crashed holder's lease runs out
+LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same pool
+
+
+def _conditional_failed(exc: AwsError) -> bool:
+    return exc.code == "ConditionalCheckFailedException"
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    """A plain value as a DynamoDB attribute value."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": repr(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, list):
+        return {"L": [to_attr(v) for v in value]}
+    raise TypeError(f"cannot store {type(value).__name__} in the ledger")
+
+
+def from_attr(attr: dict[str, Any]) -> Any:
+    kind, value = next(iter(attr.items()))
+    if kind == "N":
+        number = float(value)
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    if kind == "L":
+        return [from_attr(v) for v in value]
+    if kind == "NULL":
+        return None
+    return value
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: from_attr(v) for k, v in item.items()}
+
+
+@dataclass
+class _Table:
+    """The few table operations the ledger uses, taking and giving plain values."""
+
+    client: Any
+    name: str
+
+    def _marshal(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = {"TableName": self.name, **kwargs}
+        for key in ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey"):
+            if key in out:
+                out[key] = {k: to_attr(v) if not isinstance(v, dict) else v for k, v in out[key].items()}
+        return out
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(self.client.call("UpdateItem", self._marshal(kwargs)))
+
+    def put_item(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(self.client.call("PutItem", self._marshal(kwargs)))
+
+    def delete_item(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(self.client.call("DeleteItem", self._marshal(kwargs)))
+
+    def put_if(self, **kwargs: Any) -> dict[str, Any] | None:
+        """A conditional PutItem: None when its ConditionExpression does not hold."""
+        return self._if("PutItem", kwargs)
+
+    def update_if(self, **kwargs: Any) -> dict[str, Any] | None:
+        """A conditional UpdateItem: None when its ConditionExpression does not hold."""
+        return self._if("UpdateItem", kwargs)
+
+    def _if(self, action: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.call(action, self._marshal(kwargs)))
+        except AwsError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        found = self.client.call("GetItem", self._marshal(kwargs))
+        return {"Item": from_item(found["Item"])} if "Item" in found else {}
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        return self._items(self.client.call("Query", self._marshal(kwargs)))
+
+    def scan(self, **kwargs: Any) -> dict[str, Any]:
+        return self._items(self.client.call("Scan", self._marshal(kwargs)))
+
+    @staticmethod
+    def _items(page: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"Items": [from_item(i) for i in page.get("Items", [])]}
+        if "LastEvaluatedKey" in page:
+            out["LastEvaluatedKey"] = page["LastEvaluatedKey"]  # passed back as is
+        return out
+
+
+class PoolBusyError(RuntimeError):
+    """Another invocation kept planning this pool for longer than we may wait."""
+
+
+@contextmanager
+def planning_lock(ledger: Ledger, pool: str, holder: str, sleep: Callable[[float], None]) -> Iterator[list[tuple[str, float]]]:
+    """One planner per pool at a time: two invocations reading the same state would each act
+    on it. Waits a little for the other one, then gives up. Yields the recent launches
+    (instance id, time), which the caller may append to; they are left with the lock."""
+    waited = 0.0
+    while (recent := ledger.try_lock(f"plan#{pool}", holder, LOCK_LEASE_S)) is None:
+        if waited >= LOCK_WAIT_S:
+            raise PoolBusyError(f"pool {pool} is being planned by another invocation")
+        sleep(0.2)
+        waited += 0.2
+    try:
+        yield recent
+    finally:
+        ledger.unlock(f"plan#{pool}", holder, recent)
+
+
+@dataclass
+class Ledger:
+    dynamodb: Any  # AwsJsonClient("dynamodb", ...)
+    table_name: str
+    ttl_s: int
+    clock: Any  # () -> float
+
+    @property
+    def table(self) -> _Table:
+        return _Table(self.dynamodb, self.table_name)
+
+    # ---- jobs -------------------------------------------------------------------------
+    def record_job(self, job: Job) -> bool:
+        """Store a job, or move it forward. False for a duplicate or a stale (older) event."""
+        now = self.clock()
+        sets = {"state": job.state, "rank": JOB_STATE_RANK[job.state], "expires_at": int(now + self.ttl_s)}
+        first = {"pool": job.pool, "repo": job.repo, "labels": list(job.labels), "queued_at": job.queued_at or now}
+        if job.runner_name:
+            sets["runner_name"] = job.runner_name
+        if job.state == QUEUED:
+            sets[OPEN] = f"job#{job.pool}"
+        clauses = [f"#{k} = :{k}" for k in sets] + [f"#{k} = if_not_exists(#{k}, :{k})" for k in first]
+        update = "SET " + ", ".join(clauses) + ("" if job.state == QUEUED else f" REMOVE #{OPEN}")
+        fields = [*sets, *first, OPEN]
+        stored = self.table.update_if(
+            Key={"pk": f"job#{job.id}"},
+            UpdateExpression=update,
+            ConditionExpression="attribute_not_exists(pk) OR #rank < :rank",
+            ExpressionAttributeNames={f"#{k}": k for k in fields},
+            ExpressionAttributeValues={f":{k}": v for k, v in {**sets, **first}.items()},
+        )
+        if stored is None:
+            return False
+        if job.repo:
+            self._touch_repo(job.repo, now)
+        if job.state != QUEUED and job.runner_name:
+            iid = instance_id_of(job.runner_name)
+            if iid is not None:
+                (self.finish if job.state == COMPLETED else self.assign)(iid, job.id)
+        return True
+
+    def queued_jobs(self, pool: str | None = None) -> list[Job]:
+        return [self._job(item) for item in self._active("job#", pool)]
+
+    def job(self, job_id: int) -> Job | None:
+        item = self.table.get_item(Key={"pk": f"job#{job_id}"}, ConsistentRead=True).get("Item")
+        return None if item is None else self._job(item)
+
+    def _job(self, item: dict[str, Any]) -> Job:
+        return Job(
+            id=int(item["pk"].split("#", 1)[1]),
+            pool=str(item["pool"]),
+            state=str(item["state"]),
+            queued_at=float(item["queued_at"]),
+            repo=str(item.get("repo", "")),
+            labels=tuple(item.get("labels", [])),
+            runner_name=item.get("runner_name"),
+        )
+
+    def close_job(self, job_id: int, state: str = COMPLETED) -> bool:
+        """GitHub no longer has the job queued (its webhook was lost): stop counting it."""
+        return self.record_job(Job(job_id, "", state, 0.0)) if self.job(job_id) else False
+
+    # ---- instances --------------------------------------------------------------------
+    def add_instance(self, inst: Instance) -> bool:
+        stored = self.table.put_if(
+            Item={
+                "pk": f"instance#{inst.id}",
+                "pool": inst.pool,
+                "launched_at": inst.launched_at,
+                "runner_name": inst.runner_name,
+                **({"block": inst.block} if inst.block else {}),
+                OPEN: f"instance#{inst.pool}",
+                "expires_at": int(self.clock() + self.ttl_s),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return stored is not None
+
+    def live_instances(self, pool: str | None = None) -> list[Instance]:
+        return [self._instance(item) for item in self._active("instance#", pool)]
+
+    def instance(self, instance_id: str, live_only: bool = False) -> Instance | None:
+        """A consistent read of one host; with `live_only`, None once it is gone."""
+        item = self.table.get_item(Key={"pk": f"instance#{instance_id}"}, ConsistentRead=True).get("Item")
+        return None if item is None or (live_only and OPEN not in item) else self._instance(item)
+
+    def _instance(self, item: dict[str, Any]) -> Instance:
+        job_id = item.get("job_id")
+        return Instance(
+            id=item["pk"].split("#", 1)[1],
+            pool=str(item["pool"]),
+            launched_at=float(item["launched_at"]),
+            job_id=None if job_id is None else int(job_id),
+            registered_at=_num(item.get("registered_at")),
+            idle_since=_num(item.get("idle_since")),
+            jit_at=_num(item.get("jit_at")),
+            runner_name=str(item.get("runner_name", "")),
+            block=item.get("block"),
+            generation=int(item.get("generation", 0)),
+            jobs_done=int(item.get("jobs_done", 0)),
+            finished_at=_num(item.get("finished_at")),
+        )
+
+    def assign(self, instance_id: str, job_id: int) -> None:
+        self._set_if_exists(instance_id, {"job_id": job_id})
+
+    def finish(self, instance_id: str, job_id: int) -> None:
+        """The host's runner finished `job_id` (each job's `completed` is stored once, so
+        counted once): the host is spent until it is given another config."""
+        self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression="SET jobs_done = if_not_exists(jobs_done, :zero) + :one, finished_at = :now, job_id = :job",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":zero": 0, ":one": 1, ":now": self.clock(), ":job": job_id},
+        )
+
+    def reuse(self, instance_id: str, generation: int, runner_name: str, now: float) -> bool:
+        """Record that a spent host was given runner config `generation`. False when another
+        invocation already did (the generation moved) or the host is not spent."""
+        stored = self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression="SET generation = :g, jit_at = :now, runner_name = :name"
+            " REMOVE finished_at, job_id, registered_at, idle_since",
+            ConditionExpression="attribute_exists(finished_at) AND (attribute_not_exists(generation) OR generation = :before)",
+            ExpressionAttributeValues={":g": generation, ":before": generation - 1, ":now": now, ":name": runner_name},
+        )
+        return stored is not None
+
+    def mark(self, instance_id: str, **fields: float | None) -> None:
+        """Set (or, with None, remove) timestamps such as jit_at, registered_at, idle_since."""
+        self._set_if_exists(instance_id, fields)
+
+    def instance_gone(self, instance_id: str) -> None:
+        self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression=f"REMOVE {OPEN} SET gone_at = :g",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":g": self.clock()},
+        )
+
+    def _set_if_exists(self, instance_id: str, fields: dict[str, Any]) -> None:
+        sets = {k: v for k, v in fields.items() if v is not None}
+        removes = [k for k, v in fields.items() if v is None]
+        parts = []
+        if sets:
+            parts.append("SET " + ", ".join(f"#{k} = :{k}" for k in sets))
+        if removes:
+            parts.append("REMOVE " + ", ".join(f"#{k}" for k in removes))
+        values = {f":{k}": v for k, v in sets.items()}
+        self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression=" ".join(parts),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={f"#{k}": k for k in fields},
+            **({"ExpressionAttributeValues": values} if values else {}),
+        )
+
+    # ---- capacity blocks: per-block memory and per-slot runner state ---------------------
+    def block_record(self, block_id: str) -> BlockRecord:
+        item = self.table.get_item(Key={"pk": f"block#{block_id}"}, ConsistentRead=True).get("Item")
+        if item is None:
+            return BlockRecord()
+        return BlockRecord(target=int(item.get("target", 0)), warned=bool(item.get("warned", False)))
+
+    def set_block(self, block_id: str, end: float, **fields: int | bool) -> None:
+        """Remember a block's node target or its expiration warning until a week past its end."""
+        sets = {**fields, "expires_at": int(end + 7 * 24 * 3600)}
+        self.table.update_item(
+            Key={"pk": f"block#{block_id}"},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in sets),
+            ExpressionAttributeNames={f"#{k}": k for k in sets},
+            ExpressionAttributeValues={f":{k}": v for k, v in sets.items()},
+        )
+
+    def slots(self, pool: str) -> dict[tuple[str, int], SlotRecord]:
+        """Every slot record of the pool's live nodes."""
+        found = {}
+        for item in self._query(f"slot#{pool}"):
+            _, iid, index = str(item["pk"]).split("#")
+            found[(iid, int(index))] = SlotRecord(_num(item.get("issued_at")), _num(item.get("seen_at")), item.get("faulty"))
+        return found
+
+    def set_slot(self, pool: str, instance_id: str, slot: int, **fields: float | str) -> None:
+        sets = {**fields, OPEN: f"slot#{pool}", "expires_at": int(self.clock() + self.ttl_s)}
+        self.table.update_item(
+            Key={"pk": f"slot#{instance_id}#{slot}"},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in sets),
+            ExpressionAttributeNames={f"#{k}": k for k in sets},
+            ExpressionAttributeValues={f":{k}": v for k, v in sets.items()},
+        )
+
+    def slots_gone(self, instance_id: str, count: int) -> None:
+        """A node went away: its slots no longer count (the records expire with their TTL)."""
+        for slot in range(count):
+            self.table.update_if(
+                Key={"pk": f"slot#{instance_id}#{slot}"}, UpdateExpression=f"REMOVE {OPEN}", ConditionExpression="attribute_exists(pk)"
+            )
+
+    # ---- per-pool planning lock -------------------------------------------------------
+    def try_lock(self, name: str, holder: str, ttl_s: float) -> list[tuple[str, float]] | None:
+        """Take `name` unless another holder's lease is still running; None if we may not.
+        A crashed holder's lease simply runs out, so a lock is never stuck.
+
+        On success, the hosts the previous holders launched in the last few minutes: the
+        index behind `live_instances` is eventually consistent, this item is not."""
+        now = self.clock()
+        old = self.table.put_if(
+            Item={"pk": f"lock#{name}", "holder": holder, "lease_until": now + ttl_s, "expires_at": int(now + 3600)},
+            ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR holder = :me",
+            ExpressionAttributeValues={":now": now, ":me": holder},
+            ReturnValues="ALL_OLD",
+        )
+        if old is None:
+            return None
+        recent = [str(entry).split("|") for entry in from_item(old.get("Attributes", {})).get("recent", [])]
+        return [(iid, float(at)) for iid, at in recent if now - float(at) < RECENT_LAUNCH_S]
+
+    def unlock(self, name: str, holder: str, launched: list[tuple[str, float]]) -> None:
+        """Release the lease, leaving behind what this holder (and recent ones) launched."""
+        now = self.clock()
+        recent = [f"{iid}|{at!r}" for iid, at in launched if now - at < RECENT_LAUNCH_S]
+        self.table.put_if(
+            Item={"pk": f"lock#{name}", "holder": "", "lease_until": 0.0, "recent": recent, "expires_at": int(now + 3600)},
+            ConditionExpression="holder = :me",
+            ExpressionAttributeValues={":me": holder},
+        )
+
+    # ---- repositories -----------------------------------------------------------------
+    def _touch_repo(self, repo: str, now: float) -> None:
+        self.table.put_item(
+            Item={"pk": f"repo#{repo}", "last_seen": now, OPEN: "repo", "expires_at": int(now + 3600)},
+        )
+
+    def recent_repos(self, since: float) -> list[str]:
+        return [item["pk"].split("#", 1)[1] for item in self._query("repo") if float(item["last_seen"]) >= since]
+
+    # ---- reads ------------------------------------------------------------------------
+    def _active(self, kind: str, pool: str | None) -> Iterator[dict[str, Any]]:
+        if pool is not None:
+            yield from self._query(f"{kind}{pool}")
+            return
+        kwargs: dict[str, Any] = {"IndexName": OPEN_INDEX}
+        while True:
+            page = self.table.scan(**kwargs)
+            yield from (item for item in page.get("Items", []) if str(item.get(OPEN, "")).startswith(kind))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _query(self, key: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "IndexName": OPEN_INDEX,
+            "KeyConditionExpression": f"{OPEN} = :a",
+            "ExpressionAttributeValues": {":a": key},
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

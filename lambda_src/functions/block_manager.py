@@ -1,0 +1,221 @@
+"""The capacity-block manager's shell: read blocks, nodes, slots and runners; ask
+lambda_src/core/block_planner.py; apply its plan. Serves `cb_scale_up` (queued jobs of
+capacity-block pools), `cb_manager` (every minute, EventBridge's Capacity Block and
+instance-state events, and the nodes' slot reports), the local plane and the tests.
+
+The App key never leaves the control plane: a node's slots get one-job runner configs as
+SecureStrings only that node may read (lambda_src/aws/jit_parameters.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from lambda_src.aws.block_ec2 import BlockEc2
+from lambda_src.aws.jit_parameters import JitParameters
+from lambda_src.aws.ledger import Ledger, planning_lock
+from lambda_src.core.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE, Block, BlockPlan, plan_blocks, plan_node_sync
+from lambda_src.core.fleet_state import GithubRunner, Instance, runner_name, slot_runner_name
+from lambda_src.core.job_messages import jobs_by_pool
+from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
+from lambda_src.github.client import GithubClient
+
+log = logging.getLogger("runner_estate.block_manager")
+
+
+class BadReportError(ValueError):
+    """A node's slot report that cannot be acted on (never retried)."""
+
+
+@dataclass
+class CycleReport:
+    pool: str
+    launched: list[str] = field(default_factory=list)
+    issued: int = 0
+    deregistered: int = 0
+    retired: list[str] = field(default_factory=list)
+    overran: int = 0
+    bought: str | None = None
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "launched": len(self.launched),
+            "issued": self.issued,
+            "deregistered": self.deregistered,
+            "retired": len(self.retired),
+            "overran": self.overran,
+            "bought": self.bought,
+            "idle_gpus": sum(b["idle_gpus"] for b in self.blocks.values() if b["phase"] in {"accepting", "draining"}),
+            "blocks": self.blocks,
+        }
+
+
+@dataclass
+class BlockManager:
+    settings: ControlPlaneSettings
+    ledger: Ledger
+    ec2: BlockEc2
+    jit: JitParameters
+    github: GithubClient
+    clock: Callable[[], float]
+    sleep: Callable[[float], None] = time.sleep
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @cached_property
+    def pools(self) -> dict[str, PoolSettings]:
+        return {n: p for n, p in self.settings.pools.items() if p.capacity_type == "capacity-block"}
+
+    # ---- entry points -----------------------------------------------------------------
+    def scale_up(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Queued jobs of capacity-block pools: run those pools' cycles. Returns message ids to retry."""
+        by_pool, poison = jobs_by_pool(records, self.settings.pools, self.clock())
+        ours = {pool: [m for m, _ in items] for pool, items in by_pool.items() if pool in self.pools}
+        return poison + self._cycles(ours)
+
+    def handle_events(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """EventBridge events and node reports from a pool's events queue. Returns ids to retry."""
+        by_pool: dict[str, list[str]] = {}
+        for record in records:
+            message_id = str(record.get("messageId", ""))
+            try:
+                pools = self._pools_for(json.loads(str(record.get("body", ""))), record.get("attributes", {}))
+            except (BadReportError, ValueError, KeyError, TypeError) as exc:
+                log.error("dropped event %s: %s", message_id, exc)
+                continue
+            for pool in pools:
+                by_pool.setdefault(pool, []).append(message_id)
+        return sorted(set(self._cycles(by_pool)))
+
+    def manage(self) -> list[dict[str, Any]]:
+        """The schedule: every capacity-block pool, whatever events were lost."""
+        runners = self.github.list_runners() if self.pools else []
+        return [self.cycle(pool, runners).summary() for pool in sorted(self.pools)]
+
+    def _cycles(self, by_pool: Mapping[str, list[str]]) -> list[str]:
+        failures: list[str] = []
+        runners = self.github.list_runners() if by_pool else []
+        for pool, ids in sorted(by_pool.items()):
+            try:
+                self.cycle(pool, runners)
+            except Exception:  # one pool's failure must not starve the others; SQS retries its messages
+                log.exception("capacity-block cycle of pool %s failed", pool)
+                failures += ids
+        return failures
+
+    def _pools_for(self, body: Mapping[str, Any], attributes: Mapping[str, Any]) -> list[str]:
+        """Which pools an event concerns, recording what it tells us on the way."""
+        if "kind" in body:  # a node's slot report
+            instance, slot = str(body["instance"]), int(body["slot"])
+            sender = str(attributes.get("SenderId", ""))
+            # An instance role's session is named after the instance: a node speaks only for itself.
+            if ":" in sender and sender.rsplit(":", 1)[1].startswith("i-") and sender.rsplit(":", 1)[1] != instance:
+                raise BadReportError(f"{sender} reported on {instance}")
+            node = self.ledger.instance(instance, live_only=True)
+            if node is None or node.pool not in self.pools:
+                raise BadReportError(f"{instance} is not a live capacity-block node")
+            if body["kind"] == "slot-faulty":
+                reason = str(body.get("reason", "unhealthy GPU"))[:300]
+                log.error("node %s slot %d leaves rotation: %s", instance, slot, reason)
+                self.ledger.set_slot(node.pool, instance, slot, faulty=reason)
+            return [node.pool]
+        detail_type, detail = str(body.get("detail-type", "")), body.get("detail", {})
+        if detail_type in CB_WARNING_TYPES:
+            rid = str(detail["capacity-reservation-id"])
+            end = datetime.fromisoformat(str(detail["end-date"]).replace("Z", "+00:00")).timestamp()
+            log.warning("capacity block %s expires at %s: draining", rid, detail["end-date"])
+            self.ledger.set_block(rid, end, warned=True)
+            return sorted(self.pools)
+        if detail_type in CB_DETAIL_TYPES:
+            return sorted(self.pools)
+        if detail_type == STATE_CHANGE:
+            node = self.ledger.instance(str(detail["instance-id"]))
+            return [node.pool] if node is not None and node.pool in self.pools else []
+        raise BadReportError(f"unexpected event {detail_type or sorted(body)!r}")
+
+    # ---- one pool's cycle -------------------------------------------------------------
+    def cycle(self, pool_name: str, runners: list[GithubRunner]) -> CycleReport:
+        pool = self.pools[pool_name]
+        report = CycleReport(pool_name)
+        with planning_lock(self.ledger, pool_name, self.holder, self.sleep):
+            now = self.clock()
+            blocks = self.ec2.blocks(pool)
+            nodes = self._sync_nodes(pool, now)
+            records = {b.id: self.ledger.block_record(b.id) for b in blocks}
+            queued = len(self.ledger.queued_jobs(pool_name))
+            plan = plan_blocks(pool, self.settings.environment, blocks, records, nodes, self.ledger.slots(pool_name), runners,
+                               queued, now)  # fmt: skip
+            self._apply(pool, {b.id: b for b in blocks}, plan, report, now)
+            if plan.renew:
+                report.bought = self.ec2.buy_next(pool, max((b.end for b in blocks), default=now))
+        log.info("capacity blocks: %s", json.dumps(report.summary(), sort_keys=True))
+        return report
+
+    def _sync_nodes(self, pool: PoolSettings, now: float) -> list[Instance]:
+        """The pool's live nodes, with the ledger and EC2 made to agree first (plan_node_sync)."""
+        listed = {n.id: n for n in self.ec2.nodes({pool.name})}
+        known = {i.id: i for i in self.ledger.live_instances(pool.name)}
+        adopt, gone = plan_node_sync(known, listed, now)
+        for iid in adopt:
+            node = listed[iid]
+            known[iid] = Instance(iid, pool.name, node.launched_at, runner_name=self._name(pool, iid), block=node.block)
+            self.ledger.add_instance(known[iid])
+        for iid in gone:
+            log.warning("node %s of pool %s is gone", iid, pool.name)
+            self._forget(pool, iid)
+            del known[iid]
+        return list(known.values())
+
+    def _apply(self, pool: PoolSettings, blocks: Mapping[str, Block], plan: BlockPlan, report: CycleReport, now: float) -> None:
+        for dereg in plan.deregister:
+            if self.github.delete_runner(dereg.runner_id):
+                report.deregistered += 1
+                log.info("deregistered runner %s (node %s slot %s): %s", dereg.runner_id, dereg.instance_id, dereg.slot, dereg.reason)
+        for iid, slot in plan.withdraw:
+            self.jit.delete(iid, slot)
+        for iid, why in plan.retire:
+            log.info("retiring node %s of pool %s: %s", iid, pool.name, why)
+            self.ec2.terminate([iid])
+            self._forget(pool, iid)
+            report.retired.append(iid)
+        for block_id, target in plan.targets.items():
+            self.ledger.set_block(block_id, blocks[block_id].end, target=target)
+        issue = list(plan.issue)
+        for block_id, count in plan.launch:
+            token = f"{block_id}-{int(now // 60)}-{count}"
+            for iid in self.ec2.launch(pool, blocks[block_id], count, token):
+                self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._name(pool, iid), block=block_id))
+                report.launched.append(iid)
+                issue += [(iid, slot) for slot in range(len(pool.slot_gpus))]
+        for iid, slot in issue:
+            name = slot_runner_name(pool.name_prefix, self.settings.environment, pool.name, iid, slot)
+            _, config = self.github.fresh_jitconfig(name, pool.runner_group, pool.labels_of_slot(slot))
+            if not self.jit.put(iid, config, slot):  # an unread config of an earlier runner: replaced
+                self.jit.delete(iid, slot)
+                self.jit.put(iid, config, slot)
+            self.ledger.set_slot(pool.name, iid, slot, issued_at=now)
+            report.issued += 1
+        for iid, slot in plan.seen:
+            self.ledger.set_slot(pool.name, iid, slot, seen_at=now)
+        for iid, slot in plan.overran:
+            log.error("node %s slot %d still runs a job as its block ends: job timeout above job_timeout_minutes?", iid, slot)
+        report.overran = len(plan.overran)
+        report.blocks = plan.report
+
+    def _forget(self, pool: PoolSettings, instance_id: str) -> None:
+        self.ledger.instance_gone(instance_id)
+        self.ledger.slots_gone(instance_id, len(pool.slot_gpus))
+        for slot in range(len(pool.slot_gpus)):
+            self.jit.delete(instance_id, slot)
+
+    def _name(self, pool: PoolSettings, instance_id: str) -> str:
+        return runner_name(pool.name_prefix, self.settings.environment, pool.name, instance_id)

@@ -1,0 +1,294 @@
+"""The control plane's shell: read state, ask the planners, apply their plans.
+
+One object serves the scale-up, reconcile and scale-down handlers, `estate serve` and the
+end-to-end tests; only the adapters it is built with differ (AWS or moto, GitHub or our fake).
+Every step is safe to repeat: a crashed invocation's half-done work is finished or undone by
+the next one (see `sync_hosts`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from lambda_src.aws.ec2_fleet import Ec2Fleet
+from lambda_src.aws.jit_parameters import JitParameters
+from lambda_src.aws.ledger import Ledger, planning_lock
+from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
+from lambda_src.core.job_messages import jobs_by_pool
+from lambda_src.core.planner import LaunchOrder, plan_host_sync, plan_launches, plan_reuse, plan_scale_down, reuse_pending, scaled_pools
+from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
+from lambda_src.github.client import GithubClient, GithubError
+
+log = logging.getLogger("runner_estate.control_plane")
+
+STALE_JOB_S = 120.0  # a queued job this old is checked against GitHub (its later webhooks may be lost)
+MAX_JOB_CHECKS = 30  # GitHub calls a reconcile may spend on stale jobs
+MAX_REPO_SCANS = 10  # repositories re-scanned per reconcile for queued jobs we never heard of
+
+
+@dataclass
+class Report:
+    launched: dict[str, list[str]] = field(default_factory=dict)
+    orders: dict[str, LaunchOrder] = field(default_factory=dict)  # the last decision per pool
+    retired: list[dict[str, Any]] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # spent hosts given their next runner config
+    undone: list[str] = field(default_factory=list)
+    closed_jobs: list[int] = field(default_factory=list)
+    found_jobs: list[int] = field(default_factory=list)
+    failed_pools: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "launched": {p: len(ids) for p, ids in self.launched.items() if ids},
+            "retired": len(self.retired),
+            "adopted": len(self.adopted),
+            "reused": len(self.reused),
+            "undone": len(self.undone),
+            "closed_jobs": len(self.closed_jobs),
+            "found_jobs": len(self.found_jobs),
+            "failed_pools": self.failed_pools,
+            "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
+        }
+
+
+@dataclass
+class ControlPlane:
+    settings: ControlPlaneSettings
+    ledger: Ledger
+    fleet: Ec2Fleet
+    jit: JitParameters
+    github: GithubClient
+    clock: Callable[[], float]
+    sleep: Callable[[float], None] = time.sleep
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def planning(self, pool: str) -> AbstractContextManager[list[tuple[str, float]]]:
+        return planning_lock(self.ledger, pool, self.holder, self.sleep)
+
+    @cached_property
+    def scaled_pools(self) -> dict[str, PoolSettings]:
+        return scaled_pools(self.settings.pools)
+
+    # ---- scale-up (SQS batch) ---------------------------------------------------------
+    def scale_up(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Launch for the pools these messages name. Returns the ids of messages to retry."""
+        now = self.clock()
+        by_pool, failures = jobs_by_pool(records, self.settings.pools, now)
+        if not by_pool:
+            return failures
+        report = Report()
+        live = self.sync_hosts(now, report)
+        for pool, items in sorted(by_pool.items()):
+            if pool not in self.scaled_pools:
+                continue
+            token = hashlib.sha256("|".join(sorted(m for m, _ in items)).encode()).hexdigest()[:24]
+            try:
+                self._scale_pool(pool, [j for _, j in items], live, token, report, now)
+            except Exception as exc:  # reported per message, retried by SQS, logged
+                log.exception("scale-up of pool %s failed; its %d messages will be retried", pool, len(items))
+                report.failed_pools[pool] = str(exc)[:200]
+                failures += [m for m, _ in items]
+        log.info("scale-up: %s", json.dumps(report.summary()))
+        return failures
+
+    def _scale_pool(self, pool: str, message_jobs: list[Job], live: list[Instance], token: str, report: Report, now: float) -> None:
+        with self.planning(pool) as recent:
+            # Hosts another invocation launched while we waited count as supply, whether or
+            # not the ledger's index shows them yet.
+            mine = {i.id: i for i in [*live, *self.ledger.live_instances(pool)] if i.pool == pool}
+            for iid, _ in recent:
+                if iid not in mine and (found := self.ledger.instance(iid, live_only=True)) is not None:
+                    mine[iid] = found
+            pool_live = [i for i in mine.values() if i.id not in report.undone]
+            before = set(report.launched.get(pool, []))
+            try:
+                self._plan_pool(pool, message_jobs, pool_live, token, report, now)
+            finally:
+                recent += [(iid, now) for iid in report.launched.get(pool, []) if iid not in before]
+
+    def _plan_pool(self, pool: str, message_jobs: list[Job], live: list[Instance], token: str, report: Report, now: float) -> None:
+        ledger_jobs = {j.id: j for j in self.ledger.queued_jobs(pool)}
+        for job in message_jobs:
+            # The index behind queued_jobs is eventually consistent: trust the message unless
+            # the ledger (read consistently) says the job has moved on.
+            if job.id not in ledger_jobs:
+                stored = self.ledger.job(job.id)
+                if stored is None or stored.state == QUEUED:
+                    ledger_jobs[job.id] = job
+        if self.settings.pools[pool].max_jobs_per_host > 1:
+            live = self._reuse_spent_hosts(self.settings.pools[pool], list(ledger_jobs.values()), live, report, now)
+        (order,) = plan_launches(self.settings.pools, ledger_jobs.values(), live, now, only=[pool])
+        report.orders[pool] = order
+        if order.count:
+            # Same messages and same shortfall -> same token: EC2 answers a retry with the first launch.
+            self._launch(self.settings.pools[pool], order.count, f"{token}-{order.count}", report, now)
+
+    def _reuse_spent_hosts(self, pool: PoolSettings, jobs: list[Job], live: list[Instance], report: Report, now: float) -> list[Instance]:
+        """Give spent hosts their next one-job config where the planner says a waiting job
+        wants them; returns `live` as it stands afterwards."""
+        hosts = {i.id: i for i in live}
+        for spent in sorted((i for i in live if i.spent), key=lambda i: i.finished_at or 0.0):
+            if not plan_reuse(pool, spent, jobs, hosts.values(), now):
+                continue
+            generation = spent.generation + 1
+            name = runner_name(pool.name_prefix, self.settings.environment, pool.name, spent.id, generation)
+            if not self.ledger.reuse(spent.id, generation, name, now):
+                continue  # another invocation reused it first
+            try:
+                _, config = self.github.fresh_jitconfig(name, pool.runner_group, list(pool.labels))
+                if not self.jit.put(spent.id, config):
+                    raise RuntimeError(f"an unread runner config is still stored for {spent.id}")
+            except (GithubError, RuntimeError) as exc:
+                # It would count as a booting runner that never comes: retire it now instead.
+                log.error("pool %s: no next runner config for %s (%s); terminating it", pool.name, spent.id, exc)
+                self._terminate(spent.id)
+                del hosts[spent.id]
+                continue
+            hosts[spent.id] = spent.given_next_runner(name, now)
+            report.reused.append(spent.id)
+        return list(hosts.values())
+
+    # ---- reconcile (schedule, every minute) -------------------------------------------
+    def reconcile(self) -> Report:
+        """Make GitHub's queue and our fleet agree, whatever webhooks were lost or reordered."""
+        now = self.clock()
+        report = Report()
+        self._refresh_stale_jobs(now, report)
+        self._find_unheard_jobs(now, report)
+        live = self.sync_hosts(now, report)
+        jobs = self.ledger.queued_jobs()
+        for order in plan_launches(self.scaled_pools, jobs, live, now):
+            report.orders[order.pool] = order
+            if order.count or reuse_pending(self.scaled_pools[order.pool], order, live, now):
+                token = f"reconcile-{order.pool}-{int(now // 60)}"
+                try:
+                    # Re-plan under the pool's lock: a scale-up may have launched meanwhile.
+                    self._scale_pool(order.pool, [], live, token, report, now)
+                except Exception as exc:  # one pool's failure must not starve the others
+                    log.exception("reconcile launch for pool %s failed", order.pool)
+                    report.failed_pools[order.pool] = str(exc)[:200]
+        log.info("reconcile: %s", json.dumps(report.summary()))
+        return report
+
+    def _refresh_stale_jobs(self, now: float, report: Report) -> None:
+        stale = sorted((j for j in self.ledger.queued_jobs() if now - j.queued_at > STALE_JOB_S and j.repo), key=lambda j: j.queued_at)
+        for job in stale[:MAX_JOB_CHECKS]:
+            found = self.github.job(job.repo, job.id)
+            status = None if found is None else found.get("status")
+            if status in {"queued", "waiting", "pending", "requested"}:
+                continue
+            state = IN_PROGRESS if status == "in_progress" else COMPLETED
+            runner = None if found is None else found.get("runner_name")
+            self.ledger.record_job(Job(job.id, job.pool, state, job.queued_at, job.repo, job.labels, runner or None))
+            report.closed_jobs.append(job.id)
+
+    def _find_unheard_jobs(self, now: float, report: Report) -> None:
+        for repo in self.ledger.recent_repos(now - 3600)[:MAX_REPO_SCANS]:
+            for found in self.github.queued_jobs(repo):
+                if self.ledger.job(int(found["id"])) is not None:
+                    continue
+                pools = self.settings.routing.route(found.get("labels", []))
+                if pools:
+                    job = Job(int(found["id"]), pools[0], QUEUED, now, repo, tuple(found.get("labels", [])))
+                    if self.ledger.record_job(job):
+                        report.found_jobs.append(job.id)
+
+    # ---- scale-down (schedule) --------------------------------------------------------
+    def scale_down(self) -> Report:
+        now = self.clock()
+        report = Report()
+        live = self.sync_hosts(now, report)
+        runners = self.github.list_runners()  # one listing for every pool
+        plan = plan_scale_down(self.scaled_pools, self.settings.environment, live, runners, self.ledger.queued_jobs(), now)
+        for iid in plan.registered:
+            self.ledger.mark(iid, registered_at=now)
+        for iid in plan.first_idle:
+            self.ledger.mark(iid, idle_since=now)
+        for iid in plan.not_idle:
+            self.ledger.mark(iid, idle_since=None)
+        for retire in plan.retire:
+            if retire.runner_id is not None and not self.github.delete_runner(retire.runner_id):
+                log.info("runner %s of %s took a job as we retired it; kept", retire.runner_id, retire.instance_id)
+                if retire.instance_id:
+                    self.ledger.mark(retire.instance_id, idle_since=None)
+                continue
+            if retire.instance_id is not None:
+                self._terminate(retire.instance_id)
+            report.retired.append(
+                {"pool": retire.pool, "instance": retire.instance_id, "runner": retire.runner_id, "reason": retire.reason}
+            )
+            log.info("retired %s / runner %s of pool %s: %s", retire.instance_id, retire.runner_id, retire.pool, retire.reason)
+        log.info("scale-down: %s", json.dumps(report.summary()))
+        return report
+
+    # ---- shared steps -----------------------------------------------------------------
+    def sync_hosts(self, now: float, report: Report) -> list[Instance]:
+        """Our live hosts, with the ledger and EC2 made to agree first:
+        - a host EC2 has but the ledger lacks (a launch that crashed before recording it) is
+          adopted and given its runner config while young, terminated once too old;
+        - a recorded host with no runner config past the grace period is undone;
+        - a recorded host EC2 no longer lists is marked gone, and its unread config deleted."""
+        hosts = {h.id: h for h in self.fleet.hosts()}
+        known = {i.id: i for i in self.ledger.live_instances()}
+        plan = plan_host_sync(self.scaled_pools, known, {h.id: (h.pool, h.launched_at) for h in hosts.values()}, now)
+        live = [known[iid] for iid in plan.live]
+        for iid in plan.adopt:
+            pool = self.settings.pools[hosts[iid].pool]
+            inst = Instance(iid, pool.name, hosts[iid].launched_at, runner_name=self._runner_name(pool, iid))
+            self.ledger.add_instance(inst)
+            self._deliver_jit(pool, iid, now)
+            live.append(inst)
+            report.adopted.append(iid)
+        for iid in [*plan.terminate_unknown, *plan.undo]:
+            self._terminate(iid)
+            report.undone.append(iid)
+        for iid in plan.gone:
+            self.ledger.instance_gone(iid)
+            self.jit.delete(iid)
+        return live
+
+    def _launch(self, pool: PoolSettings, count: int, token: str, report: Report, now: float) -> None:
+        result = self.fleet.launch(pool, count, token)
+        log.info("pool %s: asked %d, got %s (errors %s)", pool.name, count, result.instance_ids, result.errors)
+        report.launched.setdefault(pool.name, [])
+        failed: Exception | None = None
+        for iid in result.instance_ids:
+            self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._runner_name(pool, iid)))
+            try:
+                self._deliver_jit(pool, iid, now)
+            except GithubError as exc:
+                # A host without a runner config would only burn money: undo it now.
+                log.error("pool %s: no runner config for %s (%s); terminating it", pool.name, iid, exc)
+                self._terminate(iid)
+                failed = exc
+                continue
+            report.launched[pool.name].append(iid)
+        if failed is not None:
+            raise failed
+        if len(result.instance_ids) < count:
+            raise RuntimeError(
+                f"EC2 launched {len(result.instance_ids)} of {count} for pool {pool.name}: {', '.join(result.errors) or 'no error given'}"
+            )
+
+    def _deliver_jit(self, pool: PoolSettings, instance_id: str, now: float) -> None:
+        _, config = self.github.fresh_jitconfig(self._runner_name(pool, instance_id), pool.runner_group, list(pool.labels))
+        self.jit.put(instance_id, config)
+        self.ledger.mark(instance_id, jit_at=now)
+
+    def _runner_name(self, pool: PoolSettings, instance_id: str) -> str:
+        return runner_name(pool.name_prefix, self.settings.environment, pool.name, instance_id)
+
+    def _terminate(self, instance_id: str) -> None:
+        self.fleet.terminate([instance_id])
+        self.ledger.instance_gone(instance_id)
+        self.jit.delete(instance_id)

@@ -1,0 +1,193 @@
+"""Lambda entry points. Settings and clients are built once per cold start.
+
+The webhook path imports only the stdlib AWS client (no boto3), so its cold start stays
+small; the scaler handlers import boto3 for EC2 when they first run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from lambda_src.aws.ledger import Ledger
+from lambda_src.aws.sigv4_client import AwsJsonClient
+from lambda_src.core.fleet_state import Job
+from lambda_src.core.job_messages import job_message
+from lambda_src.core.settings import ControlPlaneSettings
+from lambda_src.functions import webhook
+from lambda_src.functions.metrics import emf_line
+
+if TYPE_CHECKING:
+    from lambda_src.functions.block_manager import BlockManager
+    from lambda_src.functions.control_plane import ControlPlane
+
+logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+log = logging.getLogger("runner_estate.handlers")
+
+
+class SqsQueues:
+    """Sends each queued job to its pool's queue."""
+
+    def __init__(self, sqs: AwsJsonClient, settings: ControlPlaneSettings) -> None:
+        self.sqs = sqs
+        self.settings = settings
+
+    def enqueue(self, job: Job, delivery: str) -> None:
+        self.sqs.call("SendMessage", {"QueueUrl": self.settings.pool(job.pool).queue_url, "MessageBody": job_message(job, delivery)})
+
+
+class CachedParameter:
+    """A SecureString (the webhook secret, the App key), read once and kept for `ttl_s`, so a
+    rotated value reaches every warm container within that time; `refresh` re-reads sooner,
+    at most once per `min_refresh_s` (a flood of forged deliveries cannot hammer SSM)."""
+
+    def __init__(self, ssm: AwsJsonClient, name: str, ttl_s: float = 300.0, min_refresh_s: float = 30.0) -> None:
+        self.ssm = ssm
+        self.name = name
+        self.ttl_s = ttl_s
+        self.min_refresh_s = min_refresh_s
+        self._value: str | None = None
+        self._read_at = 0.0
+
+    def __call__(self) -> str:
+        if self._value is None or time.monotonic() - self._read_at > self.ttl_s:
+            self._read()
+        assert self._value is not None
+        return self._value
+
+    def refresh(self) -> bool:
+        if time.monotonic() - self._read_at < self.min_refresh_s:
+            return False
+        self._read()
+        return True
+
+    def _read(self) -> None:
+        found = self.ssm.call("GetParameter", {"Name": self.name, "WithDecryption": True})
+        self._value = str(found["Parameter"]["Value"])
+        self._read_at = time.monotonic()
+
+
+@cache
+def _settings() -> ControlPlaneSettings:
+    return ControlPlaneSettings.load()
+
+
+@cache
+def _webhook_ports() -> webhook.WebhookPorts:
+    s = _settings()
+    secret = CachedParameter(AwsJsonClient("ssm", s.region), s.webhook_secret_parameter)
+    ledger = Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time)
+    queue = SqsQueues(AwsJsonClient("sqs", s.region), s)
+    return webhook.WebhookPorts(
+        lambda: secret().encode(), ledger, queue, s.routing, {}, refresh_secret=secret.refresh, reusing_pool_of=s.reusing_pool_of
+    )
+
+
+@cache
+def _control_plane(account: str) -> ControlPlane:
+    import boto3  # deferred with the rest of the scaler: the webhook needs none of it
+
+    from lambda_src.aws.ec2_fleet import Ec2Fleet
+    from lambda_src.aws.jit_parameters import JitParameters
+    from lambda_src.functions.control_plane import ControlPlane
+    from lambda_src.github.client import GithubClient
+
+    s = _settings()
+    ssm = AwsJsonClient("ssm", s.region)
+    return ControlPlane(
+        settings=s,
+        ledger=Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time),
+        fleet=Ec2Fleet(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment),
+        jit=JitParameters(ssm, s.jit_parameter_prefix, f"arn:aws:ec2:{s.region}:{account}:instance/"),
+        github=GithubClient(s.api_url, s.org, s.app_id, CachedParameter(ssm, s.app_key_parameter), s.installation_id),
+        clock=time.time,
+    )
+
+
+@cache
+def _block_manager(account: str) -> BlockManager:
+    import boto3
+
+    from lambda_src.aws.block_ec2 import BlockEc2
+    from lambda_src.functions.block_manager import BlockManager
+
+    plane = _control_plane(account)
+    s = plane.settings
+    ec2 = BlockEc2(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment)
+    return BlockManager(settings=s, ledger=plane.ledger, ec2=ec2, jit=plane.jit, github=plane.github, clock=time.time)
+
+
+def _retry_config() -> Any:
+    from botocore.config import Config
+
+    return Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
+
+
+def _account(context: Any) -> str:
+    """The account id, from this function's ARN (arn:aws:lambda:<region>:<account>:function:...)."""
+    return str(context.invoked_function_arn).split(":")[4]
+
+
+def _emit(function: str, counts: dict[str, float]) -> None:
+    print(emf_line(_settings().environment, function, counts, time.time()), flush=True)  # EMF lines go to stdout
+
+
+def webhook_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        answer = webhook.handle(event, _webhook_ports(), time.time())
+    except Exception:
+        # Our own storage failed, not the sender's input: say so without details, and alarm.
+        log.exception("webhook failed")
+        answer = webhook.Response(503, {"error": "temporarily unavailable"}, "failed")
+    _emit("webhook", {answer.outcome: 1})
+    return answer.to_lambda()
+
+
+def scale_up_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    records = event.get("Records", [])
+    failures = _control_plane(_account(context)).scale_up(records)
+    _emit("scale_up", {"messages": len(records), "failed_messages": len(failures)})
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+
+def reconcile_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    summary = _control_plane(_account(context)).reconcile().summary()
+    _emit("reconcile", _numbers(summary))
+    return summary
+
+
+def scale_down_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    summary = _control_plane(_account(context)).scale_down().summary()
+    _emit("scale_down", _numbers(summary))
+    return summary
+
+
+def cb_scale_up_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    records = event.get("Records", [])
+    failures = _block_manager(_account(context)).scale_up(records)
+    _emit("cb_scale_up", {"messages": len(records), "failed_messages": len(failures)})
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+
+def cb_manager_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Every minute (a scheduled event), and for each batch of a pool's events queue."""
+    manager = _block_manager(_account(context))
+    if "Records" in event:
+        failures = manager.handle_events(event["Records"])
+        _emit("cb_manager", {"events": len(event["Records"]), "failed_events": len(failures)})
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+    summaries = manager.manage()
+    counts = {k: float(sum(s[k] for s in summaries)) for k in ("launched", "issued", "deregistered", "retired", "overran", "idle_gpus")}
+    _emit("cb_manager", counts)
+    return {"pools": summaries}
+
+
+def _numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """A cycle's summary as counts: launched hosts, failed pools, and the rest as they are."""
+    counts = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+    counts["launched"] = float(sum(summary.get("launched", {}).values()))
+    counts["failed_pools"] = float(len(summary.get("failed_pools", {})))
+    return counts

@@ -1,0 +1,264 @@
+"""The one small GitHub client: App JWT -> installation token (cached), JIT runner configs,
+runner list/delete, job lookups. Stdlib HTTP; PyJWT is imported only when a token is minted.
+
+Retries: 5xx and network errors back off exponentially; rate limits (429, or 403 with no
+requests left) wait for `Retry-After` / `x-ratelimit-reset` when that fits the budget. Every
+request is counted, so tests and benchmarks can pin the calls made per job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lambda_src.core.fleet_state import GithubRunner
+
+API_VERSION = "2022-11-28"  # pinned: job GETs name their labels `labels` in this version
+TOKEN_REFRESH_MARGIN_S = 300  # a cached installation token is replaced 5 min before it expires
+JWT_BACKDATE_S = 60  # GitHub's advice against clock drift
+JWT_LIFETIME_S = 540  # under GitHub's 10 minute ceiling
+
+
+class GithubError(Exception):
+    def __init__(self, status: int, method: str, path: str, message: str) -> None:
+        super().__init__(f"GitHub {method} {path} answered {status}: {message}")
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.status >= 500 or self.status in {0, 429}
+
+
+class RateLimitedError(GithubError):
+    """The wait GitHub asks for is longer than this invocation may spend."""
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+@dataclass
+class GithubClient:
+    api_url: str
+    org: str
+    app_id: int
+    private_key: Callable[[], str]  # read lazily (SSM), only when a token must be minted
+    installation_id: int | None = None
+    # Scope of minted installation tokens (None: the App's whole grant). `estate agent` asks
+    # for runner administration only.
+    token_permissions: dict[str, str] | None = None
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    attempts: int = 4
+    max_wait_s: float = 20.0
+    timeout_s: float = 10.0
+    calls: int = 0
+    _token: _Token | None = field(default=None, repr=False)
+    _groups: dict[str, int] = field(default_factory=dict, repr=False)
+
+    # ---- authentication ---------------------------------------------------------------
+    def app_jwt(self) -> str:
+        import jwt  # deferred: only a token mint pays for PyJWT and cryptography
+
+        now = int(self.clock())
+        claims = {"iat": now - JWT_BACKDATE_S, "exp": now + JWT_LIFETIME_S, "iss": str(self.app_id)}
+        return jwt.encode(claims, self.private_key(), algorithm="RS256")
+
+    def token_with_expiry(self) -> tuple[str, float]:
+        """The installation token and when it expires (epoch seconds)."""
+        value = self.token()
+        assert self._token is not None
+        return value, self._token.expires_at
+
+    def token(self) -> str:
+        cached = self._token
+        if cached is not None and self.clock() < cached.expires_at - TOKEN_REFRESH_MARGIN_S:
+            return cached.value
+        bearer = self.app_jwt()
+        if self.installation_id is None:
+            found = self._send("GET", f"/orgs/{self.org}/installation", None, bearer)
+            self.installation_id = int(found["id"])
+        body = {"permissions": self.token_permissions} if self.token_permissions else {}
+        minted = self._send("POST", f"/app/installations/{self.installation_id}/access_tokens", body, bearer)
+        expires = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00")).timestamp()
+        self._token = _Token(str(minted["token"]), expires)
+        return self._token.value
+
+    # ---- runners ----------------------------------------------------------------------
+    def runner_group_id(self, name: str) -> int:
+        if name not in self._groups:
+            for page in self._pages(f"/orgs/{self.org}/actions/runner-groups", "runner_groups"):
+                for group in page:
+                    self._groups[str(group["name"])] = int(group["id"])
+        if name not in self._groups:
+            raise GithubError(404, "GET", f"/orgs/{self.org}/actions/runner-groups", f"no runner group named {name!r}")
+        return self._groups[name]
+
+    def generate_jitconfig(self, name: str, runner_group_id: int, labels: list[str]) -> tuple[int, str]:
+        """A one-job runner registration: (runner id, encoded config for `run.sh --jitconfig`)."""
+        body = {"name": name, "runner_group_id": runner_group_id, "labels": labels, "work_folder": "_work"}
+        made = self.call("POST", f"/orgs/{self.org}/actions/runners/generate-jitconfig", body)
+        return int(made["runner"]["id"]), str(made["encoded_jit_config"])
+
+    def fresh_jitconfig(self, name: str, group: str, labels: list[str]) -> tuple[int, str]:
+        """A one-job registration under `name` (runner id, encoded config), replacing one a
+        crashed run left behind (409)."""
+        group_id = self.runner_group_id(group)
+        try:
+            return self.generate_jitconfig(name, group_id, labels)
+        except GithubError as exc:
+            if exc.status != 409:
+                raise
+        existing = self.find_runner(name)
+        if existing is not None:
+            self.delete_runner(existing.id)
+        return self.generate_jitconfig(name, group_id, labels)
+
+    def list_runners(self) -> list[GithubRunner]:
+        """Every runner of the org, all pages; one listing serves every pool in a cycle."""
+        found = []
+        for page in self._pages(f"/orgs/{self.org}/actions/runners", "runners"):
+            found += [GithubRunner(int(r["id"]), str(r["name"]), r["status"] == "online", bool(r["busy"])) for r in page]
+        return found
+
+    def find_runner(self, name: str) -> GithubRunner | None:
+        query = urllib.parse.urlencode({"name": name})
+        page = self.call("GET", f"/orgs/{self.org}/actions/runners?{query}")
+        for r in page.get("runners", []):
+            if r["name"] == name:
+                return GithubRunner(int(r["id"]), str(r["name"]), r["status"] == "online", bool(r["busy"]))
+        return None
+
+    def delete_runner(self, runner_id: int) -> bool:
+        """False when GitHub refuses because the runner is running a job (422)."""
+        try:
+            self.call("DELETE", f"/orgs/{self.org}/actions/runners/{runner_id}")
+        except GithubError as exc:
+            if exc.status == 422:
+                return False
+            if exc.status != 404:  # already gone is what we wanted
+                raise
+        return True
+
+    # ---- jobs -------------------------------------------------------------------------
+    def job(self, repo: str, job_id: int) -> dict[str, Any] | None:
+        try:
+            return self.call("GET", f"/repos/{repo}/actions/jobs/{job_id}")
+        except GithubError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def queued_jobs(self, repo: str, max_runs: int = 20) -> list[dict[str, Any]]:
+        """Jobs GitHub still has queued in a repository, newest runs first."""
+        jobs, _ = self.queued_jobs_if_changed(repo, None, max_runs)
+        return jobs or []
+
+    def queued_jobs_if_changed(self, repo: str, etag: str | None, max_runs: int = 20) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """Like queued_jobs, with the run list fetched conditionally: (None, etag) when it has
+        not changed since `etag` (a 304 costs no rate limit)."""
+        found, etag = self.get_if_changed(f"/repos/{repo}/actions/runs?status=queued&per_page={max_runs}", etag)
+        if found is None:
+            return None, etag
+        runs = found.get("workflow_runs", [])
+        jobs: list[dict[str, Any]] = []
+        for run in runs[:max_runs]:
+            listed = self.call("GET", f"/repos/{repo}/actions/runs/{run['id']}/jobs?filter=latest&per_page=100")
+            jobs += [j for j in listed.get("jobs", []) if j.get("status") == "queued"]
+        return jobs, etag
+
+    # ---- transport --------------------------------------------------------------------
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._send(method, path, body, self.token())
+
+    def _pages(self, path: str, key: str) -> Iterator[list[dict[str, Any]]]:
+        page = 1
+        while True:
+            sep = "&" if "?" in path else "?"
+            data = self.call("GET", f"{path}{sep}per_page=100&page={page}")
+            items = list(data.get(key, []))
+            yield items
+            if len(items) < 100 or page * 100 >= int(data.get("total_count", 0)):
+                return
+            page += 1
+
+    def get_if_changed(self, path: str, etag: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        """A conditional GET: (None, etag) when nothing changed since `etag` (a 304 does not
+        count against the rate limit), else (body, new etag)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        found, answer_headers = self._exchange("GET", path, None, self.token(), headers)
+        return found, answer_headers.get("ETag") or etag
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None, bearer: str) -> dict[str, Any]:
+        found, _ = self._exchange(method, path, body, bearer, {})
+        assert found is not None
+        return found
+
+    def _exchange(
+        self, method: str, path: str, body: dict[str, Any] | None, bearer: str, extra: dict[str, str]
+    ) -> tuple[dict[str, Any] | None, Any]:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {bearer}",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": "runner-estate",
+        }
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        headers.update(extra)
+        delay = 0.5
+        for attempt in range(1, self.attempts + 1):
+            self.calls += 1
+            request = urllib.request.Request(self.api_url.rstrip("/") + path, data=payload, headers=headers, method=method)  # noqa: S310 - api_url is validated config (https, or loopback in tests)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310
+                    raw = answer.read()
+                    return (json.loads(raw) if raw else {}), answer.headers
+            except urllib.error.HTTPError as exc:
+                if exc.code == 304:
+                    return None, exc.headers
+                text = exc.read().decode(errors="replace")[:200]
+                wait = _rate_limit_wait(exc.code, exc.headers, self.clock())
+                error_type = RateLimitedError if wait is not None else GithubError
+                error = error_type(exc.code, method, path.split("?")[0], _message(text))
+                if wait is None and exc.code < 500:
+                    raise error from None
+                wait = delay if wait is None else wait
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                error = GithubError(0, method, path.split("?")[0], f"unreachable: {exc}")
+                wait = delay
+            if attempt == self.attempts or wait > self.max_wait_s:
+                raise error
+            self.sleep(wait)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+
+def _rate_limit_wait(status: int, headers: Any, now: float) -> float | None:
+    """Seconds GitHub asks us to wait, or None when the answer is not a rate limit."""
+    if status not in {403, 429}:
+        return None
+    retry_after = headers.get("Retry-After")
+    if retry_after is not None and str(retry_after).isdigit():
+        return float(retry_after)
+    if status == 429 or headers.get("x-ratelimit-remaining") == "0":
+        reset = headers.get("x-ratelimit-reset")
+        return max(1.0, float(reset) - now) if reset and str(reset).isdigit() else 60.0
+    return None
+
+
+def _message(text: str) -> str:
+    try:
+        return str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        return text

@@ -1,0 +1,205 @@
+"""Runs on a capacity-block node for the life of its block (started by the launch template's
+user-data): detect the GPUs, split them into the pool's slots, and keep one ephemeral JIT
+runner per slot, each pinned to its own GPUs.
+
+The node never holds the App key: each slot's one-job runner config is a SecureString the
+control plane stores for this instance only (lambda_src/aws/jit_parameters.py); the slot reads it
+once, deletes it, and runs the runner with the config in its environment. After each job the
+slot tells the control plane it is free (a message on the pool's events queue) and waits for
+a fresh config; while the block drains none comes. A GPU with uncorrectable ECC errors, a
+failed row remap or a fault XID takes its slot out of rotation, reported once. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
+from lambda_src.core.gpu_slots import NodeSlot, parse_layout
+from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
+from lambda_src.core.node_slots import plan_node
+from lambda_src.host.bootstrap import Imds, add_host_arguments, download, install_runner, start_runner
+from lambda_src.host.nvidia_smi import NoGpuDriverError, read_nvidia_smi
+
+log = logging.getLogger("runner_estate.slots")
+TICK_S = 2.0
+
+
+class RunningRunner(Protocol):
+    def poll(self) -> int | None: ...
+
+
+@dataclass
+class SlotPorts:
+    """What a slot manager does outside itself; tests replace each."""
+
+    fetch_config: Callable[[int], str | None]  # the slot's runner config, read once and deleted; None while absent
+    start: Callable[[NodeSlot, str], RunningRunner]  # run the runner for one job with this config
+    report: Callable[[str, int, str], None]  # (kind, slot, reason) to the control plane
+    faults: Callable[[], Mapping[str, str]]  # GPU uuid -> why it must leave rotation
+
+
+@dataclass
+class _Slot:
+    plan: NodeSlot
+    runner: RunningRunner | None = None
+    faulty: str | None = None
+    runs: int = 0
+
+
+@dataclass
+class SlotManager:
+    slots: list[NodeSlot]
+    ports: SlotPorts
+    clock: Callable[[], float] = time.monotonic
+    health_interval_s: float = 30.0
+    _state: list[_Slot] = field(default_factory=list)
+    _health_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self._state = [_Slot(s) for s in self.slots]
+
+    def tick(self) -> None:
+        """One pass: health check when due, reap finished runners, start configured ones."""
+        now = self.clock()
+        if self._health_at is None or now - self._health_at >= self.health_interval_s:
+            self._health_at = now
+            self._check_health()
+        for slot in self._state:
+            if slot.runner is not None:
+                code = slot.runner.poll()
+                if code is None:
+                    continue
+                log.info("slot %d: runner exited with %d after job %d", slot.plan.index, code, slot.runs)
+                slot.runner = None
+                if slot.faulty is None:
+                    self._report("slot-free", slot.plan.index, f"runner exited with {code}")
+            if slot.faulty is not None:
+                continue
+            config = self.ports.fetch_config(slot.plan.index)
+            if config is not None:
+                slot.runs += 1
+                slot.runner = self.ports.start(slot.plan, config)
+                log.info("slot %d: runner %d started on GPUs %s", slot.plan.index, slot.runs, slot.plan.device_indices)
+
+    def _check_health(self) -> None:
+        try:
+            faults = self.ports.faults()
+        except Exception:  # a failing health probe must not stop the runners; it is logged
+            log.exception("GPU health check failed")
+            return
+        for slot in self._state:
+            bad = [f"GPU {u}: {faults[u]}" for u in slot.plan.device_uuids if u in faults]
+            if bad and slot.faulty is None:
+                slot.faulty = "; ".join(bad)
+                log.error("slot %d leaves rotation: %s", slot.plan.index, slot.faulty)
+                self._report("slot-faulty", slot.plan.index, slot.faulty)
+
+    def _report(self, kind: str, slot: int, reason: str) -> None:
+        try:
+            self.ports.report(kind, slot, reason)
+        except Exception:  # the control plane's schedule finds the slot anyway, a minute later
+            log.exception("could not report %s for slot %d", kind, slot)
+
+    @property
+    def out_of_rotation(self) -> dict[int, str]:
+        return {s.plan.index: s.faulty for s in self._state if s.faulty is not None}
+
+    def run_forever(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        while True:
+            self.tick()
+            sleep(TICK_S)
+
+
+# ---- the real ports on an EC2 node ----------------------------------------------------------
+
+
+def ssm_config_fetcher(ssm: AwsJsonClient, prefix: str, instance_id: str) -> Callable[[int], str | None]:
+    def fetch(slot: int) -> str | None:
+        name = f"{prefix}{instance_id}/s{slot}"
+        try:
+            value = str(ssm.call("GetParameter", {"Name": name, "WithDecryption": True})["Parameter"]["Value"])
+        except AwsError as exc:
+            if exc.code == "ParameterNotFound":
+                return None
+            raise
+        ssm.call("DeleteParameter", {"Name": name})
+        return value
+
+    return fetch
+
+
+def sqs_reporter(sqs: AwsJsonClient, queue_url: str, instance_id: str) -> Callable[[str, int, str], None]:
+    def report(kind: str, slot: int, reason: str) -> None:
+        body = {"kind": kind, "instance": instance_id, "slot": slot, "reason": reason}
+        sqs.call("SendMessage", {"QueueUrl": queue_url, "MessageBody": json.dumps(body)})
+
+    return report
+
+
+def node_faults() -> dict[str, str]:
+    gpus = parse_nvidia_smi_xml(read_nvidia_smi())
+    kernel = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout  # noqa: S607 - root's PATH
+    return faulty_gpus(gpus, xid_faults(kernel.splitlines()))
+
+
+def slot_runner_dirs(template: Path, count: int) -> list[Path]:
+    """One runner copy per slot: a runner keeps its state in its own directory."""
+    dirs = []
+    for index in range(count):
+        target = template.parent / f"{template.name}-s{index}"
+        if not target.exists():
+            shutil.copytree(template, target, symlinks=True)
+        dirs.append(target)
+    return dirs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_host_arguments(parser)
+    parser.add_argument("--events-queue-url", required=True)
+    parser.add_argument("--layout", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    try:
+        gpus = parse_nvidia_smi_xml(read_nvidia_smi())
+    except NoGpuDriverError as exc:
+        log.error("%s", exc)
+        return 2
+    imds = Imds(args.imds_url)
+    instance_id = imds.get("meta-data/instance-id")
+    region = imds.get("meta-data/placement/region")
+    plan = plan_node(gpus, parse_layout(args.layout), node_faults())
+    log.info("node %s: %d GPUs, slots %s", instance_id, len(gpus), json.dumps(plan.to_json()["slots"]))
+    template = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
+    dirs = slot_runner_dirs(template, len(plan.slots))
+    if args.run_as != "root":
+        for directory in dirs:
+            subprocess.run(["chown", "-R", f"{args.run_as}:{args.run_as}", str(directory)], check=True)  # noqa: S603, S607
+    ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
+    sqs = AwsJsonClient("sqs", region, credentials=imds.credentials)
+
+    def start(slot: NodeSlot, config: str) -> RunningRunner:
+        return start_runner([str(dirs[slot.index] / "run.sh")], config, args.run_as, slot.environment)
+
+    fetch = ssm_config_fetcher(ssm, args.parameter_prefix, instance_id)
+    ports = SlotPorts(fetch, start, sqs_reporter(sqs, args.events_queue_url, instance_id), node_faults)
+    SlotManager(list(plan.slots), ports).run_forever()  # its first health check reports faulty slots
+    return 0
+
+
+if __name__ == "__main__":
+    os.umask(0o077)  # runner configs never land in world-readable files
+    sys.exit(main())
