@@ -6,7 +6,9 @@ import os
 import textwrap
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +16,32 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = PROJECT_DIR.parent / "shared" / "fixtures"
 FLASHINFER_CONFIGS = SHARED_FIXTURES / "terraform-aws-github-runner" / "flashinfer"
 EXAMPLE_CONFIGS = PROJECT_DIR / "runner_configs"
+
+if TYPE_CHECKING:
+    from estate.local.plane import Clock
+
+# Every clock in the tests is fixed. The control-plane suites run at each of these instants (UTC):
+# the example estate's pool_config fires on weekdays 14-23 UTC, so its answer depends on the hour.
+INSTANTS = {
+    "weekday-working-hours": datetime(2026, 6, 2, 15, 30, tzinfo=UTC),  # a Tuesday
+    "weekday-night": datetime(2026, 6, 3, 3, 0, 30, tzinfo=UTC),
+    "weekend": datetime(2026, 6, 6, 16, 0, tzinfo=UTC),  # a Saturday
+    "dst-change": datetime(2026, 3, 8, 6, 59, 30, tzinfo=UTC),  # 01:59:30 EST, half a minute before US clocks spring forward
+}
+WORKING_HOURS = INSTANTS["weekday-working-hours"]
+
+
+def fixed_clock(monkeypatch: pytest.MonkeyPatch, start: datetime) -> Clock:
+    """A virtual clock at `start` that moto's EC2 follows too (it stamps LaunchTime with its own
+    clock, which the scaler reads), so no test reads the wall clock through a double."""
+    import moto.ec2.models.instances
+
+    from estate.local.plane import Clock
+
+    clock = Clock(start.timestamp())
+    monkeypatch.setattr(moto.ec2.models.instances, "utcnow", lambda: datetime.fromtimestamp(clock(), UTC).replace(tzinfo=None))
+    return clock
+
 
 needs_shared = pytest.mark.skipif(not FLASHINFER_CONFIGS.is_dir(), reason="../shared/fixtures is not beside this checkout")
 

@@ -7,21 +7,20 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from estate.local.plane import Clock, LocalPlane
+from estate.local.plane import LocalPlane
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
 from lambda_src.core.block_planner import DRAIN_MARGIN_S, TERMINATION_LEAD_S, WARNING_LEAD_S
 from lambda_src.core.fleet_state import slot_runner_name
 from lambda_src.core.planner import LISTING_GRACE_S
 from lambda_src.functions.block_manager import BlockManager
-from tests.conftest import EXAMPLE_CONFIGS
+from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
 from tests.fake_block_ec2 import FakeBlockEc2
 
 POOL = "gpu-h100-cb"
@@ -32,9 +31,9 @@ HOUR = 3600.0
 
 
 @pytest.fixture
-def local(moto_url: str) -> Iterator[LocalPlane]:
+def local(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
     # Whole seconds: EC2 reports block dates to the second.
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=Clock(float(int(time.time()))), endpoint=moto_url).start()
+    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, WORKING_HOURS), endpoint=moto_url).start()
     plane.serve_webhook()
     yield plane
     plane.stop()

@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 
-from estate.local.plane import Clock, LocalPlane
+from estate.local.plane import LocalPlane
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.core.fleet_state import QUEUED, Job
 from lambda_src.core.settings import ControlPlaneSettings
 from lambda_src.functions import handlers
-from tests.conftest import EXAMPLE_CONFIGS
+from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
 from tests.fake_block_ec2 import FakeBlockEc2
 
 CONTEXT = SimpleNamespace(invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:runner-estate-local-scale-up")
@@ -24,7 +23,8 @@ CONTEXT = SimpleNamespace(invoked_function_arn="arn:aws:lambda:us-east-1:1234567
 
 @pytest.fixture
 def wired(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    local = LocalPlane([str(EXAMPLE_CONFIGS)], clock=Clock(time.time()), endpoint=moto_url).start()
+    local = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, WORKING_HOURS), endpoint=moto_url).start()
+    monkeypatch.setattr(handlers, "clock", local.clock)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     # As shipped: the settings round-trip through the JSON file the package carries.
     shipped = ControlPlaneSettings.from_dict(json.loads(json.dumps(local.settings.to_dict())))

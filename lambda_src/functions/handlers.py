@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 log = logging.getLogger("runner_estate.handlers")
+
+# The one clock every function reads (Lambda's wall time); tests fix it by replacing this.
+clock: Callable[[], float] = time.time
+
+
+def _now() -> float:
+    return clock()
 
 
 class SqsQueues:
@@ -79,7 +87,7 @@ def _settings() -> ControlPlaneSettings:
 def _webhook_ports() -> webhook.WebhookPorts:
     s = _settings()
     secret = CachedParameter(AwsJsonClient("ssm", s.region), s.webhook_secret_parameter)
-    ledger = Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time)
+    ledger = Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, _now)
     queue = SqsQueues(AwsJsonClient("sqs", s.region), s)
     return webhook.WebhookPorts(
         lambda: secret().encode(), ledger, queue, s.routing, {}, refresh_secret=secret.refresh, reusing_pool_of=s.reusing_pool_of
@@ -99,11 +107,11 @@ def _control_plane(account: str) -> ControlPlane:
     ssm = AwsJsonClient("ssm", s.region)
     return ControlPlane(
         settings=s,
-        ledger=Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, time.time),
+        ledger=Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, _now),
         fleet=Ec2Fleet(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment),
         jit=JitParameters(ssm, s.jit_parameter_prefix, f"arn:aws:ec2:{s.region}:{account}:instance/"),
-        github=GithubClient(s.api_url, s.org, s.app_id, CachedParameter(ssm, s.app_key_parameter), s.installation_id),
-        clock=time.time,
+        github=GithubClient(s.api_url, s.org, s.app_id, CachedParameter(ssm, s.app_key_parameter), s.installation_id, clock=_now),
+        clock=_now,
     )
 
 
@@ -117,7 +125,7 @@ def _block_manager(account: str) -> BlockManager:
     plane = _control_plane(account)
     s = plane.settings
     ec2 = BlockEc2(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment)
-    return BlockManager(settings=s, ledger=plane.ledger, ec2=ec2, jit=plane.jit, github=plane.github, clock=time.time)
+    return BlockManager(settings=s, ledger=plane.ledger, ec2=ec2, jit=plane.jit, github=plane.github, clock=_now)
 
 
 def _retry_config() -> Any:
@@ -132,12 +140,12 @@ def _account(context: Any) -> str:
 
 
 def _emit(function: str, counts: dict[str, float]) -> None:
-    print(emf_line(_settings().environment, function, counts, time.time()), flush=True)  # EMF lines go to stdout
+    print(emf_line(_settings().environment, function, counts, _now()), flush=True)  # EMF lines go to stdout
 
 
 def webhook_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
-        answer = webhook.handle(event, _webhook_ports(), time.time())
+        answer = webhook.handle(event, _webhook_ports(), _now())
     except Exception:
         # Our own storage failed, not the sender's input: say so without details, and alarm.
         log.exception("webhook failed")
