@@ -190,6 +190,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                 return parts.apply(
                     lambda a: iam_policies.scaler_policy(
                         environment=env,
+                        pools=scaled,
                         log_group_arn=a[0],
                         app_key_arn=a[1],
                         jit_prefix_arn=a[2],
@@ -273,6 +274,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                 return parts.apply(
                     lambda a: iam_policies.block_manager_policy(
                         environment=stack.environment,
+                        pools=[p.name for p in block_pools],
                         log_group_arn=a[0],
                         app_key_arn=a[1],
                         jit_prefix_arn=a[2],

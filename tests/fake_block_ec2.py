@@ -1,6 +1,7 @@
-"""Our fake of the EC2 boundary for capacity blocks, which moto does not model: reservations
-of type capacity-block with their capacity and dates, launches into them (checked the way EC2
-checks them), offerings and purchases, and AWS ending a block's instances on time."""
+"""Our fake of the EC2 boundary, for what moto does not model: reservations of type
+capacity-block with their capacity and dates, launches into them (checked the way EC2 checks
+them), offerings and purchases, and AWS ending a block's instances on time. It also takes the
+scaler's instant CreateFleet launches, so every controller can run against one EC2."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class FakeReservation:
 @dataclass
 class FakeInstance:
     id: str
-    reservation: str
+    reservation: str | None  # the capacity block it runs in; None for ordinary spot / on-demand hosts
     state: str
     launched_at: float
     tags: dict[str, str]
@@ -71,7 +72,8 @@ class FakeBlockEc2:
         """What EC2 does from 30 minutes before a block's end: terminate its instances."""
         now, ended = self.clock(), []
         for inst in self.instances.values():
-            if inst.state in {"pending", "running"} and now >= self.reservations[inst.reservation].end - TERMINATION_LEAD_S:
+            block = self.reservations.get(inst.reservation or "")
+            if inst.state in {"pending", "running"} and block is not None and now >= block.end - TERMINATION_LEAD_S:
                 inst.state = "terminated"
                 ended.append(inst.id)
         return ended
@@ -172,7 +174,7 @@ class FakeBlockEc2:
                                         "InstanceId": i.id,
                                         "LaunchTime": _when(i.launched_at),
                                         "State": {"Name": i.state},
-                                        "CapacityReservationId": i.reservation,
+                                        **({"CapacityReservationId": i.reservation} if i.reservation else {}),
                                         "Tags": [{"Key": k, "Value": v} for k, v in i.tags.items()],
                                     }
                                     for i in found
@@ -185,9 +187,33 @@ class FakeBlockEc2:
         return _Pages()
 
     def terminate_instances(self, InstanceIds: list[str]) -> dict[str, Any]:  # noqa: N803
+        unknown = [iid for iid in InstanceIds if iid not in self.instances]
+        if unknown:  # EC2 refuses the whole call
+            raise _error("InvalidInstanceID.NotFound", f"The instance IDs '{', '.join(unknown)}' do not exist", "TerminateInstances")
         for iid in InstanceIds:
             self.instances[iid].state = "terminated"
-        return {}
+        return {"TerminatingInstances": [{"InstanceId": iid, "CurrentState": {"Name": "shutting-down"}} for iid in InstanceIds]}
+
+    def create_fleet(self, **request: Any) -> dict[str, Any]:
+        """An instant fleet, as the scaler asks for one: every requested instance or an error
+        per shortfall; the same ClientToken answers with the first launch."""
+        self.launch_requests.append(request)
+        assert request["Type"] == "instant"
+        token = request.get("ClientToken", "")
+        if token and token in self._tokens:
+            made = self._tokens[token]
+        else:
+            (config,) = request["LaunchTemplateConfigs"]
+            overrides = config["Overrides"]
+            tags = {t["Key"]: t["Value"] for spec in request.get("TagSpecifications", []) for t in spec["Tags"]}
+            made = []
+            for n in range(int(request["TargetCapacitySpecification"]["TotalTargetCapacity"])):
+                iid = f"i-{next(self._ids):017x}"
+                self.instances[iid] = FakeInstance(iid, None, "running", self.clock(), dict(tags), overrides[n % len(overrides)])
+                made.append(iid)
+            if token:
+                self._tokens[token] = made
+        return {"Instances": [{"InstanceIds": made}] if made else [], "Errors": []}
 
     def describe_capacity_block_offerings(self, **kwargs: Any) -> dict[str, Any]:
         start = kwargs["StartDateRange"].timestamp()

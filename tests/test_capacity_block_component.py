@@ -104,6 +104,19 @@ def test_the_ordinary_scaler_may_neither_read_capacity_block_queues_nor_pass_nod
     assert len(by_sid["PoolQueues"]["Resource"]) == 8
 
 
+def test_each_controller_may_terminate_only_the_pools_it_owns(prod: list[Registered]) -> None:
+    """The scaler never ends a capacity-block node and the block manager never an ordinary host:
+    an IAM condition on the instance's pool tag, not only a filter in code."""
+    pools = load_estate([EXAMPLE_CONFIGS]).pools
+    blocks = sorted(p.name for p in pools if p.capacity_type == "capacity-block")
+    ordinary = sorted(p.name for p in pools if p.capacity_type != "capacity-block")
+    for function, owned in [("scale_up", ordinary), ("reconcile", ordinary), ("scale_down", ordinary), ("cb_manager", blocks),
+                            ("cb_scale_up", blocks)]:  # fmt: skip
+        (policy,) = [r for r in prod if r.name == f"scaler-{function}-policy"]
+        (terminate,) = [s for s in statements(policy) if "ec2:TerminateInstances" in s["Action"]]
+        assert terminate["Condition"]["StringEquals"]["aws:ResourceTag/runner-estate:pool"] == owned, function
+
+
 def test_the_block_manager_may_launch_and_terminate_only_as_ours_and_buys_nothing_by_default(prod: list[Registered]) -> None:
     (policy,) = [r for r in prod if r.name == "scaler-cb_manager-policy"]
     by_sid = {s["Sid"]: s for s in statements(policy)}

@@ -244,6 +244,19 @@ def test_host_sync_finishes_or_undoes_half_done_launches() -> None:
     assert plan.live == ["i-0000000a", "i-0000000b"]
 
 
+def test_host_sync_never_judges_another_controllers_instances() -> None:
+    """A capacity-block node has no host runner config (its slots have theirs): to the scaler it
+    would look like a half-done launch. It is not the scaler's, so it is neither undone nor gone."""
+    known = {
+        "i-0000000a": host("i-0000000a", pool_name="h100-cb", age=600, block="cr-1"),
+        "i-0000000b": host("i-0000000b", pool_name="gone-from-config", age=600),
+        "i-0000000c": host("i-0000000c", age=600, block="cr-1"),  # a node, whatever its pool name
+    }
+    listed = {"i-0000000a": ("h100-cb", NOW - 600), "i-0000000d": ("h100-cb", NOW - 30)}
+    plan = plan_host_sync({"gpu": pool()}, known, listed, NOW)
+    assert (plan.adopt, plan.terminate_unknown, plan.undo, plan.gone, plan.live) == ([], [], [], [], [])
+
+
 # ---- estate.reuse_hosts -----------------------------------------------------------------
 
 

@@ -100,11 +100,18 @@ def webhook_policy(log_group_arn: str, secret_arn: str, table_arn: str, queue_ar
 
 
 def _control_plane_basics(
-    environment: str, log_group_arn: str, app_key_arn: str, jit_prefix_arn: str, table_arn: str
+    environment: str, pools: list[str], log_group_arn: str, app_key_arn: str, jit_prefix_arn: str, table_arn: str
 ) -> list[dict[str, Any]]:
     """What every scaler function does: log, mint GitHub tokens, store runner configs, keep the
-    ledger, and terminate instances — only those tagged as this environment's."""
-    ours = {"StringEquals": {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}}
+    ledger, and terminate instances — only those tagged as this environment's and as one of the
+    pools this controller owns (the scaler never ends a capacity-block node, nor the reverse)."""
+    ours = {
+        "StringEquals": {
+            "aws:ResourceTag/runner-estate:environment": environment,
+            "aws:ResourceTag/runner-estate:managed": "true",
+            "aws:ResourceTag/runner-estate:pool": sorted(pools),
+        }
+    }
     return [
         _logs(log_group_arn),
         {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
@@ -143,6 +150,7 @@ def _launch_and_tag(sid: str, launch_actions: list[str], tagged_by: list[str], r
 def scaler_policy(
     *,
     environment: str,
+    pools: list[str],
     log_group_arn: str,
     app_key_arn: str,
     jit_prefix_arn: str,
@@ -152,11 +160,12 @@ def scaler_policy(
     launches: bool,
     queue_arns: list[str] | None = None,
 ) -> PolicyDocument:
-    """What scale-up, reconcile and scale-down need. Terminating and tagging are limited to
-    instances tagged as this environment's; launching only to the region, not yet to our launch
-    templates (whether CreateFleet carries `ec2:LaunchTemplate` cannot be checked offline)."""
+    """What scale-up, reconcile and scale-down need. Terminating is limited to instances tagged
+    as this environment's and as one of `pools` (the ordinary pools); tagging to create calls;
+    launching only to the region, not yet to our launch templates (whether CreateFleet carries
+    `ec2:LaunchTemplate` cannot be checked offline)."""
     statements: list[dict[str, Any]] = [
-        *_control_plane_basics(environment, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
+        *_control_plane_basics(environment, pools, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
         # Describe calls take no resource-level scoping; the action list is what limits them.
         {"Sid": "Describe", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"},
     ]
@@ -191,6 +200,7 @@ def scaler_policy(
 def block_manager_policy(
     *,
     environment: str,
+    pools: list[str],
     log_group_arn: str,
     app_key_arn: str,
     jit_prefix_arn: str,
@@ -201,9 +211,10 @@ def block_manager_policy(
     buys_blocks: bool,
 ) -> PolicyDocument:
     """What cb_scale_up and cb_manager need: launch nodes into capacity blocks, read them,
-    terminate only this environment's nodes, and (only where a pool renews) buy a block."""
+    terminate only this environment's nodes of `pools` (the capacity-block pools), and (only
+    where a pool renews) buy a block."""
     statements: list[dict[str, Any]] = [
-        *_control_plane_basics(environment, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
+        *_control_plane_basics(environment, pools, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
         {
             "Sid": "Describe",
             "Effect": "Allow",

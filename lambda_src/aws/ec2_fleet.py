@@ -76,11 +76,13 @@ class Ec2Fleet:
             result.instance_ids += group.get("InstanceIds", [])
         result.errors += [e.get("ErrorCode", "Unknown") for e in answer.get("Errors", [])]
 
-    def hosts(self) -> list[Host]:
-        """Our pending and running hosts of this environment, from EC2 itself."""
+    def hosts(self, pools: list[str]) -> list[Host]:
+        """Our pending and running hosts of these pools in this environment, from EC2 itself."""
+        if not pools:
+            return []
         return [
             Host(inst["InstanceId"], tags.get(POOL, ""), inst["LaunchTime"].timestamp(), inst["State"]["Name"])
-            for inst, tags in live_instances(self.ec2, self.environment)
+            for inst, tags in live_instances(self.ec2, self.environment, pools)
         ]
 
     def terminate(self, instance_ids: list[str]) -> None:

@@ -148,13 +148,18 @@ def plan_host_sync(
     pools: Mapping[str, PoolSettings], known: Mapping[str, Instance], listed: Mapping[str, tuple[str, float]], now: float
 ) -> HostSync:
     """What to do so the ledger (`known`) and EC2's listing (`listed`: id -> (pool, launch
-    time)) agree, finishing or undoing whatever a crashed invocation left half done."""
+    time)) agree, finishing or undoing whatever a crashed invocation left half done.
+
+    Only hosts of `pools` are ours to judge: a capacity-block node (another controller's, with
+    no host runner config of its own) or an unknown pool's instance is never adopted or undone."""
     plan = HostSync()
     for iid, (pool, launched_at) in listed.items():
         if iid in known or pool not in pools:
             continue
         (plan.adopt if now - launched_at < pools[pool].boot_timeout_s else plan.terminate_unknown).append(iid)
     for inst in known.values():
+        if inst.pool not in pools or inst.block is not None:
+            continue
         age = now - inst.launched_at
         if inst.id not in listed and age > LISTING_GRACE_S:
             plan.gone.append(inst.id)

@@ -238,8 +238,9 @@ class ControlPlane:
           adopted and given its runner config while young, terminated once too old;
         - a recorded host with no runner config past the grace period is undone;
         - a recorded host EC2 no longer lists is marked gone, and its unread config deleted."""
-        hosts = {h.id: h for h in self.fleet.hosts()}
-        known = {i.id: i for i in self.ledger.live_instances()}
+        owned = sorted(self.scaled_pools)  # capacity-block nodes belong to the block manager
+        hosts = {h.id: h for h in self.fleet.hosts(owned)}
+        known = {i.id: i for pool in owned for i in self.ledger.live_instances(pool)}
         plan = plan_host_sync(self.scaled_pools, known, {h.id: (h.pool, h.launched_at) for h in hosts.values()}, now)
         live = [known[iid] for iid in plan.live]
         for iid in plan.adopt:
