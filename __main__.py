@@ -112,7 +112,7 @@ class FleetCommon(TypedDict):
 
 def wiring(fleet: RunnerFleet | CapacityBlockFleet) -> PoolWiring:
     if isinstance(fleet, CapacityBlockFleet):
-        return PoolWiring(fleet.launch_template_id, fleet.role_arn, fleet.events_queue_url, fleet.events_queue_arn)
+        return PoolWiring(fleet.launch_template_id, fleet.role_arn, fleet.events_queue_arn, fleet.reports_queue_arn)
     return PoolWiring(fleet.launch_template_id, fleet.role_arn)
 
 

@@ -2,7 +2,12 @@
 plane — its nodes' launch template and role (a RunnerFleet whose user-data starts the GPU
 slot manager), the EventBridge rules that bring Capacity Block and instance-state events to
 the manager through an SQS queue with a DLQ, and, only when the pool says `purchase: true`,
-the block itself, bought from the cheapest offering within its price limit."""
+the block itself, bought from the cheapest offering within its price limit.
+
+Two queues reach the manager, kept apart because a job on a node holds the node's role: the
+events queue only EventBridge may send to (a forged expiration warning would drain a block),
+and the slot-reports queue only the pool's nodes may send to (each report is then checked to
+come from the node it names)."""
 
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class CapacityBlockFleet(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
     events_queue_arn: pulumi.Output[str]
     events_queue_url: pulumi.Output[str]
+    reports_queue_arn: pulumi.Output[str]
     reservation_ids: list[pulumi.Output[str]]
     log_group_names: list[str]
     purchase_usd: pulumi.Output[float] | None
@@ -58,17 +64,21 @@ class CapacityBlockFleet(pulumi.ComponentResource):
 
         dlq = aws.sqs.Queue(f"{name}-events-dlq", name=f"{prefix}-events-dlq", message_retention_seconds=1209600,
                             sqs_managed_sse_enabled=True, tags=tags, opts=child)  # fmt: skip
-        queue = aws.sqs.Queue(
-            f"{name}-events",
-            name=f"{prefix}-events",
-            visibility_timeout_seconds=2 * MANAGER_TIMEOUT_S,
-            message_retention_seconds=86400,
-            sqs_managed_sse_enabled=True,
-            redrive_policy=dlq.arn.apply(lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": EVENTS_MAX_RECEIVE_COUNT})),
-            tags=tags,
-            opts=child,
+        redrive = dlq.arn.apply(lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": EVENTS_MAX_RECEIVE_COUNT}))
+        queue, reports = (
+            aws.sqs.Queue(
+                f"{name}-{suffix}",
+                name=f"{prefix}-{suffix}",
+                visibility_timeout_seconds=2 * MANAGER_TIMEOUT_S,
+                message_retention_seconds=86400,
+                sqs_managed_sse_enabled=True,
+                redrive_policy=redrive,
+                tags=tags,
+                opts=child,
+            )
+            for suffix in ("events", "slot-reports")
         )
-        description = f"Capacity-block events of pool {pool.name} the manager gave up on (runbook: capacity blocks)"
+        description = f"Capacity-block events or slot reports of pool {pool.name} the manager gave up on (runbook: capacity blocks)"
         dlq_alarm(f"{name}-events-dlq-alarm", description, dlq, tags, child)
 
         # Both spellings of each Capacity Block event AWS documents, and instances ending
@@ -105,15 +115,23 @@ class CapacityBlockFleet(pulumi.ComponentResource):
                 log_retention_days=args.log_retention_days,
                 tags=tags,
                 jit_prefix_arn=args.jit_prefix_arn,
-                user_data=queue.url.apply(lambda url: node_user_data(pool, args.jit_prefix, args.runner_version, args.runner_sha256, url)),
+                user_data=reports.url.apply(
+                    lambda url: node_user_data(pool, args.jit_prefix, args.runner_version, args.runner_sha256, url)
+                ),
             ),
             opts=child,
         )
-        # Nodes report free and faulty slots on this queue, and may do nothing else with it.
+        # Nodes report free and faulty slots on their own queue, and may do nothing else with it.
         aws.iam.RolePolicy(
             f"{name}-slot-reports",
             role=fleet.role_name,
-            policy=queue.arn.apply(lambda arn: json.dumps(iam_policies.slot_report_policy(arn))),
+            policy=reports.arn.apply(lambda arn: json.dumps(iam_policies.slot_report_policy(arn))),
+            opts=child,
+        )
+        aws.sqs.QueuePolicy(
+            f"{name}-slot-reports-policy",
+            queue_url=reports.url,
+            policy=pulumi.Output.all(reports.arn, fleet.role_arn).apply(lambda a: json.dumps(_reports_queue_policy(a[0], a[1]))),
             opts=child,
         )
 
@@ -127,6 +145,7 @@ class CapacityBlockFleet(pulumi.ComponentResource):
         self.log_group_names = fleet.log_group_names
         self.events_queue_arn = queue.arn
         self.events_queue_url = queue.url
+        self.reports_queue_arn = reports.arn
         self.register_outputs(
             {
                 "launch_template_id": self.launch_template_id,
@@ -175,7 +194,8 @@ class CapacityBlockFleet(pulumi.ComponentResource):
 
 
 def _events_queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
-    """Only our two rules may deliver to the queue."""
+    """Only our two rules may deliver to the queue: the deny also stops a principal of this
+    account whose own policy would allow sending (it carries no aws:SourceArn)."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -186,6 +206,31 @@ def _events_queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
                 "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
+            },
+            {
+                "Sid": "NobodyElse",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arns}},
+            },
+        ],
+    }
+
+
+def _reports_queue_policy(queue_arn: str, node_role_arn: str) -> dict[str, Any]:
+    """Only the pool's nodes may report on its slots."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlyThisPoolsNodes",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": node_role_arn}},
             }
         ],
     }

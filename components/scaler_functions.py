@@ -38,8 +38,9 @@ class PoolWiring:
 
     launch_template_id: pulumi.Output[str]
     role_arn: pulumi.Output[str]
-    events_queue_url: pulumi.Output[str] | None = None  # capacity-block pools: the manager's events queue
+    # Capacity-block pools: EventBridge's events for the manager, and the nodes' slot reports.
     events_queue_arn: pulumi.Output[str] | None = None
+    reports_queue_arn: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def _pool_settings(pool: Pool, deployed: Mapping[str, Any], public_ip: bool) -> 
         deployed["templates"][name],
         deployed["subnets"],
         deployed["urls"][name],
-        events_queue_url=deployed["events"].get(name, ""),
+        events_queue_arn=deployed["events"].get(name, ""),
+        reports_queue_arn=deployed["reports"].get(name, ""),
         security_group_ids=[deployed["security_group"]],
         public_ip=public_ip,
     )
@@ -143,7 +145,8 @@ class ScalerFunctions(pulumi.ComponentResource):
             subnets=args.subnet_ids,
             templates={n: w.launch_template_id for n, w in args.pools.items()},
             urls={n: q.url for n, q in queues.items()},
-            events={n: w.events_queue_url for n, w in args.pools.items() if w.events_queue_url is not None},
+            events={n: w.events_queue_arn for n, w in args.pools.items() if w.events_queue_arn is not None},
+            reports={n: w.reports_queue_arn for n, w in args.pools.items() if w.reports_queue_arn is not None},
             security_group=args.security_group_id,
         ).apply(
             lambda v: json.dumps(
@@ -264,7 +267,13 @@ class ScalerFunctions(pulumi.ComponentResource):
         and each pool's events queue). Returns cb_scale_up for the job-queue mappings."""
         stack, tags = args.stack, args.tags
         wiring = [args.pools[p.name] for p in block_pools]
-        events = {p.name: w.events_queue_arn for p, w in zip(block_pools, wiring, strict=True) if w.events_queue_arn is not None}
+        # The manager hears each pool on two queues: EventBridge's events and the nodes' reports.
+        events = {
+            f"{p.name}-{kind}": arn
+            for p, w in zip(block_pools, wiring, strict=True)
+            for kind, arn in (("cb-events", w.events_queue_arn), ("slot-reports", w.reports_queue_arn))
+            if arn is not None
+        }
         buys = any(p.spec.estate.capacity_block is not None and p.spec.estate.capacity_block.renew for p in block_pools)
 
         def policy(queue_arns: list[pulumi.Output[str]]) -> Any:
@@ -291,9 +300,9 @@ class ScalerFunctions(pulumi.ComponentResource):
         cb_scale_up = self._function(name, "cb_scale_up", code, SCALE_UP_TIMEOUT_S, policy([queues[p.name].arn for p in block_pools]), tags)
         manager = self._function(name, "cb_manager", code, 120, policy(list(events.values())), tags)
         self._schedule(name, "cb-manager", manager, tags)
-        for pool, arn in events.items():
+        for source, arn in events.items():
             aws.lambda_.EventSourceMapping(
-                f"{name}-{pool}-cb-events",
+                f"{name}-{source}",
                 event_source_arn=arn,
                 function_name=manager.arn,
                 batch_size=10,

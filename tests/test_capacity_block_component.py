@@ -56,7 +56,7 @@ def test_node_user_data_starts_the_slot_manager_and_holds_no_secret(prod: list[R
     script = base64.b64decode(template.inputs["userData"]).decode()
     assert "python3 -m lambda_src.host.slot_manager" in script
     assert "--layout 1x4+4x1" in script
-    assert "--events-queue-url https://sqs.us-east-1.amazonaws.com/123456789012/runner-estate-prod-gpu-h100-cb-events" in script
+    assert "--reports-queue-url https://sqs.us-east-1.amazonaws.com/123456789012/runner-estate-prod-gpu-h100-cb-slot-reports" in script
     for marker in ("PRIVATE KEY", "ghs_", "jitconfig "):
         assert marker not in script
 
@@ -70,18 +70,24 @@ def test_capacity_block_and_instance_events_reach_the_manager_through_a_queue_wi
         redrive = json.loads(queues[f"{pool}-events"].inputs["redrivePolicy"])
         assert isinstance(redrive["maxReceiveCount"], int)
         assert all(q.inputs["sqsManagedSseEnabled"] for q in queues.values())
-        (policy,) = children(prod, pool, ":QueuePolicy")
-        (only,) = statements(policy)
-        assert only["Principal"] == {"Service": "events.amazonaws.com"}
-        assert len(only["Condition"]["ArnEquals"]["aws:SourceArn"]) == 2
+        (policy,) = [p for p in children(prod, pool, ":QueuePolicy") if p.name == f"{pool}-events-policy"]
+        allow, deny = statements(policy)
+        assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+        assert len(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == 2
+        # Nobody else, even a principal of this account whose own policy would allow it.
+        assert (deny["Effect"], deny["Principal"], deny["Condition"]) == ("Deny", "*", {"ArnNotEquals": allow["Condition"]["ArnEquals"]})
 
 
-def test_a_node_may_only_report_on_its_own_pools_events_queue(prod: list[Registered]) -> None:
+def test_a_node_may_only_report_on_its_own_pools_slot_reports_queue_never_on_the_events_queue(prod: list[Registered]) -> None:
     for pool in BLOCK_POOLS:
-        (reports,) = [r for r in prod if r.name == f"{pool}-slot-reports"]
+        (reports,) = [r for r in prod if r.name == f"{pool}-slot-reports" and r.type.endswith(":RolePolicy")]
         (only,) = statements(reports)
         assert only["Action"] == ["sqs:SendMessage"]
-        assert only["Resource"].endswith(f":{pool}-events")
+        assert only["Resource"].endswith(f":{pool}-slot-reports")
+        (queue_policy,) = [p for p in children(prod, pool, ":QueuePolicy") if p.name == f"{pool}-slot-reports-policy"]
+        (deny,) = statements(queue_policy)
+        assert deny["Effect"] == "Deny"
+        assert deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"].endswith(f"{pool}-role")  # the pool's node role (as mocked)
 
 
 def test_capacity_block_jobs_go_to_cb_scale_up_and_the_manager_runs_every_minute(prod: list[Registered]) -> None:
@@ -89,6 +95,7 @@ def test_capacity_block_jobs_go_to_cb_scale_up_and_the_manager_runs_every_minute
     for pool in BLOCK_POOLS:
         assert mappings[f"scaler-{pool}-scale-up"].inputs["functionName"].endswith(":scaler-cb_scale_up")
         assert mappings[f"scaler-{pool}-cb-events"].inputs["functionName"].endswith(":scaler-cb_manager")
+        assert mappings[f"scaler-{pool}-slot-reports"].inputs["functionName"].endswith(":scaler-cb_manager")
     assert mappings["scaler-gpu-t4-spot-scale-up"].inputs["functionName"].endswith(":scaler-scale_up")
     (schedule,) = [r for r in prod if r.name == "scaler-cb-manager-schedule"]
     assert schedule.inputs["scheduleExpression"] == "rate(1 minute)"

@@ -85,13 +85,27 @@ def start_slots(local: LocalPlane, iid: str, slots: range = range(SLOTS)) -> lis
     return names
 
 
-def event(detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
-    return {"messageId": f"m-{detail_type[:8]}", "body": json.dumps({"source": "aws.ec2", "detail-type": detail_type, "detail": detail})}
+def queue_arn(pool: str, kind: str) -> str:
+    """The manager's queues of a pool in the local plane: `events` (EventBridge) or `reports` (its nodes)."""
+    return f"arn:aws:sqs:us-east-1:123456789012:local-{pool}-{kind}"
 
 
-def slot_report(kind: str, iid: str, slot: int, sender: str | None = None, reason: str = "") -> dict[str, Any]:
+def event(detail_type: str, detail: dict[str, Any], pool: str = POOL, queue: str = "events") -> dict[str, Any]:
+    """An EC2 event as EventBridge puts it on a pool's events queue, as Lambda hands it over."""
+    body = json.dumps({"source": "aws.ec2", "detail-type": detail_type, "detail": detail})
+    return {"messageId": f"m-{detail_type[:8]}", "body": body, "eventSourceARN": queue_arn(pool, queue)}
+
+
+def slot_report(
+    kind: str, iid: str, slot: int, sender: str | None = None, reason: str = "", pool: str = POOL, queue: str = "reports"
+) -> dict[str, Any]:
     body = {"kind": kind, "instance": iid, "slot": slot, "reason": reason}
-    return {"messageId": f"r-{iid}-{slot}", "body": json.dumps(body), "attributes": {"SenderId": sender or f"AROAEXAMPLE:{iid}"}}
+    return {
+        "messageId": f"r-{iid}-{slot}",
+        "body": json.dumps(body),
+        "attributes": {"SenderId": sender or f"AROAEXAMPLE:{iid}"},
+        "eventSourceARN": queue_arn(pool, queue),
+    }
 
 
 def our_runners(local: LocalPlane) -> list[str]:
@@ -265,6 +279,81 @@ def test_the_expiration_warning_drains_at_once(local: LocalPlane, ec2: FakeBlock
     assert manager.handle_events([event("Capacity Block Reservation Expiration Warning", warning)]) == []
     assert our_runners(local) == []
     assert ec2.live() == []  # no job ran on it: the node goes too
+
+
+# ---- a job on a node holds the node's role: what it may say, and what it may not ----------------
+
+
+def running_node(local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager) -> str:
+    ec2.add_block(BLOCK, "p5.48xlarge", total=1, start=local.clock(), hours=24)
+    local.github.queue_job(H100)
+    local.pump(manager.scale_up)
+    (node,) = ec2.live()
+    start_slots(local, node)
+    return node
+
+
+def test_a_forged_expiration_warning_on_the_slot_reports_queue_drains_nothing(
+    local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager
+) -> None:
+    """The node role may send to its slot-reports queue: an EventBridge-shaped body there is a
+    job's forgery, never a Capacity Block event."""
+    node = running_node(local, ec2, manager)
+    warning = {"capacity-reservation-id": BLOCK, "end-date": iso(local.clock() + 40 * 60)}
+    forged = event("Capacity Block Expiration Warning", warning, queue="reports")
+    forged["attributes"] = {"SenderId": f"AROAEXAMPLE:{node}"}
+    assert manager.handle_events([forged]) == []
+    assert local.plane.ledger.block_record(BLOCK).warned is False
+    manager.manage()
+    assert len(our_runners(local)) == SLOTS
+    assert ec2.live() == [node]
+
+
+def test_a_warning_about_another_pools_block_leaves_that_block_alone(local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager) -> None:
+    """EventBridge's rules match every block of the account; each pool acts only on its own."""
+    node = running_node(local, ec2, manager)
+    warning = {"capacity-reservation-id": BLOCK, "end-date": iso(local.clock() + 40 * 60)}
+    assert manager.handle_events([event("Capacity Block Expiration Warning", warning, pool="gpu-b200-cb")]) == []
+    assert local.plane.ledger.block_record(BLOCK).warned is False
+    assert ec2.live() == [node]
+
+
+def test_a_warning_is_dated_by_ec2_not_by_the_event(local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager) -> None:
+    running_node(local, ec2, manager)
+    warning = {"capacity-reservation-id": BLOCK, "end-date": iso(local.clock() + 400 * 24 * HOUR)}
+    assert manager.handle_events([event("Capacity Block Expiration Warning", warning)]) == []
+    (expires,) = [item["expires_at"] for item in local.plane.ledger.table.scan().get("Items", []) if item["pk"] == f"block#{BLOCK}"]
+    assert int(expires) == int(ec2.reservations[BLOCK].end + 7 * 24 * HOUR)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        None,  # no SenderId at all
+        "AIDAEXAMPLEUSER",  # an IAM user, not an instance role
+        "AROAEXAMPLE:some-session",  # a role session not named after an instance
+        "AROAEXAMPLE:i-0000000000000dead",  # another instance
+    ],
+)
+def test_a_slot_report_is_believed_only_from_the_node_it_names(
+    local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager, sender: str | None
+) -> None:
+    node = running_node(local, ec2, manager)
+    forged = slot_report("slot-faulty", node, 2, reason="XID 79")
+    forged["attributes"] = {} if sender is None else {"SenderId": sender}
+    assert manager.handle_events([forged]) == []
+    assert local.plane.ledger.slots(POOL)[(node, 2)].faulty is None
+
+
+def test_a_node_may_not_report_through_another_pools_queue_or_an_unknown_one(
+    local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager
+) -> None:
+    node = running_node(local, ec2, manager)
+    elsewhere = slot_report("slot-faulty", node, 2, reason="XID 79", pool="gpu-b200-cb")
+    unknown = {**slot_report("slot-faulty", node, 2, reason="XID 79"), "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:other"}
+    missing = {k: v for k, v in slot_report("slot-faulty", node, 2, reason="XID 79").items() if k != "eventSourceARN"}
+    assert manager.handle_events([elsewhere, unknown, missing]) == []
+    assert local.plane.ledger.slots(POOL)[(node, 2)].faulty is None
 
 
 def test_a_block_with_less_time_left_than_the_longest_job_launches_nothing(

@@ -183,7 +183,7 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
     queue = "https://sqs.us-east-1.amazonaws.com/123456789012/runner-estate-prod-gpu-h100-cb-events"
     script = node_user_data(pool, "/runner-estate/prod/jit/", "2.329.0", "ab" * 32, queue)
     assert len(script) < 16 * 1024
-    assert f"--layout 1x4+4x1 --events-queue-url {queue}" in script
+    assert f"--layout 1x4+4x1 --reports-queue-url {queue}" in script
     assert "shutdown" not in script  # a node lives for its block
     bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
     assert bundle is not None

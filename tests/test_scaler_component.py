@@ -52,7 +52,7 @@ def test_one_queue_and_dead_letter_queue_with_an_alarm_per_pool(scaler: list[Reg
 def test_scale_up_reads_every_pool_queue_with_partial_batch_failures(scaler: list[Registered]) -> None:
     mappings = of_type(scaler, ":EventSourceMapping")
     block_pools = [p for p in POOLS if p.capacity_type == "capacity-block"]
-    assert len(mappings) == len(POOLS) + len(block_pools)  # + each capacity-block pool's events queue
+    assert len(mappings) == len(POOLS) + 2 * len(block_pools)  # + each capacity-block pool's events and slot-reports queues
     assert all(m.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 

@@ -155,7 +155,7 @@ def test_a_node_without_nvidia_driver_stops_with_a_clear_message(monkeypatch: py
         raise NoGpuDriverError("nvidia-smi not found: this machine has no NVIDIA driver installed (or it is not on PATH)")
 
     monkeypatch.setattr(slot_manager, "read_nvidia_smi", no_driver)
-    args = ["--parameter-prefix", "/p/", "--events-queue-url", "https://q", "--layout", "1x4+4x1", "--runner-version", "2.330.0",
+    args = ["--parameter-prefix", "/p/", "--reports-queue-url", "https://q", "--layout", "1x4+4x1", "--runner-version", "2.330.0",
             "--runner-arch", "x64"]  # fmt: skip
     assert slot_manager.main(args) == 2
     assert "no NVIDIA driver" in caplog.text

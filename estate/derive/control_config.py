@@ -30,7 +30,8 @@ def pool_settings(
     subnet_ids: Sequence[str] = (),
     queue_url: str = "",
     *,
-    events_queue_url: str = "",
+    events_queue_arn: str = "",
+    reports_queue_arn: str = "",
     security_group_ids: Sequence[str] = (),
     public_ip: bool = False,
 ) -> PoolSettings:
@@ -59,7 +60,8 @@ def pool_settings(
         host_hourly_usd=host_hourly_usd(pool),
         max_jobs_per_host=reuse.max_jobs if (reuse := pool.spec.estate.reuse_hosts) is not None else 1,
         **capacity_block_settings(pool),
-        events_queue_url=events_queue_url,
+        events_queue_arn=events_queue_arn,
+        reports_queue_arn=reports_queue_arn,
         security_group_ids=tuple(security_group_ids),
         public_ip=public_ip,
     )

@@ -122,13 +122,13 @@ def user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: s
     return _script(pool, HOST_ENTRY, args, ["shutdown -h now"])
 
 
-def node_user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None, events_queue_url: str) -> str:
+def node_user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None, reports_queue_url: str) -> str:
     """A capacity-block node: the slot manager runs for the life of the block. If it stops
     (no driver, a bad layout) the node stays up for inspection; its log says why."""
     assert pool.slot_layout is not None
     args = [
         *_runner_args(pool, jit_prefix, runner_version, runner_sha256),
         f"--layout {pool.slot_layout.spec()}",
-        f"--events-queue-url {events_queue_url}",
+        f"--reports-queue-url {reports_queue_url}",
     ]
     return _script(pool, NODE_ENTRY, args, [])

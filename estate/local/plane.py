@@ -108,7 +108,16 @@ class LocalPlane:
                 LaunchTemplateName=f"local-{pool.name}",
                 LaunchTemplateData={"ImageId": self._ami, "InstanceType": pool.runner.instance_types[0]},
             )["LaunchTemplate"]["LaunchTemplateId"]
-            pools[pool.name] = pool_settings(pool, template, subnets, self._create_queue(pool.name))
+            # The block manager's queues: tests hand it their records directly, so only the ARNs are needed.
+            arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:local-{pool.name}-" if pool.capacity_type == "capacity-block" else ""
+            pools[pool.name] = pool_settings(
+                pool,
+                template,
+                subnets,
+                self._create_queue(pool.name),
+                events_queue_arn=arn and f"{arn}events",
+                reports_queue_arn=arn and f"{arn}reports",
+            )
         self.settings = control_settings(stack, self.estate, table_name=table, pools=pools, api_url=self.github.url)
         ssm.call("PutParameter", {"Name": stack.secrets.webhook_secret, "Value": self.webhook_secret, "Type": "SecureString"})
         ssm.call(

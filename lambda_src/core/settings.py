@@ -69,7 +69,10 @@ class PoolSettings:
     renew_max_price_usd: float | None = None
     renew_duration_hours: int | None = None
     renew_instance_count: int = 1
-    events_queue_url: str = ""  # where nodes report free and faulty slots
+    # Where the manager hears of the pool: EventBridge's Capacity Block and instance events (only
+    # EventBridge may send there) and the nodes' own slot reports (a node speaks only for itself).
+    events_queue_arn: str = ""
+    reports_queue_arn: str = ""
     security_group_ids: tuple[str, ...] = ()  # a node's network interface is given at launch (EFA needs it)
     public_ip: bool = False
     efa: bool = False

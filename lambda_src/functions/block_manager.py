@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -29,6 +29,10 @@ from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
 from lambda_src.github.client import GithubClient
 
 log = logging.getLogger("runner_estate.block_manager")
+
+SLOT_REPORTS = frozenset({"slot-free", "slot-faulty"})
+# SQS's SenderId for an instance role's session: "<role id>:<session>", the session named after the instance.
+_SENDER_INSTANCE = re.compile(r"AROA[A-Z0-9]+:(i-[0-9a-f]{8,17})")
 
 
 class BadReportError(ValueError):
@@ -82,18 +86,38 @@ class BlockManager:
         ours = {pool: [m for m, _ in items] for pool, items in by_pool.items() if pool in self.pools}
         return poison + self._cycles(ours)
 
+    @cached_property
+    def _sources(self) -> dict[str, tuple[PoolSettings, str]]:
+        """Queue ARN -> (pool, what it carries): EventBridge's events, or the nodes' reports."""
+        found: dict[str, tuple[PoolSettings, str]] = {}
+        for pool in self.pools.values():
+            queues = ((pool.events_queue_arn, "events"), (pool.reports_queue_arn, "reports"))
+            found.update({arn: (pool, kind) for arn, kind in queues if arn})
+        return found
+
     def handle_events(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
-        """EventBridge events and node reports from a pool's events queue. Returns ids to retry."""
+        """A batch from a pool's events queue (EventBridge only) or its slot-reports queue (its
+        nodes only); which queue a record came from decides what it may say. Returns ids to retry."""
         by_pool: dict[str, list[str]] = {}
         for record in records:
             message_id = str(record.get("messageId", ""))
             try:
-                pools = self._pools_for(json.loads(str(record.get("body", ""))), record.get("attributes", {}))
+                source = self._sources.get(str(record.get("eventSourceARN", "")))
+                if source is None:
+                    raise BadReportError(f"from {record.get('eventSourceARN')!r}, not one of our queues")
+                pool, kind = source
+                body = json.loads(str(record.get("body", "")))
+                if not isinstance(body, dict):
+                    raise BadReportError("not a JSON object")
+                if kind == "reports":
+                    pools = self._node_report(pool, body, record.get("attributes", {}))
+                else:
+                    pools = self._eventbridge_event(pool, body)
             except (BadReportError, ValueError, KeyError, TypeError) as exc:
                 log.error("dropped event %s: %s", message_id, exc)
                 continue
-            for pool in pools:
-                by_pool.setdefault(pool, []).append(message_id)
+            for name in pools:
+                by_pool.setdefault(name, []).append(message_id)
         return sorted(set(self._cycles(by_pool)))
 
     def manage(self) -> list[dict[str, Any]]:
@@ -112,34 +136,46 @@ class BlockManager:
                 failures += ids
         return failures
 
-    def _pools_for(self, body: Mapping[str, Any], attributes: Mapping[str, Any]) -> list[str]:
-        """Which pools an event concerns, recording what it tells us on the way."""
-        if "kind" in body:  # a node's slot report
-            instance, slot = str(body["instance"]), int(body["slot"])
-            sender = str(attributes.get("SenderId", ""))
-            # An instance role's session is named after the instance: a node speaks only for itself.
-            if ":" in sender and sender.rsplit(":", 1)[1].startswith("i-") and sender.rsplit(":", 1)[1] != instance:
-                raise BadReportError(f"{sender} reported on {instance}")
-            node = self.ledger.instance(instance, live_only=True)
-            if node is None or node.pool not in self.pools:
-                raise BadReportError(f"{instance} is not a live capacity-block node")
-            if body["kind"] == "slot-faulty":
-                reason = str(body.get("reason", "unhealthy GPU"))[:300]
-                log.error("node %s slot %d leaves rotation: %s", instance, slot, reason)
-                self.ledger.set_slot(node.pool, instance, slot, faulty=reason)
-            return [node.pool]
+    def _node_report(self, pool: PoolSettings, body: Mapping[str, Any], attributes: Mapping[str, Any]) -> list[str]:
+        """A node's slot report, believed only from that node: SQS names the sender's session,
+        which EC2 names after the instance, so a job on one node cannot speak for another."""
+        kind, instance, slot = str(body["kind"]), str(body["instance"]), int(body["slot"])
+        if kind not in SLOT_REPORTS:
+            raise BadReportError(f"unknown report {kind!r}")
+        sender = _SENDER_INSTANCE.fullmatch(str(attributes.get("SenderId", "")))
+        if sender is None or sender[1] != instance:
+            raise BadReportError(f"{attributes.get('SenderId')!r} reported on {instance}")
+        node = self.ledger.instance(instance, live_only=True)
+        if node is None or node.pool != pool.name:
+            raise BadReportError(f"{instance} is not a live node of pool {pool.name}")
+        if not 0 <= slot < len(pool.slot_gpus):
+            raise BadReportError(f"{instance} has no slot {slot}")
+        if kind == "slot-faulty":
+            reason = str(body.get("reason", "unhealthy GPU"))[:300]
+            log.error("node %s slot %d leaves rotation: %s", instance, slot, reason)
+            self.ledger.set_slot(node.pool, instance, slot, faulty=reason)
+        return [node.pool]
+
+    def _eventbridge_event(self, pool: PoolSettings, body: Mapping[str, Any]) -> list[str]:
+        """An EC2 event EventBridge delivered to this pool's queue. The rules match every block
+        of the account, so an event about another pool's block is that pool's (its own queue
+        has a copy); a warning's end is EC2's, not the event's."""
+        if body.get("source") != "aws.ec2":
+            raise BadReportError(f"not an EC2 event: source {body.get('source')!r}")
         detail_type, detail = str(body.get("detail-type", "")), body.get("detail", {})
         if detail_type in CB_WARNING_TYPES:
             rid = str(detail["capacity-reservation-id"])
-            end = datetime.fromisoformat(str(detail["end-date"]).replace("Z", "+00:00")).timestamp()
-            log.warning("capacity block %s expires at %s: draining", rid, detail["end-date"])
-            self.ledger.set_block(rid, end, warned=True)
-            return sorted(self.pools)
+            block = next((b for b in self.ec2.blocks(pool) if b.id == rid), None)
+            if block is None:
+                return []
+            log.warning("capacity block %s of pool %s expires at %s: draining", rid, pool.name, detail.get("end-date"))
+            self.ledger.set_block(rid, block.end, warned=True)
+            return [pool.name]
         if detail_type in CB_DETAIL_TYPES:
-            return sorted(self.pools)
+            return [pool.name]
         if detail_type == STATE_CHANGE:
             node = self.ledger.instance(str(detail["instance-id"]))
-            return [node.pool] if node is not None and node.pool in self.pools else []
+            return [pool.name] if node is not None and node.pool == pool.name else []
         raise BadReportError(f"unexpected event {detail_type or sorted(body)!r}")
 
     # ---- one pool's cycle -------------------------------------------------------------

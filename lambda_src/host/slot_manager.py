@@ -168,7 +168,7 @@ def slot_runner_dirs(template: Path, count: int) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     add_host_arguments(parser)
-    parser.add_argument("--events-queue-url", required=True)
+    parser.add_argument("--reports-queue-url", required=True)
     parser.add_argument("--layout", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return start_runner([str(dirs[slot.index] / "run.sh")], config, args.run_as, slot.environment)
 
     fetch = ssm_config_fetcher(ssm, args.parameter_prefix, instance_id)
-    ports = SlotPorts(fetch, start, sqs_reporter(sqs, args.events_queue_url, instance_id), node_faults)
+    ports = SlotPorts(fetch, start, sqs_reporter(sqs, args.reports_queue_url, instance_id), node_faults)
     SlotManager(list(plan.slots), ports).run_forever()  # its first health check reports faulty slots
     return 0
 
