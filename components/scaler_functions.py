@@ -318,6 +318,7 @@ class ScalerFunctions(pulumi.ComponentResource):
             ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)"),
             ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?"),
             ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running"),
+            ("repos-unreadable", "reconcile", "repo_errors", 15, 0, "repositories GitHub would not show the App, 15 minutes running"),
         ):
             aws.cloudwatch.MetricAlarm(
                 f"{name}-{label}-alarm",
@@ -371,7 +372,7 @@ class ScalerFunctions(pulumi.ComponentResource):
         role_policy = aws.iam.RolePolicy(
             f"{name}-{role_name}-policy", role=role.id, policy=policy(log.arn).apply(json.dumps), opts=self._child
         )
-        return aws.lambda_.Function(
+        function = aws.lambda_.Function(
             f"{name}-{role_name}",
             name=fn_name,
             runtime=RUNTIME,
@@ -385,3 +386,21 @@ class ScalerFunctions(pulumi.ComponentResource):
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=protect, depends_on=[role_policy]),
         )
+        # A function that raises emits none of its own counters: Lambda's Errors metric is the
+        # only sign, so every function alarms on it.
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-{role_name}-errors-alarm",
+            alarm_description=f"runner-estate {fn_name} raised (Lambda Errors): read its log group (runbook: function errors)",
+            namespace="AWS/Lambda",
+            metric_name="Errors",
+            dimensions={"FunctionName": function.name},
+            statistic="Sum",
+            period=60,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            tags=tags,
+            opts=self._child,
+        )
+        return function

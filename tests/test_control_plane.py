@@ -21,7 +21,7 @@ from estate.local.plane import LocalPlane
 from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
 from lambda_src.core.fleet_state import runner_name
 from lambda_src.core.planner import IDLE_CONFIRM_S
-from lambda_src.functions.control_plane import STALE_JOB_S
+from lambda_src.functions.control_plane import MAX_JOB_CHECKS, MAX_REPO_SCANS, STALE_JOB_S
 from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, fixed_clock
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
@@ -282,6 +282,51 @@ def test_a_dropped_queued_webhook_is_found_by_the_reconciler(local: LocalPlane) 
     report = local.plane.reconcile()
     assert report.found_jobs == [lost.id]
     assert len(local.running_instances(POOL)) == 2
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_a_repository_the_app_cannot_read_is_counted_and_skipped_not_fatal(local: LocalPlane, status: int) -> None:
+    """Deleted, renamed or outside the installation: that repository's calls fail, the rest of
+    the reconcile (lost jobs elsewhere, launches) goes on."""
+    local.github.queue_job(T4, repo="example-org/app")
+    local.github.queue_job(T4, repo="example-org/archived")  # both repositories are known now
+    local.pump()
+    local.github.fail_next(status, "/repos/example-org/archived/", times=1000)
+    lost = local.github.queue_job(T4, repo="example-org/app", send=False)
+    local.clock.advance(STALE_JOB_S + 1)
+    report = local.plane.reconcile()
+    assert report.found_jobs == [lost.id]
+    assert set(report.repo_errors) == {"example-org/archived"}
+    assert report.summary()["repo_errors"] == 1
+    # Planning went on: a 404 means the job is gone (closed), a 403 leaves it queued and counted.
+    assert report.orders[POOL].queued == (2 if status == 404 else 3)
+
+
+def test_every_active_repository_is_scanned_for_lost_jobs_within_a_bounded_number_of_cycles(local: LocalPlane) -> None:
+    repos = [f"example-org/repo-{i:02d}" for i in range(25)]
+    for repo in repos:
+        local.github.queue_job(T4, repo=repo)
+    lost = {local.github.queue_job(T4, repo=repo, send=False).id for repo in repos}
+    found: set[int] = set()
+    for _ in range(-(-len(repos) // MAX_REPO_SCANS)):  # the documented bound: ceil(n / 10) cycles
+        local.clock.advance(60)
+        found |= set(local.plane.reconcile().found_jobs)
+    assert found == lost
+
+
+def test_jobs_github_will_not_answer_for_do_not_starve_the_other_checks(local: LocalPlane) -> None:
+    """More unreadable stale jobs than one cycle's budget: the readable one is still checked."""
+    for _ in range(MAX_JOB_CHECKS + 5):
+        local.github.queue_job(T4, repo="example-org/private")
+    done = local.github.queue_job(T4, repo="example-org/app")
+    local.github.finish_job(done.id, send=False)  # its completion webhook is lost
+    local.github.fail_next(403, "/repos/example-org/private/", times=10_000)
+    local.clock.advance(STALE_JOB_S + 1)
+    closed: list[int] = []
+    for _ in range(2):
+        local.clock.advance(60)
+        closed += local.plane.reconcile().closed_jobs
+    assert closed == [done.id]
 
 
 def test_a_dropped_completion_stops_counting_after_a_check(local: LocalPlane) -> None:

@@ -9,6 +9,7 @@ from lambda_src.core.planner import (
     IDLE_CONFIRM_S,
     REUSE_WINDOW_S,
     ScaleDownPlan,
+    least_recently_done,
     plan_host_sync,
     plan_launches,
     plan_reuse,
@@ -242,6 +243,17 @@ def test_host_sync_finishes_or_undoes_half_done_launches() -> None:
     plan = plan_host_sync({"gpu": pool()}, known, listed, NOW)
     assert (plan.adopt, plan.terminate_unknown, plan.undo, plan.gone) == (["i-0000000e"], ["i-0000000f"], ["i-0000000c"], ["i-0000000d"])
     assert plan.live == ["i-0000000a", "i-0000000b"]
+
+
+def test_least_recently_done_goes_round_whatever_the_names_and_failures() -> None:
+    done: dict[str, float | None] = {f"repo-{i:02d}": None for i in range(25)}
+    seen: set[str] = set()
+    for cycle in range(3):  # ceil(25 / 10)
+        for name in least_recently_done(done.items(), 10):
+            done[name] = float(cycle)  # done (or failed: it is stamped either way)
+            seen.add(name)
+    assert seen == set(done)
+    assert least_recently_done([("b", 5.0), ("a", None), ("c", 1.0)], 2) == ["a", "c"]
 
 
 def test_host_sync_never_judges_another_controllers_instances() -> None:

@@ -56,6 +56,14 @@ def test_scale_up_reads_every_pool_queue_with_partial_batch_failures(scaler: lis
     assert all(m.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 
+def test_every_function_alarms_on_its_own_errors(scaler: list[Registered]) -> None:
+    """A function that raises emits none of its counters: Lambda's Errors metric must alarm."""
+    functions = {f.inputs["name"] for f in of_type(scaler, ":Function")}
+    alarmed = {a.inputs["dimensions"]["FunctionName"] for a in of_type(scaler, ":MetricAlarm") if a.inputs["metricName"] == "Errors"}
+    assert alarmed == functions
+    assert len(functions) == 6  # webhook, scale_up, reconcile, scale_down, cb_scale_up, cb_manager
+
+
 def test_ledger_and_webhook_endpoint_are_protected_from_deletion(scaler: list[Registered]) -> None:
     (table,) = of_type(scaler, ":Table")
     (url,) = of_type(scaler, ":FunctionUrl")
@@ -143,4 +151,4 @@ def test_alarms_watch_the_counters_that_mean_jobs_may_wait(scaler: list[Register
         for a in of_type(scaler, ":MetricAlarm")
         if a.inputs["namespace"] == "runner-estate"
     }
-    assert watched == {("webhook", "failed"), ("webhook", "unauthorised"), ("reconcile", "failed_pools")}
+    assert watched == {("webhook", "failed"), ("webhook", "unauthorised"), ("reconcile", "failed_pools"), ("reconcile", "repo_errors")}

@@ -203,6 +203,16 @@ class Ledger:
             repo=str(item.get("repo", "")),
             labels=tuple(item.get("labels", [])),
             runner_name=item.get("runner_name"),
+            checked_at=_num(item.get("checked_at")),
+        )
+
+    def job_checked(self, job_id: int, now: float) -> None:
+        """The reconciler asked GitHub about this queued job: the next check goes to others first."""
+        self.table.update_if(
+            Key={"pk": f"job#{job_id}"},
+            UpdateExpression="SET checked_at = :now",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": now},
         )
 
     def close_job(self, job_id: int, state: str = COMPLETED) -> bool:
@@ -376,12 +386,26 @@ class Ledger:
 
     # ---- repositories -----------------------------------------------------------------
     def _touch_repo(self, repo: str, now: float) -> None:
-        self.table.put_item(
-            Item={"pk": f"repo#{repo}", "last_seen": now, OPEN: "repo", "expires_at": int(now + 3600)},
+        """The repository had a job now; when it was last scanned is kept."""
+        self.table.update_item(
+            Key={"pk": f"repo#{repo}"},
+            UpdateExpression=f"SET last_seen = :now, {OPEN} = :open, expires_at = :expires",
+            ExpressionAttributeValues={":now": now, ":open": "repo", ":expires": int(now + 3600)},
         )
 
-    def recent_repos(self, since: float) -> list[str]:
-        return [item["pk"].split("#", 1)[1] for item in self._query("repo") if float(item["last_seen"]) >= since]
+    def recent_repos(self, since: float) -> list[tuple[str, float | None]]:
+        """(repository, when the reconciler last scanned it) for each with a job since `since`."""
+        return [
+            (item["pk"].split("#", 1)[1], _num(item.get("scanned_at"))) for item in self._query("repo") if float(item["last_seen"]) >= since
+        ]
+
+    def repo_scanned(self, repo: str, now: float) -> None:
+        self.table.update_if(
+            Key={"pk": f"repo#{repo}"},
+            UpdateExpression="SET scanned_at = :now",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": now},
+        )
 
     # ---- reads ------------------------------------------------------------------------
     def _active(self, kind: str, pool: str | None) -> Iterator[dict[str, Any]]:

@@ -27,6 +27,7 @@ class Job:
     repo: str = ""
     labels: tuple[str, ...] = ()
     runner_name: str | None = None
+    checked_at: float | None = None  # the reconciler last asked GitHub about it (a job whose webhooks may be lost)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from lambda_src.core import cron
 from lambda_src.core.fleet_state import QUEUED, GithubRunner, Instance, Job, owning_pool, runner_name
@@ -24,6 +25,8 @@ LISTING_GRACE_S = 120.0
 # How long after a reusable host's runner finished the scaler may still give it a next config;
 # the host waits a little longer (estate/derive/host_user_data.py), then powers off.
 REUSE_WINDOW_S = 60.0
+
+T = TypeVar("T")
 
 
 def scaled_pools(pools: Mapping[str, PoolSettings]) -> dict[str, PoolSettings]:
@@ -48,6 +51,15 @@ def pool_top_up(pool: PoolSettings, now: float) -> int:
     cycles launches once, and a cycle that ran late does not miss it."""
     when = datetime.fromtimestamp(now, UTC)
     return max((w.size for w in pool.pool_windows if cron.fired_within(w.schedule, when, w.time_zone)), default=0)
+
+
+def least_recently_done(items: Iterable[tuple[T, float | None]], limit: int) -> list[T]:
+    """Up to `limit` items, never-done first, then the longest ago (ties in the given order).
+    The reconciler's bounded per-cycle budgets (GitHub job checks, repository scans) go round
+    with this: of n items, every one is done within ceil(n / limit) cycles, whatever their
+    names, and one that always fails cannot starve the others."""
+    ranked = sorted(enumerate(items), key=lambda pair: (pair[1][1] is not None, pair[1][1] or 0.0, pair[0]))
+    return [item for _, (item, _) in ranked[:limit]]
 
 
 def is_stale_boot(pool: PoolSettings, instance: Instance, now: float) -> bool:

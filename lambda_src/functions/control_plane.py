@@ -24,15 +24,28 @@ from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import Ledger, planning_lock
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.core.job_messages import jobs_by_pool
-from lambda_src.core.planner import LaunchOrder, plan_host_sync, plan_launches, plan_reuse, plan_scale_down, reuse_pending, scaled_pools
+from lambda_src.core.planner import (
+    LaunchOrder,
+    least_recently_done,
+    plan_host_sync,
+    plan_launches,
+    plan_reuse,
+    plan_scale_down,
+    reuse_pending,
+    scaled_pools,
+)
 from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
-from lambda_src.github.client import GithubClient, GithubError
+from lambda_src.github.client import GithubClient, GithubError, RateLimitedError
 
 log = logging.getLogger("runner_estate.control_plane")
 
 STALE_JOB_S = 120.0  # a queued job this old is checked against GitHub (its later webhooks may be lost)
-MAX_JOB_CHECKS = 30  # GitHub calls a reconcile may spend on stale jobs
-MAX_REPO_SCANS = 10  # repositories re-scanned per reconcile for queued jobs we never heard of
+# Per-cycle budgets of GitHub calls, spent least recently done first (planner.least_recently_done):
+# of n stale jobs every one is checked within ceil(n / 30) cycles, of n active repositories every
+# one is scanned within ceil(n / 10) cycles (docs/runbook.md states the bound).
+MAX_JOB_CHECKS = 30
+MAX_REPO_SCANS = 10
+REPO_SCAN_WINDOW_S = 3600.0  # repositories with a job this recently are scanned for jobs we never heard of
 
 
 @dataclass
@@ -46,6 +59,7 @@ class Report:
     closed_jobs: list[int] = field(default_factory=list)
     found_jobs: list[int] = field(default_factory=list)
     failed_pools: dict[str, str] = field(default_factory=dict)
+    repo_errors: dict[str, str] = field(default_factory=dict)  # repositories GitHub would not show us this cycle
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -57,6 +71,7 @@ class Report:
             "closed_jobs": len(self.closed_jobs),
             "found_jobs": len(self.found_jobs),
             "failed_pools": self.failed_pools,
+            "repo_errors": len(self.repo_errors),
             "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
         }
 
@@ -182,8 +197,14 @@ class ControlPlane:
 
     def _refresh_stale_jobs(self, now: float, report: Report) -> None:
         stale = sorted((j for j in self.ledger.queued_jobs() if now - j.queued_at > STALE_JOB_S and j.repo), key=lambda j: j.queued_at)
-        for job in stale[:MAX_JOB_CHECKS]:
-            found = self.github.job(job.repo, job.id)
+        for job in least_recently_done(((j, j.checked_at) for j in stale), MAX_JOB_CHECKS):
+            self.ledger.job_checked(job.id, now)
+            try:
+                found = self.github.job(job.repo, job.id)
+            except GithubError as exc:
+                if self._github_unusable(job.repo, exc, report):
+                    return
+                continue
             status = None if found is None else found.get("status")
             if status in {"queued", "waiting", "pending", "requested"}:
                 continue
@@ -193,8 +214,15 @@ class ControlPlane:
             report.closed_jobs.append(job.id)
 
     def _find_unheard_jobs(self, now: float, report: Report) -> None:
-        for repo in self.ledger.recent_repos(now - 3600)[:MAX_REPO_SCANS]:
-            for found in self.github.queued_jobs(repo):
+        for repo in least_recently_done(self.ledger.recent_repos(now - REPO_SCAN_WINDOW_S), MAX_REPO_SCANS):
+            self.ledger.repo_scanned(repo, now)
+            try:
+                queued = self.github.queued_jobs(repo)
+            except GithubError as exc:
+                if self._github_unusable(repo, exc, report):
+                    return
+                continue
+            for found in queued:
                 if self.ledger.job(int(found["id"])) is not None:
                     continue
                 pools = self.settings.routing.route(found.get("labels", []))
@@ -202,6 +230,15 @@ class ControlPlane:
                     job = Job(int(found["id"]), pools[0], QUEUED, now, repo, tuple(found.get("labels", [])))
                     if self.ledger.record_job(job):
                         report.found_jobs.append(job.id)
+
+    def _github_unusable(self, repo: str, exc: GithubError, report: Report) -> bool:
+        """One repository GitHub will not show us (deleted, renamed, outside the installation:
+        404/403/410) is logged, counted and skipped; a rate limit or an outage (5xx, unreachable)
+        ends this phase of the cycle, since every further call would fail the same way."""
+        report.repo_errors[repo] = str(exc)[:200]
+        whole = isinstance(exc, RateLimitedError) or exc.status == 0 or exc.status >= 500
+        log.warning("repository %s: %s%s", repo, exc, "; GitHub unusable, skipping the rest of this phase" if whole else "; skipped")
+        return whole
 
     # ---- scale-down (schedule) --------------------------------------------------------
     def scale_down(self) -> Report:

@@ -197,5 +197,5 @@ def _numbers(summary: dict[str, Any]) -> dict[str, float]:
     """A cycle's summary as counts: launched hosts, failed pools, and the rest as they are."""
     counts = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
     counts["launched"] = float(sum(summary.get("launched", {}).values()))
-    counts["failed_pools"] = float(len(summary.get("failed_pools", {})))
+    counts["failed_pools"] = float(len(summary.get("failed_pools", {})))  # repo_errors is a count already
     return counts
