@@ -329,6 +329,24 @@ def test_jobs_github_will_not_answer_for_do_not_starve_the_other_checks(local: L
     assert closed == [done.id]
 
 
+@pytest.mark.parametrize("in_progress_webhook", [True, False], ids=["job-recorded", "job-webhook-lost"])
+def test_a_busy_runner_missing_from_one_listing_keeps_its_host(local: LocalPlane, in_progress_webhook: bool) -> None:
+    """A paged listing lost the busy runner (ephemeral runners deleted while it paged shift the
+    pages). Whether or not the ledger knows the job started, the host and its job live on."""
+    job = local.github.queue_job(T4)
+    local.pump()
+    (iid,) = local.running_instances(POOL)
+    name = local.boot(iid)
+    local.github.start_job(job.id, name, send=in_progress_webhook)
+    real_listing = local.plane.github.list_runners
+    local.plane.github.list_runners = lambda: [r for r in real_listing() if r.name != name]  # type: ignore[method-assign]
+    for _ in range(3):
+        local.clock.advance(13 * 60)  # past the pool's boot time: absence would once have meant "gone"
+        assert local.plane.scale_down().retired == []
+    assert local.running_instances(POOL) == [iid]
+    assert local.github.runner_named(name).busy
+
+
 def test_a_dropped_completion_stops_counting_after_a_check(local: LocalPlane) -> None:
     job = local.github.queue_job(T4)
     local.pump()

@@ -190,6 +190,22 @@ def test_orphan_host_whose_runner_never_registered_is_terminated() -> None:
     assert "never registered" in plan.retire[0].reason
 
 
+def test_a_host_whose_job_runs_is_never_retired_whatever_one_listing_says() -> None:
+    """A paged listing shifts while ephemeral runners are deleted: a busy runner can fall
+    between pages, or read offline. The ledger's in_progress says the job runs: hands off."""
+    h = host("i-0000000a", age=9000, registered_at=NOW - 8000, job_id=7)
+    assert down([h], []).retire == []
+    assert down([h], [runner("i-0000000a", 1, online=False)]).retire == []
+
+
+def test_absence_from_one_listing_is_only_a_suspicion_the_shell_confirms() -> None:
+    h = host("i-0000000a", age=9000, registered_at=NOW - 8000)
+    (retire,) = down([h], []).retire
+    assert retire.confirm_absence == runner("i-0000000a", 1).name
+    (listed_offline,) = down([h], [runner("i-0000000a", 1, online=False)]).retire
+    assert listed_offline.confirm_absence is None  # GitHub said offline: no doubt to clear
+
+
 def test_booting_host_is_left_alone() -> None:
     assert down([host("i-0000000a", age=100)], [runner("i-0000000a", 1, online=False)]).retire == []
 

@@ -191,6 +191,10 @@ class Retirement:
     instance_id: str | None
     runner_id: int | None
     reason: str
+    # Decided from the runner's absence in one listing, which proves nothing (a paged listing
+    # shifts as ephemeral runners are deleted): the shell asks GitHub for this runner by name
+    # first and keeps the host if it is there.
+    confirm_absence: str | None = None
 
 
 @dataclass
@@ -210,7 +214,9 @@ def plan_scale_down(
     now: float,
 ) -> ScaleDownPlan:
     """Which hosts and runners to retire. `instances` are our live hosts; `runners` is one
-    listing of the org's runners. Never retires a busy runner or one whose job has begun."""
+    listing of the org's runners. Never retires a busy runner or a host whose job has begun
+    (the ledger's `in_progress`), and a host is never retired on its runner's absence from the
+    listing alone (see `Retirement.confirm_absence`)."""
     plan = ScaleDownPlan()
     by_name = {r.name: r for r in runners}
     queued: dict[str, int] = defaultdict(int)
@@ -230,9 +236,12 @@ def plan_scale_down(
         runner = by_name.get(name)
         age = now - inst.launched_at
         if runner is None or (not runner.online and not runner.busy):
+            if inst.assigned and not inst.spent:
+                continue  # its job is running: the job's end retires the host, not a listing
             if now - inst.runner_since > pool.boot_timeout_s:
                 why = "never registered" if inst.registered_at is None else "runner gone or offline"
-                plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, f"{why} after {age / 60:.0f} min"))
+                absent = name if runner is None else None
+                plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, f"{why} after {age / 60:.0f} min", absent))
             continue
         if inst.registered_at is None:
             plan.registered.append(inst.id)

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -254,6 +254,11 @@ class ControlPlane:
         for iid in plan.not_idle:
             self.ledger.mark(iid, idle_since=None)
         for retire in plan.retire:
+            if retire.confirm_absence is not None and (found := self.github.find_runner(retire.confirm_absence)) is not None:
+                if found.online or found.busy:
+                    log.info("runner %s of %s was missing from the listing, yet is there: kept", found.name, retire.instance_id)
+                    continue
+                retire = replace(retire, runner_id=found.id)  # there but offline: deregister it as well
             if retire.runner_id is not None and not self.github.delete_runner(retire.runner_id):
                 log.info("runner %s of %s took a job as we retired it; kept", retire.runner_id, retire.instance_id)
                 if retire.instance_id:
