@@ -356,6 +356,33 @@ def test_a_node_may_not_report_through_another_pools_queue_or_an_unknown_one(
     assert local.plane.ledger.slots(POOL)[(node, 2)].faulty is None
 
 
+def test_a_busy_slot_runner_missing_from_one_listing_is_neither_replaced_nor_its_node_retired(
+    local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager
+) -> None:
+    """The org's runner listing pages while ephemeral runners are deleted: a busy slot runner
+    can fall between pages. Its slot is not refilled (a second runner of that name cannot be
+    registered while it runs) and a draining node is not retired under its job."""
+    pool = local.settings.pools[POOL]
+    end = local.clock() + 24 * HOUR
+    ec2.add_block(BLOCK, "p5.48xlarge", total=1, start=local.clock(), hours=24)
+    job = local.github.queue_job(H100)
+    local.pump(manager.scale_up)
+    (node,) = ec2.live()
+    names = start_slots(local, node)
+    manager.manage()
+    local.github.start_job(job.id, names[2])
+    real_listing = local.plane.github.list_runners
+    local.plane.github.list_runners = lambda: [r for r in real_listing() if r.name != names[2]]  # type: ignore[method-assign]
+
+    local.clock.advance(600)
+    assert all("failed" not in summary for summary in manager.manage())
+    assert slot_config(local, node, 2) is None  # no second config for the busy slot
+    local.clock.advance(end - TERMINATION_LEAD_S - pool.job_timeout_s - local.clock())  # draining now
+    manager.manage()
+    assert ec2.live() == [node]
+    assert local.github.runner_named(names[2]).busy
+
+
 def test_a_block_with_less_time_left_than_the_longest_job_launches_nothing(
     local: LocalPlane, ec2: FakeBlockEc2, manager: BlockManager
 ) -> None:

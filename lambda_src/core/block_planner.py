@@ -90,10 +90,17 @@ class BlockPlan:
     launch: list[tuple[str, int]] = field(default_factory=list)  # (block id, nodes)
     targets: dict[str, int] = field(default_factory=dict)  # new BlockRecord.target per block
     issue: list[tuple[str, int]] = field(default_factory=list)  # (instance, slot): store a fresh runner config
+    # (instance, slot): its runner is missing from the one listing. A paged listing shifts as
+    # ephemeral runners are deleted, so a busy runner can be missed: the shell asks GitHub for
+    # the runner by name and issues a fresh config only if it is really gone.
+    issue_if_gone: list[tuple[str, int]] = field(default_factory=list)
     seen: list[tuple[str, int]] = field(default_factory=list)  # (instance, slot): runner online, remember it
     withdraw: list[tuple[str, int]] = field(default_factory=list)  # unread configs to delete: the block drains
     deregister: list[Deregister] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)  # (instance, why): terminate the node
+    # Nodes to retire whose slots' runners the listing did not show: node -> those runner names,
+    # each confirmed not running a job before the node goes.
+    retire_unless_busy: dict[str, tuple[str, ...]] = field(default_factory=dict)
     overran: list[tuple[str, int]] = field(default_factory=list)  # busy when the block's nodes must go
     report: dict[str, dict[str, Any]] = field(default_factory=dict)  # per block: what ran and what sat idle
     renew: bool = False  # buy the next block (only where the pool opts in)
@@ -130,10 +137,13 @@ def plan_blocks(
         stage = phase(block, win, now)
         live_nodes[block.id].append(node)
         busy_on_node = 0
+        unlisted: list[str] = []
         for index in range(per_node):
             name = slot_runner_name(pool.name_prefix, environment, pool.name, node.id, index)
             named.add(name)
             runner = by_name.get(name)
+            if runner is None:
+                unlisted.append(name)
             rec = slots.get((node.id, index), SlotRecord())
             if runner is not None and runner.busy:
                 busy_on_node += 1
@@ -150,6 +160,8 @@ def plan_blocks(
             free_slots += _accepting_slot(plan, pool, node, index, runner, rec, now)
         if stage in {"draining", "ended"} and busy_on_node == 0:
             plan.retire.append((node.id, f"block {block.id} is {stage} and the node runs no job"))
+            if unlisted:
+                plan.retire_unless_busy[node.id] = tuple(unlisted)
 
     # Runners named like our slots whose node is gone: never busy ones (a job still runs there).
     for name, runner in by_name.items():
@@ -184,9 +196,10 @@ def _accepting_slot(
         plan.issue.append(key)
         return 1
     if runner is None:
-        # Its runner took a job and left (ephemeral), or never registered: a fresh one either way.
+        # Its runner took a job and left (ephemeral), or never registered: a fresh one either
+        # way, once GitHub confirms the runner is gone (the listing may have missed it).
         if not issued_after_seen or now - rec.issued_at > REFILL_GRACE_S:
-            plan.issue.append(key)
+            plan.issue_if_gone.append(key)
         return 1
     # Registered but offline: starting, or its process died.
     started = max(rec.issued_at, node.launched_at)

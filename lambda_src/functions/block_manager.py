@@ -121,9 +121,17 @@ class BlockManager:
         return sorted(set(self._cycles(by_pool)))
 
     def manage(self) -> list[dict[str, Any]]:
-        """The schedule: every capacity-block pool, whatever events were lost."""
+        """The schedule: every capacity-block pool, whatever events were lost. One pool's
+        failure is logged and reported; the others still run."""
         runners = self.github.list_runners() if self.pools else []
-        return [self.cycle(pool, runners).summary() for pool in sorted(self.pools)]
+        summaries = []
+        for pool in sorted(self.pools):
+            try:
+                summaries.append(self.cycle(pool, runners).summary())
+            except Exception as exc:
+                log.exception("capacity-block cycle of pool %s failed", pool)
+                summaries.append({**CycleReport(pool).summary(), "failed": str(exc)[:200]})
+        return summaries
 
     def _cycles(self, by_pool: Mapping[str, list[str]]) -> list[str]:
         failures: list[str] = []
@@ -219,6 +227,9 @@ class BlockManager:
         for iid, slot in plan.withdraw:
             self.jit.delete(iid, slot)
         for iid, why in plan.retire:
+            if busy := self._still_busy(plan.retire_unless_busy.get(iid, ())):
+                log.warning("node %s of pool %s kept: %s missing from the listing but running a job", iid, pool.name, busy)
+                continue
             log.info("retiring node %s of pool %s: %s", iid, pool.name, why)
             self.ec2.terminate([iid])
             self._forget(pool, iid)
@@ -226,6 +237,12 @@ class BlockManager:
         for block_id, target in plan.targets.items():
             self.ledger.set_block(block_id, blocks[block_id].end, target=target)
         issue = list(plan.issue)
+        for iid, slot in plan.issue_if_gone:
+            found = self.github.find_runner(self._slot_name(pool, iid, slot))
+            if found is None:
+                issue.append((iid, slot))
+            elif found.online or found.busy:  # the listing missed it: the slot is supplied
+                self.ledger.set_slot(pool.name, iid, slot, seen_at=now)
         for block_id, count in plan.launch:
             token = f"{block_id}-{int(now // 60)}-{count}"
             for iid in self.ec2.launch(pool, blocks[block_id], count, token):
@@ -233,7 +250,7 @@ class BlockManager:
                 report.launched.append(iid)
                 issue += [(iid, slot) for slot in range(len(pool.slot_gpus))]
         for iid, slot in issue:
-            name = slot_runner_name(pool.name_prefix, self.settings.environment, pool.name, iid, slot)
+            name = self._slot_name(pool, iid, slot)
             _, config = self.github.fresh_jitconfig(name, pool.runner_group, pool.labels_of_slot(slot))
             if not self.jit.put(iid, config, slot):  # an unread config of an earlier runner: replaced
                 self.jit.delete(iid, slot)
@@ -252,6 +269,13 @@ class BlockManager:
         self.ledger.slots_gone(instance_id, len(pool.slot_gpus))
         for slot in range(len(pool.slot_gpus)):
             self.jit.delete(instance_id, slot)
+
+    def _still_busy(self, names: Iterable[str]) -> list[str]:
+        """Which of these runners, missing from the listing, GitHub says are running a job."""
+        return [name for name in names if (found := self.github.find_runner(name)) is not None and found.busy]
+
+    def _slot_name(self, pool: PoolSettings, instance_id: str, slot: int) -> str:
+        return slot_runner_name(pool.name_prefix, self.settings.environment, pool.name, instance_id, slot)
 
     def _name(self, pool: PoolSettings, instance_id: str) -> str:
         return runner_name(pool.name_prefix, self.settings.environment, pool.name, instance_id)
