@@ -414,7 +414,7 @@ def test_a_lagging_index_does_not_hide_a_fresh_launch(local: LocalPlane, monkeyp
     # The next invocation's index read misses the host just launched, as a GSI may for a moment.
     other = second_plane(local)
     monkeypatch.setattr(other.ledger, "live_instances", lambda pool=None: [])
-    monkeypatch.setattr(other.fleet, "hosts", lambda: [])
+    monkeypatch.setattr(other.fleet, "hosts", lambda pools: [])
     assert other.scale_up([message(first.id)]) == []
     assert len(local.running_instances(POOL)) == 1
 
