@@ -75,7 +75,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_preview(args: argparse.Namespace) -> int:
     from estate.preview import render_tree, run_program
-    from policy.rules import check
+    from policy.rules import check, check_stack
 
     preview = run_program(PROJECT_DIR, args.stack)
     if preview.warnings:
@@ -86,6 +86,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
         print(render_tree(preview.records, args.stack))
     # The policy pack's rules, on what the program would register.
     violations = [v for r in preview.records for v in check(r.type, r.name, r.inputs)]
+    violations += check_stack([r.stack_resource() for r in preview.records])
     for violation in violations:
         print(f"policy: {violation}", file=sys.stderr)
     return EXIT_POLICY if any(v.mandatory for v in violations) else 0

@@ -10,7 +10,7 @@ import runpy
 import sys
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from estate.config.stack_config import (
     is_text_setting,
     parse_stack_config,
 )
+from policy.rules import StackResource
 
 PROJECT = "runner-estate"
 SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a secret
@@ -61,9 +62,18 @@ class Registered:
     parent: str | None
     inputs: dict[str, Any]
     protect: bool = False  # a resource option, not an input: kept for tests, not in --json
+    # For the policy pack's stack rules (and tests), not in --json: the URN, the id the mocks
+    # gave, and per input the URNs of the resources it was computed from.
+    urn: str = ""
+    id: str | None = None
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": _plain(self.inputs)}
+
+    def stack_resource(self) -> StackResource:
+        """This resource as the policy pack's stack rules see it."""
+        return StackResource(self.type, self.name, self.urn, self.inputs, self.property_dependencies, self.id)
 
 
 def _plain(value: Any) -> Any:
@@ -190,12 +200,23 @@ class RecordingMonitor(MockMonitor):
         self._lock = threading.Lock()
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             inputs = _unwrap_secrets(rpc.deserialize_properties(request.object))
+            dependencies = {key: list(deps.urns) for key, deps in request.propertyDependencies.items()}
+            record = Registered(
+                request.type,
+                request.name,
+                _parent_name(request.parent),
+                inputs,
+                bool(request.protect),
+                urn=response.urn,
+                id=response.id or None,
+                property_dependencies=dependencies,
+            )
             with self._lock:
-                record = Registered(request.type, request.name, _parent_name(request.parent), inputs, bool(request.protect))
                 self.records.append(record)
-        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        return response
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:

@@ -42,7 +42,7 @@ RULES = (
     Rule("lambda_src.github", ("lambda_src.core",), ("jwt",)),
     Rule("lambda_src.functions", ("lambda_src.core", "lambda_src.aws", "lambda_src.github"), ("boto3", "botocore")),
     Rule("lambda_src", ("lambda_src",), ()),  # the package's own __init__
-    Rule("estate.config", ("lambda_src.core",), None),
+    Rule("estate.config", ("lambda_src.core", "policy.rules"), None),  # the pack's pure rules, where config must agree with them
     Rule("estate.derive", ("estate.config", "lambda_src.core"), None),
     Rule("estate.sim", ("estate.config", "estate.derive", "lambda_src.core"), None),
     Rule("estate.local", ("estate.config", "estate.derive", "lambda_src"), None),

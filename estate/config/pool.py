@@ -15,11 +15,14 @@ from estate.config.prices import PriceError, PriceTable
 from lambda_src.core.gpu_slots import LayoutError, SlotLayout, parse_layout, whole_node
 from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type
 from lambda_src.core.routing import PoolRoute, normalise
+from policy.rules import managed_policy_finding
 
 POOL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SM_RE = re.compile(r"^sm\d+$")
 _GPU_COUNT_RE = re.compile(r"^\d+gpu$")
 _GPU_WORDS = {"gpu", "nvidia", "cuda"} | set(GPU_MODELS) | {m.architecture for m in GPU_MODELS.values()}
+_POLICY_ARN_RE = re.compile(r"^arn:aws(?:-cn|-us-gov)?:iam::(?:aws|\d{12}):policy/[\w+=,.@/-]+$")
+_SECURITY_GROUP_RE = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
 
 def is_gpu_label(label: str) -> bool:
@@ -166,7 +169,48 @@ class Pool:
         self._check_hourly_limit()
         warnings = self._check_slots()
         self._check_matchers()
+        warnings += self._check_managed_policies() + self._check_security_groups()
         return warnings + self._unacted_warnings() + self._security_warnings()
+
+    def _check_managed_policies(self) -> list[ConfigWarning]:
+        """The same verdict as the policy pack (policy.rules.managed_policy_finding): refused
+        outright, or attached only with the explicit opt-out, which is reported."""
+        key, opted_out = "runner_config.runner_iam_role_managed_policy_arns", self.spec.estate.allow_unchecked_managed_policies
+        for i, arn in enumerate(self.runner.runner_iam_role_managed_policy_arns):
+            if not _POLICY_ARN_RE.match(arn):
+                raise self.error(f"{key}[{i}]", f"{arn!r} is not an IAM policy ARN (arn:aws:iam::ACCOUNT|aws:policy/NAME)")
+            refused, why = managed_policy_finding(arn)
+            if refused:
+                raise self.error(f"{key}[{i}]", f"refused: {why}")
+            if not opted_out:
+                raise self.error(f"{key}[{i}]", f"{why}: set estate.allow_unchecked_managed_policies: true to attach it anyway")
+        if opted_out and self.runner.runner_iam_role_managed_policy_arns:
+            arns = ", ".join(self.runner.runner_iam_role_managed_policy_arns)
+            return [self.warning("estate.allow_unchecked_managed_policies", f"security opt-out: every job of this pool holds {arns}")]
+        return []
+
+    def _check_security_groups(self) -> list[ConfigWarning]:
+        """Groups given by id are not created here, so nothing can check that they admit nothing
+        in (the rule every group of ours passes): attached only with the explicit opt-out."""
+        key, opted_out = "runner_config.runner_additional_security_group_ids", self.spec.estate.allow_unchecked_security_groups
+        for i, gid in enumerate(self.runner.runner_additional_security_group_ids):
+            if not _SECURITY_GROUP_RE.match(gid):
+                raise self.error(f"{key}[{i}]", f"{gid!r} is not a security group id (sg-...)")
+            if not opted_out:
+                raise self.error(
+                    f"{key}[{i}]",
+                    f"{gid} is not created by this program, so nothing checks that it admits no inbound traffic:"
+                    " set estate.allow_unchecked_security_groups: true to attach it anyway",
+                )
+        if opted_out and self.runner.runner_additional_security_group_ids:
+            ids = ", ".join(self.runner.runner_additional_security_group_ids)
+            return [
+                self.warning(
+                    "estate.allow_unchecked_security_groups",
+                    f"security opt-out: hosts of this pool join {ids}, whose inbound rules nothing here checks",
+                )
+            ]
+        return []
 
     def _check_gpu_labels(self) -> None:
         labelled = [(f"runner_config.runner_extra_labels[{i}]", label.lower()) for i, label in enumerate(self.runner.runner_extra_labels)]

@@ -277,6 +277,10 @@ class EstateSettings(StrictModel):
     allow_public_repositories: bool = False
     allow_imdsv1: bool = False
     reuse_hosts: ReuseHosts | None = None
+    # Explicit, reported opt-outs for what no rule here can check: managed policies (other than
+    # those refused outright) and security groups given only by id.
+    allow_unchecked_managed_policies: bool = False
+    allow_unchecked_security_groups: bool = False
 
 
 class RedriveSettings(StrictModel):

@@ -1,0 +1,451 @@
+"""A hostile job, played through IAM: what the credentials of the host a job runs on let it do.
+
+moto evaluates no IAM conditions, so the real documents the program registers (the offline
+preview of the prod stack) are evaluated with tests/iam_eval.py. Everything is discovered from
+the program rather than listed here: every role EC2 may assume is a role a job holds (runner
+hosts, capacity-block nodes); every SQS queue, SecureString, role and Lambda function of the
+program is a target. A new queue or secret is covered the day it is added; a queue a job may
+send to by design has to be named in MAY_SEND.
+
+Instances carry the tags our launch code gives them (the real Ec2Fleet and BlockEc2 adapters
+launch into a recorder, on top of the launch template's tags), and runner configs the name and
+tag JitParameters gives them. Mock ARNs are rewritten to the ARNs AWS would assign, so that
+wildcards in the documents meet realistic names.
+
+Each attack also has a positive control (a host reads its own config; the scaler terminates its
+own hosts), so a mistake in the setup cannot make every request look denied.
+
+Not covered here, because IAM cannot express it: the slots of one capacity-block node share one
+instance ARN, so the node role reads every slot's config on that node; 17.3 keeps the node
+role's credentials away from jobs instead (lambda_src/host).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from estate.config.loader import load_estate
+from estate.config.pool import Pool
+from estate.derive.control_config import jit_parameter_prefix, pool_settings
+from estate.preview import Registered, run_program
+from lambda_src.aws.block_ec2 import BlockEc2
+from lambda_src.aws.ec2_fleet import Ec2Fleet
+from lambda_src.aws.jit_parameters import JitParameters
+from lambda_src.core.block_planner import Block
+from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
+from tests.iam_eval import ContextValue, Decision, Request, decide
+
+ACCOUNT, REGION, ENV = "123456789012", "us-east-1", "prod"
+POOLS = {p.name: p for p in load_estate([EXAMPLE_CONFIGS]).pools}
+CB_POOLS = sorted(n for n, p in POOLS.items() if p.capacity_type == "capacity-block")
+HOST_POOLS = sorted(n for n, p in POOLS.items() if p.capacity_type != "capacity-block")
+INSTANCE_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/"
+
+
+def may_send(pool: str) -> set[str]:
+    """Queues a job on a host of `pool` may send to by design: its own node's slot reports
+    (where the program has such a queue), never a job queue or the EventBridge events queue."""
+    return {f"runner-estate-{ENV}-{pool}-slot-reports"}
+
+
+# ---- the world the program builds -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    arn: str
+    documents: list[dict[str, Any]]
+    trusted: str  # the service that assumes it
+    pool: str | None  # the pool whose hosts hold it
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    pool: str
+    tags: Mapping[str, str]
+
+    @property
+    def arn(self) -> str:
+        return f"{INSTANCE_ARN}{self.id}"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    tags: Mapping[str, str]
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{self.name}"
+
+
+@dataclass
+class World:
+    roles: dict[str, Role]
+    queues: dict[str, str]  # queue name -> ARN
+    queue_policies: dict[str, dict[str, Any]]  # queue ARN -> its policy
+    secrets: list[Parameter]  # every SecureString of the program
+    table_arn: str
+    functions: list[str]  # Lambda ARNs
+    attachments: list[Registered] = field(default_factory=list)
+
+    def decide(self, role: Role, action: str, resource: str, context: Mapping[str, ContextValue] = {}) -> Decision:
+        return decide(Request(action, resource, context, principal=role.arn), role.documents, self.queue_policies.get(resource))
+
+
+def _mock_arn(record: Registered) -> str:
+    service = record.type.split(":")[1].split("/")[0]
+    return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{record.name}"
+
+
+def _real_arn(record: Registered) -> str | None:
+    """The ARN AWS would give the resource (the mocks give every resource a made-up one)."""
+    name = str(record.inputs.get("name") or record.name)
+    return {
+        "aws:ssm/parameter:Parameter": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{name.lstrip('/')}",
+        "aws:sqs/queue:Queue": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+        "aws:dynamodb/table:Table": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}",
+        "aws:cloudwatch/logGroup:LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}",
+        "aws:cloudwatch/eventRule:EventRule": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}",
+        "aws:iam/role:Role": f"arn:aws:iam::{ACCOUNT}:role{record.inputs.get('path') or '/'}{name}",
+        "aws:lambda/function:Function": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
+    }.get(record.type)
+
+
+def _realistic(text: str, arns: Mapping[str, str]) -> str:
+    for mock in sorted(arns, key=len, reverse=True):
+        text = re.sub(re.escape(mock) + r'(?=["/:])', arns[mock], text)
+    return text
+
+
+def build_world(records: list[Registered]) -> World:
+    arns = {_mock_arn(r): real for r in records if (real := _real_arn(r)) is not None}
+    by_type: dict[str, list[Registered]] = {}
+    for r in records:
+        by_type.setdefault(r.type.split(":")[-1], []).append(r)
+
+    def documents_of(role: Registered) -> list[dict[str, Any]]:
+        keys = {role.name, f"{role.name}-id", _mock_arn(role)}
+        return [json.loads(_realistic(p.inputs["policy"], arns)) for p in by_type.get("RolePolicy", []) if p.inputs.get("role") in keys]
+
+    roles = {}
+    for r in by_type["Role"]:
+        trust = json.loads(r.inputs["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"]
+        pool = r.parent if r.parent in POOLS and trust == "ec2.amazonaws.com" else None
+        roles[r.name] = Role(r.name, str(_real_arn(r)), documents_of(r), trust, pool)
+    queues = {str(q.inputs["name"]): str(_real_arn(q)) for q in by_type["Queue"]}
+    by_url = {f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}": arn for name, arn in queues.items()}
+    policies = {by_url[p.inputs["queueUrl"]]: json.loads(_realistic(p.inputs["policy"], arns)) for p in by_type.get("QueuePolicy", [])}
+    secrets = [
+        Parameter(str(p.inputs["name"]), p.inputs.get("tags") or {}) for p in by_type["Parameter"] if p.inputs.get("type") == "SecureString"
+    ]
+    (table,) = by_type["Table"]
+    attachments = [r for r in records if "PolicyAttachment" in r.type or r.inputs.get("managedPolicyArns")]
+    return World(roles, queues, policies, secrets, str(_real_arn(table)), [str(_real_arn(f)) for f in by_type["Function"]], attachments)
+
+
+class _LaunchRecorder:
+    """Stands in for EC2 at the boundary: keeps what our launch code asks for."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def create_fleet(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        return {"Instances": [{"InstanceIds": ["i-0"]}]}
+
+    def run_instances(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        return {"Instances": [{"InstanceId": "i-0"}]}
+
+    def describe_subnets(self, SubnetIds: list[str]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+        return {"Subnets": [{"SubnetId": s, "AvailabilityZone": f"{REGION}a"} for s in SubnetIds]}
+
+
+def launch_tags(pool: Pool, template: Registered) -> dict[str, str]:
+    """The tags an instance of `pool` has: its launch template's, under those the launch call sets."""
+    ec2 = _LaunchRecorder()
+    settings = pool_settings(pool, "lt-0", ("subnet-a",), "https://queue", security_group_ids=("sg-0",))
+    if pool.capacity_type == "capacity-block":
+        block = Block("cr-0123456789abcdef0", pool.instance_types[0].name, f"{REGION}a", 1, 1, "active", 0.0, 1.0)
+        BlockEc2(ec2=ec2, environment=ENV).launch(settings, block, 1, "token")
+    else:
+        Ec2Fleet(ec2=ec2, environment=ENV).launch(settings, 1, "token")
+    (request,) = ec2.requests
+    tags = {k: v for spec in template.inputs["tagSpecifications"] if spec["resourceType"] == "instance" for k, v in spec["tags"].items()}
+    for spec in request["TagSpecifications"]:
+        if spec["ResourceType"] == "instance":
+            tags.update({t["Key"]: t["Value"] for t in spec["Tags"]})
+    return tags
+
+
+def instance_id(pool: str, n: int) -> str:
+    return "i-0" + hashlib.sha256(f"{pool}/{n}".encode()).hexdigest()[:16]
+
+
+class _ParameterRecorder:
+    def __init__(self) -> None:
+        self.put: list[dict[str, Any]] = []
+
+    def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert operation == "PutParameter"
+        self.put.append(body)
+        return {}
+
+
+def runner_config(instance: Instance, slot: int | None = None) -> Parameter:
+    """The parameter our scaler (or block manager) writes for one host (or slot), as JitParameters writes it."""
+    ssm = _ParameterRecorder()
+    JitParameters(ssm=ssm, prefix=jit_parameter_prefix(ENV), instance_arn_prefix=INSTANCE_ARN).put(instance.id, "{}", slot)
+    (body,) = ssm.put
+    return Parameter(body["Name"], {t["Key"]: t["Value"] for t in body["Tags"]})
+
+
+@pytest.fixture(scope="module")
+def records() -> list[Registered]:
+    return run_program(PROJECT_DIR, "prod").records
+
+
+@pytest.fixture(scope="module")
+def world(records: list[Registered]) -> World:
+    return build_world(records)
+
+
+@pytest.fixture(scope="module")
+def instances(records: list[Registered]) -> dict[str, list[Instance]]:
+    """Two live instances of every pool."""
+    templates = {r.parent: r for r in records if r.type == "aws:ec2/launchTemplate:LaunchTemplate"}
+    return {
+        name: [Instance(instance_id(name, n), name, launch_tags(pool, templates[name])) for n in (1, 2)] for name, pool in POOLS.items()
+    }
+
+
+# ---- a job, and what it may ask -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    role: Role
+    host: Instance
+
+    @property
+    def context(self) -> dict[str, ContextValue]:
+        """What every request signed with the host's role credentials carries."""
+        return {"aws:PrincipalArn": self.role.arn, "ec2:SourceInstanceARN": self.host.arn, "aws:RequestedRegion": REGION}
+
+
+def tag_context(tags: Mapping[str, str], service: str) -> dict[str, ContextValue]:
+    found: dict[str, ContextValue] = {f"aws:ResourceTag/{k}": v for k, v in tags.items()}
+    return found | {f"{service}:ResourceTag/{k}": v for k, v in tags.items()}
+
+
+def jobs(world: World, instances: dict[str, list[Instance]]) -> Iterator[Job]:
+    held = [r for r in world.roles.values() if r.trusted == "ec2.amazonaws.com"]
+    assert {r.pool for r in held} == set(POOLS), "every pool's hosts hold a role of the program"
+    for role in held:
+        assert role.pool is not None
+        yield Job(role, instances[role.pool][0])
+
+
+Attempt = tuple[str, str, dict[str, ContextValue]]  # action, resource, context
+
+
+def permitted(world: World, instances: dict[str, list[Instance]], attempts: Callable[[Job], Iterator[Attempt]]) -> list[str]:
+    """Every attempt some job's credentials allow, as a readable line."""
+    found = []
+    for job in jobs(world, instances):
+        for action, resource, context in attempts(job):
+            if world.decide(job.role, action, resource, {**job.context, **context}) is Decision.ALLOW:
+                found.append(f"{job.role.name} on {job.host.id}: {action} {resource}")
+    return found
+
+
+def other_hosts(job: Job, instances: dict[str, list[Instance]]) -> list[Instance]:
+    return [i for pool in instances.values() for i in pool if i.id != job.host.id]
+
+
+READ_PARAMETER = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory")
+
+
+def test_there_is_no_managed_policy_the_evaluator_cannot_see(world: World) -> None:
+    assert world.attachments == []
+
+
+def test_a_host_reads_and_deletes_its_own_runner_config(world: World, instances: dict[str, list[Instance]]) -> None:
+    """The positive control: without it, a wrong setup would make every request look denied."""
+    for job in jobs(world, instances):
+        own = [runner_config(job.host)] + ([runner_config(job.host, 0), runner_config(job.host, 3)] if job.host.pool in CB_POOLS else [])
+        for parameter in own:
+            for action in ("ssm:GetParameter", "ssm:DeleteParameter"):
+                decision = world.decide(job.role, action, parameter.arn, {**job.context, **tag_context(parameter.tags, "ssm")})
+                assert decision is Decision.ALLOW, f"{job.role.name}: {action} {parameter.name}"
+
+
+def test_a_job_cannot_read_retag_or_overwrite_another_hosts_or_slots_config(world: World, instances: dict[str, list[Instance]]) -> None:
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for other in other_hosts(job, instances):
+            for parameter in (runner_config(other), runner_config(other, 1)):
+                context = tag_context(parameter.tags, "ssm")
+                for action in (
+                    *READ_PARAMETER,
+                    "ssm:DeleteParameter",
+                    "ssm:PutParameter",
+                    "ssm:AddTagsToResource",
+                    "ssm:LabelParameterVersion",
+                ):
+                    yield action, parameter.arn, context
+                # Retagging it with the job's own host ARN would pass the tag condition.
+                yield "ssm:AddTagsToResource", parameter.arn, {**context, "aws:TagKeys": ("runner-estate:instance-arn",)}
+
+    assert permitted(world, instances, attempts) == []
+
+
+def test_a_job_cannot_write_a_config_for_a_host_yet_to_boot(world: World, instances: dict[str, list[Instance]]) -> None:
+    def attempts(job: Job) -> Iterator[Attempt]:
+        parameter = runner_config(Instance("i-0ffffffffffffffff", job.host.pool, {}))
+        yield "ssm:PutParameter", parameter.arn, {"aws:RequestTag/runner-estate:instance-arn": job.host.arn}
+        yield "ssm:PutParameter", parameter.arn, {}
+
+    assert permitted(world, instances, attempts) == []
+
+
+def test_a_job_cannot_read_the_app_key_the_webhook_secret_or_any_secret(world: World, instances: dict[str, list[Instance]]) -> None:
+    assert {"/runner-estate/prod/github-app/private-key", "/runner-estate/prod/github-app/webhook-secret"} <= {
+        s.name for s in world.secrets
+    }
+
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for secret in world.secrets:
+            for action in (*READ_PARAMETER, "ssm:DeleteParameter", "ssm:PutParameter", "ssm:AddTagsToResource"):
+                yield action, secret.arn, tag_context(secret.tags, "ssm")
+
+    assert permitted(world, instances, attempts) == []
+
+
+def _queue_attempts(world: World, events: bool) -> Callable[[Job], Iterator[Attempt]]:
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for name, arn in world.queues.items():
+            if name.endswith("-events") is events and name not in may_send(job.host.pool):
+                for action in ("sqs:SendMessage", "sqs:SendMessageBatch", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:PurgeQueue"):
+                    yield action, arn, {}
+
+    return attempts
+
+
+def test_a_node_reports_on_its_own_pools_reports_queue(world: World, instances: dict[str, list[Instance]]) -> None:
+    """The positive control of the queue tests, where the program has a reports queue."""
+    for job in jobs(world, instances):
+        for name in may_send(job.host.pool) & set(world.queues):
+            assert world.decide(job.role, "sqs:SendMessage", world.queues[name], job.context) is Decision.ALLOW, name
+
+
+def test_a_job_cannot_touch_the_job_queues_or_any_queue_but_its_reports(world: World, instances: dict[str, list[Instance]]) -> None:
+    """Forged jobs would launch hosts; a received or deleted message would strand a job."""
+    assert any(name.endswith(f"-{HOST_POOLS[0]}") for name in world.queues)
+    assert permitted(world, instances, _queue_attempts(world, events=False)) == []
+
+
+def test_a_job_cannot_send_to_the_capacity_block_events_queues(world: World, instances: dict[str, list[Instance]]) -> None:
+    """Only EventBridge may deliver there: a forged expiration warning drains a block for good (17.2)."""
+    assert [n for n in world.queues if n.endswith("-events")], "the example estate has capacity-block pools"
+    assert permitted(world, instances, _queue_attempts(world, events=True)) == []
+
+
+EC2_ON_INSTANCES = ("ec2:TerminateInstances", "ec2:StopInstances", "ec2:RebootInstances", "ec2:ModifyInstanceAttribute",
+                    "ec2:CreateTags", "ec2:DeleteTags")  # fmt: skip
+
+
+def test_a_job_cannot_tag_stop_or_terminate_any_instance(world: World, instances: dict[str, list[Instance]]) -> None:
+    """Its own host included: retagging it (another pool, another environment) would steer the control plane."""
+
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for target in [job.host, *other_hosts(job, instances)]:
+            context = tag_context(target.tags, "ec2")
+            for action in EC2_ON_INSTANCES:
+                yield action, target.arn, {**context, "aws:TagKeys": ("runner-estate:pool",), "aws:RequestTag/runner-estate:pool": "x"}
+
+    assert permitted(world, instances, attempts) == []
+
+
+def test_a_job_cannot_write_or_read_the_ledger(world: World, instances: dict[str, list[Instance]]) -> None:
+    actions = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems", "GetItem", "Query", "Scan")
+
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for resource in (world.table_arn, f"{world.table_arn}/index/open"):
+            yield from ((f"dynamodb:{a}", resource, {}) for a in actions)
+
+    assert permitted(world, instances, attempts) == []
+
+
+def test_a_job_cannot_pass_roles_launch_or_change_the_control_plane(world: World, instances: dict[str, list[Instance]]) -> None:
+    ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
+
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for role in world.roles.values():
+            yield "iam:PassRole", role.arn, {"iam:PassedToService": role.trusted}
+        for action, resource in (
+            ("ec2:CreateLaunchTemplate", f"{ec2}:launch-template/*"),
+            ("ec2:CreateLaunchTemplateVersion", f"{ec2}:launch-template/lt-0"),
+            ("ec2:ModifyLaunchTemplate", f"{ec2}:launch-template/lt-0"),
+            ("ec2:RunInstances", f"{ec2}:instance/*"),
+            ("ec2:CreateFleet", f"{ec2}:fleet/*"),
+            ("ec2:PurchaseCapacityBlock", f"{ec2}:capacity-reservation/*"),
+        ):
+            yield action, resource, {}
+        for function in world.functions:
+            for action in ("lambda:InvokeFunction", "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration"):
+                yield action, function, {}
+
+    assert permitted(world, instances, attempts) == []
+
+
+# ---- the control plane: each controller ends only what it owns (17.1) -----------------------
+
+SCALER = ("scaler-scale_up-role", "scaler-reconcile-role", "scaler-scale_down-role")
+BLOCK_MANAGER = ("scaler-cb_scale_up-role", "scaler-cb_manager-role")
+
+
+def terminable(world: World, role: str, targets: list[Instance]) -> list[str]:
+    found = []
+    for target in targets:
+        context = {"aws:PrincipalArn": world.roles[role].arn, "aws:RequestedRegion": REGION, **tag_context(target.tags, "ec2")}
+        if world.decide(world.roles[role], "ec2:TerminateInstances", target.arn, context) is Decision.ALLOW:
+            found.append(f"{target.pool}/{target.id}")
+    return found
+
+
+@pytest.mark.parametrize("role", SCALER)
+def test_the_scaler_ends_its_hosts_and_never_a_capacity_block_node(world: World, instances: dict[str, list[Instance]], role: str) -> None:
+    hosts = [i for p in HOST_POOLS for i in instances[p]]
+    assert terminable(world, role, hosts) == [f"{i.pool}/{i.id}" for i in hosts]  # the positive control
+    assert terminable(world, role, [i for p in CB_POOLS for i in instances[p]]) == []
+
+
+@pytest.mark.parametrize("role", BLOCK_MANAGER)
+def test_the_block_manager_ends_its_nodes_and_never_a_scaler_host(world: World, instances: dict[str, list[Instance]], role: str) -> None:
+    nodes = [i for p in CB_POOLS for i in instances[p]]
+    assert terminable(world, role, nodes) == [f"{i.pool}/{i.id}" for i in nodes]
+    assert terminable(world, role, [i for p in HOST_POOLS for i in instances[p]]) == []
+
+
+@pytest.mark.parametrize("role", [*SCALER, *BLOCK_MANAGER, "scaler-webhook-role"])
+def test_no_controller_ends_an_instance_that_is_not_ours(world: World, role: str) -> None:
+    staging = {"runner-estate:managed": "true", "runner-estate:environment": "staging", "runner-estate:pool": HOST_POOLS[0]}
+    foreign = [Instance("i-0aaaaaaaaaaaaaaaa", HOST_POOLS[0], {}), Instance("i-0bbbbbbbbbbbbbbbb", HOST_POOLS[0], staging)]
+    assert terminable(world, role, foreign) == []
+
+
+def test_the_webhook_reads_its_secret_and_never_the_app_key(world: World) -> None:
+    role = world.roles["scaler-webhook-role"]
+    verdicts = {s.name: world.decide(role, "ssm:GetParameter", s.arn, tag_context(s.tags, "ssm")) for s in world.secrets}
+    assert verdicts["/runner-estate/prod/github-app/webhook-secret"] is Decision.ALLOW
+    assert {n for n, d in verdicts.items() if d is Decision.ALLOW} == {"/runner-estate/prod/github-app/webhook-secret"}
