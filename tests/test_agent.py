@@ -26,6 +26,7 @@ from estate.agent.daemon import (
     plain_slots,
     read_token_file,
 )
+from estate.agent.plan import START_GRACE_S
 from estate.local.fake_github import FakeGithub
 from lambda_src.github.client import GithubClient
 from lambda_src.host.bootstrap import start_runner
@@ -52,11 +53,21 @@ def launcher(github: FakeGithub, job_seconds: float = 0.1) -> Callable[[Slot, st
     return launch
 
 
-def make_agent(github: FakeGithub, slots: int = 2, **kw: object) -> Agent:
+def make_agent(github: FakeGithub, slots: int = 2, job_seconds: float = 0.1, **kw: object) -> Agent:
     client = GithubClient(github.url, "example-org", 4321, lambda: github.private_key_pem, token_permissions=RUNNER_SCOPE,
                           sleep=lambda s: None, attempts=2)  # fmt: skip
     settings: dict[str, object] = {"idle_timeout_s": 60.0, "health_interval_s": 0.1, "poll_interval_s": 0.1, **kw}
-    return Agent(client, launcher(github), plain_slots(slots, "box", "agent-", LABELS), PREFIX, **settings)  # type: ignore[arg-type]
+    return Agent(client, launcher(github, job_seconds), plain_slots(slots, "box", "agent-", LABELS), PREFIX, **settings)  # type: ignore[arg-type]
+
+
+class MovableClock:
+    """Real time plus an offset a test moves forward (a runner that has run for minutes)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
 
 
 def until(agent: Agent, done: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -126,6 +137,42 @@ def test_a_runner_that_dies_mid_job_is_replaced_and_its_registration_cleaned_onc
     stuck = github.runner_named(dead)
     stuck.busy, stuck.status = False, "offline"  # GitHub fails the job
     until(agent, lambda: all(r.name != dead for r in github.runners.values()))
+    stop(agent)
+
+
+def test_a_busy_runner_that_paged_listings_miss_keeps_its_job(github: FakeGithub) -> None:
+    """An org with hundreds of runners; ephemeral ones are deleted while the agent's listing
+    pages, so its own runner slides onto a page already read and is missing from the listing,
+    three times. It is running a job: the agent asks GitHub about it and leaves it alone."""
+    others = {github.add_runner(f"org-runner-{i}", ["self-hosted"], busy=i % 2 == 0).id for i in range(350)}
+    clock = MovableClock()
+    agent = make_agent(github, slots=1, job_seconds=2.0, clock=clock)
+    agent.start()
+    ours = agent.slots[0].runner_id
+    assert ours is not None
+    until(agent, lambda: github.runners[ours].status == "online")
+    job = github.queue_job(LABELS[:2], send=False)
+    until(agent, lambda: github.jobs[job.id].status == "in_progress")
+    clock.offset = 10 * START_GRACE_S  # the runner is long past its start grace
+
+    missed: list[int] = []
+
+    def churn(page: int) -> None:
+        order = sorted(github.runners)
+        at = order.index(ours) if ours in order else -1
+        if at >= 100 and page == at // 100:  # the page before ours was just served
+            older = [rid for rid in order[:at] if github.runners[rid].name.startswith("org-runner-")]
+            for rid in older[: at % 100 + 1]:  # finished elsewhere: ours moves onto the served page
+                del github.runners[rid]
+            missed.append(page)
+
+    github.between_runner_pages = churn
+    until(agent, lambda: github.jobs[job.id].status == "completed" and agent.slots[0].jobs == 1)
+    assert missed == [3, 2, 1]
+    assert ("GET", f"/orgs/example-org/actions/runners/{ours}") in github.calls  # confirmed by id, not by absence
+    deleted = {int(path.rsplit("/", 1)[1]) for method, path in github.calls if method == "DELETE"}
+    assert ours in deleted
+    assert not deleted & others
     stop(agent)
 
 

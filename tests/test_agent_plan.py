@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from estate.agent.plan import START_GRACE_S, RunningSlot, plan_reconcile, slots_to_wake
+from estate.agent.plan import JOB_EXIT_GRACE_S, START_GRACE_S, RunningSlot, plan_reconcile, slots_to_wake
 from lambda_src.core.fleet_state import GithubRunner
 
 
@@ -26,10 +26,39 @@ def test_draining_retires_every_idle_runner_at_once() -> None:
     assert plan.retire == [(0, 1)]
 
 
-def test_a_vanished_registration_restarts_its_slot_after_the_grace() -> None:
-    running = [RunningSlot(0, "a-s0-x", 0.0, None)]
-    assert plan_reconcile(running, {}, now=START_GRACE_S - 1, idle_timeout_s=300.0, draining=False).restart == []
-    assert plan_reconcile(running, {}, now=START_GRACE_S + 1, idle_timeout_s=300.0, draining=False).restart == [0]
+def test_a_registration_missing_from_a_listing_is_confirmed_before_anything_is_stopped() -> None:
+    """A paged listing misses runners that exist (runners deleted while it pages shift the
+    rest): absence asks GitHub about that runner; only its answer can restart the slot."""
+    running = [RunningSlot(0, "a-s0-x", 0.0, None, runner_id=5)]
+    assert plan_reconcile(running, {}, now=START_GRACE_S - 1, idle_timeout_s=300.0, draining=False).confirm == []  # may not show yet
+    missed = plan_reconcile(running, {}, now=START_GRACE_S + 1, idle_timeout_s=300.0, draining=False)
+    assert (missed.restart, missed.confirm) == ([], [0])
+    gone = plan_reconcile(running, {}, now=START_GRACE_S + 1, idle_timeout_s=300.0, draining=False, confirmed={0: None})
+    assert (gone.restart, gone.confirm) == ([0], [])
+
+
+def test_a_runner_missing_from_a_listing_but_running_a_job_is_left_alone() -> None:
+    running = [RunningSlot(0, "a-s0-x", 0.0, None, runner_id=5)]
+    still_there = {0: GithubRunner(5, "a-s0-x", True, True)}
+    plan = plan_reconcile(running, {}, now=1000.0, idle_timeout_s=300.0, draining=True, confirmed=still_there)
+    assert (plan.restart, plan.retire, plan.leftovers) == ([], [], [])
+    assert plan.busy_at == {0: 1000.0}
+
+
+def test_a_runner_whose_job_just_ended_is_left_to_exit_by_itself() -> None:
+    """GitHub removes an ephemeral runner when its job ends; the process exits on its own a
+    moment later. Seen busy recently, a confirmed-gone runner is not stopped yet."""
+    running = [RunningSlot(0, "a-s0-x", 0.0, None, runner_id=5, busy_at=990.0)]
+    soon = plan_reconcile(running, {}, now=1000.0, idle_timeout_s=300.0, draining=False, confirmed={0: None})
+    assert soon.restart == []
+    later = plan_reconcile(running, {}, now=990.0 + JOB_EXIT_GRACE_S + 1, idle_timeout_s=300.0, draining=False, confirmed={0: None})
+    assert later.restart == [0]
+
+
+def test_a_busy_runner_is_marked_so() -> None:
+    running = [RunningSlot(0, "a-s0-x", 0.0, None, runner_id=5)]
+    plan = plan_reconcile(running, listed(GithubRunner(5, "a-s0-x", True, True)), now=70.0, idle_timeout_s=300.0, draining=False)
+    assert (plan.busy_at, plan.idle_since) == ({0: 70.0}, {0: None})
 
 
 def test_leftover_registrations_are_deleted_unless_busy() -> None:

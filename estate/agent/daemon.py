@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from estate.agent.plan import RunningSlot, plan_reconcile, slots_to_wake
+from lambda_src.core.fleet_state import GithubRunner
 from lambda_src.core.gpu_slots import NodeSlot
 from lambda_src.github.client import GithubClient, GithubError
 
@@ -109,6 +110,7 @@ class Slot:
     process: RunningRunner | None = None
     started_at: float = 0.0
     idle_since: float | None = None
+    busy_at: float | None = None  # when GitHub last showed this runner running a job
     parked: bool = False
     jobs: int = 0
 
@@ -180,6 +182,7 @@ class Agent:
         slot.runner_id, config = self.github.fresh_jitconfig(name, self.group, slot.labels)
         slot.runner_name = name
         slot.process, slot.started_at, slot.idle_since, slot.parked = self.launch(slot, config), self.clock(), None, False
+        slot.busy_at = None
         log.info("slot %d: runner %s (%s) started", slot.index, name, slot.runner_id)
 
     def _reap(self, slot: Slot) -> None:
@@ -187,21 +190,33 @@ class Agent:
         either way; the slot refills on this tick unless parked or draining."""
         if slot.process is None or (code := slot.process.poll()) is None:
             return
-        slot.process, slot.jobs = None, slot.jobs + 1
+        slot.process, slot.jobs, slot.busy_at = None, slot.jobs + 1, None
         log.info("slot %d: runner exited with %d", slot.index, code)
         if slot.runner_id is not None:
             self._guarded(partial(self.github.delete_runner, slot.runner_id))
             slot.runner_id = None
 
     def _reconcile(self) -> None:
-        """One runner listing, then estate/agent/plan.plan_reconcile's decisions."""
+        """One runner listing, then estate/agent/plan.plan_reconcile's decisions. A slot's
+        runner the listing missed is looked up by id first: a paged listing can miss it."""
+        now = self.clock()
         listed = {r.name: r for r in self.github.list_runners() if r.name.startswith(self.name_prefix)}
-        running = [RunningSlot(s.index, s.runner_name, s.started_at, s.idle_since) for s in self.slots if s.process is not None]
-        plan = plan_reconcile(running, listed, self.clock(), self.idle_timeout_s, self.draining)
+        running = [
+            RunningSlot(s.index, s.runner_name, s.started_at, s.idle_since, s.runner_id, s.busy_at)
+            for s in self.slots
+            if s.process is not None
+        ]
+        plan = plan_reconcile(running, listed, now, self.idle_timeout_s, self.draining)
+        if plan.confirm:
+            confirmed = {index: self._look_up(self.slots[index]) for index in plan.confirm}
+            plan = plan_reconcile(running, listed, now, self.idle_timeout_s, self.draining, confirmed)
+        for index, busy_at in plan.busy_at.items():
+            self.slots[index].busy_at = busy_at
         for index, idle_since in plan.idle_since.items():
             self.slots[index].idle_since = idle_since
         for index in plan.restart:
-            log.warning("slot %d: registration %s is gone while its runner runs; restarting it", index, self.slots[index].runner_name)
+            name = self.slots[index].runner_name
+            log.warning("slot %d: GitHub no longer has registration %s while its runner runs; restarting it", index, name)
             self._stop(self.slots[index])
         for index, runner_id in plan.retire:
             if self.github.delete_runner(runner_id):
@@ -213,6 +228,11 @@ class Agent:
             log.info("deleting runner %s: registered by an earlier run of this agent", runner_id)
             self.github.delete_runner(runner_id)
 
+    def _look_up(self, slot: Slot) -> GithubRunner | None:
+        if slot.runner_id is not None:
+            return self.github.runner(slot.runner_id)
+        return self.github.find_runner(slot.runner_name)
+
     def _stop(self, slot: Slot) -> None:
         if slot.process is not None:
             slot.process.terminate()
@@ -220,7 +240,7 @@ class Agent:
                 slot.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 log.warning("slot %d: runner did not stop within 10 s", slot.index)
-        slot.process, slot.runner_id, slot.idle_since = None, None, None
+        slot.process, slot.runner_id, slot.idle_since, slot.busy_at = None, None, None, None
 
     def _wake_for_queued_jobs(self) -> None:
         """Poll the watched repositories (conditional requests: an unchanged answer is free)
