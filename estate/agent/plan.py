@@ -91,3 +91,75 @@ def slots_to_wake(queued_label_sets: Iterable[Iterable[str]], parked: Mapping[in
             woken.append(found)
             del free[found]
     return woken
+
+
+# ---- who may reach the agent's credential ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gids: frozenset[int]  # primary and supplementary groups
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    path: str
+    owner: int
+    group: int
+    mode: int  # st_mode
+
+
+def _may(account: Account, facts: FileFacts, bit: int) -> bool:
+    """POSIX permission classes: the first that applies decides (owner, then group, then
+    others); `bit` is 4 (read) or 2 (write). Root may do anything."""
+    if account.uid == 0:
+        return True
+    if account.uid == facts.owner:
+        return bool(facts.mode & (bit << 6))
+    if facts.group in account.gids:
+        return bool(facts.mode & (bit << 3))
+    return bool(facts.mode & bit)
+
+
+def separation_problems(
+    agent: Account,
+    run_as: Account | None,
+    secrets: Iterable[FileFacts],
+    secret_dirs: Iterable[FileFacts],
+    code_dirs: Iterable[FileFacts],
+    privileged_groups: Mapping[int, str],
+) -> list[str]:
+    """Why jobs could reach the agent's credential, one line each; none when they cannot.
+
+    A job is whatever the runners' user can do. So that user is never root, never the
+    agent's own user (compared by uid: a second name for the same uid is the same user),
+    never in a group that is root by another name (sudo, docker, ...); the credential
+    (token file or App key) belongs to the agent and only it may read it; and the runners'
+    user may neither replace the credential nor write the agent's code."""
+    if run_as is None:
+        return [f"runners need a user of their own: give --run-as USER (not root, not the agent's user {agent.name})"]
+    problems = []
+    if run_as.uid == 0:
+        problems.append(f"--run-as {run_as.name} is root: runners never run as root")
+    elif run_as.uid == agent.uid:
+        problems.append(f"--run-as {run_as.name} is the agent's own user: its jobs could read the agent's credential")
+    for gid in sorted(run_as.gids & set(privileged_groups)):
+        problems.append(f"--run-as {run_as.name} is in group {privileged_groups[gid]}, which can act as root: its jobs could too")
+    for secret in secrets:
+        if secret.owner != agent.uid:
+            problems.append(f"{secret.path} belongs to uid {secret.owner}, not to the agent's user {agent.name}: chown it")
+        elif secret.mode & 0o077:
+            problems.append(f"{secret.path} is readable by group or others (mode {secret.mode & 0o7777:o}); chmod 600 it")
+        elif _may(run_as, secret, 4):
+            problems.append(f"{secret.path} is readable by the runners' user {run_as.name}")
+    for folder in secret_dirs:
+        # In a sticky folder (/tmp) only a file's or the folder's owner may replace a file.
+        sticky = folder.mode & 0o1000 and folder.owner != run_as.uid
+        if _may(run_as, folder, 2) and not sticky:
+            problems.append(f"{folder.path} is writable by the runners' user {run_as.name}: a job could replace the credential")
+    for folder in code_dirs:
+        if _may(run_as, folder, 2):
+            problems.append(f"{folder.path} is writable by the runners' user {run_as.name}: a job could change the agent's code")
+    return problems

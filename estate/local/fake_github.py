@@ -269,7 +269,13 @@ class FakeGithub:
             return None
         if token not in self.tokens:
             return "bad credentials"
-        return None if self.clock() < self.token_expiry.get(token, float("inf")) else "token expired"
+        expires = self.token_expiry.get(token)
+        if expires is not None:
+            if self.clock() >= expires:
+                return "token expired"
+            # GitHub tells a token's real expiry on every answer it authenticates.
+            self._response_headers["GitHub-Authentication-Token-Expiration"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
+        return None
 
     # ---- endpoints --------------------------------------------------------------------
     def _installation(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
