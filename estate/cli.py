@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 4 a mandatory policy
 violation in `preview`, 5 a guarded resource would be replaced or deleted (`guard`), 6 the agent's
-credentials cannot be used (`agent`), 1 anything else.
+credentials cannot be used or would be within its jobs' reach (`agent`), 1 anything else.
 Errors are one line on stderr; results go to stdout.
 """
 
@@ -268,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runner-command", help="run this program instead of <runner-dir>/run.sh (it reads the JIT config from its environment)"
     )
-    p.add_argument("--run-as", help="user the runners run as (default: the agent's user)")
+    p.add_argument(
+        "--run-as",
+        help="user the runners (and so every job) run as: required; not root, not the agent's own user, unable to read its credential",
+    )
     p.add_argument("--nvidia-smi-xml", help="read GPUs from this `nvidia-smi -q -x` output instead of running nvidia-smi")
     p.set_defaults(func=_cmd_agent)
     p = sub.add_parser("agent-token", help="mint a runner-administration installation token file for an agent host (where the App key is)")

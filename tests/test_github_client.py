@@ -147,3 +147,35 @@ def test_a_bad_app_key_is_refused_by_github(fake: FakeGithub, clock: Clock) -> N
     with pytest.raises(GithubError) as caught:
         c.token()
     assert caught.value.status == 401
+
+
+def test_runner_listings_page_as_github_pages_them(fake: FakeGithub, clock: Clock) -> None:
+    """At most 100 a page, whatever is asked, and a Link header to the next and last pages."""
+    c = client(fake, clock, installation=4242)
+    for i in range(230):
+        fake.add_runner(f"r{i}")
+    page = c.call("GET", "/orgs/acme/actions/runners?per_page=500&page=2")
+    assert [r["name"] for r in page["runners"]] == [f"r{i}" for i in range(100, 200)]
+    _, headers = c._exchange("GET", "/orgs/acme/actions/runners?per_page=100&page=2", None, c.token(), {})
+    assert 'page=3>; rel="next"' in headers["Link"]
+    assert 'page=3>; rel="last"' in headers["Link"]
+    assert 'page=1>; rel="prev"' in headers["Link"]
+
+
+def test_a_runner_deleted_while_a_listing_pages_makes_one_fall_between_pages(fake: FakeGithub, clock: Clock) -> None:
+    """Why absence from a listing proves nothing, and what does: a GET of that runner."""
+    c = client(fake, clock, installation=4242)
+    ids = [fake.add_runner(f"r{i}").id for i in range(150)]
+
+    def finished_elsewhere(page: int) -> None:
+        if page == 1:
+            del fake.runners[ids[0]]  # r100 moves onto page 1, already read
+
+    fake.between_runner_pages = finished_elsewhere
+    names = {r.name for r in c.list_runners()}
+    assert "r100" not in names
+    assert len(names) == 149
+    found = c.runner(ids[100])
+    assert found is not None
+    assert found.name == "r100"
+    assert c.runner(ids[0]) is None  # 404: gone

@@ -3,7 +3,10 @@
 It speaks the REST endpoints the control plane uses, checks what real GitHub checks (the App
 JWT's RS256 signature and lifetime, installation tokens, runner groups, 422 on deleting a busy
 runner), plays the runner side (`connect`, `start_job`, `finish_job`), sends signed
-`workflow_job` webhooks, and injects faults (`fail_next`). Nothing leaves 127.0.0.1.
+`workflow_job` webhooks, and injects faults (`fail_next`). Listings page as GitHub's do
+(`per_page` at most 100, `page`, a `Link` header), and `between_runner_pages` lets a test
+change the runners while a listing pages, as ephemeral runners come and go on a busy org.
+Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -107,6 +110,10 @@ class FakeGithub:
         self.deliveries: list[tuple[int, dict[str, Any]]] = []
         self.token_requests: list[dict[str, Any]] = []  # bodies of installation-token requests
         self.not_modified = 0
+        # Called (lock held) after each page of a runner listing is served, with that page's
+        # number: a test deletes or adds runners here to play churn during paging.
+        self.between_runner_pages: Callable[[int], None] | None = None
+        self._response_headers: dict[str, str] = {}  # extra headers of the answer being built
         self._ids = itertools.count(100)
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -168,6 +175,13 @@ class FakeGithub:
     def runner_named(self, name: str) -> FakeRunner:
         return next(r for r in self.runners.values() if r.name == name)
 
+    def add_runner(self, name: str, labels: list[str] | None = None, busy: bool = False, group: str = "Default") -> FakeRunner:
+        """A runner someone else registered (another host, another tool), online."""
+        with self._lock:
+            runner = FakeRunner(next(self._ids), name, list(labels or []), self.groups[group], "online", busy)
+            self.runners[runner.id] = runner
+            return runner
+
     # ---- webhooks ---------------------------------------------------------------------
     def job_payload(self, job: FakeJob, action: str) -> dict[str, Any]:
         return {
@@ -212,6 +226,7 @@ class FakeGithub:
             url = urlparse(path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             auth = headers.get("authorization", "")
+            self._response_headers = {}
             for pattern, route_method, needs, action in _ROUTES:
                 found = re.fullmatch(pattern.replace("{org}", re.escape(self.org)), url.path)
                 if found and method == route_method:
@@ -220,14 +235,15 @@ class FakeGithub:
                         return 401, {"message": problem}, {}
                     data = json.loads(body) if body else {}
                     status, payload = action(self, found, query, data)
+                    extra = self._response_headers
                     if method == "GET" and status == 200:
                         # Conditional requests, as GitHub answers them: 304 when nothing changed.
                         etag = '"' + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32] + '"'
                         if headers.get("if-none-match") == etag:
                             self.not_modified += 1
                             return 304, {}, {"ETag": etag}
-                        return status, payload, {"ETag": etag}
-                    return status, payload, {}
+                        return status, payload, {**extra, "ETag": etag}
+                    return status, payload, extra
             return 404, {"message": f"fake GitHub has no {method} {url.path}"}, {}
 
     def _check_auth(self, auth: str, needs: str) -> str | None:
@@ -253,7 +269,13 @@ class FakeGithub:
             return None
         if token not in self.tokens:
             return "bad credentials"
-        return None if self.clock() < self.token_expiry.get(token, float("inf")) else "token expired"
+        expires = self.token_expiry.get(token)
+        if expires is not None:
+            if self.clock() >= expires:
+                return "token expired"
+            # GitHub tells a token's real expiry on every answer it authenticates.
+            self._response_headers["GitHub-Authentication-Token-Expiration"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
+        return None
 
     # ---- endpoints --------------------------------------------------------------------
     def _installation(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -285,12 +307,30 @@ class FakeGithub:
         return 201, {"runner": runner.to_json(), "encoded_jit_config": encoded}
 
     def _list_runners(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One page, as GitHub pages: oldest first, `per_page` capped at 100, a `Link` header
+        to the next and last pages. Each page is cut from the runners as they are now, so a
+        runner deleted before a later page shifts the rest (one may fall between pages)."""
         runners = sorted(self.runners.values(), key=lambda r: r.id)
         if "name" in q:
             runners = [r for r in runners if r.name == q["name"]]
-        per_page, page = int(q.get("per_page", 30)), int(q.get("page", 1))
+        per_page, page = max(1, min(100, int(q.get("per_page", 30)))), max(1, int(q.get("page", 1)))
         chunk = runners[(page - 1) * per_page : page * per_page]
+        last = max(1, -(-len(runners) // per_page))
+        links = {"prev": page - 1, "next": page + 1, "first": 1, "last": last}
+        shown = {rel: n for rel, n in links.items() if (rel in {"prev", "first"} and page > 1) or (rel in {"next", "last"} and page < last)}
+        if shown:
+            base = {k: v for k, v in q.items() if k not in {"page", "per_page"}}
+            path = m.group(0)
+            self._response_headers["Link"] = ", ".join(
+                f'<{self.url}{path}?{urlencode({**base, "per_page": per_page, "page": n})}>; rel="{rel}"' for rel, n in shown.items()
+            )
+        if self.between_runner_pages is not None and "name" not in q:
+            self.between_runner_pages(page)
         return 200, {"total_count": len(runners), "runners": [r.to_json() for r in chunk]}
+
+    def _get_runner(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        runner = self.runners.get(int(m.group(1)))
+        return (200, runner.to_json()) if runner is not None else (404, {"message": "Not Found"})
 
     def _delete_runner(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         runner = self.runners.get(int(m.group(1)))
@@ -359,6 +399,7 @@ _ROUTES: list[tuple[str, str, str, Action]] = [
     (r"/orgs/{org}/actions/runner-groups", "GET", "token", FakeGithub._groups),
     (r"/orgs/{org}/actions/runners/generate-jitconfig", "POST", "token", FakeGithub._jit),
     (r"/orgs/{org}/actions/runners", "GET", "token", FakeGithub._list_runners),
+    (r"/orgs/{org}/actions/runners/(\d+)", "GET", "token", FakeGithub._get_runner),
     (r"/orgs/{org}/actions/runners/(\d+)", "DELETE", "token", FakeGithub._delete_runner),
     (rf"/repos/{_REPO}/actions/jobs/(\d+)", "GET", "token", FakeGithub._job),
     (rf"/repos/{_REPO}/actions/runs", "GET", "token", FakeGithub._runs),

@@ -130,6 +130,17 @@ class GithubClient:
             found += [GithubRunner(int(r["id"]), str(r["name"]), r["status"] == "online", bool(r["busy"])) for r in page]
         return found
 
+    def runner(self, runner_id: int) -> GithubRunner | None:
+        """One runner by id, None when GitHub no longer has it (404). A paged listing can miss
+        a runner that exists (runners deleted while it pages shift the rest); this cannot."""
+        try:
+            r = self.call("GET", f"/orgs/{self.org}/actions/runners/{runner_id}")
+        except GithubError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return GithubRunner(int(r["id"]), str(r["name"]), r["status"] == "online", bool(r["busy"]))
+
     def find_runner(self, name: str) -> GithubRunner | None:
         query = urllib.parse.urlencode({"name": name})
         page = self.call("GET", f"/orgs/{self.org}/actions/runners?{query}")
