@@ -168,6 +168,8 @@ def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
         "lambda_src/__init__.py",
         "lambda_src/aws/__init__.py",
         "lambda_src/aws/sigv4_client.py",
+        "lambda_src/core/__init__.py",
+        "lambda_src/core/job_isolation.py",
         "lambda_src/host/__init__.py",
         "lambda_src/host/bootstrap.py",
     ]
@@ -197,6 +199,7 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
         "lambda_src/core/gpu_slots.py",
         "lambda_src/core/gpus.py",
         "lambda_src/core/instance_catalog.py",
+        "lambda_src/core/job_isolation.py",
         "lambda_src/core/node_slots.py",
         "lambda_src/host/__init__.py",
         "lambda_src/host/bootstrap.py",

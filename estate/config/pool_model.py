@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from estate.config.strict_model import StrictModel
 from lambda_src.core import cron
 from lambda_src.core.cron import CronError
+from lambda_src.core.job_isolation import check_user_name
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
@@ -145,7 +146,8 @@ class RunnerConfig(StrictModel):
     runners_maximum_count: int = Field(ge=0)
     runner_extra_labels: list[str] = Field(default_factory=list)
     runner_name_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", max_length=45)
-    runner_run_as: str = "ec2-user"
+    # The job user's name reaches a root shell on the host: a plain user name, never root.
+    runner_run_as: Annotated[str, AfterValidator(check_user_name)] = "ec2-user"
     runner_as_root: bool = False
     runner_group_name: str = "Default"
     runner_metadata_options: MetadataOptions = MetadataOptions()

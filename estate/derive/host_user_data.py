@@ -11,6 +11,7 @@ import ast
 import base64
 import gzip
 import io
+import shlex
 import tarfile
 from functools import cache
 from pathlib import Path
@@ -81,8 +82,9 @@ def _bundle(entry: str) -> str:
 
 
 def _script(pool: Pool, entry: str, arguments: list[str], after: list[str]) -> str:
-    command = f"python3 -m {entry} {' '.join(arguments)}"
-    run_as = pool.runner.runner_run_as
+    # Every value is quoted where it meets the shell, whatever the loader let through.
+    command = shlex.join(["python3", "-m", entry, *arguments])
+    run_as = shlex.quote(pool.runner.runner_run_as)
     script = "\n".join(
         [
             "#!/bin/bash",
@@ -103,22 +105,23 @@ def _script(pool: Pool, entry: str, arguments: list[str], after: list[str]) -> s
 
 
 def _runner_args(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None) -> list[str]:
+    """The host program's arguments, one item per word (`_script` quotes them)."""
     args = [
-        f"--parameter-prefix {jit_prefix}",
-        f"--runner-version {runner_version}",
-        f"--runner-arch {pool.runner.runner_architecture}",
-        f"--run-as {pool.runner.runner_run_as}",
+        *("--parameter-prefix", jit_prefix),
+        *("--runner-version", runner_version),
+        *("--runner-arch", pool.runner.runner_architecture),
+        *("--run-as", pool.runner.runner_run_as),
     ]
-    return [*args, f"--runner-sha256 {runner_sha256}"] if runner_sha256 else args
+    return [*args, "--runner-sha256", runner_sha256] if runner_sha256 else args
 
 
 def user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None) -> str:
     """An ordinary host: one job (or, with `estate.reuse_hosts`, a few in turn), then the host
     powers off (and is terminated)."""
-    args = [*_runner_args(pool, jit_prefix, runner_version, runner_sha256), f"--wait {60 * pool.runner.runner_boot_time_in_minutes}"]
+    args = [*_runner_args(pool, jit_prefix, runner_version, runner_sha256), "--wait", str(60 * pool.runner.runner_boot_time_in_minutes)]
     if (reuse := pool.spec.estate.reuse_hosts) is not None:
         # The host outwaits the scaler's window by half a minute: a config stored at its end still finds the host.
-        args += [f"--max-jobs {reuse.max_jobs}", f"--reuse-wait {REUSE_WINDOW_S + 30:g}"]
+        args += ["--max-jobs", str(reuse.max_jobs), "--reuse-wait", f"{REUSE_WINDOW_S + 30:g}"]
     return _script(pool, HOST_ENTRY, args, ["shutdown -h now"])
 
 
@@ -128,7 +131,7 @@ def node_user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha2
     assert pool.slot_layout is not None
     args = [
         *_runner_args(pool, jit_prefix, runner_version, runner_sha256),
-        f"--layout {pool.slot_layout.spec()}",
-        f"--events-queue-url {events_queue_url}",
+        *("--layout", pool.slot_layout.spec()),
+        *("--events-queue-url", events_queue_url),
     ]
     return _script(pool, NODE_ENTRY, args, [])

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient, Credentials
+from lambda_src.core.job_isolation import USER_NAME_RE
 
 log = logging.getLogger("runner_estate.host")
 IMDS_URL = "http://169.254.169.254"
@@ -154,13 +156,24 @@ def download(url: str) -> bytes:
         return bytes(answer.read())
 
 
+def _matching(pattern: str) -> Callable[[str], str]:
+    """An argparse type that takes only values matching `pattern` (the loader checked them too)."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise argparse.ArgumentTypeError(f"{value!r} does not match {pattern}")
+        return value
+
+    return check
+
+
 def add_host_arguments(parser: argparse.ArgumentParser) -> None:
     """What every host program is started with by its user-data (estate/derive/host_user_data.py)."""
-    parser.add_argument("--parameter-prefix", required=True)
-    parser.add_argument("--runner-version", required=True)
+    parser.add_argument("--parameter-prefix", type=_matching(r"/[A-Za-z0-9_./-]+/"), required=True)
+    parser.add_argument("--runner-version", type=_matching(r"\d+\.\d+\.\d+"), required=True)
     parser.add_argument("--runner-arch", choices=["x64", "arm64"], required=True)
-    parser.add_argument("--runner-sha256")
-    parser.add_argument("--run-as", default="ubuntu")
+    parser.add_argument("--runner-sha256", type=_matching(r"[0-9A-Fa-f]{64}"))
+    parser.add_argument("--run-as", type=_matching(USER_NAME_RE.pattern), default="ubuntu")
     parser.add_argument("--runner-dir", default="/opt/actions-runner")
     parser.add_argument("--imds-url", default=IMDS_URL)
 
