@@ -172,6 +172,9 @@ def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
         "lambda_src/core/job_isolation.py",
         "lambda_src/host/__init__.py",
         "lambda_src/host/bootstrap.py",
+        "lambda_src/host/common.py",
+        "lambda_src/host/job_users.py",
+        "lambda_src/host/runner_files.py",
     ]
     helped = subprocess.run(
         [sys.executable, "-m", "lambda_src.host.bootstrap", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
@@ -202,8 +205,9 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
         "lambda_src/core/job_isolation.py",
         "lambda_src/core/node_slots.py",
         "lambda_src/host/__init__.py",
-        "lambda_src/host/bootstrap.py",
+        "lambda_src/host/common.py",
         "lambda_src/host/nvidia_smi.py",
+        "lambda_src/host/runner_files.py",
         "lambda_src/host/slot_manager.py",
     ]
     helped = subprocess.run(
@@ -229,10 +233,10 @@ def test_a_reusable_host_runs_each_next_config_after_tidying_up_to_its_limit() -
         return 0
 
     count = host_bootstrap.serve_jobs(fetch, run, lambda: tidied.append(len(ran)), 720.0, 90.0, max_jobs=2)
-    assert (count, ran, waits, tidied) == (2, ["one", "two"], [720.0, 90.0], [1])
+    assert (count, ran, waits, tidied) == (2, ["one", "two"], [720.0, 90.0], [1, 2])
 
 
-def test_a_host_with_no_next_config_powers_off_without_tidying() -> None:
+def test_a_host_with_no_next_config_powers_off_after_tidying() -> None:
     def fetch(wait_s: float) -> str:
         if wait_s == 90.0:
             raise AwsError("ParameterNotFound", "none", 400)
@@ -240,7 +244,7 @@ def test_a_host_with_no_next_config_powers_off_without_tidying() -> None:
 
     tidied: list[int] = []
     assert host_bootstrap.serve_jobs(fetch, lambda c: 0, lambda: tidied.append(1), 720.0, 90.0, max_jobs=5) == 1
-    assert tidied == []
+    assert tidied == [1]  # the job's leftovers went before the host waited for a next config
 
 
 def test_no_first_config_still_stops_the_host_with_an_error() -> None:
@@ -249,17 +253,6 @@ def test_no_first_config_still_stops_the_host_with_an_error() -> None:
 
     with pytest.raises(AwsError):
         host_bootstrap.serve_jobs(fetch, lambda c: 0, lambda: None, 720.0, 90.0, max_jobs=5)
-
-
-def test_tidying_ends_the_runner_users_processes_and_empties_the_work_folder(tmp_path: Path) -> None:
-    (tmp_path / "_work" / "repo").mkdir(parents=True)
-    (tmp_path / "_work" / "repo" / "secret-artifact").write_text("left by the last job")
-    (tmp_path / "run.sh").write_text("")
-    killed: list[list[str]] = []
-    host_bootstrap.tidy_between_jobs(tmp_path, "ubuntu", kill=killed.append)
-    assert killed == [["pkill", "-KILL", "-u", "ubuntu"]]
-    assert not (tmp_path / "_work").exists()
-    assert (tmp_path / "run.sh").exists()  # the runner itself stays
 
 
 def test_only_a_reusing_pool_tells_its_hosts_to_wait_for_a_next_config(tmp_path: Path) -> None:

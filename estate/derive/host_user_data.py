@@ -28,13 +28,20 @@ USER_DATA_LIMIT = 16 * 1024  # EC2's limit on user-data before base64
 
 
 def _without_docs(source: str) -> bytes:
-    """The module's code without comments and docstrings: user-data is limited to 16 KiB."""
+    """The module's code without comments, docstrings and function annotations (with
+    `from __future__ import annotations` nothing reads them at run time): user-data is
+    limited to 16 KiB."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
                 node.body = node.body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            node.returns = None
+            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs, node.args.vararg, node.args.kwarg]:
+                if arg is not None:
+                    arg.annotation = None
     return ast.unparse(tree).encode()
 
 

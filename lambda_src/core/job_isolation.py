@@ -27,3 +27,15 @@ def check_group_name(name: str) -> str:
     if not GROUP_NAME_RE.fullmatch(name):
         raise ValueError(f"{name!r} is not a group name: 1-32 of a-z, 0-9, _ and -, starting with a letter or _")
     return name
+
+
+def tidy_commands(user: str, home: str | None) -> list[list[str]]:
+    """What a job leaves outside its folder, cleared before its host (or slot) takes the next
+    config: its crontab, its files in the shared temporary folders and, where the user owns
+    it, its home (a poisoned pip cache or git config must not meet the next job). Ending the
+    user's processes comes first (`pkill`, repeated until none is left)."""
+    commands = [
+        ["crontab", "-r", "-u", user],
+        ["find", "/tmp", "/var/tmp", "/dev/shm", "-xdev", "-mindepth", "1", "-user", user, "-delete"],  # noqa: S108 - clearing them
+    ]
+    return [*commands, ["find", home, "-xdev", "-mindepth", "1", "-delete"]] if home else commands

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,8 +28,9 @@ from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
 from lambda_src.core.gpu_slots import NodeSlot, parse_layout
 from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
 from lambda_src.core.node_slots import plan_node
-from lambda_src.host.bootstrap import Imds, add_host_arguments, download, install_runner, start_runner
+from lambda_src.host.common import Imds, add_host_arguments, download, start_runner
 from lambda_src.host.nvidia_smi import NoGpuDriverError, read_nvidia_smi
+from lambda_src.host.runner_files import fresh_job_dir, install_runner
 
 log = logging.getLogger("runner_estate.slots")
 TICK_S = 2.0
@@ -90,7 +90,12 @@ class SlotManager:
             config = self.ports.fetch_config(slot.plan.index)
             if config is not None:
                 slot.runs += 1
-                slot.runner = self.ports.start(slot.plan, config)
+                try:
+                    slot.runner = self.ports.start(slot.plan, config)
+                except Exception as exc:  # a changed runner install, a folder that cannot be built: never run it
+                    log.exception("slot %d: runner %d not started", slot.plan.index, slot.runs)
+                    self._leave_rotation(slot, f"runner not started: {exc}")
+                    continue
                 log.info("slot %d: runner %d started on GPUs %s", slot.plan.index, slot.runs, slot.plan.device_indices)
 
     def _check_health(self) -> None:
@@ -102,9 +107,12 @@ class SlotManager:
         for slot in self._state:
             bad = [f"GPU {u}: {faults[u]}" for u in slot.plan.device_uuids if u in faults]
             if bad and slot.faulty is None:
-                slot.faulty = "; ".join(bad)
-                log.error("slot %d leaves rotation: %s", slot.plan.index, slot.faulty)
-                self._report("slot-faulty", slot.plan.index, slot.faulty)
+                self._leave_rotation(slot, "; ".join(bad))
+
+    def _leave_rotation(self, slot: _Slot, reason: str) -> None:
+        slot.faulty = reason
+        log.error("slot %d leaves rotation: %s", slot.plan.index, reason)
+        self._report("slot-faulty", slot.plan.index, reason)
 
     def _report(self, kind: str, slot: int, reason: str) -> None:
         try:
@@ -155,14 +163,9 @@ def node_faults() -> dict[str, str]:
 
 
 def slot_runner_dirs(template: Path, count: int) -> list[Path]:
-    """One runner copy per slot: a runner keeps its state in its own directory."""
-    dirs = []
-    for index in range(count):
-        target = template.parent / f"{template.name}-s{index}"
-        if not target.exists():
-            shutil.copytree(template, target, symlinks=True)
-        dirs.append(target)
-    return dirs
+    """Where each slot's jobs run, beside the install: built afresh for every job
+    (runner_files.fresh_job_dir), never a long-lived copy a job could change."""
+    return [template.parent / f"{template.name}-s{index}" for index in range(count)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,14 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("node %s: %d GPUs, slots %s", instance_id, len(gpus), json.dumps(plan.to_json()["slots"]))
     template = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
     dirs = slot_runner_dirs(template, len(plan.slots))
-    if args.run_as != "root":
-        for directory in dirs:
-            subprocess.run(["chown", "-R", f"{args.run_as}:{args.run_as}", str(directory)], check=True)  # noqa: S603, S607
     ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
     sqs = AwsJsonClient("sqs", region, credentials=imds.credentials)
 
     def start(slot: NodeSlot, config: str) -> RunningRunner:
-        return start_runner([str(dirs[slot.index] / "run.sh")], config, args.run_as, slot.environment)
+        folder = fresh_job_dir(template, dirs[slot.index], args.run_as)
+        return start_runner([str(folder / "run.sh")], config, args.run_as, slot.environment, cwd=folder)
 
     fetch = ssm_config_fetcher(ssm, args.parameter_prefix, instance_id)
     ports = SlotPorts(fetch, start, sqs_reporter(sqs, args.events_queue_url, instance_id), node_faults)
