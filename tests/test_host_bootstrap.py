@@ -3,11 +3,11 @@ runner started with the config only in its environment, and user-data free of se
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -154,16 +154,21 @@ def test_user_data_carries_code_and_settings_but_no_secret(pool: object) -> None
     assert script == user_data(pool, "/runner-estate/prod/jit/", "2.329.0", None)  # type: ignore[arg-type]  # stable
 
 
+def unpack_bundle(script: str, into: Path) -> None:
+    """Run the user-data's own unpacking lines (its python3 decoder and tar) into `into`."""
+    found = re.search(r"^(python3 -c .+ <<'BUNDLE' \| tar -xJ -C )\S+(\n.+\nBUNDLE)$", script, re.M | re.S)
+    assert found is not None
+    decoder = found.group(1).replace("python3", shlex.quote(sys.executable), 1)
+    subprocess.run(["bash", "-c", f"{decoder}{shlex.quote(str(into))}{found.group(2)}"], check=True, timeout=60)  # noqa: S607
+
+
 def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
 
 
 def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
     script = user_data(POOLS[0], "/runner-estate/prod/jit/", "2.329.0", "ab" * 32)
-    bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
-    assert bundle is not None
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
-        tar.extractall(tmp_path, filter="data")
+    unpack_bundle(script, tmp_path)
     assert _files(tmp_path) == [
         "lambda_src/__init__.py",
         "lambda_src/aws/__init__.py",
@@ -190,10 +195,7 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
     assert len(script) < 16 * 1024
     assert f"--layout 1x4+4x1 --events-queue-url {queue}" in script
     assert "shutdown" not in script  # a node lives for its block
-    bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
-    assert bundle is not None
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
-        tar.extractall(tmp_path, filter="data")
+    unpack_bundle(script, tmp_path)
     assert _files(tmp_path) == [
         "lambda_src/__init__.py",
         "lambda_src/aws/__init__.py",
@@ -206,6 +208,7 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
         "lambda_src/core/node_slots.py",
         "lambda_src/host/__init__.py",
         "lambda_src/host/common.py",
+        "lambda_src/host/job_users.py",
         "lambda_src/host/nvidia_smi.py",
         "lambda_src/host/runner_files.py",
         "lambda_src/host/slot_manager.py",

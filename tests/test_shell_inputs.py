@@ -59,6 +59,14 @@ def test_plain_user_names_load(tmp_path: Path, value: str) -> None:
     assert pool.runner.runner_run_as == value
 
 
+@pytest.mark.parametrize("value", ["docker; id", "$(id)", "Docker", "two words"])
+def test_a_job_group_that_is_not_a_plain_group_name_is_refused(tmp_path: Path, value: str) -> None:
+    path = write_pool(tmp_path, "cpu", MINIMAL_POOL + f"estate:\n  job_groups: [{json.dumps(value)}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_pool(path)
+    assert (info.value.pool, info.value.key) == ("cpu", "estate.job_groups[0]")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "where"),
     [
@@ -143,3 +151,17 @@ def test_the_host_programs_refuse_such_values_as_well(flag: str, value: str) -> 
     with pytest.raises(SystemExit) as stopped:
         host_bootstrap.main(argv)
     assert stopped.value.code == 2
+
+
+@pytest.mark.parametrize("value", [v for v in HOSTILE if v])
+def test_job_users_and_groups_are_quoted_where_the_user_data_sets_them_up(tmp_path: Path, value: str) -> None:
+    marker = tmp_path / "ran"
+    hostile = value.replace("id", f"touch {marker}")
+    pool, _ = load_pool(write_pool(tmp_path, "cpu", MINIMAL_POOL))
+    spec = pool.spec.model_copy(update={"estate": pool.spec.estate.model_copy(update={"job_groups": [hostile]})})
+    script = user_data(_unchecked(Pool(pool.name, pool.file, spec), runner_run_as=hostile), "/runner-estate/prod/jit/", "2.329.0", None)
+    setup = script[: script.index("<<'BUNDLE'")].rsplit("\n", 1)[0]  # everything before the bundle
+    assert setup.count(shlex.quote(hostile)) >= 3  # the accounts loop, the group lookup, the sudoers lines
+    if bash := shutil.which("bash"):  # bash reads it as intended (-n: syntax only, nothing runs)
+        subprocess.run([bash, "-n", "-c", setup], check=True, timeout=10)
+    assert not marker.exists()

@@ -17,10 +17,26 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from estate.config.strict_model import StrictModel
 from lambda_src.core import cron
 from lambda_src.core.cron import CronError
-from lambda_src.core.job_isolation import check_user_name
+from lambda_src.core.job_isolation import USER_NAME_RE
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
+_GROUP_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def check_user_name(name: str) -> str:
+    """A plain, unprivileged user name: it reaches the host's root shell."""
+    if not USER_NAME_RE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a user name: 1-28 of a-z, 0-9, _ and -, starting with a letter or _")
+    if name == "root":
+        raise ValueError("jobs never run as root: name an unprivileged user (estate.allow_job_sudo gives it sudo, explicitly)")
+    return name
+
+
+def check_group_name(name: str) -> str:
+    if not _GROUP_NAME_RE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a group name: 1-32 of a-z, 0-9, _ and -, starting with a letter or _")
+    return name
 
 
 def _check_labels(labels: list[str]) -> list[str]:
@@ -279,6 +295,9 @@ class EstateSettings(StrictModel):
     allow_public_repositories: bool = False
     allow_imdsv1: bool = False
     reuse_hosts: ReuseHosts | None = None
+    # Jobs run as an unprivileged user; these two are explicit opt-outs, reported by `validate`.
+    allow_job_sudo: bool = False
+    job_groups: list[Annotated[str, AfterValidator(check_group_name)]] = Field(default_factory=list)
 
 
 class RedriveSettings(StrictModel):

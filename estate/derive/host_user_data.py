@@ -2,21 +2,26 @@
 one-job bootstrap on an ordinary host, the GPU slot manager on a capacity-block node.
 
 It carries code and settings only — no credential of any kind. Runner configs arrive later
-through SSM parameters only that instance may read (lambda_src/aws/jit_parameters.py).
+through SSM parameters only that instance may read (lambda_src/aws/jit_parameters.py), and
+only root may read them: before the host program starts, the script keeps every other user
+from the instance metadata service (where the role's credentials are) and sets up the users
+jobs run as (one per GPU slot on a node), unprivileged and denied sudo. If either fails, no
+runner starts.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
-import gzip
 import io
+import lzma
 import shlex
 import tarfile
 from functools import cache
 from pathlib import Path
 
 from estate.config.pool import Pool
+from lambda_src.core.job_isolation import slot_user
 from lambda_src.core.planner import REUSE_WINDOW_S
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +30,8 @@ NODE_ENTRY = "lambda_src.host.slot_manager"
 INSTALL_DIR = "/opt/runner-estate"
 LOG_FILE = "/var/log/runner-estate/runner.log"
 USER_DATA_LIMIT = 16 * 1024  # EC2's limit on user-data before base64
+IMDS_ADDRESSES = (("iptables", "169.254.169.254/32"), ("ip6tables", "fd00:ec2::254/128"))
+SUDOERS_FILE = "/etc/sudoers.d/zz-runner-estate"  # read last: its rules override an image's earlier grants
 
 
 def _without_docs(source: str) -> bytes:
@@ -77,7 +84,9 @@ def bundled_files(entry: str) -> tuple[str, ...]:
 
 @cache
 def _bundle(entry: str) -> str:
-    """The host modules as a gzipped tar, base64: small and free of quoting hazards."""
+    """The host modules as an xz-compressed tar in base85 (with `.` for `_`, so no run of it
+    reads like a `ghs_` token): the densest text a quoted here-document carries unchanged.
+    The node's bundle needs it to fit EC2's 16 KiB with gzip and base64 it would not."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name in bundled_files(entry):
@@ -85,24 +94,52 @@ def _bundle(entry: str) -> str:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed mtime: same input, same user-data
             tar.addfile(info, io.BytesIO(data))
-    return base64.b64encode(gzip.compress(buffer.getvalue(), mtime=0)).decode()
+    packed = lzma.compress(buffer.getvalue(), check=lzma.CHECK_CRC32, preset=9 | lzma.PRESET_EXTREME)
+    return base64.b85encode(packed).decode().replace("_", ".")
 
 
-def _script(pool: Pool, entry: str, arguments: list[str], after: list[str]) -> str:
+# Decodes `_bundle` on the host (python3 is there: the host programs need it).
+UNPACK = 'python3 -c \'import base64,sys;sys.stdout.buffer.write(base64.b85decode(sys.stdin.read().strip().replace(".","_")))\''
+
+
+def _imds_for_root_only() -> str:
+    """Firewall rules, first in OUTPUT: only uid 0 may talk to the metadata service."""
+    rules = [[tool, "-w", "-I", "OUTPUT", "1", "-d", address, "-m", "owner", "!", "--uid-owner", "0", "-j", "REJECT"]
+             for tool, address in IMDS_ADDRESSES]  # fmt: skip
+    return " && ".join(map(shlex.join, rules)) + " || fail 'cannot keep jobs from the instance metadata service'"
+
+
+def _job_users(pool: Pool, users: list[str]) -> list[str]:
+    """Each job user exists, is in no group but its own (or the pool's `job_groups`, opted into)
+    and is denied sudo (unless `allow_job_sudo`): no sudo, adm, docker or lxd a stock image gave it."""
+    groups = pool.spec.estate.job_groups
+    wanted = f'"$(getent group {shlex.join(groups)} | cut -d: -f1 | paste -sd,)"' if groups else "''"
+    sudo = "NOPASSWD: ALL" if pool.spec.estate.allow_job_sudo else "!ALL"
+    return [
+        f"for u in {shlex.join(users)}; do"
+        ' id -u "$u" >/dev/null 2>&1 || useradd --create-home --user-group --shell /bin/bash "$u" || fail "cannot create $u";'
+        f' usermod -G {wanted} "$u" || fail "cannot confine $u"; done',
+        f"printf {shlex.quote(f'%s ALL=(ALL:ALL) {sudo}' + chr(92) + 'n')} {shlex.join(users)} >{SUDOERS_FILE}"
+        f" && chmod 440 {SUDOERS_FILE} || fail 'cannot deny sudo to job users'",
+    ]
+
+
+def _script(pool: Pool, entry: str, arguments: list[str], users: list[str], on_failure: str) -> str:
     # Every value is quoted where it meets the shell, whatever the loader let through.
     command = shlex.join(["python3", "-m", entry, *arguments])
-    run_as = shlex.quote(pool.runner.runner_run_as)
     script = "\n".join(
         [
             "#!/bin/bash",
             "set -uo pipefail",
             f"mkdir -p {INSTALL_DIR} $(dirname {LOG_FILE})",
-            f"id -u {run_as} >/dev/null 2>&1 || useradd --create-home {run_as}",
-            f"base64 -d <<'BUNDLE' | tar -xz -C {INSTALL_DIR}",
+            f'fail() {{ echo "runner-estate: $1; no runner starts" >>{LOG_FILE}; {on_failure}exit 1; }}',
+            _imds_for_root_only(),
+            *_job_users(pool, users),
+            f"{UNPACK} <<'BUNDLE' | tar -xJ -C {INSTALL_DIR}",
             _bundle(entry),
             "BUNDLE",
             f"cd {INSTALL_DIR} && {command} >>{LOG_FILE} 2>&1",
-            *after,
+            *([on_failure.removesuffix("; ")] if on_failure else []),
             "",
         ]
     )
@@ -129,7 +166,7 @@ def user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: s
     if (reuse := pool.spec.estate.reuse_hosts) is not None:
         # The host outwaits the scaler's window by half a minute: a config stored at its end still finds the host.
         args += ["--max-jobs", str(reuse.max_jobs), "--reuse-wait", f"{REUSE_WINDOW_S + 30:g}"]
-    return _script(pool, HOST_ENTRY, args, ["shutdown -h now"])
+    return _script(pool, HOST_ENTRY, args, [pool.runner.runner_run_as], "shutdown -h now; ")
 
 
 def node_user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None, events_queue_url: str) -> str:
@@ -141,4 +178,5 @@ def node_user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha2
         *("--layout", pool.slot_layout.spec()),
         *("--events-queue-url", events_queue_url),
     ]
-    return _script(pool, NODE_ENTRY, args, [])
+    users = [slot_user(pool.runner.runner_run_as, index) for index in range(pool.slot_layout.slot_count)]
+    return _script(pool, NODE_ENTRY, args, users, "")

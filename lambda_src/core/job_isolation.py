@@ -1,8 +1,10 @@
 """Who a job runs as on our hosts: the pure rules that the config loader, the user-data
 renderer (estate/derive/host_user_data.py) and the host programs (lambda_src/host) share.
 
-Names that reach a root shell or a root command line are held to a strict pattern here, once,
-for all three.
+A job runs as an unprivileged user of its own: on a capacity-block node one per GPU slot
+(`slot_user`), so no slot's job may enter another slot's folder, read its runner's
+environment or end its processes. A user name reaches a root shell and root command lines:
+its pattern is here, once, for the loader and the hosts.
 """
 
 from __future__ import annotations
@@ -11,22 +13,11 @@ import re
 
 # useradd's own rule (Debian's NAME_REGEX), at most 28 characters so a slot suffix "-s99" fits its 32.
 USER_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,27}")
-GROUP_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
-def check_user_name(name: str) -> str:
-    """`name` if it is a plain, unprivileged user name; ValueError otherwise."""
-    if not USER_NAME_RE.fullmatch(name):
-        raise ValueError(f"{name!r} is not a user name: 1-28 of a-z, 0-9, _ and -, starting with a letter or _")
-    if name == "root":
-        raise ValueError("jobs never run as root: name an unprivileged user (estate.allow_job_sudo gives it sudo, explicitly)")
-    return name
-
-
-def check_group_name(name: str) -> str:
-    if not GROUP_NAME_RE.fullmatch(name):
-        raise ValueError(f"{name!r} is not a group name: 1-32 of a-z, 0-9, _ and -, starting with a letter or _")
-    return name
+def slot_user(base: str, index: int) -> str:
+    """The user slot `index` of a node runs its jobs as: `runner_run_as` plus the slot."""
+    return f"{base}-s{index}"
 
 
 def tidy_commands(user: str, home: str | None) -> list[list[str]]:

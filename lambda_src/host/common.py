@@ -57,9 +57,13 @@ def start_runner(
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(extra_env or {})
     env[JIT_ENV] = config
-    keep = ",".join([JIT_ENV, *sorted(extra_env or {})])
-    prefix = ["sudo", f"--preserve-env={keep}", "-u", user] if user and user != "root" else []
-    return subprocess.Popen([*prefix, *command], env=env, cwd=cwd)  # noqa: S603 - fixed argv, no shell
+    return subprocess.Popen(runner_argv(command, user, sorted(extra_env or {})), env=env, cwd=cwd)  # noqa: S603 - no shell
+
+
+def runner_argv(command: list[str], user: str | None, extra_env: list[str]) -> list[str]:
+    """`command` as `user` (sudo keeps only the config and `extra_env` of the environment)."""
+    keep = ",".join([JIT_ENV, *extra_env])
+    return ["sudo", f"--preserve-env={keep}", "-u", user, *command] if user and user != "root" else command
 
 
 def download(url: str) -> bytes:

@@ -165,7 +165,7 @@ def install_runner(
     return directory
 
 
-def _chown(path: Path, user: str) -> None:
+def give_folder(path: Path, user: str) -> None:
     account = pwd.getpwnam(user)
     try:
         os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
@@ -173,7 +173,7 @@ def _chown(path: Path, user: str) -> None:
         raise RuntimeError(f"cannot give {path} to {user}: running jobs as another user needs root") from None
 
 
-def fresh_job_dir(pristine: Path, folder: Path, user: str | None, chown: Callable[[Path, str], None] = _chown) -> Path:
+def fresh_job_dir(pristine: Path, folder: Path, user: str | None, chown: Callable[[Path, str], None] = give_folder) -> Path:
     """A new `folder` for one job: the checked install as hard links (its files stay the
     install's, unwritable to the job) in folders the job's `user` owns, mode 700 at the top."""
     manifest = verify_runner(pristine)
