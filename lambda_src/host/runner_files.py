@@ -108,7 +108,8 @@ def verify_runner(directory: Path, owners: Collection[int] | None = None) -> dic
     return manifest
 
 
-def _record(directory: Path, version: str, arch: str) -> None:
+def record_runner(directory: Path, version: str, arch: str) -> None:
+    """Write the install's manifest beside it (owner-writable only)."""
     manifest = {"version": version, "arch": arch, "entries": _entries(directory, _owners(None))}
     partial = manifest_path(directory).with_suffix(".partial")
     partial.write_text(json.dumps(manifest), encoding="utf-8")
@@ -137,7 +138,7 @@ def install_runner(
         log.info("%s holds runner %s for %s; installing %s", directory, manifest.get("version"), manifest.get("arch"), version)
     except RunnerTamperedError as exc:
         if adopt and (directory / "run.sh").exists() and not manifest_path(directory).exists():
-            _record(directory, version, arch)
+            record_runner(directory, version, arch)
             log.warning("%s: using the runner already there, not checked against a release checksum", directory)
             return directory
         if directory.exists() or manifest_path(directory).exists():
@@ -161,7 +162,7 @@ def install_runner(
     _remove(manifest_path(directory))
     _remove(directory)
     partial.rename(directory)
-    _record(directory, version, arch)
+    record_runner(directory, version, arch)
     return directory
 
 
