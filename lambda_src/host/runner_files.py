@@ -174,6 +174,13 @@ def give_folder(path: Path, user: str) -> None:
         raise RuntimeError(f"cannot give {path} to {user}: running jobs as another user needs root") from None
 
 
+def _own_name() -> str | None:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without an account (some containers)
+        return None
+
+
 def fresh_job_dir(pristine: Path, folder: Path, user: str | None, chown: Callable[[Path, str], None] = give_folder) -> Path:
     """A new `folder` for one job: the checked install as hard links (its files stay the
     install's, unwritable to the job) in folders the job's `user` owns, mode 700 at the top."""
@@ -198,7 +205,7 @@ def fresh_job_dir(pristine: Path, folder: Path, user: str | None, chown: Callabl
     for name in JOB_FOLDERS:
         (folder / name).mkdir(exist_ok=True)
         owned.append(folder / name)
-    if user is not None and user != pwd.getpwuid(os.geteuid()).pw_name:
+    if user is not None and user != _own_name():
         for path in owned:
             chown(path, user)
     return folder
