@@ -3,11 +3,11 @@ runner started with the config only in its environment, and user-data free of se
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -154,22 +154,32 @@ def test_user_data_carries_code_and_settings_but_no_secret(pool: object) -> None
     assert script == user_data(pool, "/runner-estate/prod/jit/", "2.329.0", None)  # type: ignore[arg-type]  # stable
 
 
+def unpack_bundle(script: str, into: Path) -> None:
+    """Run the user-data's own unpacking lines (its python3 decoder and tar) into `into`."""
+    found = re.search(r"^(python3 -c .+ <<'BUNDLE' \| tar -xJ -C )\S+(\n.+\nBUNDLE)$", script, re.M | re.S)
+    assert found is not None
+    decoder = found.group(1).replace("python3", shlex.quote(sys.executable), 1)
+    subprocess.run(["bash", "-c", f"{decoder}{shlex.quote(str(into))}{found.group(2)}"], check=True, timeout=60)  # noqa: S607
+
+
 def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
 
 
 def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
     script = user_data(POOLS[0], "/runner-estate/prod/jit/", "2.329.0", "ab" * 32)
-    bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
-    assert bundle is not None
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
-        tar.extractall(tmp_path, filter="data")
+    unpack_bundle(script, tmp_path)
     assert _files(tmp_path) == [
         "lambda_src/__init__.py",
         "lambda_src/aws/__init__.py",
         "lambda_src/aws/sigv4_client.py",
+        "lambda_src/core/__init__.py",
+        "lambda_src/core/job_isolation.py",
         "lambda_src/host/__init__.py",
         "lambda_src/host/bootstrap.py",
+        "lambda_src/host/common.py",
+        "lambda_src/host/job_users.py",
+        "lambda_src/host/runner_files.py",
     ]
     helped = subprocess.run(
         [sys.executable, "-m", "lambda_src.host.bootstrap", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
@@ -185,10 +195,7 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
     assert len(script) < 16 * 1024
     assert f"--layout 1x4+4x1 --reports-queue-url {queue}" in script
     assert "shutdown" not in script  # a node lives for its block
-    bundle = re.search(r"<<'BUNDLE' \| tar -xz -C \S+\n(.+)\nBUNDLE", script, re.S)
-    assert bundle is not None
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(bundle.group(1)))) as tar:
-        tar.extractall(tmp_path, filter="data")
+    unpack_bundle(script, tmp_path)
     assert _files(tmp_path) == [
         "lambda_src/__init__.py",
         "lambda_src/aws/__init__.py",
@@ -197,10 +204,13 @@ def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp
         "lambda_src/core/gpu_slots.py",
         "lambda_src/core/gpus.py",
         "lambda_src/core/instance_catalog.py",
+        "lambda_src/core/job_isolation.py",
         "lambda_src/core/node_slots.py",
         "lambda_src/host/__init__.py",
-        "lambda_src/host/bootstrap.py",
+        "lambda_src/host/common.py",
+        "lambda_src/host/job_users.py",
         "lambda_src/host/nvidia_smi.py",
+        "lambda_src/host/runner_files.py",
         "lambda_src/host/slot_manager.py",
     ]
     helped = subprocess.run(
@@ -226,10 +236,10 @@ def test_a_reusable_host_runs_each_next_config_after_tidying_up_to_its_limit() -
         return 0
 
     count = host_bootstrap.serve_jobs(fetch, run, lambda: tidied.append(len(ran)), 720.0, 90.0, max_jobs=2)
-    assert (count, ran, waits, tidied) == (2, ["one", "two"], [720.0, 90.0], [1])
+    assert (count, ran, waits, tidied) == (2, ["one", "two"], [720.0, 90.0], [1, 2])
 
 
-def test_a_host_with_no_next_config_powers_off_without_tidying() -> None:
+def test_a_host_with_no_next_config_powers_off_after_tidying() -> None:
     def fetch(wait_s: float) -> str:
         if wait_s == 90.0:
             raise AwsError("ParameterNotFound", "none", 400)
@@ -237,7 +247,7 @@ def test_a_host_with_no_next_config_powers_off_without_tidying() -> None:
 
     tidied: list[int] = []
     assert host_bootstrap.serve_jobs(fetch, lambda c: 0, lambda: tidied.append(1), 720.0, 90.0, max_jobs=5) == 1
-    assert tidied == []
+    assert tidied == [1]  # the job's leftovers went before the host waited for a next config
 
 
 def test_no_first_config_still_stops_the_host_with_an_error() -> None:
@@ -246,17 +256,6 @@ def test_no_first_config_still_stops_the_host_with_an_error() -> None:
 
     with pytest.raises(AwsError):
         host_bootstrap.serve_jobs(fetch, lambda c: 0, lambda: None, 720.0, 90.0, max_jobs=5)
-
-
-def test_tidying_ends_the_runner_users_processes_and_empties_the_work_folder(tmp_path: Path) -> None:
-    (tmp_path / "_work" / "repo").mkdir(parents=True)
-    (tmp_path / "_work" / "repo" / "secret-artifact").write_text("left by the last job")
-    (tmp_path / "run.sh").write_text("")
-    killed: list[list[str]] = []
-    host_bootstrap.tidy_between_jobs(tmp_path, "ubuntu", kill=killed.append)
-    assert killed == [["pkill", "-KILL", "-u", "ubuntu"]]
-    assert not (tmp_path / "_work").exists()
-    assert (tmp_path / "run.sh").exists()  # the runner itself stays
 
 
 def test_only_a_reusing_pool_tells_its_hosts_to_wait_for_a_next_config(tmp_path: Path) -> None:

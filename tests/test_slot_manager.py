@@ -15,6 +15,7 @@ from lambda_src.core.gpu_slots import NodeSlot, assign_slots, parse_layout
 from lambda_src.host import slot_manager
 from lambda_src.host.bootstrap import JIT_ENV, start_runner
 from lambda_src.host.nvidia_smi import NoGpuDriverError
+from lambda_src.host.runner_files import RunnerTamperedError
 from lambda_src.host.slot_manager import RunningRunner, SlotManager, SlotPorts
 
 FAKE_RUNNER = f"""
@@ -159,3 +160,22 @@ def test_a_node_without_nvidia_driver_stops_with_a_clear_message(monkeypatch: py
             "--runner-arch", "x64"]  # fmt: skip
     assert slot_manager.main(args) == 2
     assert "no NVIDIA driver" in caplog.text
+
+
+def test_a_runner_that_cannot_be_started_safely_takes_only_its_slot_out_of_rotation(tmp_path: Path) -> None:
+    node = Node(tmp_path, layout="8x1")
+
+    def start(slot: NodeSlot, config: str) -> RunningRunner:
+        if slot.index == 2:
+            raise RunnerTamperedError("/opt/actions-runner: run.sh changed since it was installed")
+        return node.start(slot, config)
+
+    manager = SlotManager(
+        node.slots, SlotPorts(node.fetch, start, lambda kind, slot, why: node.reports.append((kind, slot, why)), node.health)
+    )
+    node.give(2, "never-runs")
+    node.give(3, "runs")
+    settle(manager, lambda: ("slot-free", 3, "runner exited with 0") in node.reports)
+    assert ("slot-faulty", 2, "runner not started: /opt/actions-runner: run.sh changed since it was installed") in node.reports
+    assert manager.out_of_rotation == {2: "runner not started: /opt/actions-runner: run.sh changed since it was installed"}
+    assert [r["name"] for r in node.runs()] == ["runs"]

@@ -450,6 +450,7 @@ def build_agent(args: Any) -> Agent:
     from lambda_src.core.node_slots import plan_node
     from lambda_src.host.bootstrap import download, install_runner, start_runner
     from lambda_src.host.nvidia_smi import NoGpuDriverError, read_nvidia_smi
+    from lambda_src.host.runner_files import fresh_job_dir
     from lambda_src.host.slot_manager import slot_runner_dirs
 
     labels = list(dict.fromkeys(["self-hosted", "linux", arch_label(), *[x.strip().lower() for x in args.labels if x.strip()]]))
@@ -491,7 +492,9 @@ def build_agent(args: Any) -> Agent:
             raise RuntimeError(
                 f"no runner in {args.runner_dir}: give --runner-sha256 (from the release page) so the download can be checked"
             )
-        template = install_runner(Path(args.runner_dir), args.runner_version, arch_label(), args.runner_sha256, download)
+        # Without a checksum the runner the operator put in --runner-dir is used (and recorded), not a download.
+        template = install_runner(Path(args.runner_dir), args.runner_version, arch_label(), args.runner_sha256, download,
+                                  adopt=not args.runner_sha256)  # fmt: skip
         dirs = slot_runner_dirs(template, len(slots))
         command = []
 
@@ -505,8 +508,10 @@ def build_agent(args: Any) -> Agent:
         check_user_switch(args.run_as)
 
     def launch(slot: Slot, config: str) -> RunningRunner:
-        argv = command or [str(dirs[slot.index] / "run.sh")]
-        return start_runner(argv, config, args.run_as, slot.env)
+        if command:
+            return start_runner(command, config, args.run_as, slot.env)
+        folder = fresh_job_dir(template, dirs[slot.index], args.run_as)  # the install checked, a new folder per job
+        return start_runner([str(folder / "run.sh")], config, args.run_as, slot.env, cwd=folder)
 
     return Agent(
         github=github,

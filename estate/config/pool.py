@@ -18,6 +18,8 @@ from lambda_src.core.routing import PoolRoute, normalise
 from policy.rules import managed_policy_finding
 
 POOL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# Membership in any of these makes a job root on its host, or lets it read what root logs.
+PRIVILEGED_GROUPS = frozenset({"root", "sudo", "admin", "wheel", "adm", "docker", "lxd", "libvirt", "disk", "shadow", "systemd-journal"})
 _SM_RE = re.compile(r"^sm\d+$")
 _GPU_COUNT_RE = re.compile(r"^\d+gpu$")
 _GPU_WORDS = {"gpu", "nvidia", "cuda"} | set(GPU_MODELS) | {m.architecture for m in GPU_MODELS.values()}
@@ -342,6 +344,7 @@ class Pool:
             )
         if self.spec.estate.allow_imdsv1:
             found.append(self.warning("estate.allow_imdsv1", "security opt-out: instances of this pool accept IMDSv1"))
+        found += self._job_user_warnings()
         if (reuse := self.spec.estate.reuse_hosts) is not None:
             found.append(
                 self.warning(
@@ -350,4 +353,19 @@ class Pool:
                     " what a job leaves on the host outside the runner's work folder meets the next job",
                 )
             )
+        return found
+
+    def _job_user_warnings(self) -> list[ConfigWarning]:
+        """Jobs run as an unprivileged user of their own; giving it root is said out loud."""
+        root = "a job is root on its host: it can reach the instance role's credentials"
+        if self.slot_layout is not None:
+            root += " and every other slot's runner, config and job"
+        elif self.spec.estate.reuse_hosts is not None:
+            root += " and leave anything for the next job"
+        found = []
+        if self.spec.estate.allow_job_sudo:
+            found.append(self.warning("estate.allow_job_sudo", f"security opt-out: jobs get passwordless sudo, so {root}"))
+        privileged = [g for g in self.spec.estate.job_groups if g in PRIVILEGED_GROUPS]
+        if privileged:
+            found.append(self.warning("estate.job_groups", f"security opt-out: group {', '.join(privileged)} means {root}"))
         return found

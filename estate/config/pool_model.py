@@ -9,17 +9,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from estate.config.strict_model import StrictModel
 from lambda_src.core import cron
 from lambda_src.core.cron import CronError
+from lambda_src.core.job_isolation import USER_NAME_RE
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
+_GROUP_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def check_user_name(name: str) -> str:
+    """A plain, unprivileged user name: it reaches the host's root shell."""
+    if not USER_NAME_RE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a user name: 1-28 of a-z, 0-9, _ and -, starting with a letter or _")
+    if name == "root":
+        raise ValueError("jobs never run as root: name an unprivileged user (estate.allow_job_sudo gives it sudo, explicitly)")
+    return name
+
+
+def check_group_name(name: str) -> str:
+    if not _GROUP_NAME_RE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a group name: 1-32 of a-z, 0-9, _ and -, starting with a letter or _")
+    return name
 
 
 def _check_labels(labels: list[str]) -> list[str]:
@@ -145,7 +162,8 @@ class RunnerConfig(StrictModel):
     runners_maximum_count: int = Field(ge=0)
     runner_extra_labels: list[str] = Field(default_factory=list)
     runner_name_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", max_length=45)
-    runner_run_as: str = "ec2-user"
+    # The job user's name reaches a root shell on the host: a plain user name, never root.
+    runner_run_as: Annotated[str, AfterValidator(check_user_name)] = "ec2-user"
     runner_as_root: bool = False
     runner_group_name: str = "Default"
     runner_metadata_options: MetadataOptions = MetadataOptions()
@@ -281,6 +299,9 @@ class EstateSettings(StrictModel):
     # those refused outright) and security groups given only by id.
     allow_unchecked_managed_policies: bool = False
     allow_unchecked_security_groups: bool = False
+    # Jobs run as an unprivileged user; these two are explicit opt-outs, reported by `validate`.
+    allow_job_sudo: bool = False
+    job_groups: list[Annotated[str, AfterValidator(check_group_name)]] = Field(default_factory=list)
 
 
 class RedriveSettings(StrictModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from estate.config.diagnostics import ConfigError, first_problem
 from estate.config.strict_model import StrictModel
@@ -19,6 +19,15 @@ DEFAULT_RUNNER_VERSION = "2.329.0"  # actions/runner release the hosts install u
 SECRET_SETTINGS = ("github_app_key", "webhook_secret_value")
 # Secrets needed only by some estates: the Buildkite agent token, when runner_configs/ has queues.
 OPTIONAL_SECRET_SETTINGS = ("buildkite_agent_token",)
+
+
+def _sha256(value: str) -> str:
+    # It reaches the hosts' user-data: a digest and nothing else.
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", value):
+        raise ValueError(f"{value!r} is not a SHA-256 digest (64 hexadecimal digits)")
+    return value
+
+
 _LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
@@ -118,7 +127,7 @@ class StackConfig(StrictModel):
     network: NetworkSettings = NetworkSettings()
     runner_configs: str = "runner_configs"
     runner_version: str = Field(default=DEFAULT_RUNNER_VERSION, pattern=r"^\d+\.\d+\.\d+$")
-    runner_sha256: dict[Literal["x64", "arm64"], str] = Field(default_factory=dict)
+    runner_sha256: dict[Literal["x64", "arm64"], Annotated[str, AfterValidator(_sha256)]] = Field(default_factory=dict)
     log_retention_days: int = 30
     tags: dict[str, str] = Field(default_factory=dict)
     runner_groups: dict[str, RunnerGroupSettings] = Field(default_factory=dict)

@@ -2,20 +2,26 @@
 one-job bootstrap on an ordinary host, the GPU slot manager on a capacity-block node.
 
 It carries code and settings only — no credential of any kind. Runner configs arrive later
-through SSM parameters only that instance may read (lambda_src/aws/jit_parameters.py).
+through SSM parameters only that instance may read (lambda_src/aws/jit_parameters.py), and
+only root may read them: before the host program starts, the script keeps every other user
+from the instance metadata service (where the role's credentials are) and sets up the users
+jobs run as (one per GPU slot on a node), unprivileged and denied sudo. If either fails, no
+runner starts.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
-import gzip
 import io
+import lzma
+import shlex
 import tarfile
 from functools import cache
 from pathlib import Path
 
 from estate.config.pool import Pool
+from lambda_src.core.job_isolation import slot_user
 from lambda_src.core.planner import REUSE_WINDOW_S
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,16 +30,25 @@ NODE_ENTRY = "lambda_src.host.slot_manager"
 INSTALL_DIR = "/opt/runner-estate"
 LOG_FILE = "/var/log/runner-estate/runner.log"
 USER_DATA_LIMIT = 16 * 1024  # EC2's limit on user-data before base64
+IMDS_ADDRESSES = (("iptables", "169.254.169.254/32"), ("ip6tables", "fd00:ec2::254/128"))
+SUDOERS_FILE = "/etc/sudoers.d/zz-runner-estate"  # read last: its rules override an image's earlier grants
 
 
 def _without_docs(source: str) -> bytes:
-    """The module's code without comments and docstrings: user-data is limited to 16 KiB."""
+    """The module's code without comments, docstrings and function annotations (with
+    `from __future__ import annotations` nothing reads them at run time): user-data is
+    limited to 16 KiB."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
                 node.body = node.body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            node.returns = None
+            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs, node.args.vararg, node.args.kwarg]:
+                if arg is not None:
+                    arg.annotation = None
     return ast.unparse(tree).encode()
 
 
@@ -69,7 +84,9 @@ def bundled_files(entry: str) -> tuple[str, ...]:
 
 @cache
 def _bundle(entry: str) -> str:
-    """The host modules as a gzipped tar, base64: small and free of quoting hazards."""
+    """The host modules as an xz-compressed tar in base85 (with `.` for `_`, so no run of it
+    reads like a `ghs_` token): the densest text a quoted here-document carries unchanged.
+    The node's bundle needs it to fit EC2's 16 KiB with gzip and base64 it would not."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name in bundled_files(entry):
@@ -77,23 +94,52 @@ def _bundle(entry: str) -> str:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed mtime: same input, same user-data
             tar.addfile(info, io.BytesIO(data))
-    return base64.b64encode(gzip.compress(buffer.getvalue(), mtime=0)).decode()
+    packed = lzma.compress(buffer.getvalue(), check=lzma.CHECK_CRC32, preset=9 | lzma.PRESET_EXTREME)
+    return base64.b85encode(packed).decode().replace("_", ".")
 
 
-def _script(pool: Pool, entry: str, arguments: list[str], after: list[str]) -> str:
-    command = f"python3 -m {entry} {' '.join(arguments)}"
-    run_as = pool.runner.runner_run_as
+# Decodes `_bundle` on the host (python3 is there: the host programs need it).
+UNPACK = 'python3 -c \'import base64,sys;sys.stdout.buffer.write(base64.b85decode(sys.stdin.read().strip().replace(".","_")))\''
+
+
+def _imds_for_root_only() -> str:
+    """Firewall rules, first in OUTPUT: only uid 0 may talk to the metadata service."""
+    rules = [[tool, "-w", "-I", "OUTPUT", "1", "-d", address, "-m", "owner", "!", "--uid-owner", "0", "-j", "REJECT"]
+             for tool, address in IMDS_ADDRESSES]  # fmt: skip
+    return " && ".join(map(shlex.join, rules)) + " || fail 'cannot keep jobs from the instance metadata service'"
+
+
+def _job_users(pool: Pool, users: list[str]) -> list[str]:
+    """Each job user exists, is in no group but its own (or the pool's `job_groups`, opted into)
+    and is denied sudo (unless `allow_job_sudo`): no sudo, adm, docker or lxd a stock image gave it."""
+    groups = pool.spec.estate.job_groups
+    wanted = f'"$(getent group {shlex.join(groups)} | cut -d: -f1 | paste -sd,)"' if groups else "''"
+    sudo = "NOPASSWD: ALL" if pool.spec.estate.allow_job_sudo else "!ALL"
+    return [
+        f"for u in {shlex.join(users)}; do"
+        ' id -u "$u" >/dev/null 2>&1 || useradd --create-home --user-group --shell /bin/bash "$u" || fail "cannot create $u";'
+        f' usermod -G {wanted} "$u" || fail "cannot confine $u"; done',
+        f"printf {shlex.quote(f'%s ALL=(ALL:ALL) {sudo}' + chr(92) + 'n')} {shlex.join(users)} >{SUDOERS_FILE}"
+        f" && chmod 440 {SUDOERS_FILE} || fail 'cannot deny sudo to job users'",
+    ]
+
+
+def _script(pool: Pool, entry: str, arguments: list[str], users: list[str], on_failure: str) -> str:
+    # Every value is quoted where it meets the shell, whatever the loader let through.
+    command = shlex.join(["python3", "-m", entry, *arguments])
     script = "\n".join(
         [
             "#!/bin/bash",
             "set -uo pipefail",
             f"mkdir -p {INSTALL_DIR} $(dirname {LOG_FILE})",
-            f"id -u {run_as} >/dev/null 2>&1 || useradd --create-home {run_as}",
-            f"base64 -d <<'BUNDLE' | tar -xz -C {INSTALL_DIR}",
+            f'fail() {{ echo "runner-estate: $1; no runner starts" >>{LOG_FILE}; {on_failure}exit 1; }}',
+            _imds_for_root_only(),
+            *_job_users(pool, users),
+            f"{UNPACK} <<'BUNDLE' | tar -xJ -C {INSTALL_DIR}",
             _bundle(entry),
             "BUNDLE",
             f"cd {INSTALL_DIR} && {command} >>{LOG_FILE} 2>&1",
-            *after,
+            *([on_failure.removesuffix("; ")] if on_failure else []),
             "",
         ]
     )
@@ -103,23 +149,24 @@ def _script(pool: Pool, entry: str, arguments: list[str], after: list[str]) -> s
 
 
 def _runner_args(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None) -> list[str]:
+    """The host program's arguments, one item per word (`_script` quotes them)."""
     args = [
-        f"--parameter-prefix {jit_prefix}",
-        f"--runner-version {runner_version}",
-        f"--runner-arch {pool.runner.runner_architecture}",
-        f"--run-as {pool.runner.runner_run_as}",
+        *("--parameter-prefix", jit_prefix),
+        *("--runner-version", runner_version),
+        *("--runner-arch", pool.runner.runner_architecture),
+        *("--run-as", pool.runner.runner_run_as),
     ]
-    return [*args, f"--runner-sha256 {runner_sha256}"] if runner_sha256 else args
+    return [*args, "--runner-sha256", runner_sha256] if runner_sha256 else args
 
 
 def user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None) -> str:
     """An ordinary host: one job (or, with `estate.reuse_hosts`, a few in turn), then the host
     powers off (and is terminated)."""
-    args = [*_runner_args(pool, jit_prefix, runner_version, runner_sha256), f"--wait {60 * pool.runner.runner_boot_time_in_minutes}"]
+    args = [*_runner_args(pool, jit_prefix, runner_version, runner_sha256), "--wait", str(60 * pool.runner.runner_boot_time_in_minutes)]
     if (reuse := pool.spec.estate.reuse_hosts) is not None:
         # The host outwaits the scaler's window by half a minute: a config stored at its end still finds the host.
-        args += [f"--max-jobs {reuse.max_jobs}", f"--reuse-wait {REUSE_WINDOW_S + 30:g}"]
-    return _script(pool, HOST_ENTRY, args, ["shutdown -h now"])
+        args += ["--max-jobs", str(reuse.max_jobs), "--reuse-wait", f"{REUSE_WINDOW_S + 30:g}"]
+    return _script(pool, HOST_ENTRY, args, [pool.runner.runner_run_as], "shutdown -h now; ")
 
 
 def node_user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: str | None, reports_queue_url: str) -> str:
@@ -128,7 +175,8 @@ def node_user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha2
     assert pool.slot_layout is not None
     args = [
         *_runner_args(pool, jit_prefix, runner_version, runner_sha256),
-        f"--layout {pool.slot_layout.spec()}",
-        f"--reports-queue-url {reports_queue_url}",
+        *("--layout", pool.slot_layout.spec()),
+        *("--reports-queue-url", reports_queue_url),
     ]
-    return _script(pool, NODE_ENTRY, args, [])
+    users = [slot_user(pool.runner.runner_run_as, index) for index in range(pool.slot_layout.slot_count)]
+    return _script(pool, NODE_ENTRY, args, users, "")

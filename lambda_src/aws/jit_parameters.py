@@ -4,6 +4,11 @@ The parameter is tagged with the instance's ARN; the runner role's policy allows
 and DeleteParameter only where that tag equals `${ec2:SourceInstanceARN}` (see
 estate/derive/iam_policies.py). The host deletes it once read; the scaler deletes what a host never
 read when the host goes away. The config never appears in user-data, env or logs.
+
+The tag separates hosts, not the GPU slots of one node: every slot's parameter carries the
+node's ARN, and IAM cannot tell slots apart. Slots are kept apart on the node instead: only
+root (the slot manager) may reach the metadata service and so hold the role's credentials,
+and it hands each slot's config to that slot's runner only (lambda_src/host/slot_manager.py).
 """
 
 from __future__ import annotations

@@ -11,53 +11,19 @@ and root), never on a command line, in user-data or in a log.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import os
-import shutil
-import subprocess
 import sys
-import tarfile
 import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient, Credentials
+from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
+from lambda_src.host.common import JIT_ENV, Imds, add_host_arguments, download, start_runner
+from lambda_src.host.job_users import tidy_after_job
+from lambda_src.host.runner_files import fresh_job_dir, install_runner
 
 log = logging.getLogger("runner_estate.host")
-IMDS_URL = "http://169.254.169.254"
-RUNNER_URL = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz"
-JIT_ENV = "ACTIONS_RUNNER_INPUT_JITCONFIG"  # the runner reads --jitconfig from here
-
-
-@dataclass
-class Imds:
-    """Instance metadata over IMDSv2 only: every read carries a session token."""
-
-    base: str = IMDS_URL
-    _token: str | None = None
-
-    def token(self) -> str:
-        if self._token is None:
-            request = urllib.request.Request(  # noqa: S310 - the link-local metadata service
-                f"{self.base}/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"}
-            )
-            with urllib.request.urlopen(request, timeout=2) as answer:  # noqa: S310
-                self._token = answer.read().decode()
-        return self._token
-
-    def get(self, path: str) -> str:
-        request = urllib.request.Request(f"{self.base}/latest/{path}", headers={"X-aws-ec2-metadata-token": self.token()})  # noqa: S310
-        with urllib.request.urlopen(request, timeout=2) as answer:  # noqa: S310
-            return str(answer.read().decode())
-
-    def credentials(self) -> Credentials:
-        role = self.get("meta-data/iam/security-credentials/").splitlines()[0]
-        data = json.loads(self.get(f"meta-data/iam/security-credentials/{role}"))
-        return Credentials(data["AccessKeyId"], data["SecretAccessKey"], data["Token"])
+__all__ = ["JIT_ENV", "Imds", "download", "fetch_runner_config", "install_runner", "main", "run_once", "serve_jobs", "start_runner"]
 
 
 def fetch_runner_config(ssm: AwsJsonClient, name: str, wait_s: float, sleep: Callable[[float], None] = time.sleep) -> str:
@@ -77,41 +43,9 @@ def fetch_runner_config(ssm: AwsJsonClient, name: str, wait_s: float, sleep: Cal
     return value
 
 
-def install_runner(directory: Path, version: str, arch: str, sha256: str | None, fetch: Callable[[str], bytes]) -> Path:
-    """The runner of this version in `directory`, downloaded and checked when absent (an AMI
-    may bake it in). A checksum that does not match stops the host."""
-    if (directory / "run.sh").exists():
-        return directory
-    url = RUNNER_URL.format(version=version, arch="x64" if arch == "x64" else "arm64")
-    blob = fetch(url)
-    digest = hashlib.sha256(blob).hexdigest()
-    if sha256 and digest != sha256.lower():
-        raise RuntimeError(f"runner {version} for {arch}: sha256 {digest} does not match the configured {sha256}")
-    if not sha256:
-        log.warning("runner %s for %s: no checksum configured; downloaded sha256 is %s", version, arch, digest)
-    directory.mkdir(parents=True, exist_ok=True)
-    archive = directory / "runner.tar.gz"
-    archive.write_bytes(blob)
-    with tarfile.open(archive) as tar:
-        tar.extractall(directory, filter="data")
-    archive.unlink()
-    return directory
-
-
-def start_runner(command: list[str], config: str, user: str | None, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start the runner for its one job, with the config only in its environment (never on a
-    command line); `extra_env` pins a GPU slot's devices."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(extra_env or {})
-    env[JIT_ENV] = config
-    keep = ",".join([JIT_ENV, *sorted(extra_env or {})])
-    prefix = ["sudo", f"--preserve-env={keep}", "-u", user] if user and user != "root" else []
-    return subprocess.Popen([*prefix, *command], env=env)  # noqa: S603 - fixed argv, no shell
-
-
-def run_once(command: list[str], config: str, user: str | None) -> int:
+def run_once(command: list[str], config: str, user: str | None, cwd: Path | None = None) -> int:
     """Run the runner for its one job."""
-    return start_runner(command, config, user).wait()
+    return start_runner(command, config, user, cwd=cwd).wait()
 
 
 def serve_jobs(
@@ -123,7 +57,9 @@ def serve_jobs(
     max_jobs: int,
 ) -> int:
     """Run one-job runners in turn: the first config waited for through the boot, each next
-    one only `reuse_wait_s` after the last runner exits. Returns how many ran."""
+    one only `reuse_wait_s` after the last runner exits. After every job the host is tidied
+    before anything else happens: nothing the job left runs while the next config is fetched.
+    Returns how many ran."""
     ran = 0
     while ran < max_jobs:
         try:
@@ -133,36 +69,13 @@ def serve_jobs(
                 raise
             log.info("no next runner config within %.0f s; powering off", reuse_wait_s)
             break
-        if ran:
-            tidy()  # only once the next job is certain: a host that powers off needs no tidying
         log.info("runner config %d received; starting the runner", ran + 1)
-        log.info("runner exited with %d", run(config))
+        try:
+            log.info("runner exited with %d", run(config))
+        finally:
+            tidy()
         ran += 1
     return ran
-
-
-def tidy_between_jobs(runner_dir: Path, user: str, kill: Callable[[list[str]], object] = subprocess.run) -> None:
-    """What one job leaves that the next must not meet: the runner user's processes and the
-    runner's work folder (checkouts, caches, job containers' mounts)."""
-    if user != "root":
-        kill(["pkill", "-KILL", "-u", user])
-    shutil.rmtree(runner_dir / "_work", ignore_errors=True)
-
-
-def download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=120) as answer:  # noqa: S310 - https release URL
-        return bytes(answer.read())
-
-
-def add_host_arguments(parser: argparse.ArgumentParser) -> None:
-    """What every host program is started with by its user-data (estate/derive/host_user_data.py)."""
-    parser.add_argument("--parameter-prefix", required=True)
-    parser.add_argument("--runner-version", required=True)
-    parser.add_argument("--runner-arch", choices=["x64", "arm64"], required=True)
-    parser.add_argument("--runner-sha256")
-    parser.add_argument("--run-as", default="ubuntu")
-    parser.add_argument("--runner-dir", default="/opt/actions-runner")
-    parser.add_argument("--imds-url", default=IMDS_URL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,13 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     instance_id = imds.get("meta-data/instance-id")
     region = imds.get("meta-data/placement/region")
     ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
-    directory = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
-    if args.run_as != "root":
-        subprocess.run(["chown", "-R", f"{args.run_as}:{args.run_as}", str(directory)], check=True)  # noqa: S603, S607
+    pristine = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
+    folder = Path(f"{args.runner_dir}-job")  # built afresh for each job, removed after it
+
+    def run(config: str) -> int:
+        fresh_job_dir(pristine, folder, args.run_as)
+        return run_once([str(folder / "run.sh")], config, args.run_as, cwd=folder)
+
     ran = serve_jobs(
         fetch=lambda wait_s: fetch_runner_config(ssm, f"{args.parameter_prefix}{instance_id}", wait_s),
-        run=lambda config: run_once([str(directory / "run.sh")], config, args.run_as),
-        tidy=lambda: tidy_between_jobs(directory, args.run_as),
+        run=run,
+        tidy=lambda: tidy_after_job(args.run_as, folder),
         first_wait_s=args.wait,
         reuse_wait_s=args.reuse_wait,
         max_jobs=args.max_jobs,

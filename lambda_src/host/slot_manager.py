@@ -16,21 +16,23 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
 from lambda_src.core.gpu_slots import NodeSlot, parse_layout
 from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
+from lambda_src.core.job_isolation import slot_user
 from lambda_src.core.node_slots import plan_node
-from lambda_src.host.bootstrap import Imds, add_host_arguments, download, install_runner, start_runner
+from lambda_src.host.common import Imds, add_host_arguments, download, start_runner
+from lambda_src.host.job_users import Run, run_command, tidy_after_job
 from lambda_src.host.nvidia_smi import NoGpuDriverError, read_nvidia_smi
+from lambda_src.host.runner_files import fresh_job_dir, give_folder, install_runner
 
 log = logging.getLogger("runner_estate.slots")
 TICK_S = 2.0
@@ -48,6 +50,7 @@ class SlotPorts:
     start: Callable[[NodeSlot, str], RunningRunner]  # run the runner for one job with this config
     report: Callable[[str, int, str], None]  # (kind, slot, reason) to the control plane
     faults: Callable[[], Mapping[str, str]]  # GPU uuid -> why it must leave rotation
+    tidy: Callable[[int], None] = lambda slot: None  # after each job, before the next fetch (JobSlots.tidy on a node)
 
 
 @dataclass
@@ -83,6 +86,12 @@ class SlotManager:
                     continue
                 log.info("slot %d: runner exited with %d after job %d", slot.plan.index, code, slot.runs)
                 slot.runner = None
+                try:  # nothing of the job may live on when the slot takes its next config
+                    self.ports.tidy(slot.plan.index)
+                except Exception as exc:
+                    log.exception("slot %d: not tidied", slot.plan.index)
+                    if slot.faulty is None:
+                        self._leave_rotation(slot, f"not tidied after its job: {exc}")
                 if slot.faulty is None:
                     self._report("slot-free", slot.plan.index, f"runner exited with {code}")
             if slot.faulty is not None:
@@ -90,7 +99,12 @@ class SlotManager:
             config = self.ports.fetch_config(slot.plan.index)
             if config is not None:
                 slot.runs += 1
-                slot.runner = self.ports.start(slot.plan, config)
+                try:
+                    slot.runner = self.ports.start(slot.plan, config)
+                except Exception as exc:  # a changed runner install, a folder that cannot be built: never run it
+                    log.exception("slot %d: runner %d not started", slot.plan.index, slot.runs)
+                    self._leave_rotation(slot, f"runner not started: {exc}")
+                    continue
                 log.info("slot %d: runner %d started on GPUs %s", slot.plan.index, slot.runs, slot.plan.device_indices)
 
     def _check_health(self) -> None:
@@ -102,9 +116,12 @@ class SlotManager:
         for slot in self._state:
             bad = [f"GPU {u}: {faults[u]}" for u in slot.plan.device_uuids if u in faults]
             if bad and slot.faulty is None:
-                slot.faulty = "; ".join(bad)
-                log.error("slot %d leaves rotation: %s", slot.plan.index, slot.faulty)
-                self._report("slot-faulty", slot.plan.index, slot.faulty)
+                self._leave_rotation(slot, "; ".join(bad))
+
+    def _leave_rotation(self, slot: _Slot, reason: str) -> None:
+        slot.faulty = reason
+        log.error("slot %d leaves rotation: %s", slot.plan.index, reason)
+        self._report("slot-faulty", slot.plan.index, reason)
 
     def _report(self, kind: str, slot: int, reason: str) -> None:
         try:
@@ -155,14 +172,35 @@ def node_faults() -> dict[str, str]:
 
 
 def slot_runner_dirs(template: Path, count: int) -> list[Path]:
-    """One runner copy per slot: a runner keeps its state in its own directory."""
-    dirs = []
-    for index in range(count):
-        target = template.parent / f"{template.name}-s{index}"
-        if not target.exists():
-            shutil.copytree(template, target, symlinks=True)
-        dirs.append(target)
-    return dirs
+    """Where each slot's jobs run, beside the install: built afresh for every job
+    (runner_files.fresh_job_dir), never a long-lived copy a job could change."""
+    return [template.parent / f"{template.name}-s{index}" for index in range(count)]
+
+
+@dataclass
+class JobSlots:
+    """The slots' side of a node: slot N's jobs run as its own user (`runner_run_as`-sN, set up
+    by user-data: unprivileged, no sudo) from a fresh folder of the checked install, and what a
+    job leaves is cleared before the slot takes its next config."""
+
+    install: Path
+    users: list[str]
+    folders: list[Path]
+    chown: Callable[[Path, str], None] = give_folder
+    run: Run = run_command
+    launch: Callable[[list[str], str, str | None, dict[str, str] | None, Path | None], RunningRunner] = start_runner
+
+    @classmethod
+    def for_node(cls, install: Path, base_user: str, count: int, **ports: Any) -> JobSlots:
+        return cls(install, [slot_user(base_user, i) for i in range(count)], slot_runner_dirs(install, count), **ports)
+
+    def start(self, slot: NodeSlot, config: str) -> RunningRunner:
+        user = self.users[slot.index]
+        folder = fresh_job_dir(self.install, self.folders[slot.index], user, self.chown)
+        return self.launch([str(folder / "run.sh")], config, user, slot.environment, folder)
+
+    def tidy(self, index: int) -> None:
+        tidy_after_job(self.users[index], self.folders[index], self.run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,18 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_node(gpus, parse_layout(args.layout), node_faults())
     log.info("node %s: %d GPUs, slots %s", instance_id, len(gpus), json.dumps(plan.to_json()["slots"]))
     template = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
-    dirs = slot_runner_dirs(template, len(plan.slots))
-    if args.run_as != "root":
-        for directory in dirs:
-            subprocess.run(["chown", "-R", f"{args.run_as}:{args.run_as}", str(directory)], check=True)  # noqa: S603, S607
+    jobs = JobSlots.for_node(template, args.run_as, len(plan.slots))
     ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
     sqs = AwsJsonClient("sqs", region, credentials=imds.credentials)
-
-    def start(slot: NodeSlot, config: str) -> RunningRunner:
-        return start_runner([str(dirs[slot.index] / "run.sh")], config, args.run_as, slot.environment)
-
     fetch = ssm_config_fetcher(ssm, args.parameter_prefix, instance_id)
-    ports = SlotPorts(fetch, start, sqs_reporter(sqs, args.reports_queue_url, instance_id), node_faults)
+    ports = SlotPorts(fetch, jobs.start, sqs_reporter(sqs, args.reports_queue_url, instance_id), node_faults, jobs.tidy)
     SlotManager(list(plan.slots), ports).run_forever()  # its first health check reports faulty slots
     return 0
 
