@@ -269,6 +269,30 @@ class Ledger:
             ExpressionAttributeValues={":now": now},
         )
 
+    def move_job(self, job_id: int, from_pool: str, to_pool: str) -> bool:
+        """A queued job goes to another pool (the one that can take it now). False when it is
+        no longer queued on `from_pool` (it started, or another invocation moved it)."""
+        return self._requeue(job_id, from_pool, f"SET #pool = :to, #{OPEN} = :open", {":to": to_pool, ":open": f"job#{to_pool}"})
+
+    def drop_job(self, job_id: int, from_pool: str, reason: str) -> bool:
+        """A queued job no pool may take stops counting as demand (its record stays, with why)."""
+        return self._requeue(job_id, from_pool, f"SET #ignored = :why REMOVE #{OPEN}", {":why": reason[:200]})
+
+    def _requeue(self, job_id: int, from_pool: str, update: str, values: dict[str, Any]) -> bool:
+        stored = self.table.update_if(
+            Key={"pk": f"job#{job_id}"},
+            UpdateExpression=update,
+            ConditionExpression=f"#pool = :from AND #state = :queued AND attribute_exists(#{OPEN})",
+            ExpressionAttributeNames={
+                "#pool": "pool",
+                "#state": "state",
+                f"#{OPEN}": OPEN,
+                **({"#ignored": "ignored"} if ":why" in values else {}),
+            },
+            ExpressionAttributeValues={":from": from_pool, ":queued": QUEUED, **values},
+        )
+        return stored is not None
+
     def close_job(self, job_id: int, state: str = COMPLETED) -> bool:
         """GitHub no longer has the job queued (its webhook was lost): stop counting it."""
         return self.record_job(Job(job_id, "", state, 0.0)) if self.job(job_id) else False
