@@ -27,7 +27,7 @@ from estate.config.pool import Pool
 from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 from estate.derive.control_config import jit_parameter_prefix
 from estate.derive.host_user_data import user_data
-from estate.derive.runner_groups import RunnerGroupPlan, plan_runner_groups
+from estate.derive.runner_groups import RunnerGroupPlan, plan_runner_groups, pool_admission
 from lambda_src.core.tags import estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -212,7 +212,7 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
         {n: f.purchase_usd for n, f in fleets.items() if isinstance(f, CapacityBlockFleet) and f.purchase_usd is not None},
     )
     # The compiled table the scaler Lambdas read; plain JSON, never raw YAML.
-    pulumi.export("routing_table", json.dumps(estate.routing_table().to_dict(), sort_keys=True))
+    pulumi.export("routing_table", json.dumps(estate.routing_table(pool_admission(stack, estate)).to_dict(), sort_keys=True))
 
 
 def main() -> None:

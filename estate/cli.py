@@ -50,15 +50,35 @@ def _split_labels(raw: Sequence[str]) -> list[str]:
 
 def _cmd_route(args: argparse.Namespace) -> int:
     from estate.config.loader import load_estate
+    from lambda_src.core.routing import JobOrigin
 
     labels = _split_labels(args.labels)
-    table = load_estate([args.configs]).routing_table()
+    estate = load_estate([args.configs])
+    origin = None
+    if args.repo is not None:
+        # Who may use a pool depends on the stack's runner groups: read them as the deploy does.
+        from estate.derive.runner_groups import pool_admission
+        from estate.preview import read_stack_file, stack_file, validate_stack_config
+
+        path = stack_file(PROJECT_DIR, args.stack)
+        config, secret_keys = read_stack_file(path)
+        stack = validate_stack_config(config, path, secret_keys)
+        repo = args.repo if "/" in args.repo else f"{stack.github.org}/{args.repo}"
+        origin = JobOrigin(repo, public=args.public, workflow=args.workflow)
+        table = estate.routing_table(pool_admission(stack, estate))
+    elif args.workflow is not None or args.public:
+        print("error: --workflow and --public describe a job's repository: give --repo too", file=sys.stderr)
+        return EXIT_CONFIG
+    else:
+        table = estate.routing_table()
     if args.explain:
-        for pool, why in table.explain(labels):
+        for pool, why in table.explain(labels, origin):
             print(f"{pool}: {why}", file=sys.stderr)
-    pools = table.route(labels)
+    pools = table.route(labels, origin)
     if not pools:
-        print(f"error: no pool serves a job with labels [{', '.join(labels)}] (see --explain)", file=sys.stderr)
+        served = origin is not None and table.route(labels)
+        who = f"no pool admits a job from {origin.repository}" if served and origin else "no pool serves a job"
+        print(f"error: {who} with labels [{', '.join(labels)}] (see --explain)", file=sys.stderr)
         return EXIT_UNROUTED
     print("\n".join(pools))
     return 0
@@ -204,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("route", help="which pools serve a job with these runs-on labels, most preferred first")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"directory of pool files (default {DEFAULT_CONFIGS})")
-    p.add_argument("--explain", action="store_true", help="say for every pool why it does or does not match (stderr)")
+    p.add_argument("--explain", action="store_true", help="say for every pool why it does or does not match, in route order (stderr)")
+    p.add_argument("--repo", help="the job's repository (NAME or OWNER/NAME): apply the stack's runner groups as GitHub does")
+    p.add_argument("--public", action="store_true", help="with --repo: the repository is public")
+    p.add_argument("--workflow", help="with --repo: OWNER/REPO/PATH@REF of the workflow that defines the job")
+    p.add_argument("--stack", default="prod", help="with --repo: the stack whose runner groups apply (default prod)")
     p.add_argument("labels", nargs="+", metavar="LABEL[,LABEL...]")
     p.set_defaults(func=_cmd_route)
 

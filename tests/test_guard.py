@@ -65,3 +65,80 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["guard", str(good)]) == 0
     assert cli.main(["guard", str(broken)]) == cli.EXIT_CONFIG
     assert "not the JSON of `pulumi preview --json`" in capsys.readouterr().err
+
+
+# ---- only a `pulumi preview --json` document is judged (issue 17.13) ------------------------
+
+
+def real_shape_preview() -> dict[str, Any]:
+    """What `pulumi preview --json` prints (the engine's preview digest): steps with op, urn,
+    provider, oldState/newState, diffReasons, replaceReasons, detailedDiff; then duration and
+    changeSummary, and config/diagnostics when there are any."""
+    table = f"{STACK}runner-estate:index:ScalerFunctions$aws:dynamodb/table:Table::scaler-ledger"
+    return {
+        "config": {"aws:region": "us-east-1"},
+        "steps": [
+            {"op": "same", "urn": f"{STACK}pulumi:pulumi:Stack::runner-estate-prod", "newState": {"type": "pulumi:pulumi:Stack"}},
+            {
+                "op": "replace",
+                "urn": table,
+                "provider": "urn:pulumi:prod::runner-estate::pulumi:providers:aws::default_6_0_0::0b2a",
+                "oldState": {"urn": table, "type": "aws:dynamodb/table:Table", "id": "scaler-ledger-1"},
+                "newState": {"urn": table, "type": "aws:dynamodb/table:Table"},
+                "diffReasons": ["hashKey"],
+                "replaceReasons": ["hashKey"],
+                "detailedDiff": {"hashKey": {"kind": "update-replace", "inputDiff": True}},
+            },
+        ],
+        "duration": 1234567890,
+        "changeSummary": {"replace": 1, "same": 1},
+        "diagnostics": [{"message": "warning: something\n", "severity": "warning"}],
+    }
+
+
+def test_the_real_shape_is_judged() -> None:
+    assert guard_findings(real_shape_preview()) == ["replace scaler-ledger: the ledger (which jobs were served, which hosts are ours)"]
+
+
+def test_older_clis_old_and_new_step_keys_are_accepted() -> None:
+    doc = real_shape_preview()
+    for step_ in doc["steps"]:
+        step_["old"], step_["new"] = step_.pop("oldState", None), step_.pop("newState", None)
+    assert len(guard_findings(doc)) == 1
+
+
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        ({}, "no steps"),
+        ({"steps": []}, "no steps"),
+        ([], "not a JSON object"),
+        ([{"type": "aws:dynamodb/table:Table", "name": "scaler-ledger", "parent": None, "inputs": {}}], "not a JSON object"),
+        ({"steps": "replace"}, "steps is not a list"),
+        ({"steps": [1]}, "steps[0] is not an object"),
+        ({"steps": [{"urn": f"{STACK}pulumi:pulumi:Stack::x"}]}, "steps[0].op"),
+        ({"steps": [{"op": "destroy", "urn": f"{STACK}pulumi:pulumi:Stack::x"}]}, "steps[0].op 'destroy'"),
+        ({"steps": [{"op": "same", "urn": "scaler-ledger"}]}, "steps[0].urn"),
+        ({"steps": [{"op": "same", "urn": f"{STACK}pulumi:pulumi:Stack::x", "newState": "x"}]}, "steps[0].newState"),
+        ({"steps": [{"op": "same", "urn": f"{STACK}pulumi:pulumi:Stack::x"}], "changeSummary": {"same": "1"}}, "changeSummary"),
+        ({"steps": [{"op": "same", "urn": f"{STACK}pulumi:pulumi:Stack::x"}], "resources": []}, "resources"),
+    ],
+)
+def test_anything_that_is_not_a_preview_document_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], document: Any, why: str
+) -> None:
+    path = tmp_path / "preview.json"
+    path.write_text(json.dumps(document))
+    assert cli.main(["guard", str(path)]) == cli.EXIT_CONFIG  # was: exit 0, "ok"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert why in err
+    assert "not a `pulumi preview --json` document" in err
+
+
+def test_the_offline_preview_array_is_not_mistaken_for_a_pulumi_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["preview", "--json"]) in {0, cli.EXIT_POLICY}
+    path = tmp_path / "offline.json"
+    path.write_text(capsys.readouterr().out)
+    assert cli.main(["guard", str(path)]) == cli.EXIT_CONFIG
+    assert "not a JSON object" in capsys.readouterr().err

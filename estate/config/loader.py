@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from estate.config.buildkite_model import BuildkiteQueue, BuildkiteQueueFile
 from estate.config.diagnostics import ConfigError, ConfigWarning, first_problem
 from estate.config.pool import POOL_NAME_RE, Pool
 from estate.config.pool_model import PoolFile
-from lambda_src.core.routing import RoutingTable
+from lambda_src.core.routing import Admission, RoutingTable
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -98,8 +98,11 @@ class Estate:
     warnings: tuple[ConfigWarning, ...]
     queues: tuple[BuildkiteQueue, ...] = ()
 
-    def routing_table(self) -> RoutingTable:
-        return RoutingTable(tuple(p.route() for p in self.pools))
+    def routing_table(self, admission: Mapping[str, Admission] | None = None) -> RoutingTable:
+        """The compiled table; `admission` (pool -> its runner group's policy, see
+        `estate.derive.runner_groups.pool_admission`) where the stack is known."""
+        given = admission or {}
+        return RoutingTable(tuple(p.route(given.get(p.name)) for p in self.pools))
 
     def pool(self, name: str) -> Pool:
         for p in self.pools:

@@ -14,7 +14,7 @@ from estate.config.pool_model import LogFile, PoolFile, RunnerConfig
 from estate.config.prices import PriceError, PriceTable
 from lambda_src.core.gpu_slots import LayoutError, SlotLayout, parse_layout, whole_node
 from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type
-from lambda_src.core.routing import PoolRoute, normalise
+from lambda_src.core.routing import Admission, PoolRoute, normalise
 from policy.rules import managed_policy_finding
 
 POOL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -137,8 +137,29 @@ class Pool:
         """IMDSv2 unless the pool opted out explicitly with our own key."""
         return not self.spec.estate.allow_imdsv1
 
-    def route(self) -> PoolRoute:
+    @property
+    def max_runners(self) -> int:
+        """`runners_maximum_count`, lowered by `estate.hard_limits.max_instances`; 0 drains the pool."""
+        cap, limit = self.runner.runners_maximum_count, self.spec.estate.hard_limits.max_instances
+        return cap if limit is None else min(cap, limit)
+
+    @property
+    def runner_hourly_usd(self) -> float | None:
+        """The cheapest runner-hour the pool offers (a slot's share of a node); None without a price."""
+        prices, known = PriceTable(), []
+        for itype in self.instance_types:
+            try:
+                known.append(prices.hourly(itype.name, self.capacity_type))
+            except PriceError:
+                continue  # a type without a list price does not make the pool's other types unknown
+        runners = self.slot_layout.slot_count if self.slot_layout is not None else 1
+        return min(known) / max(1, runners) if known else None
+
+    def route(self, admission: Admission | None = None) -> PoolRoute:
+        """The pool's routing entry; `admission` is its runner group's policy where the stack
+        is known, else only its own `allow_public_repositories` applies."""
         m = self.spec.matcherConfig
+        public = self.spec.estate.allow_public_repositories
         return PoolRoute(
             pool=self.name,
             exact_match=m.exactMatch,
@@ -146,6 +167,9 @@ class Pool:
             capacity_type=self.capacity_type,
             label_matchers=tuple(normalise(s) for s in m.labelMatchers),
             runner_label_sets=self.runner_label_sets,
+            max_runners=self.max_runners,
+            hourly_usd=self.runner_hourly_usd,
+            admission=admission or Admission(self.runner_group, None, (), public),
         )
 
     # ---- checks --------------------------------------------------------------------

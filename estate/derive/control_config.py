@@ -13,6 +13,7 @@ from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.prices import PriceError, PriceTable
 from estate.config.stack_config import StackConfig
+from estate.derive.runner_groups import pool_admission
 from lambda_src.core.gpu_slots import slot_labels
 from lambda_src.core.settings import ControlPlaneSettings, IdleWindow, PoolSettings, PoolWindow
 
@@ -117,5 +118,5 @@ def control_settings(
         app_key_parameter=stack.secrets.github_app_private_key,
         jit_parameter_prefix=jit_parameter_prefix(stack.environment),
         pools=dict(pools),
-        routing=estate.routing_table(),
+        routing=estate.routing_table(pool_admission(stack, estate)),
     )

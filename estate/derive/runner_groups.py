@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from estate.config.diagnostics import ConfigError, ConfigWarning
 from estate.config.loader import Estate
 from estate.config.stack_config import StackConfig
+from lambda_src.core.routing import Admission
 
 DEFAULT_GROUP = "Default"
 
@@ -54,3 +55,27 @@ def plan_runner_groups(stack: StackConfig, estate: Estate, stack_file: str) -> t
         public = bool(pools) and all(estate.pool(p).spec.estate.allow_public_repositories for p in pools)
         plans.append(RunnerGroupPlan(name, tuple(pools), tuple(settings.repositories), tuple(settings.workflows), public))
     return plans, warnings
+
+
+def pool_admission(stack: StackConfig, estate: Estate) -> dict[str, Admission]:
+    """Each pool's runner-group policy, compiled into the routing table so the control plane
+    launches only for jobs GitHub would give its runners: the group's repositories (as
+    OWNER/NAME) and workflows, and public repositories only where every pool of the group
+    allows them (as `plan_runner_groups` configures the group). A pool in the unmanaged
+    `Default` group (or in a group the stack does not declare, which `plan_runner_groups`
+    refuses at deploy) admits any repository of the org, public ones only when it says so."""
+    org = stack.github.org.lower()
+    members: dict[str, list[str]] = {}
+    for pool in estate.pools:
+        members.setdefault(pool.runner_group, []).append(pool.name)
+    found: dict[str, Admission] = {}
+    for pool in estate.pools:
+        group = pool.runner_group
+        settings = stack.runner_groups.get(group) if group != DEFAULT_GROUP else None
+        if settings is None:
+            found[pool.name] = Admission(group, None, (), pool.spec.estate.allow_public_repositories)
+            continue
+        public = all(estate.pool(p).spec.estate.allow_public_repositories for p in members[group])
+        repos = frozenset(f"{org}/{repo.lower()}" for repo in settings.repositories)
+        found[pool.name] = Admission(group, repos, tuple(settings.workflows), public)
+    return found

@@ -58,13 +58,16 @@ class Clock:
         self._now += seconds
 
 
-def local_stack_config(org: str) -> StackConfig:
+def local_stack_config(org: str, runner_groups: dict[str, Any] | None = None) -> StackConfig:
+    """The stack `serve` runs; `runner_groups` as in Pulumi.<stack>.yaml (none: every group
+    admits every private repository)."""
     return parse_stack_config(
         {
             "environment": "local",
             "region": REGION,
             "github": {"org": org, "app_id": 1234},
             "secrets": {"github_app_private_key": "/runner-estate/local/app-key", "webhook_secret": "/runner-estate/local/webhook-secret"},
+            "runner_groups": runner_groups or {},
         },
         "local",
     )
@@ -84,6 +87,7 @@ class LocalPlane:
     ec2: Any = field(init=False)
     sqs: Any = field(init=False)
     webhook_secret: str = field(default_factory=lambda: secrets.token_hex(20))
+    runner_groups: dict[str, Any] | None = None  # the stack's `runner_groups` (repositories without the org)
     _http: ThreadingHTTPServer | None = None
 
     def start(self) -> LocalPlane:
@@ -91,7 +95,7 @@ class LocalPlane:
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         endpoint = self.endpoint or self._start_moto()
         self.estate = load_estate(self.configs)
-        stack = local_stack_config("example-org")
+        stack = local_stack_config("example-org", self.runner_groups)
         groups = sorted({p.runner_group for p in self.estate.pools})
         self.github = FakeGithub(stack.github.org, stack.github.app_id, groups, self.clock).start()
 

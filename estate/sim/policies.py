@@ -13,7 +13,8 @@ from estate.derive.control_config import pool_settings
 from estate.sim.simulator import QUEUE_PREFIX, Host, SimJob, Simulation, Slot
 from lambda_src.core import cron
 from lambda_src.core.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
-from lambda_src.core.planner import plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
+from lambda_src.core.overflow import plan_overflow
+from lambda_src.core.planner import LaunchOrder, plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
 from lambda_src.core.settings import PoolSettings
 
 ENVIRONMENT = "sim"
@@ -29,7 +30,9 @@ def _scaled(sim: Simulation) -> list[str]:
 class EstatePolicy:
     """Ours: decide when the event arrives (no fixed delay), one ephemeral runner per job,
     a reconciler and a scale-down every minute — the planners the Lambdas run. A pool with
-    `estate.reuse_hosts` gives a host a next one-job runner when the planner says so."""
+    `estate.reuse_hosts` gives a host a next one-job runner when the planner says so. Jobs a
+    capped pool cannot launch for move to the next pool that serves them (core/overflow.py),
+    as scale-up and the reconciler move them."""
 
     name = "estate"
 
@@ -72,7 +75,20 @@ class EstatePolicy:
         sim.terminate(host)  # ephemeral: the host powers off after its (last) job
 
     def _jobs(self, sim: Simulation) -> list[Job]:
-        return [Job(j.index, j.pool, QUEUED, j.queued_at) for j in sim.queue if j.pool in self.settings]
+        return [Job(j.index, j.pool, QUEUED, j.queued_at, labels=tuple(j.labels)) for j in sim.queue if j.pool in self.settings]
+
+    def _orders(self, sim: Simulation) -> list[LaunchOrder]:
+        """Every scaled pool's launch order, after the jobs capped pools cannot launch for have
+        moved on (the moved jobs' pool changes, as the ledger's does)."""
+        jobs, instances = self._jobs(sim), self._instances(sim)
+        orders = plan_launches(self.settings, jobs, instances, sim.now)
+        moves = plan_overflow(sim.routing, orders, jobs)
+        if not moves:
+            return orders
+        waiting = {j.index: j for j in sim.queue}
+        for move in moves:
+            waiting[move.job.id].pool = move.to
+        return plan_launches(self.settings, self._jobs(sim), instances, sim.now)
 
     def _instance(self, h: Host) -> Instance:
         if h.slots[0].job is not None:
@@ -89,12 +105,15 @@ class EstatePolicy:
         return runner_name(self.settings[h.pool].name_prefix, ENVIRONMENT, h.pool, h.id)
 
     def scale_up(self, sim: Simulation, pool: str) -> None:
-        for order in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now, only=[pool]):
+        orders = {o.pool: o for o in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now, only=[pool])}
+        if orders[pool].count < orders[pool].shortfall:  # capped: what it cannot launch for moves on now
+            orders = {o.pool: o for o in self._orders(sim) if o.pool == pool or o.count}
+        for order in orders.values():
             sim.launch(order.pool, order.count)
 
     def cycle(self, sim: Simulation) -> None:
         # Reconcile: what is queued and not covered, for every pool.
-        for order in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now):
+        for order in self._orders(sim):
             sim.launch(order.pool, order.count)
         # Scale-down, from one runner listing.
         instances = self._instances(sim)

@@ -1,7 +1,7 @@
 """The idempotency ledger and fleet state, in one DynamoDB table.
 
 Items (partition key `pk`):
-  job#<id>       pool, state, repo, labels, queued_at, runner_name    - one per GitHub job
+  job#<id>       pool, state, repo, labels, public, queued_at, runner_name - one per GitHub job
   instance#<id>  pool, launched_at, job_id, registered_at, idle_since, jit_at, runner_name,
                  generation, jobs_done, finished_at (a reusable host's runner configs)
   repo#<name>    last_seen                                            - repos to re-scan
@@ -29,6 +29,13 @@ OPEN_INDEX = "open"
 RECENT_LAUNCH_S = 300.0  # how long a planning lock remembers launches the index may not show yet
 LOCK_LEASE_S = 90.0  # longer than a planning invocation may run; a crashed holder's lease runs out
 LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same pool
+# DynamoDB's item limit: 400 KB, attribute names and values together. moto enforces a kinder
+# size (no per-element overhead in lists), so the adapter checks what it writes itself.
+MAX_ITEM_BYTES = 400 * 1024
+
+
+class ItemTooLargeError(ValueError):
+    """What one write would store exceeds DynamoDB's item limit; nothing was sent."""
 
 
 def _conditional_failed(exc: AwsError) -> bool:
@@ -50,6 +57,44 @@ def to_attr(value: Any) -> dict[str, Any]:
     if isinstance(value, list):
         return {"L": [to_attr(v) for v in value]}
     raise TypeError(f"cannot store {type(value).__name__} in the ledger")
+
+
+def attr_bytes(attr: dict[str, Any]) -> int:
+    """An attribute value's size as DynamoDB counts it ("Item sizes and formats" in its
+    developer guide): strings and binaries by UTF-8/byte length, a number about one byte per
+    two significant digits plus one, a boolean or null one byte, a list or map three bytes
+    plus one per element (and a map's keys) plus the elements; sets the sum of their members."""
+    kind, value = next(iter(attr.items()))
+    if kind == "S":
+        return len(str(value).encode("utf-8", errors="surrogatepass"))
+    if kind == "B":
+        return len(value)
+    if kind == "N":
+        digits = str(value).lstrip("-").replace(".", "").lower().split("e")[0].strip("0")
+        return (len(digits) + 1) // 2 + 1
+    if kind in {"BOOL", "NULL"}:
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + attr_bytes(v) for v in value)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode("utf-8", errors="surrogatepass")) + attr_bytes(v) for k, v in value.items())
+    if kind == "SS":
+        return sum(len(v.encode("utf-8", errors="surrogatepass")) for v in value)
+    if kind == "NS":
+        return sum(attr_bytes({"N": v}) for v in value)
+    return sum(len(v) for v in value)  # BS
+
+
+def written_bytes(request: dict[str, Any]) -> int:
+    """What a PutItem or UpdateItem request writes, by DynamoDB's count: the item (key and
+    attributes) or the key plus every value and name the update sets. For an update this is
+    a lower bound of the item afterwards; our items' other attributes are small and bounded."""
+    if "Item" in request:
+        return sum(len(k.encode("utf-8", errors="surrogatepass")) + attr_bytes(v) for k, v in request["Item"].items())
+    names = request.get("ExpressionAttributeNames", {}).values()
+    key = sum(len(k.encode()) + attr_bytes(v) for k, v in request.get("Key", {}).items())
+    values = sum(attr_bytes(v) for v in request.get("ExpressionAttributeValues", {}).values())
+    return key + values + sum(len(str(n).encode("utf-8", errors="surrogatepass")) for n in names)
 
 
 def from_attr(attr: dict[str, Any]) -> Any:
@@ -82,11 +127,19 @@ class _Table:
                 out[key] = {k: to_attr(v) if not isinstance(v, dict) else v for k, v in out[key].items()}
         return out
 
+    def _write(self, action: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        request = self._marshal(kwargs)
+        size = written_bytes(request)
+        if size > MAX_ITEM_BYTES:
+            key = next(iter(request.get("Key", request.get("Item", {})).get("pk", {}).values()), "?")
+            raise ItemTooLargeError(f"{action} of {str(key)[:80]} would store {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}")
+        return dict(self.client.call(action, request))
+
     def update_item(self, **kwargs: Any) -> dict[str, Any]:
-        return dict(self.client.call("UpdateItem", self._marshal(kwargs)))
+        return self._write("UpdateItem", kwargs)
 
     def put_item(self, **kwargs: Any) -> dict[str, Any]:
-        return dict(self.client.call("PutItem", self._marshal(kwargs)))
+        return self._write("PutItem", kwargs)
 
     def delete_item(self, **kwargs: Any) -> dict[str, Any]:
         return dict(self.client.call("DeleteItem", self._marshal(kwargs)))
@@ -101,7 +154,7 @@ class _Table:
 
     def _if(self, action: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            return dict(self.client.call(action, self._marshal(kwargs)))
+            return self._write(action, kwargs)
         except AwsError as exc:
             if _conditional_failed(exc):
                 return None
@@ -162,7 +215,7 @@ class Ledger:
         """Store a job, or move it forward. False for a duplicate or a stale (older) event."""
         now = self.clock()
         sets = {"state": job.state, "rank": JOB_STATE_RANK[job.state], "expires_at": int(now + self.ttl_s)}
-        first = {"pool": job.pool, "repo": job.repo, "labels": list(job.labels), "queued_at": job.queued_at or now}
+        first = {"pool": job.pool, "repo": job.repo, "labels": list(job.labels), "public": job.public, "queued_at": job.queued_at or now}
         if job.runner_name:
             sets["runner_name"] = job.runner_name
         if job.state == QUEUED:
@@ -204,6 +257,7 @@ class Ledger:
             labels=tuple(item.get("labels", [])),
             runner_name=item.get("runner_name"),
             checked_at=_num(item.get("checked_at")),
+            public=bool(item.get("public", False)),
         )
 
     def job_checked(self, job_id: int, now: float) -> None:
@@ -214,6 +268,30 @@ class Ledger:
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":now": now},
         )
+
+    def move_job(self, job_id: int, from_pool: str, to_pool: str) -> bool:
+        """A queued job goes to another pool (the one that can take it now). False when it is
+        no longer queued on `from_pool` (it started, or another invocation moved it)."""
+        return self._requeue(job_id, from_pool, f"SET #pool = :to, #{OPEN} = :open", {":to": to_pool, ":open": f"job#{to_pool}"})
+
+    def drop_job(self, job_id: int, from_pool: str, reason: str) -> bool:
+        """A queued job no pool may take stops counting as demand (its record stays, with why)."""
+        return self._requeue(job_id, from_pool, f"SET #ignored = :why REMOVE #{OPEN}", {":why": reason[:200]})
+
+    def _requeue(self, job_id: int, from_pool: str, update: str, values: dict[str, Any]) -> bool:
+        stored = self.table.update_if(
+            Key={"pk": f"job#{job_id}"},
+            UpdateExpression=update,
+            ConditionExpression=f"#pool = :from AND #state = :queued AND attribute_exists(#{OPEN})",
+            ExpressionAttributeNames={
+                "#pool": "pool",
+                "#state": "state",
+                f"#{OPEN}": OPEN,
+                **({"#ignored": "ignored"} if ":why" in values else {}),
+            },
+            ExpressionAttributeValues={":from": from_pool, ":queued": QUEUED, **values},
+        )
+        return stored is not None
 
     def close_job(self, job_id: int, state: str = COMPLETED) -> bool:
         """GitHub no longer has the job queued (its webhook was lost): stop counting it."""

@@ -28,6 +28,7 @@ class Job:
     labels: tuple[str, ...] = ()
     runner_name: str | None = None
     checked_at: float | None = None  # the reconciler last asked GitHub about it (a job whose webhooks may be lost)
+    public: bool = False  # from a public repository: only pools whose group admits public ones may take it
 
 
 @dataclass(frozen=True)

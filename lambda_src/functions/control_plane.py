@@ -24,6 +24,7 @@ from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import Ledger, planning_lock
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.core.job_messages import jobs_by_pool
+from lambda_src.core.overflow import apply_moves, plan_overflow
 from lambda_src.core.planner import (
     LaunchOrder,
     least_recently_done,
@@ -60,6 +61,7 @@ class Report:
     found_jobs: list[int] = field(default_factory=list)
     failed_pools: dict[str, str] = field(default_factory=dict)
     repo_errors: dict[str, str] = field(default_factory=dict)  # repositories GitHub would not show us this cycle
+    rerouted: list[dict[str, Any]] = field(default_factory=list)  # queued jobs moved on (core/overflow.py)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class Report:
             "found_jobs": len(self.found_jobs),
             "failed_pools": self.failed_pools,
             "repo_errors": len(self.repo_errors),
+            "rerouted": len(self.rerouted),
             "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
         }
 
@@ -113,6 +116,8 @@ class ControlPlane:
                 log.exception("scale-up of pool %s failed; its %d messages will be retried", pool, len(items))
                 report.failed_pools[pool] = str(exc)[:200]
                 failures += [m for m, _ in items]
+        if any(o.count < o.shortfall for o in report.orders.values()):  # a capped pool: its extra jobs move on now
+            self._overflow(self.ledger.queued_jobs(), live, now, report, plan_targets=True)
         log.info("scale-up: %s", json.dumps(report.summary()))
         return failures
 
@@ -181,7 +186,7 @@ class ControlPlane:
         self._refresh_stale_jobs(now, report)
         self._find_unheard_jobs(now, report)
         live = self.sync_hosts(now, report)
-        jobs = self.ledger.queued_jobs()
+        jobs = self._overflow(self.ledger.queued_jobs(), live, now, report)
         for order in plan_launches(self.scaled_pools, jobs, live, now):
             report.orders[order.pool] = order
             if order.count or reuse_pending(self.scaled_pools[order.pool], order, live, now):
@@ -194,6 +199,31 @@ class ControlPlane:
                     report.failed_pools[order.pool] = str(exc)[:200]
         log.info("reconcile: %s", json.dumps(report.summary()))
         return report
+
+    def _overflow(self, jobs: list[Job], live: list[Instance], now: float, report: Report, plan_targets: bool = False) -> list[Job]:
+        """Move queued jobs a pool cannot take now to the next pool that serves them, or stop
+        counting those no pool may take (core/overflow.py decides); returns the queued jobs as
+        they stand after. With `plan_targets`, the pools given jobs are planned at once."""
+        orders = plan_launches(self.scaled_pools, jobs, live, now)
+        done = []
+        for move in plan_overflow(self.settings.routing, orders, jobs):
+            job = move.job
+            moved = (
+                self.ledger.drop_job(job.id, job.pool, move.reason) if move.to is None else self.ledger.move_job(job.id, job.pool, move.to)
+            )
+            if moved:  # else the job started or moved meanwhile: the ledger's condition kept it
+                done.append(move)
+                report.rerouted.append({"job": job.id, "from": job.pool, "to": move.to, "reason": move.reason})
+        jobs = apply_moves(jobs, done)
+        targets = {m.to for m in done if m.to is not None and m.to in self.scaled_pools} if plan_targets else set()
+        for pool in sorted(targets):
+            try:
+                token = hashlib.sha256("|".join(str(m.job.id) for m in done if m.to == pool).encode()).hexdigest()[:24]
+                self._scale_pool(pool, [j for j in jobs if j.pool == pool], live, f"overflow-{token}", report, now)
+            except Exception as exc:  # the jobs are in the ledger under their new pool: the reconciler plans them
+                log.exception("planning pool %s for jobs moved to it failed", pool)
+                report.failed_pools[pool] = str(exc)[:200]
+        return jobs
 
     def _refresh_stale_jobs(self, now: float, report: Report) -> None:
         stale = sorted((j for j in self.ledger.queued_jobs() if now - j.queued_at > STALE_JOB_S and j.repo), key=lambda j: j.queued_at)

@@ -1,5 +1,12 @@
 """The webhook: verify, parse, route, record once, enqueue. Answers within milliseconds and
-never 5xx on bad input: 401 bad signature, 400 malformed, 413 too large, 202 ignored.
+never 5xx on bad input: 401 bad signature, 400 malformed, 413 too large, 202 ignored (with
+the reason: labels no pool serves, a repository no runner group admits, more labels than a
+runner carries).
+
+What is stored is bounded and normalised, whatever a signed payload holds: labels deduplicated
+case-insensitively (GitHub compares them so), at most MAX_LABELS of at most MAX_LABEL_CHARS,
+the repository at GitHub's name limits, a runner name only if it could be one of ours. So a
+ledger item stays far below DynamoDB's 400 KB and an SQS message below 256 KB.
 
 The event is an API Gateway HTTP API (payload v2) or Lambda Function URL request. The I/O it
 needs (secret, ledger, queue) comes in as a `WebhookPorts`, so tests and `estate serve` drive
@@ -14,14 +21,30 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from lambda_src.aws.ledger import ItemTooLargeError
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Job
-from lambda_src.core.routing import RoutingTable
+from lambda_src.core.routing import JobOrigin, RoutingTable
 
 MAX_BODY_BYTES = 1024 * 1024
+# A runner carries at most 100 custom labels (GitHub's REST API: `labels` maxItems 100 when
+# registering or setting them) besides `self-hosted`, its OS and its architecture, so a job
+# asking for more distinct labels can never be taken by a self-hosted runner.
+MAX_LABELS = 103
+# GitHub documents no length for a label; ours: no pool's label is longer, so a longer one can
+# never match, and it bounds what routing compares.
+MAX_LABEL_CHARS = 256
+# `repository.full_name`: an owner login is at most 39 characters (letters, digits, hyphens),
+# a repository name at most 100 (letters, digits, '.', '_', '-').
+_REPOSITORY_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+# Our runner names are at most ~140 characters (prefix 45, environment 16, pool 40, instance
+# id and suffix); a longer or non-text name is not one of ours and is not stored.
+MAX_RUNNER_NAME_CHARS = 255
+MAX_JOB_ID = 2**63 - 1  # GitHub's ids are positive 64-bit integers
 _ACTIONS = {"queued": QUEUED, "in_progress": IN_PROGRESS, "completed": COMPLETED}
 
 log = logging.getLogger("runner_estate.webhook")
@@ -73,8 +96,8 @@ def signed_by_any(value: bytes, body: bytes, header: str | None) -> bool:
 
 def signature_matches(secret: bytes, body: bytes, header: str | None) -> bool:
     """`X-Hub-Signature-256: sha256=<hex HMAC>` of the raw body, compared in constant time."""
-    if not header or not header.startswith("sha256="):
-        return False
+    if not header or not header.isascii() or not header.startswith("sha256="):
+        return False  # a signature is ASCII hex; anything else (a lone surrogate too) is not one
     expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), header.strip().encode())
 
@@ -88,11 +111,64 @@ def raw_body(event: Mapping[str, Any]) -> bytes:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise BadRequestError("body is not valid base64") from exc
-    return body.encode("utf-8", errors="surrogateescape")
+    try:
+        return body.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError as exc:  # a lone surrogate: text no sender could have signed
+        raise BadRequestError("body is not valid text") from exc
+
+
+class IgnoredJobError(ValueError):
+    """A well-formed job we will not launch for; the reason is answered and counted."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+
+
+def _is_text(value: object, limit: int) -> bool:
+    """A string within `limit` characters that can be stored (no lone surrogate)."""
+    if not isinstance(value, str) or len(value) > limit:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def job_labels(raw: list[str]) -> tuple[str, ...]:
+    """The job's labels as stored: trimmed, each once (GitHub compares them case-insensitively;
+    the first spelling is kept). Raises IgnoredJobError for labels no runner could carry."""
+    seen: dict[str, str] = {}
+    for label in raw:
+        text = label.strip()
+        if not text:
+            continue
+        if not _is_text(text, MAX_LABEL_CHARS):
+            raise IgnoredJobError("ignored", f"a label longer than {MAX_LABEL_CHARS} characters or not text: no runner carries it")
+        seen.setdefault(text.lower(), text)
+        if len(seen) > MAX_LABELS:
+            raise IgnoredJobError("ignored", f"more than {MAX_LABELS} distinct labels: no self-hosted runner carries that many")
+    return tuple(seen.values())
+
+
+def job_origin(payload: dict[str, Any]) -> JobOrigin:
+    """The repository a job runs for, as runner groups see it. A payload without one (older
+    or hand-made shapes) names no repository: only groups open to every repository admit it."""
+    repo = payload.get("repository")
+    if repo is None:
+        return JobOrigin("")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    if not isinstance(name, str) or not name.isascii() or not _REPOSITORY_RE.fullmatch(name):
+        raise BadRequestError("repository.full_name is not OWNER/NAME within GitHub's limits")
+    # Real payloads always carry `private` (and `visibility`); a job is public only when they say so.
+    public = repo.get("private") is False or repo.get("visibility") == "public"
+    return JobOrigin(name, public=public)
 
 
 def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | None]:
-    """(action, job) from a `workflow_job` payload; job None when no pool serves its labels."""
+    """(action, job) from a `workflow_job` payload; job None for an action we do not act on.
+    Raises BadRequestError for a malformed payload, IgnoredJobError for a job no pool may take."""
     if not isinstance(payload, dict):
         raise BadRequestError("payload is not a JSON object")
     action = payload.get("action")
@@ -102,25 +178,36 @@ def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | No
     job_id, labels = wj.get("id"), wj.get("labels")
     if not isinstance(job_id, int) or isinstance(job_id, bool) or not isinstance(labels, list):
         raise BadRequestError("workflow_job needs an integer id and a list of labels")
+    if not 0 < job_id <= MAX_JOB_ID:
+        raise BadRequestError("workflow_job.id is not a GitHub id")
     if not all(isinstance(label, str) for label in labels):
         raise BadRequestError("workflow_job.labels must be strings")
     if action not in _ACTIONS:
-        return action, None
-    pools = routing.route(labels)
+        return _printable(action), None
+    origin = job_origin(payload)
+    wanted = job_labels(labels)
+    matches = routing.matches(wanted, origin)
+    if not matches:
+        raise IgnoredJobError("ignored", "labels no pool serves")
+    pools = [m.pool for m in matches if m.refusal is None]
     if not pools:
-        return action, None
-    repo = payload.get("repository")
-    repo_name = repo.get("full_name") if isinstance(repo, dict) else None
+        # Counted apart: a job GitHub will never give our runners must not launch (or buy) one.
+        raise IgnoredJobError("not_admitted", str(matches[0].refusal))
     runner = wj.get("runner_name")
     return action, Job(
         id=job_id,
         pool=pools[0],
         state=_ACTIONS[action],
         queued_at=0.0,
-        repo=repo_name if isinstance(repo_name, str) else "",
-        labels=tuple(labels),
-        runner_name=runner if isinstance(runner, str) and runner else None,
+        repo=origin.repository,
+        labels=wanted,
+        runner_name=runner if runner and _is_text(runner, MAX_RUNNER_NAME_CHARS) else None,
+        public=origin.public,
     )
+
+
+def _printable(text: str) -> str:
+    return text[:40].encode("ascii", errors="replace").decode()
 
 
 def handle(event: Mapping[str, Any], ports: WebhookPorts, now: float) -> Response:
@@ -147,13 +234,20 @@ def handle(event: Mapping[str, Any], ports: WebhookPorts, now: float) -> Respons
     try:
         payload = json.loads(body)
         action, job = job_from_payload(payload, ports.routing)
+    except IgnoredJobError as exc:
+        log.info("ignored delivery %s: %s", delivery, exc)
+        return _count(ports, exc.outcome, Response(202, {"ignored": str(exc)}))
     except (ValueError, RecursionError) as exc:
         return _count(ports, "bad_request", Response(400, {"error": f"malformed workflow_job: {str(exc)[:120]}"}))
     if job is None:
-        log.info("ignored delivery %s: action %s, labels no pool serves or not a job event", delivery, action)
-        return _count(ports, "ignored", Response(202, {"ignored": f"action {action} or labels no pool serves"}))
+        log.info("ignored delivery %s: action %s", delivery, action)
+        return _count(ports, "ignored", Response(202, {"ignored": f"action {action}"}))
     job = replace(job, queued_at=now)
-    changed = ports.ledger.record_job(job)
+    try:
+        changed = ports.ledger.record_job(job)
+    except ItemTooLargeError as exc:  # cannot happen within the bounds above; never a 5xx for input
+        log.error("delivery %s: job %s not stored: %s", delivery, job.id, exc)
+        return _count(ports, "item_too_large", Response(202, {"ignored": "the job is larger than the ledger stores"}))
     if not changed:
         return _count(ports, "duplicate", Response(202, {"pool": job.pool, "duplicate": True}))
     # A queued job wants a runner; a finished one may free a reusable host for a waiting job.
