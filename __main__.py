@@ -28,6 +28,7 @@ from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, 
 from estate.derive.control_config import jit_parameter_prefix
 from estate.derive.host_user_data import user_data
 from estate.derive.runner_groups import RunnerGroupPlan, plan_runner_groups, pool_admission
+from estate.derive.spot_role import SpotRolePlan, plan_spot_role
 from lambda_src.core.tags import estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -116,7 +117,7 @@ def wiring(fleet: RunnerFleet | CapacityBlockFleet) -> PoolWiring:
     return PoolWiring(fleet.launch_template_id, fleet.role_arn)
 
 
-def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> None:
+def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spot_role: SpotRolePlan) -> None:
     tags = {**stack.tags, **estate_tags(stack.environment)}
     # Tags are set on each resource (not provider default_tags) so the preview shows them.
     provider = aws.Provider("aws", region=stack.region)
@@ -163,6 +164,7 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
             webhook_secret=secrets.require_secret(SECRET_SETTINGS[1]),
             tags=tags,
             lambda_dependencies=lambda_dependencies(),
+            create_spot_role=spot_role.create,
         ),
         opts=with_provider,
     )
@@ -224,11 +226,12 @@ def main() -> None:
             message = "required: the org's webhook and runner groups are managed with the App's installation"
             raise ConfigError(stack_file, None, "runner-estate:github.installation_id", message)
         groups, group_warnings = plan_runner_groups(stack, estate, stack_file)
+        spot_role, spot_warnings = plan_spot_role(stack, estate, stack_file)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    for warning in [*estate.warnings, *group_warnings]:
+    for warning in [*estate.warnings, *group_warnings, *spot_warnings]:
         pulumi.log.warn(str(warning))
-    build(stack, estate, groups)
+    build(stack, estate, groups, spot_role)
 
 
 main()

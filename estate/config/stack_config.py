@@ -131,6 +131,9 @@ class StackConfig(StrictModel):
     log_retention_days: int = 30
     tags: dict[str, str] = Field(default_factory=dict)
     runner_groups: dict[str, RunnerGroupSettings] = Field(default_factory=dict)
+    # The account-wide Spot service-linked role: true creates it, false never does, unset follows
+    # the pools' upstream key (estate/derive/spot_role.py).
+    create_service_linked_role_spot: bool | None = None
 
     @field_validator("log_retention_days")
     @classmethod
