@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.alarms import dlq_alarm
+from components.alarms import alarm_name, dlq_alarm, metric_alarm
 from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.stack_config import StackConfig
@@ -55,6 +55,7 @@ class ScalerFunctionsArgs:
     app_private_key: pulumi.Input[str]  # Pulumi secrets; stored as SSM SecureStrings
     webhook_secret: pulumi.Input[str]
     tags: dict[str, str]
+    alarm_topic_arn: pulumi.Input[str]  # every alarm notifies it (components/alarms.py AlarmTopic)
     lambda_dependencies: Path | None  # PyJWT + cryptography built for the functions' architecture
     # Create the account-wide Spot service-linked role (estate/derive/spot_role.py decides).
     create_spot_role: bool = False
@@ -97,6 +98,8 @@ class ScalerFunctions(pulumi.ComponentResource):
         stack, env, tags = args.stack, args.stack.environment, args.tags
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._prefix = f"runner-estate-{env}"
+        self._env = env
+        self._topic = args.alarm_topic_arn
         self._logs: dict[str, aws.cloudwatch.LogGroup] = {}
         if args.create_spot_role:
             self._spot_role(name, tags)
@@ -331,15 +334,17 @@ class ScalerFunctions(pulumi.ComponentResource):
 
     def _alarms(self, name: str, env: str, tags: dict[str, str]) -> None:
         """Fail loudly: the counters the functions emit (lambda_src/functions/metrics.py) that mean
-        jobs may be waiting. Subscribe them to your paging topic (runbook)."""
+        jobs may be waiting. They notify the alarm topic (runner-estate:alarms; runbook)."""
         for label, function, metric, periods, threshold, description in (
             ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)"),
             ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?"),
             ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running"),
             ("repos-unreadable", "reconcile", "repo_errors", 15, 0, "repositories GitHub would not show the App, 15 minutes running"),
         ):
-            aws.cloudwatch.MetricAlarm(
+            metric_alarm(
                 f"{name}-{label}-alarm",
+                name=alarm_name(env, label),
+                topic_arn=self._topic,
                 alarm_description=f"runner-estate {env}: {description}",
                 namespace=METRIC_NAMESPACE,
                 metric_name=metric,
@@ -366,8 +371,10 @@ class ScalerFunctions(pulumi.ComponentResource):
                 ),
                 opts=self._child,
             )
-        aws.cloudwatch.MetricAlarm(
+        metric_alarm(
             f"{name}-spot-role-missing-alarm",
+            name=alarm_name(env, "spot-role-missing"),
+            topic_arn=self._topic,
             alarm_description=f"runner-estate {env}: spot launches refused, the Spot service-linked role is missing (runbook)",
             namespace=METRIC_NAMESPACE,
             metric_name=SPOT_ROLE_METRIC,
@@ -398,8 +405,9 @@ class ScalerFunctions(pulumi.ComponentResource):
             tags=tags,
             opts=self._child,
         )
-        dlq_alarm(f"{name}-{pool}-dlq-alarm", f"Jobs of pool {pool} the scaler gave up on: read and replay the DLQ (runbook)", dlq,
-                  tags, self._child)  # fmt: skip
+        dlq_alarm(f"{name}-{pool}-dlq-alarm", alarm_name(self._env, f"{pool}-dlq"),
+                  f"Jobs of pool {pool} the scaler gave up on: read and replay the DLQ (runbook)", dlq, self._topic, tags,
+                  self._child)  # fmt: skip
         return queue
 
     def _function(
@@ -435,8 +443,10 @@ class ScalerFunctions(pulumi.ComponentResource):
         )
         # A function that raises emits none of its own counters: Lambda's Errors metric is the
         # only sign, so every function alarms on it.
-        aws.cloudwatch.MetricAlarm(
+        metric_alarm(
             f"{name}-{role_name}-errors-alarm",
+            name=alarm_name(self._env, f"{role_name.replace('_', '-')}-errors"),
+            topic_arn=self._topic,
             alarm_description=f"runner-estate {fn_name} raised (Lambda Errors): read its log group (runbook: function errors)",
             namespace="AWS/Lambda",
             metric_name="Errors",
