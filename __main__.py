@@ -24,6 +24,7 @@ from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
 from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
+from estate.config.names import check_names
 from estate.config.pool import Pool
 from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config, stack_warnings
 from estate.derive.control_config import jit_parameter_prefix
@@ -234,9 +235,11 @@ def main() -> None:
             raise ConfigError(stack_file, None, "runner-estate:github.installation_id", message)
         groups, group_warnings = plan_runner_groups(stack, estate, stack_file)
         spot_role, spot_warnings = plan_spot_role(stack, estate, stack_file)
+        # Every physical name within its service's limit, before anything is registered.
+        name_warnings = check_names(stack, estate, stack_file)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    for warning in [*stack_warnings(stack, stack_file), *estate.warnings, *group_warnings, *spot_warnings]:
+    for warning in [*stack_warnings(stack, stack_file), *estate.warnings, *group_warnings, *spot_warnings, *name_warnings]:
         pulumi.log.warn(str(warning))
     build(stack, estate, groups, spot_role)
 

@@ -188,7 +188,8 @@ class NetworkSettings(StrictModel):
 
 
 class StackConfig(StrictModel):
-    environment: str = Field(pattern=r"^[a-z][a-z0-9-]{1,15}$")
+    # No fixed length: estate/config/names.py refuses an environment whose names would not fit.
+    environment: str = Field(pattern=r"^[a-z][a-z0-9-]*[a-z0-9]$")
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     github: GitHubSettings
     secrets: SecretNames
