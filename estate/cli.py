@@ -149,7 +149,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         trace = pr_trace(WORKLOADS[args.workload], args.seed, args.days, failed_run_share=args.failed_runs)
     prices = PriceTable.from_file(Path(args.prices)) if args.prices else PriceTable()
     names = list(POLICIES) if args.policy == "all" else [args.policy]
-    report, sims = simulate(load_estate([args.configs]), trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
+    # A type EC2 does not know is left out, as a fleet request would (validate refuses it), and said.
+    estate = load_estate([args.configs], drop_unknown_types=True)
+    for pool in estate.pools:
+        for warning in pool.dropped_type_warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    report, sims = simulate(estate, trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
     else:

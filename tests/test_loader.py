@@ -12,8 +12,17 @@ from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, H100_POOL, MINIM
 
 
 @needs_shared
-def test_the_eight_flashinfer_files_load_unchanged() -> None:
-    estate = load_estate([FLASHINFER_CONFIGS])
+def test_the_eight_flashinfer_files_load_unchanged_but_for_two_graviton_types_ec2_does_not_have() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_estate([FLASHINFER_CONFIGS])
+    assert (info.value.pool, info.value.key) == ("cpu-arm64-ondemand", "runner_config.instance_types[3]")
+    assert info.value.message.startswith("unknown EC2 instance type 'm7g.24xlarge'")
+    estate = load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True)  # as `simulate` reads them
+    assert [w.message.split(" (")[0] for w in estate.warnings if "left out" in w.message] == [
+        "unknown EC2 instance type 'm7g.24xlarge'",
+        "unknown EC2 instance type 'm6g.24xlarge'",
+    ] * 2
+    assert [t.name for t in estate.pool("cpu-arm64-ondemand").instance_types] == ["r8g.16xlarge", "r7g.16xlarge", "r6g.16xlarge"]
     assert sorted(p.name for p in estate.pools) == [
         "cpu-arm64-ondemand",
         "cpu-arm64-spot",
@@ -33,7 +42,7 @@ def test_the_eight_flashinfer_files_load_unchanged() -> None:
 
 @needs_shared
 def test_flashinfer_security_opt_outs_are_reported_not_honoured() -> None:
-    estate = load_estate([FLASHINFER_CONFIGS])
+    estate = load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True)
     imds = [w for w in estate.warnings if w.key == "runner_config.runner_metadata_options.http_tokens"]
     assert len(imds) == 8
     assert all("IMDSv2 stays required" in w.message for w in imds)
