@@ -291,12 +291,11 @@ def test_an_hourly_budget_needs_a_price_for_every_type(tmp_path: Path) -> None:
     budget = "estate:\n  hard_limits:\n    max_hourly_usd: 10\n"
     pool, _ = load_pool(write_pool(tmp_path, "pool-a", MINIMAL_POOL + budget))
     assert pool.spec.estate.hard_limits.max_hourly_usd == 10
-    unpriced = MINIMAL_POOL.replace("m7i.2xlarge", "m7i.48xlarge") + budget
+    unpriced = MINIMAL_POOL.replace("[m7i.2xlarge]", "[m7i.2xlarge, m8i.2xlarge]") + budget  # m8i is newer than the shipped table
     err = _error(tmp_path, unpriced)
-    assert (err.key, err.message) == (
-        "runner_config.instance_types[0]",
-        "no price for m7i.48xlarge in estate/config/prices.py, which max_hourly_usd needs",
-    )
+    assert err.key == "runner_config.instance_types[1]"
+    assert err.message.startswith("max_hourly_usd needs a price for every type: no on-demand price for m8i.2xlarge in us-east-1")
+    assert "python -m estate prices --refresh --region us-east-1" in err.message
 
 
 def test_a_bad_idle_config_cron_is_refused_at_load_not_in_the_lambda(tmp_path: Path) -> None:

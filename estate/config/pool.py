@@ -305,10 +305,8 @@ class Pool:
         for itype in self.instance_types:
             try:
                 prices.hourly(itype.name, "on-demand")
-            except PriceError:
-                raise self.error(
-                    self._type_key(itype), f"no price for {itype.name} in estate/config/prices.py, which max_hourly_usd needs"
-                ) from None
+            except PriceError as exc:
+                raise self.error(self._type_key(itype), f"max_hourly_usd needs a price for every type: {exc}") from None
 
     def _check_slots(self) -> list[ConfigWarning]:
         layout = self.slot_layout
