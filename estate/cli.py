@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from estate.config.diagnostics import ConfigError
+from estate.config.prices import DEFAULT_REGION as DEFAULT_PRICE_REGION
 from estate.config.stack_config import DEFAULT_RUNNER_VERSION
 
 EXIT_CONFIG = 2
@@ -147,9 +148,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         trace = read_trace(Path(args.trace))
     else:
         trace = pr_trace(WORKLOADS[args.workload], args.seed, args.days, failed_run_share=args.failed_runs)
-    prices = PriceTable.from_file(Path(args.prices)) if args.prices else PriceTable()
+    prices = PriceTable.from_file(Path(args.prices), region=args.region) if args.prices else PriceTable(region=args.region)
     names = list(POLICIES) if args.policy == "all" else [args.policy]
-    report, sims = simulate(load_estate([args.configs]), trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
+    # A type EC2 does not know is left out, as a fleet request would (validate refuses it), and said.
+    estate = load_estate([args.configs], drop_unknown_types=True)
+    for pool in estate.pools:
+        for warning in pool.dropped_type_warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    report, sims = simulate(estate, trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
     else:
@@ -160,6 +166,35 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print(table(report))
     if args.plot:
         plot(sims, report, Path(args.plot))
+    return 0
+
+
+def _cmd_prices(args: argparse.Namespace) -> int:
+    from estate.config.prices import MARKETS, PriceError, PriceTable, local_prices_path
+
+    path = Path(args.out) if args.out else local_prices_path()
+    if args.refresh:
+        import boto3
+
+        from estate.prices_refresh import RefreshError, refresh
+
+        try:
+            section = refresh(boto3.Session(), args.region, path, days=args.days)
+        except RefreshError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CREDENTIALS
+        counts = ", ".join(f"{len(section[m])} {m}" for m in MARKETS)
+        print(f"ok: {path}: {args.region} prices fetched {section['fetched']}: {counts}")
+    table = PriceTable(region=args.region, local_file=path)
+    print(f"prices: {table.source}")
+    for name in args.types:
+        cells = []
+        for market in MARKETS:
+            try:
+                cells.append(f"{market} {table.hourly(name, market):.4f}")
+            except PriceError as exc:
+                cells.append(f"{market} - ({exc})" if market == "on-demand" else f"{market} -")
+        print(f"{name}: " + ", ".join(cells))
     return 0
 
 
@@ -259,10 +294,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="generated trace: FlashInfer's PR Test run (default), or a suite sharded into many short GPU jobs",
     )
     p.add_argument("--failed-runs", type=_share, default=0.3, help="share of generated runs that fail and are cancelled (default 0.3)")
-    p.add_argument("--prices", help='JSON price overrides: {"<type>": {"on-demand": x, "spot": y, "capacity-block": z}}')
+    p.add_argument(
+        "--prices",
+        help='JSON price overrides: {"<type>": {"on-demand": x, "spot": y, "capacity-block": z}}, or a file `prices --refresh` wrote',
+    )
+    p.add_argument("--region", default=DEFAULT_PRICE_REGION, help=f"price instances as in this region (default {DEFAULT_PRICE_REGION})")
     p.add_argument("--spot-interruptions", type=float, default=0.0, help="spot interruptions per instance-hour (default 0)")
     p.add_argument("--capacity-errors", type=_share, default=0.0, help="share of spot launches refused for capacity (default 0)")
     p.set_defaults(func=_cmd_simulate)
+    p = sub.add_parser("prices", help="where instance prices come from, prices of TYPEs; --refresh fetches this account's from AWS")
+    p.add_argument("types", nargs="*", metavar="TYPE", help="instance types to price (USD per instance-hour)")
+    p.add_argument("--region", default=DEFAULT_PRICE_REGION, help=f"region (default {DEFAULT_PRICE_REGION})")
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="fetch the Price List, spot price history and capacity-block offerings for the region (needs AWS credentials)",
+    )
+    p.add_argument("--days", type=float, default=30.0, help="with --refresh: days of spot price history to average (default 30)")
+    p.add_argument("--out", help="local price file (default $RUNNER_ESTATE_PRICES or ~/.cache/runner-estate/ec2-prices.json)")
+    p.set_defaults(func=_cmd_prices)
     p = sub.add_parser("gpus", help="this machine's NVIDIA GPUs and how a slot layout splits them into runners")
     p.add_argument("--nvidia-smi-xml", help="read `nvidia-smi -q -x` output from this file instead of running nvidia-smi")
     p.add_argument("--layout", help="slot layout, COUNTxGPUS terms joined by '+' (default: one slot with every GPU)")

@@ -160,11 +160,11 @@ def test_purchase_buys_one_protected_block_and_the_preview_reports_its_cost(tmp_
     assert block.parent == "gpu-h100-cb"
     assert block.inputs["capacityBlockOfferingId"].startswith("cbo-")
     assert block.inputs["tags"]["runner-estate:pool"] == "gpu-h100-cb"
-    assert any("buys a capacity block of 1 x p5.48xlarge for 24 h at $755.04" in m for m in preview.warnings)
+    assert any("buys a capacity block of 1 x p5.48xlarge for 24 h at $755.14" in m for m in preview.warnings)
     (policy,) = [r for r in preview.records if r.name == "scaler-cb_manager-policy"]
     assert "BuyNextBlock" in {s["Sid"] for s in statements(policy)}  # renew: true
 
 
 def test_an_offering_above_the_price_limit_is_refused_before_anything_is_bought(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match=r"cheapest offering costs \$755\.04, above max_price_usd \$500\.00"):
+    with pytest.raises(Exception, match=r"cheapest offering costs \$755\.14, above max_price_usd \$500\.00"):
         run_program(PROJECT_DIR, "prod", stack_path=purchasing_stack(tmp_path, max_price=500.0))

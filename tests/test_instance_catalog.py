@@ -10,7 +10,7 @@ from lambda_src.core.instance_catalog import parse_instance_type
         ("r7iz.16xlarge", "x64"),
         ("g4dn.2xlarge", "x64"),
         ("p6-b200.48xlarge", "x64"),
-        ("m7g.24xlarge", "arm64"),
+        ("m7g.16xlarge", "arm64"),
         ("c7gn.16xlarge", "arm64"),
         ("x2gd.8xlarge", "arm64"),
         ("im4gn.16xlarge", "arm64"),

@@ -12,8 +12,17 @@ from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, H100_POOL, MINIM
 
 
 @needs_shared
-def test_the_eight_flashinfer_files_load_unchanged() -> None:
-    estate = load_estate([FLASHINFER_CONFIGS])
+def test_the_eight_flashinfer_files_load_unchanged_but_for_two_graviton_types_ec2_does_not_have() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_estate([FLASHINFER_CONFIGS])
+    assert (info.value.pool, info.value.key) == ("cpu-arm64-ondemand", "runner_config.instance_types[3]")
+    assert info.value.message.startswith("unknown EC2 instance type 'm7g.24xlarge'")
+    estate = load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True)  # as `simulate` reads them
+    assert [w.message.split(" (")[0] for w in estate.warnings if "left out" in w.message] == [
+        "unknown EC2 instance type 'm7g.24xlarge'",
+        "unknown EC2 instance type 'm6g.24xlarge'",
+    ] * 2
+    assert [t.name for t in estate.pool("cpu-arm64-ondemand").instance_types] == ["r8g.16xlarge", "r7g.16xlarge", "r6g.16xlarge"]
     assert sorted(p.name for p in estate.pools) == [
         "cpu-arm64-ondemand",
         "cpu-arm64-spot",
@@ -33,7 +42,7 @@ def test_the_eight_flashinfer_files_load_unchanged() -> None:
 
 @needs_shared
 def test_flashinfer_security_opt_outs_are_reported_not_honoured() -> None:
-    estate = load_estate([FLASHINFER_CONFIGS])
+    estate = load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True)
     imds = [w for w in estate.warnings if w.key == "runner_config.runner_metadata_options.http_tokens"]
     assert len(imds) == 8
     assert all("IMDSv2 stays required" in w.message for w in imds)
@@ -282,12 +291,11 @@ def test_an_hourly_budget_needs_a_price_for_every_type(tmp_path: Path) -> None:
     budget = "estate:\n  hard_limits:\n    max_hourly_usd: 10\n"
     pool, _ = load_pool(write_pool(tmp_path, "pool-a", MINIMAL_POOL + budget))
     assert pool.spec.estate.hard_limits.max_hourly_usd == 10
-    unpriced = MINIMAL_POOL.replace("m7i.2xlarge", "m7i.48xlarge") + budget
+    unpriced = MINIMAL_POOL.replace("[m7i.2xlarge]", "[m7i.2xlarge, m8i.2xlarge]") + budget  # m8i is newer than the shipped table
     err = _error(tmp_path, unpriced)
-    assert (err.key, err.message) == (
-        "runner_config.instance_types[0]",
-        "no price for m7i.48xlarge in estate/config/prices.py, which max_hourly_usd needs",
-    )
+    assert err.key == "runner_config.instance_types[1]"
+    assert err.message.startswith("max_hourly_usd needs a price for every type: no on-demand price for m8i.2xlarge in us-east-1")
+    assert "python -m estate prices --refresh --region us-east-1" in err.message
 
 
 def test_a_bad_idle_config_cron_is_refused_at_load_not_in_the_lambda(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def test_example_estate_routes(labels: str, pools: list[str]) -> None:
 
 @needs_shared
 def test_flashinfer_pools_route_their_own_workflow_labels() -> None:
-    table = load_estate([FLASHINFER_CONFIGS]).routing_table()
+    table = load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True).routing_table()  # m7g/m6g.24xlarge do not exist
     assert table.route(["self-hosted", "linux", "x64", "gpu", "sm86"]) == ["gpu-g5-spot", "gpu-g5-ondemand"]
     assert table.route(["self-hosted", "linux", "x64", "gpu", "t4", "on-demand"]) == ["gpu-g4dn-ondemand"]
     # FlashInfer had no H100 pool in this set: the job is reported, not dropped.

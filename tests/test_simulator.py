@@ -103,7 +103,8 @@ def test_estate_runs_the_planners_and_serves_every_routable_job(example_runs: di
 
 
 def _flashinfer_pools_on(trace: list[TraceJob]) -> dict[str, Any]:
-    report, _ = simulate(load_estate([FLASHINFER_CONFIGS]), trace, ["estate", "philips", "ideal"], PRICES)
+    # As `simulate` reads them: the two Graviton types EC2 does not have are left out (validate refuses them).
+    report, _ = simulate(load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True), trace, ["estate", "philips", "ideal"], PRICES)
     return dict(report["policies"])
 
 

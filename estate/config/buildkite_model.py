@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from estate.config.diagnostics import ConfigError
 from estate.config.strict_model import StrictModel
-from lambda_src.core.instance_catalog import InstanceType, parse_instance_type
+from lambda_src.core.instance_catalog import InstanceType, parse_instance_type, unknown_type_message
 
 DEFAULT_STACK_VERSION = "v6.33.0"
 # Agent tags the Elastic CI Stack sets itself (bk-install-elastic-stack.sh puts `queue=<BuildkiteQueue>`
@@ -75,7 +75,7 @@ class BuildkiteQueue:
         for i, name in enumerate(self.settings.instance_types):
             itype = parse_instance_type(name)
             if itype is None:
-                raise ConfigError(self.file, self.name, f"buildkite_queue.instance_types[{i}]", f"unknown EC2 instance type {name!r}")
+                raise ConfigError(self.file, self.name, f"buildkite_queue.instance_types[{i}]", unknown_type_message(name))
             types.append(itype)
         if len({t.architecture for t in types}) > 1:
             raise ConfigError(

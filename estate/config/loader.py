@@ -52,8 +52,9 @@ def _read_yaml(path: Path) -> Any:
     return data
 
 
-def load_pool(path: Path, data: Any = None) -> tuple[Pool, list[ConfigWarning]]:
-    """One pool from its file; the pool's name is the file's stem."""
+def load_pool(path: Path, data: Any = None, *, drop_unknown_types: bool = False) -> tuple[Pool, list[ConfigWarning]]:
+    """One pool from its file; the pool's name is the file's stem. `drop_unknown_types` is for
+    `simulate` (see Pool.drop_unknown_types); everywhere else an unknown type is refused."""
     file, name = str(path), path.stem
     data = _read_yaml(path) if data is None else data
     if not isinstance(data, dict):
@@ -64,7 +65,7 @@ def load_pool(path: Path, data: Any = None) -> tuple[Pool, list[ConfigWarning]]:
         key, message = first_problem(exc)
         # A model-level check reports its model's path, which may be empty.
         raise ConfigError(file, name, key or None, message) from exc
-    pool = Pool(name=name, file=file, spec=spec)
+    pool = Pool(name=name, file=file, spec=spec, drop_unknown_types=drop_unknown_types)
     return pool, pool.check()
 
 
@@ -111,7 +112,7 @@ class Estate:
         raise KeyError(name)
 
 
-def load_estate(args: Sequence[str | Path]) -> Estate:
+def load_estate(args: Sequence[str | Path], *, drop_unknown_types: bool = False) -> Estate:
     paths = expand_paths(args)
     if not paths:
         raise ConfigError(", ".join(map(str, args)) or "(no path)", None, None, "no runner config files (*.yaml) found")
@@ -131,7 +132,7 @@ def load_estate(args: Sequence[str | Path]) -> Estate:
         if isinstance(data, dict) and "buildkite_queue" in data:
             queues.append(load_queue(path, data))
             continue
-        pool, found = load_pool(path, data)
+        pool, found = load_pool(path, data, drop_unknown_types=drop_unknown_types)
         pools.append(pool)
         warnings += found
     return Estate(tuple(pools), tuple(warnings), tuple(queues))

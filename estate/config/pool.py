@@ -13,7 +13,7 @@ from estate.config.key_support import MATCHING_VALUES, UNACTED_KEYS
 from estate.config.pool_model import LogFile, PoolFile, RunnerConfig
 from estate.config.prices import PriceError, PriceTable
 from lambda_src.core.gpu_slots import LayoutError, SlotLayout, parse_layout, whole_node
-from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type
+from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type, unknown_type_message
 from lambda_src.core.routing import Admission, PoolRoute, normalise
 from policy.rules import managed_policy_finding
 
@@ -52,6 +52,9 @@ class Pool:
     name: str
     file: str
     spec: PoolFile
+    # `simulate` only: leave out (with a warning) types EC2 does not know, as a fleet request
+    # would, instead of refusing the pool. Everywhere else an unknown type is an error.
+    drop_unknown_types: bool = False
 
     # ---- derived facts -------------------------------------------------------------
     @property
@@ -60,13 +63,28 @@ class Pool:
 
     @cached_property
     def instance_types(self) -> tuple[InstanceType, ...]:
-        found = []
+        found, unknown = [], []
         for i, name in enumerate(self.runner.instance_types):
             itype = parse_instance_type(name)
             if itype is None:
-                raise self.error(f"runner_config.instance_types[{i}]", f"unknown EC2 instance type {name!r}")
-            found.append(itype)
+                unknown.append((i, name))
+            else:
+                found.append(itype)
+        if unknown and (not self.drop_unknown_types or not found):
+            i, name = unknown[0]
+            raise self.error(f"runner_config.instance_types[{i}]", unknown_type_message(name))
         return tuple(found)
+
+    @property
+    def dropped_type_warnings(self) -> list[ConfigWarning]:
+        """With drop_unknown_types: one warning per type left out."""
+        if not self.drop_unknown_types:
+            return []
+        return [
+            self.warning(f"runner_config.instance_types[{i}]", unknown_type_message(name) + " -- left out of the simulation")
+            for i, name in enumerate(self.runner.instance_types)
+            if parse_instance_type(name) is None
+        ]
 
     @property
     def capacity_type(self) -> str:
@@ -179,15 +197,19 @@ class Pool:
     def warning(self, key: str | None, message: str) -> ConfigWarning:
         return ConfigWarning(self.file, self.name, key, message)
 
+    def _type_key(self, itype: InstanceType) -> str:
+        """The key naming `itype` in the file (its index counts any type left out)."""
+        return f"runner_config.instance_types[{self.runner.instance_types.index(itype.name)}]"
+
     def check(self) -> list[ConfigWarning]:
         """Raise the first ConfigError in the pool's facts; return what is worth a warning."""
         rc = self.runner
         if rc.runner_os != "linux":
             raise self.error("runner_config.runner_os", "only linux runners are supported")
-        for i, itype in enumerate(self.instance_types):
+        for itype in self.instance_types:
             if itype.architecture != rc.runner_architecture:
                 raise self.error(
-                    f"runner_config.instance_types[{i}]",
+                    self._type_key(itype),
                     f"{itype.name} is an {itype.architecture} type but runner_architecture is {rc.runner_architecture}",
                 )
         self._check_gpu_labels()
@@ -196,7 +218,7 @@ class Pool:
         warnings = self._check_slots()
         self._check_matchers()
         warnings += self._check_managed_policies() + self._check_security_groups()
-        return warnings + self._unacted_warnings() + self._security_warnings()
+        return self.dropped_type_warnings + warnings + self._unacted_warnings() + self._security_warnings()
 
     def _check_managed_policies(self) -> list[ConfigWarning]:
         """The same verdict as the policy pack (policy.rules.managed_policy_finding): refused
@@ -280,14 +302,11 @@ class Pool:
                 "estate.hard_limits.max_hourly_usd", "a capacity block's cost is fixed when it is bought; use capacity_block.max_price_usd"
             )
         prices = PriceTable()
-        for i, itype in enumerate(self.instance_types):
+        for itype in self.instance_types:
             try:
                 prices.hourly(itype.name, "on-demand")
-            except PriceError:
-                raise self.error(
-                    f"runner_config.instance_types[{i}]",
-                    f"no price for {itype.name} in estate/config/prices.py, which max_hourly_usd needs",
-                ) from None
+            except PriceError as exc:
+                raise self.error(self._type_key(itype), f"max_hourly_usd needs a price for every type: {exc}") from None
 
     def _check_slots(self) -> list[ConfigWarning]:
         layout = self.slot_layout

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from estate.config.loader import Estate
-from estate.config.prices import PRICES_AS_OF, PriceTable
+from estate.config.prices import PriceTable
 from estate.sim.policies import POLICIES
 from estate.sim.simulator import Simulation
 from estate.sim.workload import TraceJob
@@ -28,7 +28,7 @@ def simulate(
     report = {
         "policies": {name: sim.report() for name, sim in sims.items()},
         "trace": {"jobs": len(trace), "hours": round(max(s.horizon for s in sims.values()) / 3600, 1)},
-        "prices": PRICES_AS_OF,
+        "prices": prices.source,
         "seed": seed,
     }
     return report, sims
