@@ -131,6 +131,9 @@ def _moto_server() -> Iterator[str]:
         warnings.simplefilter("ignore")
         from moto.server import ThreadedMotoServer
 
+    from estate.local.moto_fidelity import make_ssm_strict
+
+    make_ssm_strict()  # SSM's tier limits, which moto does not enforce
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server._server.server_address[:2]  # type: ignore[union-attr]
