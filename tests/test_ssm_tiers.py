@@ -7,17 +7,23 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from estate.config.loader import load_estate
+from estate.config.prices import PriceTable
 from estate.local import moto_fidelity
 from estate.local.fake_github import FakeGithub, jit_config, jit_runner
 from estate.local.plane import LocalPlane
+from estate.sim.parameter_store import runner_config_cost_usd
+from estate.sim.simulate import simulate
+from estate.sim.workload import TraceJob
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
 from lambda_src.github.client import GithubClient
-from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
+from tests.conftest import EXAMPLE_CONFIGS, H100_POOL, MINIMAL_POOL, WORKING_HOURS, fixed_clock, write_pool
 
 PREFIX = "/runner-estate/prod/jit/"
 ARNS = "arn:aws:ec2:us-east-1:123456789012:instance/"
@@ -178,3 +184,27 @@ def test_every_launch_stores_its_real_sized_config_and_its_host_reads_it(local: 
     runner = local.boot(iid)
     local.github.start_job(job.id, runner)
     assert local.github.runner_named(runner).busy
+
+
+# ---- what it costs -------------------------------------------------------------------------
+
+
+def test_simulate_pays_parameter_store_for_every_runner_config(tmp_path: Path) -> None:
+    """Each launch writes one Advanced parameter: one billed hour and three API calls."""
+    estate = load_estate([write_pool(tmp_path, "cpu", MINIMAL_POOL)])
+    trace = [TraceJob(f"j{i}", 60.0 * i, ("self-hosted", "linux", "x64", "cpu"), 600.0) for i in range(3)]
+    report, sims = simulate(estate, trace, ["estate"], PriceTable())
+    sim, got = sims["estate"], report["policies"]["estate"]
+    assert got["runner_configs"] == len(sim.hosts) == 3
+    assert got["ssm_cost_usd"] == pytest.approx(3 * (0.05 / 730 + 3 * 0.05 / 10_000), abs=1e-4)
+    instances = sum(((h.ended_at or sim.end) - h.launched_at) / 3600 * h.price_per_hour for h in sim.hosts)
+    assert got["cost_usd"] == round(instances + runner_config_cost_usd(3), 2)
+
+
+def test_a_capacity_block_slot_writes_a_config_for_each_runner(tmp_path: Path) -> None:
+    estate = load_estate([write_pool(tmp_path, "h100", H100_POOL)])
+    job = ("self-hosted", "linux", "x64", "gpu", "h100", "1gpu")
+    _, sims = simulate(estate, [TraceJob("a", 600.0, job, 600.0), TraceJob("b", 1800.0, job, 600.0)], ["estate"], PriceTable())
+    sim = sims["estate"]
+    slots = sum(len(h.slots) for h in sim.hosts)
+    assert sim.runner_configs == slots + 2  # one per slot at launch, one refill after each job
