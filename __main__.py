@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi.runtime.mocks import MockMonitor
 
+from components.alarms import AlarmTopic, AlarmTopicArgs
 from components.buildkite_queue import BuildkiteQueues, BuildkiteQueuesArgs
 from components.capacity_block_fleet import CapacityBlockFleet, CapacityBlockFleetArgs
 from components.github_org_settings import GitHubOrgSettings, GitHubOrgSettingsArgs
@@ -23,11 +24,13 @@ from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
 from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
+from estate.config.names import check_names
 from estate.config.pool import Pool
-from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
+from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config, stack_warnings
 from estate.derive.control_config import jit_parameter_prefix
 from estate.derive.host_user_data import user_data
 from estate.derive.runner_groups import RunnerGroupPlan, plan_runner_groups, pool_admission
+from estate.derive.spot_role import SpotRolePlan, plan_spot_role
 from lambda_src.core.tags import estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -116,12 +119,14 @@ def wiring(fleet: RunnerFleet | CapacityBlockFleet) -> PoolWiring:
     return PoolWiring(fleet.launch_template_id, fleet.role_arn)
 
 
-def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> None:
+def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spot_role: SpotRolePlan) -> None:
     tags = {**stack.tags, **estate_tags(stack.environment)}
     # Tags are set on each resource (not provider default_tags) so the preview shows them.
     provider = aws.Provider("aws", region=stack.region)
     with_provider = pulumi.ResourceOptions(providers=[provider])
 
+    # Every alarm of the estate notifies this topic (or the existing one the stack names).
+    alarms = AlarmTopic("alarms", AlarmTopicArgs(stack.environment, stack.region, stack.alarms, tags), opts=with_provider)
     network = Network(
         "network",
         NetworkArgs(stack.environment, stack.region, stack.network, availability_zones(stack, provider), tags),
@@ -143,7 +148,9 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
         }
         sha256 = stack.runner_sha256.get(pool.runner.runner_architecture)
         if pool.capacity_type == "capacity-block":
-            args = CapacityBlockFleetArgs(**common, jit_prefix=jit_prefix, runner_version=stack.runner_version, runner_sha256=sha256)
+            args = CapacityBlockFleetArgs(
+                **common, jit_prefix=jit_prefix, runner_version=stack.runner_version, runner_sha256=sha256, alarm_topic_arn=alarms.topic_arn
+            )
             fleets[pool.name] = CapacityBlockFleet(pool.name, args, opts=with_provider)
         else:
             script = user_data(pool, jit_prefix, stack.runner_version, sha256)
@@ -162,7 +169,9 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
             app_private_key=secrets.require_secret(SECRET_SETTINGS[0]),
             webhook_secret=secrets.require_secret(SECRET_SETTINGS[1]),
             tags=tags,
+            alarm_topic_arn=alarms.topic_arn,
             lambda_dependencies=lambda_dependencies(),
+            create_spot_role=spot_role.create,
         ),
         opts=with_provider,
     )
@@ -188,6 +197,7 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan]) -> 
     pulumi.export("buildkite_stacks", queues)
     pulumi.export("runner_group_ids", org_settings.runner_group_ids)
     pulumi.export("webhook_url", scaler.webhook_url)
+    pulumi.export("alarm_topic_arn", alarms.topic_arn)
     pulumi.export("ledger_table", scaler.table_name)
     pulumi.export("region", stack.region)
     pulumi.export("github_org", stack.github.org)
@@ -224,11 +234,14 @@ def main() -> None:
             message = "required: the org's webhook and runner groups are managed with the App's installation"
             raise ConfigError(stack_file, None, "runner-estate:github.installation_id", message)
         groups, group_warnings = plan_runner_groups(stack, estate, stack_file)
+        spot_role, spot_warnings = plan_spot_role(stack, estate, stack_file)
+        # Every physical name within its service's limit, before anything is registered.
+        name_warnings = check_names(stack, estate, stack_file)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    for warning in [*estate.warnings, *group_warnings]:
+    for warning in [*stack_warnings(stack, stack_file), *estate.warnings, *group_warnings, *spot_warnings, *name_warnings]:
         pulumi.log.warn(str(warning))
-    build(stack, estate, groups)
+    build(stack, estate, groups, spot_role)
 
 
 main()

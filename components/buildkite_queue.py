@@ -33,7 +33,13 @@ def stack_parameters(
 ) -> dict[str, str]:
     """The template's parameters for one queue: strings, as CloudFormation takes them."""
     s = queue.settings
-    tags = {"queue": s.queue, "runner-estate-environment": environment, **s.agent_tags}
+    # `queue=` is not among them: the stack tags its agents with BuildkiteQueue itself.
+    tags = {"runner-estate-environment": environment, **s.agent_tags}
+    image: dict[str, str] = {}
+    if s.image_id is not None:
+        image["ImageId"] = s.image_id
+    if s.image_id_parameter is not None:
+        image["ImageIdParameter"] = s.image_id_parameter
     return {
         "BuildkiteQueue": s.queue,
         # A path, never the token: the instances read it from SSM at boot.
@@ -59,6 +65,7 @@ def stack_parameters(
         "EnableCostAllocationTags": "true",
         "CostAllocationTagName": "runner-estate:environment",
         "CostAllocationTagValue": environment,
+        **image,
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.alarms import dlq_alarm
+from components.alarms import alarm_name, dlq_alarm
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from estate.config.pool import Pool
 from estate.derive import iam_policies
@@ -42,6 +42,7 @@ class CapacityBlockFleetArgs:
     jit_prefix_arn: pulumi.Input[str]
     runner_version: str
     runner_sha256: str | None
+    alarm_topic_arn: pulumi.Input[str]  # the events DLQ's alarm notifies it
 
 
 class CapacityBlockFleet(pulumi.ComponentResource):
@@ -79,7 +80,15 @@ class CapacityBlockFleet(pulumi.ComponentResource):
             for suffix in ("events", "slot-reports")
         )
         description = f"Capacity-block events or slot reports of pool {pool.name} the manager gave up on (runbook: capacity blocks)"
-        dlq_alarm(f"{name}-events-dlq-alarm", description, dlq, tags, child)
+        dlq_alarm(
+            f"{name}-events-dlq-alarm",
+            alarm_name(args.environment, f"{pool.name}-events-dlq"),
+            description,
+            dlq,
+            args.alarm_topic_arn,
+            tags,
+            child,
+        )
 
         # Both spellings of each Capacity Block event AWS documents, and instances ending
         # (a lost node is replaced while its block still has room).

@@ -13,12 +13,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.alarms import dlq_alarm
+from components.alarms import alarm_name, dlq_alarm, metric_alarm
 from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.stack_config import StackConfig
 from estate.derive import iam_policies
 from estate.derive.control_config import control_settings, jit_parameter_prefix, pool_settings
+from lambda_src.aws.ec2_fleet import SPOT_ROLE_METRIC, SPOT_SERVICE
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX
 from lambda_src.core.settings import SETTINGS_FILE, PoolSettings
 from lambda_src.functions.metrics import NAMESPACE as METRIC_NAMESPACE
@@ -54,7 +55,10 @@ class ScalerFunctionsArgs:
     app_private_key: pulumi.Input[str]  # Pulumi secrets; stored as SSM SecureStrings
     webhook_secret: pulumi.Input[str]
     tags: dict[str, str]
+    alarm_topic_arn: pulumi.Input[str]  # every alarm notifies it (components/alarms.py AlarmTopic)
     lambda_dependencies: Path | None  # PyJWT + cryptography built for the functions' architecture
+    # Create the account-wide Spot service-linked role (estate/derive/spot_role.py decides).
+    create_spot_role: bool = False
 
 
 def lambda_archive(settings_json: str, dependencies: Path | None) -> pulumi.AssetArchive:
@@ -94,6 +98,11 @@ class ScalerFunctions(pulumi.ComponentResource):
         stack, env, tags = args.stack, args.stack.environment, args.tags
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._prefix = f"runner-estate-{env}"
+        self._env = env
+        self._topic = args.alarm_topic_arn
+        self._logs: dict[str, aws.cloudwatch.LogGroup] = {}
+        if args.create_spot_role:
+            self._spot_role(name, tags)
 
         # The ledger outlives any one deploy: a replaced table would forget which jobs were served.
         table = aws.dynamodb.Table(
@@ -240,6 +249,18 @@ class ScalerFunctions(pulumi.ComponentResource):
         self.queue_urls = {n: q.url for n, q in queues.items()}
         self.register_outputs({"webhook_url": self.webhook_url, "table_name": self.table_name})
 
+    def _spot_role(self, name: str, tags: dict[str, str]) -> None:
+        """AWSServiceRoleForEC2Spot, without which no spot launch succeeds. It is the account's,
+        not this stack's: other stacks and Spot users rely on it, so removing it from the stack
+        (or `pulumi destroy`) leaves it in place."""
+        aws.iam.ServiceLinkedRole(
+            f"{name}-spot-service-linked-role",
+            aws_service_name=SPOT_SERVICE,
+            description="EC2 Spot: launches spot instances for runner-estate and anything else in this account",
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+
     def _schedule(self, name: str, label: str, fn: aws.lambda_.Function, tags: dict[str, str]) -> None:
         rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=SCHEDULE, tags=tags, opts=self._child)
         aws.cloudwatch.EventTarget(f"{name}-{label}-target", rule=rule.name, arn=fn.arn, opts=self._child)
@@ -313,15 +334,17 @@ class ScalerFunctions(pulumi.ComponentResource):
 
     def _alarms(self, name: str, env: str, tags: dict[str, str]) -> None:
         """Fail loudly: the counters the functions emit (lambda_src/functions/metrics.py) that mean
-        jobs may be waiting. Subscribe them to your paging topic (runbook)."""
+        jobs may be waiting. They notify the alarm topic (runner-estate:alarms; runbook)."""
         for label, function, metric, periods, threshold, description in (
             ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)"),
             ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?"),
             ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running"),
             ("repos-unreadable", "reconcile", "repo_errors", 15, 0, "repositories GitHub would not show the App, 15 minutes running"),
         ):
-            aws.cloudwatch.MetricAlarm(
+            metric_alarm(
                 f"{name}-{label}-alarm",
+                name=alarm_name(env, label),
+                topic_arn=self._topic,
                 alarm_description=f"runner-estate {env}: {description}",
                 namespace=METRIC_NAMESPACE,
                 metric_name=metric,
@@ -335,6 +358,36 @@ class ScalerFunctions(pulumi.ComponentResource):
                 tags=tags,
                 opts=self._child,
             )
+        # Spot refused for want of the Spot service-linked role (lambda_src/aws/ec2_fleet.py logs it
+        # with the count as a field): a metric from the launching functions' logs, and its alarm.
+        for function in ("scale_up", "reconcile"):
+            aws.cloudwatch.LogMetricFilter(
+                f"{name}-{function}-spot-role-filter",
+                name=f"{self._prefix}-{function.replace('_', '-')}-{SPOT_ROLE_METRIC.replace('_', '-')}",
+                log_group_name=self._logs[function].name,
+                pattern=f"{{ $.{SPOT_ROLE_METRIC} = 1 }}",
+                metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
+                    name=SPOT_ROLE_METRIC, namespace=METRIC_NAMESPACE, value="1", dimensions={"environment": "$.environment"}
+                ),
+                opts=self._child,
+            )
+        metric_alarm(
+            f"{name}-spot-role-missing-alarm",
+            name=alarm_name(env, "spot-role-missing"),
+            topic_arn=self._topic,
+            alarm_description=f"runner-estate {env}: spot launches refused, the Spot service-linked role is missing (runbook)",
+            namespace=METRIC_NAMESPACE,
+            metric_name=SPOT_ROLE_METRIC,
+            dimensions={"environment": env},
+            statistic="Sum",
+            period=60,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            tags=tags,
+            opts=self._child,
+        )
 
     def _queue(self, name: str, pool: str, redrive: Any, retention_s: int, tags: dict[str, str]) -> aws.sqs.Queue:
         dlq = aws.sqs.Queue(
@@ -352,8 +405,9 @@ class ScalerFunctions(pulumi.ComponentResource):
             tags=tags,
             opts=self._child,
         )
-        dlq_alarm(f"{name}-{pool}-dlq-alarm", f"Jobs of pool {pool} the scaler gave up on: read and replay the DLQ (runbook)", dlq,
-                  tags, self._child)  # fmt: skip
+        dlq_alarm(f"{name}-{pool}-dlq-alarm", alarm_name(self._env, f"{pool}-dlq"),
+                  f"Jobs of pool {pool} the scaler gave up on: read and replay the DLQ (runbook)", dlq, self._topic, tags,
+                  self._child)  # fmt: skip
         return queue
 
     def _function(
@@ -362,6 +416,7 @@ class ScalerFunctions(pulumi.ComponentResource):
         fn_name = f"{self._prefix}-{role_name.replace('_', '-')}"
         log = aws.cloudwatch.LogGroup(f"{name}-{role_name}-logs", name=f"/aws/lambda/{fn_name}", retention_in_days=30, tags=tags,
                                       opts=self._child)  # fmt: skip
+        self._logs[role_name] = log
         role = aws.iam.Role(
             f"{name}-{role_name}-role",
             assume_role_policy=json.dumps(iam_policies.lambda_assume_role_policy()),
@@ -388,8 +443,10 @@ class ScalerFunctions(pulumi.ComponentResource):
         )
         # A function that raises emits none of its own counters: Lambda's Errors metric is the
         # only sign, so every function alarms on it.
-        aws.cloudwatch.MetricAlarm(
+        metric_alarm(
             f"{name}-{role_name}-errors-alarm",
+            name=alarm_name(self._env, f"{role_name.replace('_', '-')}-errors"),
+            topic_arn=self._topic,
             alarm_description=f"runner-estate {fn_name} raised (Lambda Errors): read its log group (runbook: function errors)",
             namespace="AWS/Lambda",
             metric_name="Errors",

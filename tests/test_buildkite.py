@@ -22,6 +22,7 @@ buildkite_queue:
   min_size: 1
   max_size: 16
   scale_in_idle_seconds: 1200
+  image_id_parameter: /runner-estate/buildkite/gpu-ami-x86_64
 """
 
 
@@ -51,6 +52,9 @@ def test_a_queue_file_loads_beside_pools(tmp_path: Path) -> None:
         (("queue: gpu_4_queue", "queue: gpu 4"), "buildkite_queue.queue", "String should match pattern"),
         (("min_size: 1", "min_size: 1\n  ssh_key: mine"), "buildkite_queue.ssh_key", "unknown key"),
         (("max_size: 16", 'max_size: "16"'), "buildkite_queue.max_size", "Input should be a valid integer"),
+        (("min_size: 1", "min_size: 1\n  agent_tags: {queue: other}"), "buildkite_queue.agent_tags", "set by the stack itself"),
+        (("min_size: 1", "min_size: 1\n  image_id: ami-0123456789abcdef0"), None, "either as image_id or as image_id_parameter"),
+        (("gpu-ami-x86_64", "gpu ami"), "buildkite_queue.image_id_parameter", "String should match pattern"),
     ],
 )
 def test_bad_queue_config_is_refused_clearly(tmp_path: Path, change: tuple[str, str], key: str | None, message: str) -> None:
@@ -59,6 +63,46 @@ def test_bad_queue_config_is_refused_clearly(tmp_path: Path, change: tuple[str, 
     if key is not None:
         assert err.key == key
     assert message in err.message
+
+
+def test_a_gpu_queue_without_a_gpu_ready_image_is_refused(tmp_path: Path) -> None:
+    """The stack's stock image has no NVIDIA driver: a GPU queue on it would run every GPU job blind."""
+    err = queue_error(tmp_path, QUEUE.replace("  image_id_parameter: /runner-estate/buildkite/gpu-ami-x86_64\n", ""))
+    assert (err.file.endswith("bk-gpu-4.yaml"), err.pool, err.key) == (True, "bk-gpu-4", "buildkite_queue.image_id")
+    assert "g6.12xlarge has GPUs" in err.message
+    assert "image_id_parameter" in err.message
+    assert "\n" not in str(err)
+
+
+def test_a_cpu_queue_keeps_the_stock_image(tmp_path: Path) -> None:
+    cpu = QUEUE.replace("g6.12xlarge", "m7i.2xlarge").replace("  image_id_parameter: /runner-estate/buildkite/gpu-ami-x86_64\n", "")
+    (queue,) = load_estate([write_pool(tmp_path, "bk-cpu", cpu)]).queues
+    params = stack_parameters(queue, "prod", "vpc-1", ["subnet-a"], "sg-1", "/t", 30)
+    assert "ImageId" not in params
+    assert "ImageIdParameter" not in params
+
+
+@pytest.mark.parametrize(
+    ("line", "parameter"),
+    [("image_id: ami-0123456789abcdef0", "ImageId"), ("image_id_parameter: /runner-estate/buildkite/gpu-ami-x86_64", "ImageIdParameter")],
+)
+def test_the_gpu_image_reaches_the_stack(tmp_path: Path, line: str, parameter: str) -> None:
+    text = QUEUE.replace("  image_id_parameter: /runner-estate/buildkite/gpu-ami-x86_64\n", f"  {line}\n")
+    (queue,) = load_estate([write_pool(tmp_path, "bk-gpu-4", text)]).queues
+    params = stack_parameters(queue, "prod", "vpc-1", ["subnet-a"], "sg-1", "/t", 30)
+    assert params[parameter] == line.split(": ", 1)[1]
+    assert ({"ImageId", "ImageIdParameter"} - {parameter}).isdisjoint(params)
+
+
+def test_the_queue_tag_is_given_once(tmp_path: Path) -> None:
+    """The stack tags its agents `queue=<BuildkiteQueue>` itself; BuildkiteAgentTags holds only the extra ones."""
+    text = QUEUE.replace("min_size: 1", "min_size: 1\n  agent_tags: {gpus: '4'}")
+    (queue,) = load_estate([write_pool(tmp_path, "bk-gpu-4", text)]).queues
+    params = stack_parameters(queue, "prod", "vpc-1", ["subnet-a"], "sg-1", "/t", 30)
+    assert params["BuildkiteQueue"] == "gpu_4_queue"
+    tags = params["BuildkiteAgentTags"].split(",")
+    assert not [t for t in tags if t.startswith("queue=")]
+    assert tags == ["runner-estate-environment=prod", "gpus=4"]
 
 
 def test_parameters_map_the_queue_settings_and_our_defaults(tmp_path: Path) -> None:
@@ -94,6 +138,12 @@ def test_one_stack_per_queue_from_the_pinned_template(prod: list[Registered]) ->
         assert stack.inputs["templateUrl"] == TEMPLATE_URL.format(version="v6.33.0")
         assert stack.inputs["parameters"]["SecurityGroupIds"] == "network-runners-id"
         assert stack.inputs["parameters"]["Subnets"].startswith("network-private-")
+        assert "queue=" not in stack.inputs["parameters"]["BuildkiteAgentTags"]
+    gpu_queues = {q.name for q in queues if q.settings.instance_types[0].startswith("g")}
+    assert gpu_queues == {"bk-gpu-1", "bk-gpu-4"}
+    for stack in stacks:
+        has_image = "ImageId" in stack.inputs["parameters"] or "ImageIdParameter" in stack.inputs["parameters"]
+        assert has_image == (stack.parent in gpu_queues), stack.parent
 
 
 def test_the_agent_token_is_a_secure_string_and_never_plain(prod: list[Registered]) -> None:

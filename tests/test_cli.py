@@ -27,8 +27,9 @@ def test_validate_accepts_the_flashinfer_files(capsys: pytest.CaptureFixture[str
     code = main(["validate", *map(str, sorted(FLASHINFER_CONFIGS.glob("*.yaml")))])
     out, err = capsys.readouterr()
     assert code == 0
-    assert out.strip().splitlines()[-1] == "ok: 8 pools, 49 warnings"
-    assert err.count("warning: ") == 49
+    # create_service_linked_role_spot (set in cpu-x64-spot) is acted on now, so it is not among them.
+    assert out.strip().splitlines()[-1] == "ok: 8 pools, 48 warnings"
+    assert err.count("warning: ") == 48
 
 
 def test_validate_bad_file_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

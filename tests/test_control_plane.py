@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from estate.local.plane import LocalPlane
 from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
-from lambda_src.core.fleet_state import runner_name
+from lambda_src.core.fleet_state import GithubRunner, runner_name
 from lambda_src.core.planner import IDLE_CONFIRM_S
 from lambda_src.functions.control_plane import MAX_JOB_CHECKS, MAX_REPO_SCANS, STALE_JOB_S
 from tests.aws_models import checked
@@ -345,6 +345,40 @@ def test_a_busy_runner_missing_from_one_listing_keeps_its_host(local: LocalPlane
     for _ in range(3):
         local.clock.advance(13 * 60)  # past the pool's boot time: absence would once have meant "gone"
         assert local.plane.scale_down().retired == []
+    assert local.running_instances(POOL) == [iid]
+    assert local.github.runner_named(name).busy
+
+
+def test_hundreds_of_runners_and_deletions_while_the_listing_pages_never_end_a_running_job(local: LocalPlane) -> None:
+    """An org with 250 runners of other machines, ephemeral ones finishing while our listing
+    pages: each listing shifts by the deleted runners and one page skips ours. The job runs on."""
+    for n in range(250):  # ours registers after them: third page, oldest first
+        local.github.add_runner(f"lab-{n}", ["self-hosted", "lab"])
+    job = local.github.queue_job(T4)
+    local.pump()
+    (iid,) = local.running_instances(POOL)
+    name = local.boot(iid)
+    local.github.start_job(job.id, name, send=False)  # its in_progress webhook is lost, too
+
+    def others_finish(page: int) -> None:
+        if page == 2:  # 60 runners already listed leave: ours moves back onto the page just served
+            for rid in sorted(r.id for r in local.github.runners.values() if r.name.startswith("lab-"))[:60]:
+                del local.github.runners[rid]
+
+    local.github.between_runner_pages = others_finish
+    listed: list[str] = []
+    real_listing = local.plane.github.list_runners
+
+    def recorded() -> list[GithubRunner]:
+        found = real_listing()
+        listed.extend(r.name for r in found)
+        return found
+
+    local.plane.github.list_runners = recorded  # type: ignore[method-assign]
+    local.clock.advance(13 * 60)  # past the pool's boot time: absence would once have meant "gone"
+    assert local.plane.scale_down().retired == []
+    assert listed
+    assert name not in listed
     assert local.running_instances(POOL) == [iid]
     assert local.github.runner_named(name).busy
 

@@ -32,6 +32,7 @@ MODELS: list[type[BaseModel]] = [
     stack_config.SecretNames,
     stack_config.NetworkSettings,
     stack_config.RunnerGroupSettings,
+    stack_config.AlarmSettings,
     buildkite_model.BuildkiteQueueSettings,
 ]
 

@@ -147,8 +147,14 @@ def test_launch_templates_boot_the_bootstrap_without_credentials() -> None:
 
 def test_alarms_watch_the_counters_that_mean_jobs_may_wait(scaler: list[Registered]) -> None:
     watched = {
-        (a.inputs["dimensions"]["function"], a.inputs["metricName"])
+        (a.inputs["dimensions"].get("function", "scale_up+reconcile"), a.inputs["metricName"])
         for a in of_type(scaler, ":MetricAlarm")
         if a.inputs["namespace"] == "runner-estate"
     }
-    assert watched == {("webhook", "failed"), ("webhook", "unauthorised"), ("reconcile", "failed_pools"), ("reconcile", "repo_errors")}
+    assert watched == {
+        ("webhook", "failed"),
+        ("webhook", "unauthorised"),
+        ("reconcile", "failed_pools"),
+        ("reconcile", "repo_errors"),
+        ("scale_up+reconcile", "spot_role_missing"),  # from both functions' logs (tests/test_spot_role.py)
+    }

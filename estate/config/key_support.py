@@ -31,7 +31,6 @@ UNACTED_KEYS: Mapping[str, str] = {
     "runner_config.runner_as_root": OWN_USER_DATA,
     "runner_config.enable_organization_runners": ALWAYS_ORG,
     "runner_config.pool_runner_owner": ALWAYS_ORG,
-    "runner_config.create_service_linked_role_spot": NOT_YET,
     "runner_config.enable_runner_binaries_syncer": NOT_YET,
     "runner_config.disable_runner_autoupdate": NOT_YET,
     "runner_config.cloudwatch_config": NOT_YET,

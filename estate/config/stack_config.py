@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from estate.config.diagnostics import ConfigError, first_problem
+from estate.config.diagnostics import ConfigError, ConfigWarning, first_problem
 from estate.config.strict_model import StrictModel
 
 NAMESPACE = "runner-estate"
@@ -69,6 +69,74 @@ class RunnerGroupSettings(StrictModel):
         return value
 
 
+_EMAIL_RE = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+_TOPIC_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sns:(?P<region>[a-z]{2}(-gov)?-[a-z]+-\d):\d{12}:[A-Za-z0-9_-]{1,256}$")
+_KMS_KEY_RE = re.compile(
+    r"^(?:arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(?:key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|mrk-[0-9a-f]{32})$"
+)
+# CloudWatch cannot use the AWS managed key for SNS (its policy cannot be extended), so a topic under
+# it drops every alarm notification (Amazon SNS developer guide, "Key management").
+AWS_MANAGED_SNS_KEY = "alias/aws/sns"
+
+
+class AlarmSettings(StrictModel):
+    """Where alarm notifications go: our topic with these subscriptions, or an existing topic."""
+
+    emails: list[str] = Field(default_factory=list)
+    https_endpoint: str | None = Field(default=None, max_length=2048)
+    topic_arn: str | None = None
+    kms_key: str | None = None  # our topic's key; default: a customer managed key the stack creates
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not _EMAIL_RE.match(address):
+                raise ValueError(f"{address!r} is not an email address")
+        if len({a.lower() for a in value}) != len(value):
+            raise ValueError("an address is given twice")
+        return value
+
+    @field_validator("https_endpoint")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https://[^\s/]+(?:/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an https:// URL (alarms are not sent over plain http)")
+        return value
+
+    @field_validator("topic_arn")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC_ARN_RE.match(value):
+            raise ValueError(f"{value!r} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
+        return value
+
+    @field_validator("kms_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value == AWS_MANAGED_SNS_KEY or value.endswith(f":{AWS_MANAGED_SNS_KEY}"):
+            raise ValueError(
+                f"{AWS_MANAGED_SNS_KEY} cannot be used: CloudWatch may not use the AWS managed key, so no alarm would reach the topic;"
+                " leave kms_key unset (the stack creates a key) or give a customer managed key whose policy lets cloudwatch.amazonaws.com"
+                " use kms:GenerateDataKey and kms:Decrypt"
+            )
+        if not _KMS_KEY_RE.match(value):
+            raise ValueError(f"{value!r} is not a KMS key (key ARN, key id, alias/NAME or alias ARN)")
+        return value
+
+    @model_validator(mode="after")
+    def _ours_or_theirs(self) -> AlarmSettings:
+        if self.topic_arn is not None and (self.emails or self.https_endpoint or self.kms_key):
+            raise ValueError("topic_arn names an existing topic: its subscriptions and key are its owner's; give topic_arn alone")
+        return self
+
+    @property
+    def notifies_anyone(self) -> bool:
+        return bool(self.topic_arn or self.emails or self.https_endpoint)
+
+
 Endpoint = Literal["s3", "ssm", "ssmmessages", "ec2messages", "logs", "ec2", "sqs", "ecr.api", "ecr.dkr"]
 
 
@@ -120,7 +188,8 @@ class NetworkSettings(StrictModel):
 
 
 class StackConfig(StrictModel):
-    environment: str = Field(pattern=r"^[a-z][a-z0-9-]{1,15}$")
+    # No fixed length: estate/config/names.py refuses an environment whose names would not fit.
+    environment: str = Field(pattern=r"^[a-z][a-z0-9-]*[a-z0-9]$")
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     github: GitHubSettings
     secrets: SecretNames
@@ -131,6 +200,10 @@ class StackConfig(StrictModel):
     log_retention_days: int = 30
     tags: dict[str, str] = Field(default_factory=dict)
     runner_groups: dict[str, RunnerGroupSettings] = Field(default_factory=dict)
+    # The account-wide Spot service-linked role: true creates it, false never does, unset follows
+    # the pools' upstream key (estate/derive/spot_role.py).
+    create_service_linked_role_spot: bool | None = None
+    alarms: AlarmSettings = AlarmSettings()
 
     @field_validator("log_retention_days")
     @classmethod
@@ -146,10 +219,18 @@ def is_text_setting(field: str) -> bool:
     return info is not None and info.annotation is str
 
 
+def stack_warnings(stack: StackConfig, file: str) -> list[ConfigWarning]:
+    """What the stack accepts but should not leave as it is."""
+    if stack.alarms.notifies_anyone:
+        return []
+    message = "alarms notify nobody: give emails, an https_endpoint or an existing topic_arn (the topic is created either way)"
+    return [ConfigWarning(file, None, f"{NAMESPACE}:alarms", message)]
+
+
 def parse_stack_config(raw: Mapping[str, Any], file: str) -> StackConfig:
     """Validate the stack's settings; `raw` maps field names (no namespace) to values."""
     try:
-        return StackConfig.model_validate(dict(raw))
+        stack = StackConfig.model_validate(dict(raw))
     except ValidationError as exc:
         key, message = first_problem(exc)
         if key == "region":
@@ -157,3 +238,9 @@ def parse_stack_config(raw: Mapping[str, Any], file: str) -> StackConfig:
         elif key:
             key = f"{NAMESPACE}:{key}"
         raise ConfigError(file, None, key or None, message) from exc
+    # CloudWatch alarms notify SNS topics of their own region only.
+    found = _TOPIC_ARN_RE.match(stack.alarms.topic_arn or "")
+    if found is not None and found["region"] != stack.region:
+        message = f"the topic is in {found['region']}, but the stack's alarms are in {stack.region} and notify topics of their region only"
+        raise ConfigError(file, None, f"{NAMESPACE}:alarms.topic_arn", message)
+    return stack

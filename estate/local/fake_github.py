@@ -130,6 +130,8 @@ class FakeJob:
     labels: list[str]
     status: str = "queued"
     runner_name: str | None = None
+    workflow: str = ".github/workflows/ci.yml"  # the run's own file, run from `main`
+    calls: tuple[str, ...] = ()  # reusable workflows the run calls, as OWNER/REPO/PATH@REF
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,9 +209,11 @@ class FakeGithub:
         return sum(1 for _, path in self.calls if fragment in path)
 
     # ---- the runner and workflow side -------------------------------------------------
-    def queue_job(self, labels: list[str], repo: str = "example-org/app", send: bool = True) -> FakeJob:
+    def queue_job(
+        self, labels: list[str], repo: str = "example-org/app", send: bool = True, workflow: str = ".github/workflows/ci.yml"
+    ) -> FakeJob:
         with self._lock:
-            job = FakeJob(next(self._ids), repo, next(self._ids), labels)
+            job = FakeJob(next(self._ids), repo, next(self._ids), labels, workflow=workflow)
             self.jobs[job.id] = job
         if send:
             self.send_job_event(job, "queued")
@@ -444,6 +448,15 @@ class FakeGithub:
         job = self.jobs.get(int(m.group(2)))
         return (200, job.to_json()) if job and job.repo == m.group(1) else (404, {"message": "Not Found"})
 
+    def _run(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A workflow run as the REST API describes it: its file, branch and the reusable
+        workflows it calls."""
+        job = next((j for j in self.jobs.values() if j.repo == m.group(1) and j.run_id == int(m.group(2))), None)
+        if job is None:
+            return 404, {"message": "Not Found"}
+        called = [{"path": c, "sha": "0" * 40, "ref": c.rpartition("@")[2]} for c in job.calls]
+        return 200, {"id": job.run_id, "path": job.workflow, "head_branch": "main", "head_sha": "f" * 40, "referenced_workflows": called}
+
     def _runs(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         runs = sorted({j.run_id for j in self.jobs.values() if j.repo == m.group(1) and j.status == q.get("status", j.status)})
         return 200, {"total_count": len(runs), "workflow_runs": [{"id": r} for r in runs]}
@@ -470,6 +483,7 @@ _ROUTES: list[tuple[str, str, str, Action]] = [
     (rf"/repos/{_REPO}/actions/jobs/(\d+)", "GET", "token", FakeGithub._job),
     (rf"/repos/{_REPO}/actions/runs", "GET", "token", FakeGithub._runs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)/jobs", "GET", "token", FakeGithub._run_jobs),
+    (rf"/repos/{_REPO}/actions/runs/(\d+)", "GET", "token", FakeGithub._run),
 ]
 
 

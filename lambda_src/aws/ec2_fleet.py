@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +17,53 @@ RETRYABLE_CODES = frozenset(
     {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InsufficientInstanceCapacity", "InternalError", "Unavailable"}
 )
 
+# Spot needs the account-wide service-linked role AWSServiceRoleForEC2Spot. EC2 creates it on
+# the first Spot request only if the caller may (our functions may not), so in an account that
+# never used Spot every spot launch fails with this code; the stack creates the role when asked
+# (`create_service_linked_role_spot`, docs/runbook.md "Spot service-linked role").
+SPOT_SERVICE = "spot.amazonaws.com"
+SPOT_ROLE_NAME = "AWSServiceRoleForEC2Spot"
+SPOT_ROLE_ERROR = "AuthFailure.ServiceLinkedRoleCreationNotPermitted"
+SPOT_ROLE_FIX = (
+    f"create it once per account: `aws iam create-service-linked-role --aws-service-name {SPOT_SERVICE}`"
+    " or set runner-estate:create_service_linked_role_spot: true and `pulumi up` (docs/runbook.md)"
+)
+# The count a CloudWatch Logs metric filter turns into the `spot_role_missing` metric (and alarm):
+# the log record carries it as a field, so the filter matches only this record.
+SPOT_ROLE_METRIC = "spot_role_missing"
+
+
+def is_spot_role_error(code: str, message: str = "") -> bool:
+    """Whether an EC2 error means the Spot service-linked role is missing, whatever code carries it:
+    CreateFleet may report it under its own code (sometimes prefixed `Client.`) or as a capacity
+    error whose message names the role."""
+    bare = code.removeprefix("Client.").removeprefix("Server.")
+    return bare == SPOT_ROLE_ERROR or "ServiceLinkedRole" in bare or "service-linked role" in message.lower()
+
+
+def spot_role_finding(role_names: Iterable[str], spot_pools: Iterable[str], created_by_stack: bool) -> tuple[str, str]:
+    """A preflight verdict (`estate doctor`): ("ok" | "warn" | "fail", detail). `role_names` are the
+    IAM roles the account has (or just whether AWSServiceRoleForEC2Spot is among them)."""
+    pools = sorted(spot_pools)
+    if SPOT_ROLE_NAME in set(role_names):
+        return "ok", f"{SPOT_ROLE_NAME} exists"
+    if not pools:
+        return "ok", f"{SPOT_ROLE_NAME} is missing, but no pool launches spot"
+    if created_by_stack:
+        return "warn", f"{SPOT_ROLE_NAME} is missing: the next `pulumi up` creates it (create_service_linked_role_spot)"
+    return "fail", f"{SPOT_ROLE_NAME} is missing, so spot pools {', '.join(pools)} cannot launch: {SPOT_ROLE_FIX}"
+
 
 @dataclass
 class LaunchResult:
     instance_ids: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # EC2 error codes, for logs and failover
     failed_over: bool = False
+    spot_role_missing: bool = False  # spot was refused for want of the Spot service-linked role
+
+    def counts(self) -> dict[str, int]:
+        """What this launch adds to a cycle's counters (EMF metrics)."""
+        return {SPOT_ROLE_METRIC: int(self.spot_role_missing), "failed_over": int(self.failed_over)}
 
 
 @dataclass(frozen=True)
@@ -40,12 +81,29 @@ class Ec2Fleet:
 
     def launch(self, pool: PoolSettings, count: int, client_token: str) -> LaunchResult:
         """Launch `count` hosts across the pool's types and subnets; a spot shortfall whose
-        error the pool lists in `failover_errors` is retried once as on-demand."""
+        error the pool lists in `failover_errors` is retried once as on-demand.
+
+        A missing Spot service-linked role is not a shortage: it is logged as an error (with its
+        fix and the `spot_role_missing` count) and fails over to on-demand only when the pool
+        names SPOT_ROLE_ERROR in `failover_errors` itself."""
         result = LaunchResult()
         market = "on-demand" if pool.capacity_type == "on-demand" else "spot"
         self._fleet(pool, count, market, client_token, result)
         missing = count - len(result.instance_ids)
-        if missing > 0 and market == "spot" and set(result.errors) & set(pool.failover_errors):
+        failover = set(pool.failover_errors)
+        if result.spot_role_missing:
+            fallback = " failing over to on-demand as the pool asks;" if SPOT_ROLE_ERROR in failover else ""
+            log.error(
+                "pool %s: spot refused, %s is missing (%s);%s %s",
+                pool.name,
+                SPOT_ROLE_NAME,
+                SPOT_ROLE_ERROR,
+                fallback,
+                SPOT_ROLE_FIX,
+                extra={SPOT_ROLE_METRIC: 1, "environment": self.environment, "pool": pool.name},
+            )
+            failover &= {SPOT_ROLE_ERROR}
+        if missing > 0 and market == "spot" and set(result.errors) & failover:
             log.warning("pool %s: spot gave %d of %d (%s); failing over to on-demand", pool.name, count - missing, count, result.errors)
             result.failed_over = True
             self._fleet(pool, missing, "on-demand", f"{client_token}-od", result)
@@ -71,10 +129,22 @@ class Ec2Fleet:
             request["SpotOptions"] = {"AllocationStrategy": pool.allocation_strategy}
         else:
             request["OnDemandOptions"] = {"AllocationStrategy": "lowest-price"}
-        answer = self.ec2.create_fleet(**request)
+        try:
+            answer = self.ec2.create_fleet(**request)
+        except Exception as exc:  # botocore's ClientError, read without importing botocore
+            response = getattr(exc, "response", None)
+            error = response.get("Error", {}) if isinstance(response, dict) else {}
+            if market != "spot" or not is_spot_role_error(str(error.get("Code", "")), str(error.get("Message", ""))):
+                raise
+            answer = {"Errors": [{"ErrorCode": SPOT_ROLE_ERROR, "ErrorMessage": str(error.get("Message", ""))}]}
         for group in answer.get("Instances", []):
             result.instance_ids += group.get("InstanceIds", [])
-        result.errors += [e.get("ErrorCode", "Unknown") for e in answer.get("Errors", [])]
+        for error in answer.get("Errors", []):
+            code = str(error.get("ErrorCode", "Unknown"))
+            if market == "spot" and is_spot_role_error(code, str(error.get("ErrorMessage", ""))):
+                result.spot_role_missing = True
+                code = SPOT_ROLE_ERROR  # reported as what it is, never as a capacity shortfall
+            result.errors.append(code)
 
     def hosts(self, pools: list[str]) -> list[Host]:
         """Our pending and running hosts of these pools in this environment, from EC2 itself."""

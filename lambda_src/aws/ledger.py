@@ -24,6 +24,10 @@ from typing import Any
 from lambda_src.aws.sigv4_client import AwsError
 from lambda_src.core.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, BlockRecord, Instance, Job, SlotRecord, instance_id_of
 
+# A run's workflow files, as stored: bounded like every other field (a run calls at most 20
+# reusable workflows, GitHub's nesting and count limits; a ref is owner/repo/path@ref).
+MAX_RUN_WORKFLOWS = 50
+MAX_WORKFLOW_REF_CHARS = 1024
 OPEN = "open_key"  # attribute of the sparse index: set while a job is queued or a host is live
 OPEN_INDEX = "open"
 RECENT_LAUNCH_S = 300.0  # how long a planning lock remembers launches the index may not show yet
@@ -218,6 +222,8 @@ class Ledger:
         first = {"pool": job.pool, "repo": job.repo, "labels": list(job.labels), "public": job.public, "queued_at": job.queued_at or now}
         if job.runner_name:
             sets["runner_name"] = job.runner_name
+        if job.run_id is not None:
+            first["run_id"] = job.run_id
         if job.state == QUEUED:
             sets[OPEN] = f"job#{job.pool}"
         clauses = [f"#{k} = :{k}" for k in sets] + [f"#{k} = if_not_exists(#{k}, :{k})" for k in first]
@@ -257,7 +263,18 @@ class Ledger:
             labels=tuple(item.get("labels", [])),
             runner_name=item.get("runner_name"),
             checked_at=_num(item.get("checked_at")),
+            run_id=None if item.get("run_id") is None else int(item["run_id"]),
+            run_workflows=None if item.get("run_workflows") is None else tuple(item["run_workflows"]),
             public=bool(item.get("public", False)),
+        )
+
+    def job_run_workflows(self, job_id: int, files: tuple[str, ...]) -> None:
+        """Remember the workflow files of the job's run, once GitHub has named them."""
+        self.table.update_if(
+            Key={"pk": f"job#{job_id}"},
+            UpdateExpression="SET run_workflows = :files",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":files": [f[:MAX_WORKFLOW_REF_CHARS] for f in files[:MAX_RUN_WORKFLOWS]]},
         )
 
     def job_checked(self, job_id: int, now: float) -> None:

@@ -28,6 +28,8 @@ class Job:
     labels: tuple[str, ...] = ()
     runner_name: str | None = None
     checked_at: float | None = None  # the reconciler last asked GitHub about it (a job whose webhooks may be lost)
+    run_id: int | None = None  # the workflow run it belongs to
+    run_workflows: tuple[str, ...] | None = None  # that run's workflow files, once asked of GitHub (routing.JobOrigin)
     public: bool = False  # from a public repository: only pools whose group admits public ones may take it
 
 

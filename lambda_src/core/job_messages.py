@@ -18,7 +18,8 @@ log = logging.getLogger("runner_estate.jobs")
 
 def job_message(job: Job, delivery: str) -> str:
     """The SQS body for one queued job: a wake-up call, since the ledger holds the state."""
-    return json.dumps({"job_id": job.id, "pool": job.pool, "repo": job.repo, "labels": list(job.labels), "delivery": delivery})
+    body = {"job_id": job.id, "pool": job.pool, "repo": job.repo, "labels": list(job.labels), "delivery": delivery}
+    return json.dumps({**body, "run_id": job.run_id, "public": job.public})
 
 
 def job_from_message(body: str, pools: Mapping[str, PoolSettings], now: float) -> Job:
@@ -26,7 +27,17 @@ def job_from_message(body: str, pools: Mapping[str, PoolSettings], now: float) -
     data = json.loads(body)
     if not isinstance(data, dict) or not isinstance(data.get("job_id"), int) or data.get("pool") not in pools:
         raise ValueError(f"not a job message for a known pool: {body[:200]!r}")
-    return Job(int(data["job_id"]), str(data["pool"]), QUEUED, now, str(data.get("repo", "")), tuple(data.get("labels", [])))
+    run_id = data.get("run_id")
+    return Job(
+        int(data["job_id"]),
+        str(data["pool"]),
+        QUEUED,
+        now,
+        str(data.get("repo", "")),
+        tuple(data.get("labels", [])),
+        run_id=run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None,
+        public=data.get("public") is True,
+    )
 
 
 def jobs_by_pool(

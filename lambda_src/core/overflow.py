@@ -37,6 +37,11 @@ def uncovered(order: LaunchOrder, gone: int = 0) -> int:
     return max(0, min(order.queued - gone, order.shortfall - gone - order.count))
 
 
+def origin_of(job: Job) -> JobOrigin:
+    """What runner-group admission looks at for a queued job, as far as the ledger knows it."""
+    return JobOrigin(job.repo, public=job.public, run_workflows=job.run_workflows)
+
+
 def plan_overflow(routing: RoutingTable, orders: Iterable[LaunchOrder], jobs: Iterable[Job]) -> list[Move]:
     """Where queued jobs should go instead of the pool they wait for:
     - a job its pool may not take (drained since, not admitted: e.g. a job found by labels
@@ -52,7 +57,7 @@ def plan_overflow(routing: RoutingTable, orders: Iterable[LaunchOrder], jobs: It
     gone: dict[str, int] = {}
     waiting: dict[str, list[tuple[Job, list[str]]]] = {}
     for job in queued:
-        route = routing.route(job.labels, JobOrigin(job.repo, public=job.public))
+        route = routing.route(job.labels, origin_of(job))
         if job.pool not in route:
             to = next(iter(route), None)
             why = "no pool may take it" if to is None else f"pool {job.pool} may not take it"

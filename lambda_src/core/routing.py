@@ -47,6 +47,10 @@ class JobOrigin:
     repository: str  # OWNER/NAME, as `repository.full_name` gives it
     public: bool = False  # `repository.private` is false (or visibility "public")
     workflow: str | None = None
+    # The workflow files of the job's run, `OWNER/REPO/PATH@REF` (the run's own file and every
+    # reusable one it calls), once the scaler has asked GitHub for the run; None until then.
+    # The job is defined in one of them, which one the API does not say.
+    run_workflows: tuple[str, ...] | None = None
 
 
 def _split_workflow(ref: str) -> tuple[str, str, str] | None:
@@ -67,6 +71,28 @@ def _ref_forms(ref: str) -> set[str]:
     if len(ref) == 40 and all(c in "0123456789abcdefABCDEF" for c in ref):
         return {ref.lower()}
     return {ref, f"refs/heads/{ref}", f"refs/tags/{ref}"}
+
+
+def same_file(entry: str, workflow: str) -> bool:
+    """Whether a `selected_workflows` entry and a workflow name the same file (owner and
+    repository case-insensitively, the path exactly), whatever refs they pin."""
+    want, have = _split_workflow(entry), _split_workflow(workflow)
+    return want is not None and have is not None and want[:2] == have[:2]
+
+
+def run_workflow_files(repository: str, run: Mapping[str, Any]) -> tuple[str, ...]:
+    """`OWNER/REPO/PATH@REF` of every workflow file of a run (GitHub's workflow-run object):
+    its own `path` at its head branch (or commit), and each of its `referenced_workflows`,
+    whose `path` already names repository and ref."""
+    files = []
+    path = str(run.get("path") or "").split("@", 1)[0]
+    ref = run.get("head_branch") or run.get("head_sha") or ""
+    if path and ref:
+        files.append(f"{repository}/{path}@{ref}")
+    for called in run.get("referenced_workflows") or ():
+        if isinstance(called, Mapping) and _split_workflow(str(called.get("path", ""))) is not None:
+            files.append(str(called["path"]))
+    return tuple(files)
 
 
 def workflow_matches(entry: str, workflow: str) -> bool:
@@ -99,6 +125,14 @@ class Admission:
             return f"runner group {self.group} does not admit repository {repo or '(none)'}"
         if self.workflows and origin.workflow is not None and not any(workflow_matches(w, origin.workflow) for w in self.workflows):
             return f"runner group {self.group} does not admit workflow {origin.workflow}"
+        if (
+            self.workflows
+            and origin.run_workflows is not None
+            and not any(same_file(w, f) for w in self.workflows for f in origin.run_workflows)
+        ):
+            # Refused only when no selected workflow names any file of the run: the ref a
+            # pull-request run resolves to is GitHub's to judge, and a wrong refusal strands a job.
+            return f"runner group {self.group} admits none of the workflows of its run ({', '.join(origin.run_workflows) or 'none'})"
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,7 +25,9 @@ from lambda_src.aws.ledger import Ledger, planning_lock
 from lambda_src.core.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE, Block, BlockPlan, plan_blocks, plan_node_sync
 from lambda_src.core.fleet_state import GithubRunner, Instance, runner_name, slot_runner_name
 from lambda_src.core.job_messages import jobs_by_pool
+from lambda_src.core.overflow import origin_of
 from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
+from lambda_src.functions.run_workflows import name_run_workflows
 from lambda_src.github.client import GithubClient
 
 log = logging.getLogger("runner_estate.block_manager")
@@ -195,7 +197,10 @@ class BlockManager:
             blocks = self.ec2.blocks(pool)
             nodes = self._sync_nodes(pool, now)
             records = {b.id: self.ledger.block_record(b.id) for b in blocks}
-            queued = len(self.ledger.queued_jobs(pool_name))
+            # Demand: queued jobs this pool's runner group admits (as far as GitHub names their runs).
+            route = self.settings.routing.get(pool_name)
+            jobs = name_run_workflows(self.ledger.queued_jobs(pool_name), self.settings.routing, self.github, self.ledger)
+            queued = sum(1 for job in jobs if route.refusal(origin_of(job)) is None)
             plan = plan_blocks(pool, self.settings.environment, blocks, records, nodes, self.ledger.slots(pool_name), runners,
                                queued, now)  # fmt: skip
             self._apply(pool, {b.id: b for b in blocks}, plan, report, now)

@@ -24,7 +24,7 @@ from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import Ledger, planning_lock
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.core.job_messages import jobs_by_pool
-from lambda_src.core.overflow import apply_moves, plan_overflow
+from lambda_src.core.overflow import apply_moves, origin_of, plan_overflow
 from lambda_src.core.planner import (
     LaunchOrder,
     least_recently_done,
@@ -36,6 +36,7 @@ from lambda_src.core.planner import (
     scaled_pools,
 )
 from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
+from lambda_src.functions.run_workflows import name_run_workflows
 from lambda_src.github.client import GithubClient, GithubError, RateLimitedError
 
 log = logging.getLogger("runner_estate.control_plane")
@@ -106,9 +107,14 @@ class ControlPlane:
             return failures
         report = Report()
         live = self.sync_hosts(now, report)
+        refused = self._refused_by_workflow(by_pool)
+        if refused:  # moved to a pool whose group admits them, or dropped, before anything launches
+            queued = {j.id: j for j in self.ledger.queued_jobs()} | refused  # the index may not show the workflows yet
+            self._overflow(list(queued.values()), live, now, report, plan_targets=True)
         for pool, items in sorted(by_pool.items()):
             if pool not in self.scaled_pools:
                 continue
+            items = [(m, j) for m, j in items if j.id not in refused]
             token = hashlib.sha256("|".join(sorted(m for m, _ in items)).encode()).hexdigest()[:24]
             try:
                 self._scale_pool(pool, [j for _, j in items], live, token, report, now)
@@ -120,6 +126,13 @@ class ControlPlane:
             self._overflow(self.ledger.queued_jobs(), live, now, report, plan_targets=True)
         log.info("scale-up: %s", json.dumps(report.summary()))
         return failures
+
+    def _refused_by_workflow(self, by_pool: Mapping[str, list[tuple[str, Job]]]) -> dict[int, Job]:
+        """The message jobs whose pool's runner group does not admit any workflow of their run
+        (asked of GitHub for restricted pools only), with what is now known of them."""
+        jobs = [j for items in by_pool.values() for _, j in items if j.pool in self.scaled_pools]
+        named = name_run_workflows(jobs, self.settings.routing, self.github, self.ledger)
+        return {j.id: j for j in named if self.settings.routing.get(j.pool).refusal(origin_of(j)) is not None}
 
     def _scale_pool(self, pool: str, message_jobs: list[Job], live: list[Instance], token: str, report: Report, now: float) -> None:
         with self.planning(pool) as recent:
@@ -137,7 +150,9 @@ class ControlPlane:
                 recent += [(iid, now) for iid in report.launched.get(pool, []) if iid not in before]
 
     def _plan_pool(self, pool: str, message_jobs: list[Job], live: list[Instance], token: str, report: Report, now: float) -> None:
-        ledger_jobs = {j.id: j for j in self.ledger.queued_jobs(pool)}
+        # Jobs this invocation moved off the pool or dropped: the index may still list them here.
+        gone = {int(r["job"]) for r in report.rerouted if r["from"] == pool}
+        ledger_jobs = {j.id: j for j in self.ledger.queued_jobs(pool) if j.id not in gone}
         for job in message_jobs:
             # The index behind queued_jobs is eventually consistent: trust the message unless
             # the ledger (read consistently) says the job has moved on.
@@ -186,7 +201,8 @@ class ControlPlane:
         self._refresh_stale_jobs(now, report)
         self._find_unheard_jobs(now, report)
         live = self.sync_hosts(now, report)
-        jobs = self._overflow(self.ledger.queued_jobs(), live, now, report)
+        queued = name_run_workflows(self.ledger.queued_jobs(), self.settings.routing, self.github, self.ledger)
+        jobs = self._overflow(queued, live, now, report)
         for order in plan_launches(self.scaled_pools, jobs, live, now):
             report.orders[order.pool] = order
             if order.count or reuse_pending(self.scaled_pools[order.pool], order, live, now):

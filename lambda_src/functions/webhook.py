@@ -194,6 +194,7 @@ def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | No
         # Counted apart: a job GitHub will never give our runners must not launch (or buy) one.
         raise IgnoredJobError("not_admitted", str(matches[0].refusal))
     runner = wj.get("runner_name")
+    run_id = wj.get("run_id")
     return action, Job(
         id=job_id,
         pool=pools[0],
@@ -202,6 +203,7 @@ def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | No
         repo=origin.repository,
         labels=wanted,
         runner_name=runner if runner and _is_text(runner, MAX_RUNNER_NAME_CHARS) else None,
+        run_id=run_id if isinstance(run_id, int) and not isinstance(run_id, bool) and 0 < run_id <= MAX_JOB_ID else None,
         public=origin.public,
     )
 

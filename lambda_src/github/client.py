@@ -169,6 +169,15 @@ class GithubClient:
                 return None
             raise
 
+    def workflow_run(self, repo: str, run_id: int) -> dict[str, Any] | None:
+        """A workflow run (its `path`, `head_branch`, `referenced_workflows`); None once gone."""
+        try:
+            return self.call("GET", f"/repos/{repo}/actions/runs/{run_id}")
+        except GithubError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def queued_jobs(self, repo: str, max_runs: int = 20) -> list[dict[str, Any]]:
         """Jobs GitHub still has queued in a repository, newest runs first."""
         jobs, _ = self.queued_jobs_if_changed(repo, None, max_runs)
