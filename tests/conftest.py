@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -77,6 +77,44 @@ estate:
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _requests_follow_the_service_models() -> Iterator[None]:
+    """Every request the tests' code sends through our stdlib JSON client or a boto3 client is
+    checked against botocore's model of the service first (tests/aws_models.py), whatever
+    answers it: moto, our fakes, or nothing at all."""
+    from botocore.client import BaseClient
+
+    from lambda_src.aws.sigv4_client import AwsJsonClient
+    from tests import aws_models
+
+    json_call, boto_call = AwsJsonClient.call, BaseClient._make_api_call
+
+    def checked_json_call(self: AwsJsonClient, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        aws_models.checked(self.service, action, payload)
+        return json_call(self, action, payload)
+
+    def checked_boto_call(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        aws_models.checked(self.meta.service_model.service_name, operation_name, api_params)
+        return boto_call(self, operation_name, api_params)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AwsJsonClient, "call", checked_json_call)
+        patch.setattr(BaseClient, "_make_api_call", checked_boto_call)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_request_broke_a_service_model() -> Iterator[None]:
+    """A refused request fails its test even where the code under test catches and logs the
+    error (a slot report, a reconcile pass): the violation is recorded as well as raised."""
+    from tests import aws_models
+
+    aws_models.VIOLATIONS.clear()
+    yield
+    found, aws_models.VIOLATIONS[:] = list(aws_models.VIOLATIONS), []
+    assert not found, "requests the service would refuse:\n" + "\n".join(found)
+
+
 def write_pool(directory: Path, name: str, text: str) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
@@ -93,6 +131,9 @@ def _moto_server() -> Iterator[str]:
         warnings.simplefilter("ignore")
         from moto.server import ThreadedMotoServer
 
+    from estate.local.moto_fidelity import make_ssm_strict
+
+    make_ssm_strict()  # SSM's tier limits, which moto does not enforce
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server._server.server_address[:2]  # type: ignore[union-attr]

@@ -1,7 +1,10 @@
 """Our fake of the EC2 boundary, for what moto does not model: reservations of type
 capacity-block with their capacity and dates, launches into them (checked the way EC2 checks
 them), offerings and purchases, and AWS ending a block's instances on time. It also takes the
-scaler's instant CreateFleet launches, so every controller can run against one EC2."""
+scaler's instant CreateFleet launches, so every controller can run against one EC2.
+
+Like EC2, it first checks each request against EC2's model (tests/aws_models.py): a boto3
+client would check only part of it, and this fake is not a boto3 client."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from lambda_src.core.block_planner import TERMINATION_LEAD_S
+from tests.aws_models import checked
 
 
 def _error(code: str, message: str, operation: str) -> ClientError:
@@ -106,6 +110,7 @@ class FakeBlockEc2:
         }
 
     def describe_capacity_reservations(self, **kwargs: Any) -> dict[str, Any]:
+        checked("ec2", "DescribeCapacityReservations", kwargs)
         found = list(self.reservations.values())
         if "CapacityReservationIds" in kwargs:
             missing = [rid for rid in kwargs["CapacityReservationIds"] if rid not in self.reservations]
@@ -118,9 +123,11 @@ class FakeBlockEc2:
         return {"CapacityReservations": [self._describe(r) for r in found]}
 
     def describe_subnets(self, SubnetIds: list[str]) -> dict[str, Any]:  # noqa: N803 - EC2's names
+        checked("ec2", "DescribeSubnets", {"SubnetIds": SubnetIds})
         return {"Subnets": [{"SubnetId": s, "AvailabilityZone": self.subnets[s]} for s in SubnetIds]}
 
     def run_instances(self, **request: Any) -> dict[str, Any]:
+        checked("ec2", "RunInstances", request)
         self.launch_requests.append(request)
         if self.launch_faults:
             raise _error(self.launch_faults.pop(0), "injected", "RunInstances")
@@ -159,6 +166,7 @@ class FakeBlockEc2:
 
         class _Pages:
             def paginate(self, Filters: list[dict[str, Any]]) -> list[dict[str, Any]]:  # noqa: N803
+                checked("ec2", "DescribeInstances", {"Filters": Filters})
                 found = list(fake.instances.values())
                 for f in Filters:
                     if f["Name"] == "instance-state-name":
@@ -187,6 +195,7 @@ class FakeBlockEc2:
         return _Pages()
 
     def terminate_instances(self, InstanceIds: list[str]) -> dict[str, Any]:  # noqa: N803
+        checked("ec2", "TerminateInstances", {"InstanceIds": InstanceIds})
         unknown = [iid for iid in InstanceIds if iid not in self.instances]
         if unknown:  # EC2 refuses the whole call
             raise _error("InvalidInstanceID.NotFound", f"The instance IDs '{', '.join(unknown)}' do not exist", "TerminateInstances")
@@ -197,6 +206,7 @@ class FakeBlockEc2:
     def create_fleet(self, **request: Any) -> dict[str, Any]:
         """An instant fleet, as the scaler asks for one: every requested instance or an error
         per shortfall; the same ClientToken answers with the first launch."""
+        checked("ec2", "CreateFleet", request)
         self.launch_requests.append(request)
         assert request["Type"] == "instant"
         token = request.get("ClientToken", "")
@@ -216,6 +226,7 @@ class FakeBlockEc2:
         return {"Instances": [{"InstanceIds": made}] if made else [], "Errors": []}
 
     def describe_capacity_block_offerings(self, **kwargs: Any) -> dict[str, Any]:
+        checked("ec2", "DescribeCapacityBlockOfferings", kwargs)
         start = kwargs["StartDateRange"].timestamp()
         return {
             "CapacityBlockOfferings": [
@@ -228,6 +239,7 @@ class FakeBlockEc2:
         }
 
     def purchase_capacity_block(self, **kwargs: Any) -> dict[str, Any]:
+        checked("ec2", "PurchaseCapacityBlock", kwargs)
         offer = next(o for o in self.offerings if o["CapacityBlockOfferingId"] == kwargs["CapacityBlockOfferingId"])
         rid = f"cr-{next(self._ids):017x}"
         tags = {t["Key"]: t["Value"] for spec in kwargs.get("TagSpecifications", []) for t in spec["Tags"]}

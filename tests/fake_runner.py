@@ -29,8 +29,9 @@ def _call(base: str, method: str, path: str) -> dict[str, object] | None:
 
 
 def main() -> int:
-    config = json.loads(base64.b64decode(os.environ[JIT_ENV]))
-    base, rid = os.environ["FAKE_GITHUB_URL"], config["runner_id"]
+    files = json.loads(base64.b64decode(os.environ[JIT_ENV]))  # as run.sh --jitconfig unpacks it
+    runner = json.loads(base64.b64decode(files[".runner"]))
+    base, rid = os.environ["FAKE_GITHUB_URL"], runner["agentId"]
     job_seconds = float(os.environ.get("FAKE_JOB_SECONDS", "0.2"))
     if _call(base, "POST", f"/_fake/runners/{rid}/online") is None:
         return 0

@@ -4,7 +4,6 @@ capacity blocks through our own boundary fake (moto has none)."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from estate.local.fake_github import jit_runner
 from estate.local.plane import LocalPlane
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
@@ -71,7 +71,8 @@ def slot_config(local: LocalPlane, iid: str, slot: int) -> dict[str, Any] | None
         return None
     value = local.ssm.call("GetParameter", {"Name": name, "WithDecryption": True})["Parameter"]["Value"]
     local.ssm.call("DeleteParameter", {"Name": name})
-    return dict(json.loads(base64.b64decode(value)))
+    runner_id, name = jit_runner(value)
+    return {"runner_id": runner_id, "name": name}
 
 
 def start_slots(local: LocalPlane, iid: str, slots: range = range(SLOTS)) -> list[str]:

@@ -22,6 +22,7 @@ from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
 from lambda_src.core.fleet_state import GithubRunner, runner_name
 from lambda_src.core.planner import IDLE_CONFIRM_S
 from lambda_src.functions.control_plane import MAX_JOB_CHECKS, MAX_REPO_SCANS, STALE_JOB_S
+from tests.aws_models import checked
 from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, fixed_clock
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
@@ -168,6 +169,7 @@ class Ec2Faults:
         self.real, self.script, self.requests = real, script, []  # type: ignore[var-annotated]
 
     def create_fleet(self, **request: Any) -> Any:
+        checked("ec2", "CreateFleet", request)
         self.requests.append(request)
         step = self.script.pop(0) if self.script else None
         if isinstance(step, Exception):

@@ -15,6 +15,7 @@ from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.core.fleet_state import QUEUED, Job
 from lambda_src.core.settings import ControlPlaneSettings
 from lambda_src.functions import handlers
+from tests.aws_models import checked
 from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
 from tests.fake_block_ec2 import FakeBlockEc2
 
@@ -103,6 +104,7 @@ class CountingSsm:
         self.value, self.reads = "first", 0
 
     def call(self, action: str, payload: dict[str, object]) -> dict[str, object]:
+        checked("ssm", action, payload)
         self.reads += 1
         return {"Parameter": {"Value": self.value}}
 

@@ -39,6 +39,7 @@ from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.core.block_planner import Block
+from tests.aws_models import checked
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 from tests.iam_eval import ContextValue, Decision, Request, decide
 
@@ -160,14 +161,17 @@ class _LaunchRecorder:
         self.requests: list[dict[str, Any]] = []
 
     def create_fleet(self, **request: Any) -> dict[str, Any]:
+        checked("ec2", "CreateFleet", request)
         self.requests.append(request)
         return {"Instances": [{"InstanceIds": ["i-0"]}]}
 
     def run_instances(self, **request: Any) -> dict[str, Any]:
+        checked("ec2", "RunInstances", request)
         self.requests.append(request)
         return {"Instances": [{"InstanceId": "i-0"}]}
 
     def describe_subnets(self, SubnetIds: list[str]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+        checked("ec2", "DescribeSubnets", {"SubnetIds": SubnetIds})
         return {"Subnets": [{"SubnetId": s, "AvailabilityZone": f"{REGION}a"} for s in SubnetIds]}
 
 
@@ -198,6 +202,7 @@ class _ParameterRecorder:
 
     def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         assert operation == "PutParameter"
+        checked("ssm", operation, body)
         self.put.append(body)
         return {}
 

@@ -25,6 +25,7 @@ from lambda_src.core.job_isolation import slot_user
 from lambda_src.host import slot_manager
 from lambda_src.host.common import JIT_ENV, runner_argv
 from lambda_src.host.slot_manager import JobSlots, SlotManager, SlotPorts
+from tests.aws_models import checked
 from tests.conftest import H100_POOL, MINIMAL_POOL, write_pool
 from tests.test_runner_install import SHA, installed
 
@@ -204,6 +205,7 @@ def test_a_slots_config_is_read_by_the_root_slot_manager_for_that_slot_only() ->
 
     class Ssm:
         def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+            checked("ssm", action, body)
             reads.append(f"{action} {body['Name']}")
             return {"Parameter": {"Value": "config"}}
 

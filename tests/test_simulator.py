@@ -14,6 +14,7 @@ from estate.cli import main
 from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
 from estate.config.prices import PriceTable
+from estate.sim.parameter_store import runner_config_cost_usd
 from estate.sim.policies import NEXT_RUNNER_S
 from estate.sim.simulate import simulate
 from estate.sim.simulator import BOOT_S_CPU, Simulation
@@ -78,10 +79,10 @@ def test_no_two_jobs_share_a_slot(example_runs: dict[str, Simulation], policy: s
 
 
 @pytest.mark.parametrize("policy", ["estate", "philips", "buildkite", "static", "ideal"])
-def test_cost_is_instance_time_times_price(example_runs: dict[str, Simulation], policy: str) -> None:
+def test_cost_is_instance_time_times_price_plus_parameter_store(example_runs: dict[str, Simulation], policy: str) -> None:
     sim = example_runs[policy]
     integrated = sum(((h.ended_at or sim.end) - h.launched_at) / 3600 * h.price_per_hour for h in sim.hosts)
-    assert sim.report()["cost_usd"] == pytest.approx(integrated, abs=0.01)
+    assert sim.report()["cost_usd"] == pytest.approx(integrated + runner_config_cost_usd(sim.runner_configs), abs=0.01)
 
 
 def test_the_same_seed_gives_the_same_report() -> None:

@@ -24,6 +24,7 @@ from lambda_src.aws.ec2_fleet import (
     spot_role_finding,
 )
 from lambda_src.core.settings import PoolSettings
+from tests.aws_models import checked
 from tests.conftest import MINIMAL_POOL, PROJECT_DIR, write_pool
 
 ROLE_MESSAGE = "The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances."
@@ -53,6 +54,7 @@ class _Ec2:
         self.markets: list[str] = []
 
     def create_fleet(self, **request: Any) -> dict[str, Any]:
+        checked("ec2", "CreateFleet", request)
         market = request["TargetCapacitySpecification"]["DefaultTargetCapacityType"]
         self.markets.append(market)
         count = request["TargetCapacitySpecification"]["TotalTargetCapacity"]

@@ -3,7 +3,8 @@
 It speaks the REST endpoints the control plane uses, checks what real GitHub checks (the App
 JWT's RS256 signature and lifetime, installation tokens, runner groups, 422 on deleting a busy
 runner), plays the runner side (`connect`, `start_job`, `finish_job`), sends signed
-`workflow_job` webhooks, and injects faults (`fail_next`). Listings page as GitHub's do
+`workflow_job` webhooks, and injects faults (`fail_next`). Its JIT configs are shaped and sized
+like GitHub's (`jit_config`), not toy tokens, so what stores them meets the real limits. Listings page as GitHub's do
 (`per_page` at most 100, `page`, a `Link` header), and `between_runner_pages` lets a test
 change the runners while a listing pages, as ephemeral runners come and go on a busy org.
 Nothing leaves 127.0.0.1.
@@ -17,10 +18,12 @@ import hmac
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +36,68 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 INSTALLATION_ID = 4242
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def jit_config(runner_id: int, runner_name: str, group_id: int, group_name: str, org: str) -> str:
+    """An `encoded_jit_config` as GitHub's generate-jitconfig answers one: base64 of a JSON
+    object mapping the runner's three settings files to their base64 contents (`run.sh
+    --jitconfig` writes them out): `.runner` (its id, name, group and service URLs), `.credentials`
+    (OAuth client id and token URL) and `.credentials_rsaparams` (the runner's 2048-bit RSA
+    private key as .NET's RSAParameters). The values are random, the shape and size are GitHub's:
+    a little over 4 KB for our runner names, more than SSM's Standard tier holds (upstream
+    terraform-aws-github-runner moved to the Advanced tier when GitHub's configs outgrew it,
+    PR #4613). The docs' example response shows only `"abc123"`."""
+
+    def file(settings: dict[str, Any]) -> str:
+        return _b64(json.dumps(settings, indent=2).encode())  # the runner's settings files are indented JSON
+
+    def key_part(size: int) -> str:
+        return _b64(secrets.token_bytes(size))
+
+    runner = {
+        "agentId": runner_id,
+        "agentName": runner_name,
+        "poolId": group_id,
+        "poolName": group_name,
+        "serverUrl": f"https://pipelinesghubeus{runner_id % 30 + 1}.actions.githubusercontent.com/{secrets.token_urlsafe(40)[:54]}/",
+        "gitHubUrl": f"https://github.com/{org}",
+        "workFolder": "_work",
+        "ephemeral": True,
+        "useV2Flow": True,
+        "serverUrlV2": "https://broker.actions.githubusercontent.com/",
+    }
+    client_id = str(uuid.uuid4())
+    credentials = {
+        "scheme": "OAuth",
+        "data": {
+            "clientId": client_id,
+            "authorizationUrl": f"https://vstoken.actions.githubusercontent.com/_apis/oauth2/token/{uuid.uuid4()}",
+            "requireFipsCryptography": "True",
+        },
+    }
+    rsa_parameters = {  # a 2048-bit key: 256-byte modulus and private exponent, 128-byte CRT parts
+        "d": key_part(256),
+        "dp": key_part(128),
+        "dq": key_part(128),
+        "exponent": "AQAB",
+        "inverseQ": key_part(128),
+        "modulus": key_part(256),
+        "p": key_part(128),
+        "q": key_part(128),
+    }
+    files = {".runner": file(runner), ".credentials": file(credentials), ".credentials_rsaparams": file(rsa_parameters)}
+    return _b64(json.dumps(files).encode())
+
+
+def jit_runner(encoded: str) -> tuple[int, str]:
+    """The runner id and name inside an encoded JIT config (what `run.sh` registers as)."""
+    files = json.loads(base64.b64decode(encoded))
+    runner = json.loads(base64.b64decode(files[".runner"]))
+    return int(runner["agentId"]), str(runner["agentName"])
 
 
 @dataclass
@@ -307,7 +372,8 @@ class FakeGithub:
             return 409, {"message": "Already exists - A runner with the same name already exists"}
         runner = FakeRunner(next(self._ids), str(d["name"]), list(d.get("labels", [])), int(d["runner_group_id"]))
         self.runners[runner.id] = runner
-        encoded = base64.b64encode(json.dumps({"runner_id": runner.id, "name": runner.name}).encode()).decode()
+        group = next(name for name, i in self.groups.items() if i == runner.group_id)
+        encoded = jit_config(runner.id, runner.name, runner.group_id, group, self.org)
         return 201, {"runner": runner.to_json(), "encoded_jit_config": encoded}
 
     def _list_runners(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:

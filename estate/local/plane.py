@@ -7,7 +7,6 @@ partial failures, redrive to the DLQ) is played by `pump()`.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import logging
@@ -27,7 +26,8 @@ import boto3
 from estate.config.loader import Estate, load_estate
 from estate.config.stack_config import StackConfig, parse_stack_config
 from estate.derive.control_config import control_settings, pool_settings
-from estate.local.fake_github import FakeGithub
+from estate.local.fake_github import FakeGithub, jit_runner
+from estate.local.moto_fidelity import make_ssm_strict
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX, Ledger
@@ -209,9 +209,9 @@ class LocalPlane:
         name = self.settings.jit_parameter_prefix + instance_id
         found = self.ssm.call("GetParameter", {"Name": name, "WithDecryption": True})
         self.ssm.call("DeleteParameter", {"Name": name})
-        config = json.loads(base64.b64decode(found["Parameter"]["Value"]))
-        self.github.connect(config["name"])
-        return str(config["name"])
+        _, runner_name = jit_runner(found["Parameter"]["Value"])
+        self.github.connect(runner_name)
+        return runner_name
 
     def running_instances(self, pool: str | None = None) -> list[str]:
         filters = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
@@ -231,6 +231,7 @@ class LocalPlane:
             warnings.simplefilter("ignore")
             from moto.server import ThreadedMotoServer
 
+        make_ssm_strict()  # SSM's tier limits, which moto does not enforce
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
         host, port = self.moto._server.server_address[:2]

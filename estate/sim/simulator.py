@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.prices import PriceTable
+from estate.sim.parameter_store import runner_config_cost_usd
 from estate.sim.workload import TraceJob
 from lambda_src.core.gpu_slots import slot_label
 from lambda_src.core.instance_catalog import parse_instance_type
@@ -110,6 +111,7 @@ class Simulation:
     hosts: list[Host] = field(default_factory=list)
     queue: list[SimJob] = field(default_factory=list)
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, queued, live hosts)
+    runner_configs: int = 0  # one-job runner configs written to SSM (estate/sim/parameter_store.py)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - a reproducible simulation
@@ -243,6 +245,9 @@ class Simulation:
         slot.job, slot.idle_since = None, self.now
         slot.jobs_run += 1
         self.policy.on_job_done(self, job, slot)
+        pool = self.pools.get(slot.host.pool)  # None for a Buildkite queue's host: no JIT config
+        if pool is not None and slot.host.alive and (slot.free_from > self.now or pool.capacity_type == "capacity-block"):
+            self.runner_configs += 1  # a reused host's next runner, a capacity-block slot's refill
 
     def _cancel(self, job: SimJob) -> None:
         """GitHub cancels a job: a queued one leaves the queue (its `completed` event), a running
@@ -280,6 +285,7 @@ class Simulation:
         host = Host(f"i-{next(self._host_ids):017x}", pool.name, market, self.prices.hourly(itype, market), self.now, self.now + boot_s)
         for labels, gpus in slots or [(pool.runner_label_sets[0], pool.gpus_per_node)]:
             host.slots.append(Slot(host, labels, gpus, idle_since=host.ready_at))
+        self.runner_configs += len(host.slots)  # each slot's first runner, written at launch
         self.hosts.append(host)
         self._live[host.id] = host
         self.at(host.ready_at, self.assign)
@@ -376,7 +382,9 @@ class Simulation:
                 "max": max(waits, default=0.0),
                 "mean": statistics.fmean(waits) if waits else 0.0,
             },
-            "cost_usd": round(sum(cost_by_pool.values()), 2),
+            "cost_usd": round(sum(cost_by_pool.values()) + runner_config_cost_usd(self.runner_configs), 2),
+            "runner_configs": self.runner_configs,
+            "ssm_cost_usd": round(runner_config_cost_usd(self.runner_configs), 4),  # part of cost_usd
             "instance_hours": round(sum(hours_by_pool.values()), 2),
             "boot_hours": round(boot_s / 3600, 2),  # paid while hosts booted: part of instance_hours
             "idle_gpu_hours": round(idle_gpu_s / 3600, 2),

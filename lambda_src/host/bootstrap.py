@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
-from lambda_src.host.common import JIT_ENV, Imds, add_host_arguments, download, start_runner
+from lambda_src.host.common import JIT_ENV, Imds, add_host_arguments, download, not_written_yet, start_runner
 from lambda_src.host.job_users import tidy_after_job
 from lambda_src.host.runner_files import fresh_job_dir, install_runner
 
@@ -26,16 +26,27 @@ log = logging.getLogger("runner_estate.host")
 __all__ = ["JIT_ENV", "Imds", "download", "fetch_runner_config", "install_runner", "main", "run_once", "serve_jobs", "start_runner"]
 
 
-def fetch_runner_config(ssm: AwsJsonClient, name: str, wait_s: float, sleep: Callable[[float], None] = time.sleep) -> str:
-    """Wait for the scaler to store this host's config, read it once, and delete it."""
-    deadline = time.monotonic() + wait_s
+def fetch_runner_config(
+    ssm: AwsJsonClient,
+    name: str,
+    wait_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Wait up to `wait_s` for the scaler to store this host's config, read it once, and delete
+    it. Until it is written the read is refused (common.NOT_WRITTEN_YET); when the wait ends
+    that refusal is raised. Any other error is raised at once."""
+    deadline = clock() + wait_s
     delay = 1.0
     while True:
         try:
             value = str(ssm.call("GetParameter", {"Name": name, "WithDecryption": True})["Parameter"]["Value"])
             break
         except AwsError as exc:
-            if exc.code != "ParameterNotFound" or time.monotonic() + delay > deadline:
+            if not not_written_yet(exc):
+                raise
+            if clock() + delay > deadline:
+                log.warning("no runner config at %s within %.0f s (last answer %s)", name, wait_s, exc.code)
                 raise
             sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -65,7 +76,7 @@ def serve_jobs(
         try:
             config = fetch(first_wait_s if ran == 0 else reuse_wait_s)
         except AwsError as exc:
-            if ran == 0 or exc.code != "ParameterNotFound":
+            if ran == 0 or not not_written_yet(exc):
                 raise
             log.info("no next runner config within %.0f s; powering off", reuse_wait_s)
             break

@@ -14,12 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambda_src.aws.sigv4_client import Credentials
+from lambda_src.aws.sigv4_client import AwsError, Credentials
 from lambda_src.core.job_isolation import USER_NAME_RE
 
 IMDS_URL = "http://169.254.169.254"
 RUNNER_CACHE = Path("/opt/runner-cache")  # release tarballs an image may carry, to save the download
 JIT_ENV = "ACTIONS_RUNNER_INPUT_JITCONFIG"  # the runner reads --jitconfig from here
+
+# What SSM answers a host that reads its runner config before the control plane wrote it. The
+# runner role may read only a parameter tagged with the host's own instance ARN (estate/derive/
+# iam_policies.jit_parameter_policy), and a parameter that does not exist has no tags: IAM
+# refuses the read (AccessDeniedException) before SSM could say ParameterNotFound. Both mean
+# "not yet" to a host that is waiting for its config; it gives up when its wait ends.
+NOT_WRITTEN_YET = frozenset({"ParameterNotFound", "AccessDeniedException"})
+
+
+def not_written_yet(exc: AwsError) -> bool:
+    """Whether a failed read of a host's own runner config means it is not there (yet)."""
+    return exc.code in NOT_WRITTEN_YET
 
 
 @dataclass

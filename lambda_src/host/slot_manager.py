@@ -29,7 +29,7 @@ from lambda_src.core.gpu_slots import NodeSlot, parse_layout
 from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
 from lambda_src.core.job_isolation import slot_user
 from lambda_src.core.node_slots import plan_node
-from lambda_src.host.common import Imds, add_host_arguments, download, start_runner
+from lambda_src.host.common import Imds, add_host_arguments, download, not_written_yet, start_runner
 from lambda_src.host.job_users import Run, run_command, tidy_after_job
 from lambda_src.host.nvidia_smi import NoGpuDriverError, read_nvidia_smi
 from lambda_src.host.runner_files import fresh_job_dir, give_folder, install_runner
@@ -148,7 +148,7 @@ def ssm_config_fetcher(ssm: AwsJsonClient, prefix: str, instance_id: str) -> Cal
         try:
             value = str(ssm.call("GetParameter", {"Name": name, "WithDecryption": True})["Parameter"]["Value"])
         except AwsError as exc:
-            if exc.code == "ParameterNotFound":
+            if not_written_yet(exc):  # not written yet (or, on a draining block, never): ask again next tick
                 return None
             raise
         ssm.call("DeleteParameter", {"Name": name})
