@@ -113,6 +113,12 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return EXIT_POLICY if any(v.mandatory for v in violations) else 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from estate.doctor.main import run
+
+    return run(PROJECT_DIR, args.stack, args.json, args.app_key_file)
+
+
 def _cmd_guard(args: argparse.Namespace) -> int:
     from estate.guard import guard_findings, load_preview
 
@@ -274,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default prod)")
     p.add_argument("--json", action="store_true", help="print every registered resource as one JSON array")
     p.set_defaults(func=_cmd_preview)
+    p = sub.add_parser("doctor", help="read-only preflight of the stack's AWS account and GitHub App, one line per check")
+    p.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default prod)")
+    p.add_argument("--json", action="store_true", help="one JSON array of {check, status, detail, fix}")
+    p.add_argument("--app-key-file", help="the App's private key (.pem); default: the copy a deploy stored in SSM")
+    p.set_defaults(func=_cmd_doctor)
     p = sub.add_parser(
         "guard", help="fail when a `pulumi preview --json` would replace or delete the webhook endpoint, ledger or a reservation"
     )

@@ -47,6 +47,16 @@ RULES = (
     Rule("estate.sim", ("estate.config", "estate.derive", "lambda_src.core"), None),
     Rule("estate.local", ("estate.config", "estate.derive", "lambda_src"), None),
     Rule("estate.agent", ("estate.config", "lambda_src.core", "lambda_src.github", "lambda_src.host"), None),
+    # `doctor`: pure checks over facts (no boto3, and only the EC2 adapter's pure Spot-role verdict)...
+    Rule(
+        "estate.doctor.checks",
+        ("estate.config", "estate.derive", "estate.doctor.facts", "estate.doctor.quotas", "lambda_src.core", "lambda_src.aws.ec2_fleet"),
+        (),
+    ),
+    Rule("estate.doctor.quotas", ("lambda_src.core",), ()),
+    Rule("estate.doctor.facts", (), ()),
+    # ...and the shell that reads them (boto3, the GitHub client) and loads the stack as `preview` does.
+    Rule("estate.doctor", ("estate.config", "estate.derive", "estate.preview", "lambda_src"), None),
     Rule("estate", ("estate", "lambda_src", "policy"), None),  # the CLI, preview and guard on top
     Rule("components", ("components", "estate", "lambda_src"), None),
     Rule("policy", (), None),  # Pulumi runs the pack as its own program: it stands alone

@@ -4,7 +4,10 @@ It speaks the REST endpoints the control plane uses, checks what real GitHub che
 JWT's RS256 signature and lifetime, installation tokens, runner groups, 422 on deleting a busy
 runner), plays the runner side (`connect`, `start_job`, `finish_job`), sends signed
 `workflow_job` webhooks, and injects faults (`fail_next`). Its JIT configs are shaped and sized
-like GitHub's (`jit_config`), not toy tokens, so what stores them meets the real limits. Listings page as GitHub's do
+like GitHub's (`jit_config`), not toy tokens, so what stores them meets the real limits. For
+`estate doctor` it also answers what a preflight reads: the App installation with its
+permissions, org webhooks and their recent deliveries, runner groups with their repositories,
+and repositories. Listings page as GitHub's do
 (`per_page` at most 100, `page`, a `Link` header), and `between_runner_pages` lets a test
 change the runners while a listing pages, as ephemeral runners come and go on a busy org.
 Nothing leaves 127.0.0.1.
@@ -36,6 +39,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 INSTALLATION_ID = 4242
+# What the fake App is granted by default: the set docs/deploy.md asks for, as GitHub names them
+# in an installation's `permissions`.
+APP_PERMISSIONS = {"organization_self_hosted_runners": "write", "organization_hooks": "write", "actions": "read", "metadata": "read"}
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _b64(raw: bytes) -> str:
@@ -146,6 +156,34 @@ class FakeJob:
 
 
 @dataclass
+class FakeHook:
+    """An organization webhook, with its delivery log newest first (as GitHub lists it)."""
+
+    id: int
+    url: str
+    events: list[str]
+    active: bool = True
+    content_type: str = "json"
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, api: str, org: str) -> dict[str, Any]:
+        base = f"{api}/orgs/{org}/hooks/{self.id}"
+        return {
+            "type": "Organization",
+            "id": self.id,
+            "name": "web",
+            "active": self.active,
+            "events": list(self.events),
+            "config": {"url": self.url, "content_type": self.content_type, "insecure_ssl": "0", "secret": "********"},
+            "url": base,
+            "ping_url": f"{base}/pings",
+            "deliveries_url": f"{base}/deliveries",
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+        }
+
+
+@dataclass
 class Fault:
     status: int
     path_contains: str
@@ -177,6 +215,14 @@ class FakeGithub:
         self.deliveries: list[tuple[int, dict[str, Any]]] = []
         self.token_requests: list[dict[str, Any]] = []  # bodies of installation-token requests
         self.not_modified = 0
+        # What `estate doctor` reads: the installation, org hooks, group settings, repositories.
+        self.installed = True
+        self.installation_permissions = dict(APP_PERMISSIONS)
+        self.repository_selection = "all"
+        self.suspended_at: str | None = None
+        self.hooks: dict[int, FakeHook] = {}
+        self.repositories: dict[str, dict[str, Any]] = {}  # lower-case full name -> GitHub's repository object
+        self.group_settings: dict[int, dict[str, Any]] = {}  # group id -> visibility, repository names, allows_public_repositories
         # Called (lock held) after each page of a runner listing is served, with that page's
         # number: a test deletes or adds runners here to play churn during paging.
         self.between_runner_pages: Callable[[int], None] | None = None
@@ -251,6 +297,55 @@ class FakeGithub:
             self.runners[runner.id] = runner
             return runner
 
+    # ---- org settings a preflight reads ----------------------------------------------------
+    def add_repository(self, name: str, private: bool = True) -> dict[str, Any]:
+        with self._lock:
+            rid = next(self._ids)
+            repo: dict[str, Any] = {
+                "id": rid,
+                "node_id": f"R_{rid}",
+                "name": name,
+                "full_name": f"{self.org}/{name}",
+                "owner": {"login": self.org, "type": "Organization"},
+                "private": private,
+                "visibility": "private" if private else "public",
+                "archived": False,
+            }
+            self.repositories[repo["full_name"].lower()] = repo
+            return repo
+
+    def add_group(
+        self, name: str, repositories: list[str] | None = None, visibility: str = "selected", allows_public_repositories: bool = False
+    ) -> int:
+        """A runner group as an org owner (or an earlier deploy) made it: `repositories` by name."""
+        with self._lock:
+            gid = self.groups.setdefault(name, max(self.groups.values()) + 1)
+            self.group_settings[gid] = {
+                "visibility": visibility,
+                "repositories": list(repositories or []),
+                "allows_public_repositories": allows_public_repositories,
+            }
+            return gid
+
+    def add_hook(self, url: str, events: list[str] | None = None, active: bool = True) -> FakeHook:
+        with self._lock:
+            hook = FakeHook(next(self._ids), url, list(events or ["workflow_job"]), active)
+            self.hooks[hook.id] = hook
+            return hook
+
+    def record_delivery(
+        self, hook: FakeHook, status_code: int, at: float, event: str = "workflow_job", action: str | None = "queued"
+    ) -> None:
+        """One delivery in the hook's log, as GitHub records it (status text and code)."""
+        with self._lock:
+            did = next(self._ids)
+            status = "OK" if 200 <= status_code < 300 else f"Invalid HTTP Response: {status_code}"
+            hook.deliveries.insert(0, {
+                "id": did, "guid": f"0b989ba4-242f-11e5-81e1-{did:012x}", "delivered_at": _iso(at), "redelivery": False,
+                "duration": 0.27, "status": status, "status_code": status_code, "event": event, "action": action,
+                "installation_id": INSTALLATION_ID, "repository_id": None, "throttled_at": None,
+            })  # fmt: skip
+
     # ---- webhooks ---------------------------------------------------------------------
     def job_payload(self, job: FakeJob, action: str) -> dict[str, Any]:
         return {
@@ -282,6 +377,9 @@ class FakeGithub:
         except urllib.error.HTTPError as exc:
             status = exc.code
         self.deliveries.append((status, payload))
+        for hook in list(self.hooks.values()):
+            if hook.url == self.webhook_url:
+                self.record_delivery(hook, status, self.clock(), event, payload.get("action"))
         return status
 
     # ---- HTTP -------------------------------------------------------------------------
@@ -348,7 +446,25 @@ class FakeGithub:
 
     # ---- endpoints --------------------------------------------------------------------
     def _installation(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {"id": INSTALLATION_ID, "account": {"login": self.org}}
+        """GitHub's installation object, as the App sees it with its JWT."""
+        if not self.installed:
+            return 404, {"message": "Not Found"}
+        return 200, {
+            "id": INSTALLATION_ID,
+            "account": {"login": self.org, "type": "Organization"},
+            "app_id": self.app_id,
+            "app_slug": "runner-estate",
+            "target_id": 1,
+            "target_type": "Organization",
+            "repository_selection": self.repository_selection,
+            "permissions": dict(self.installation_permissions),
+            "events": [],
+            "suspended_at": self.suspended_at,
+            "single_file_name": None,
+            "access_tokens_url": f"{self.url}/app/installations/{INSTALLATION_ID}/access_tokens",
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+        }
 
     def _token(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if int(m.group(1)) != INSTALLATION_ID:
@@ -362,8 +478,56 @@ class FakeGithub:
         return 201, {"token": token, "expires_at": expires}
 
     def _groups(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        groups = [{"id": i, "name": n} for n, i in self.groups.items()]
+        groups = []
+        for name, gid in self.groups.items():
+            settings = self.group_settings.get(gid, {})
+            visibility = settings.get("visibility", "all")
+            group = {
+                "id": gid,
+                "name": name,
+                "visibility": visibility,
+                "default": name == "Default",
+                "runners_url": f"{self.url}/orgs/{self.org}/actions/runner-groups/{gid}/runners",
+                "inherited": False,
+                "allows_public_repositories": settings.get("allows_public_repositories", False),
+                "restricted_to_workflows": False,
+                "selected_workflows": [],
+                "workflow_restrictions_read_only": False,
+            }
+            if visibility == "selected":
+                group["selected_repositories_url"] = f"{self.url}/orgs/{self.org}/actions/runner-groups/{gid}/repositories"
+            groups.append(group)
         return 200, {"total_count": len(groups), "runner_groups": groups}
+
+    def _group_repositories(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        gid = int(m.group(1))
+        if gid not in self.groups.values():
+            return 404, {"message": "Not Found"}
+        names = self.group_settings.get(gid, {}).get("repositories", [])
+        repos = [self.repositories[f"{self.org}/{n}".lower()] for n in names if f"{self.org}/{n}".lower() in self.repositories]
+        return 200, {"total_count": len(repos), "repositories": repos}
+
+    def _repository(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        repo = self.repositories.get(m.group(1).lower())
+        return (200, repo) if repo is not None else (404, {"message": "Not Found"})
+
+    def _hooks(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
+        return 200, [h.to_json(self.url, self.org) for h in sorted(self.hooks.values(), key=lambda h: h.id)]
+
+    def _hook_deliveries(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
+        """One page of a hook's deliveries, newest first, paged by cursor as GitHub pages them."""
+        hook = self.hooks.get(int(m.group(1)))
+        if hook is None:
+            return 404, {"message": "Not Found"}
+        per_page = max(1, min(100, int(q.get("per_page", 30))))
+        ids = [dl["id"] for dl in hook.deliveries]
+        cursor = q.get("cursor", "")
+        start = ids.index(int(cursor.removeprefix("v1_"))) if cursor.removeprefix("v1_") in {str(i) for i in ids} else 0
+        page = hook.deliveries[start : start + per_page]
+        if start + per_page < len(ids):
+            query = urlencode({"per_page": per_page, "cursor": f"v1_{ids[start + per_page]}"})
+            self._response_headers["Link"] = f'<{self.url}{m.group(0)}?{query}>; rel="next"'
+        return 200, page
 
     def _jit(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if d.get("runner_group_id") not in self.groups.values():
@@ -476,6 +640,9 @@ _ROUTES: list[tuple[str, str, str, Action]] = [
     (r"/orgs/{org}/installation", "GET", "jwt", FakeGithub._installation),
     (r"/app/installations/(\d+)/access_tokens", "POST", "jwt", FakeGithub._token),
     (r"/orgs/{org}/actions/runner-groups", "GET", "token", FakeGithub._groups),
+    (r"/orgs/{org}/actions/runner-groups/(\d+)/repositories", "GET", "token", FakeGithub._group_repositories),
+    (r"/orgs/{org}/hooks", "GET", "token", FakeGithub._hooks),
+    (r"/orgs/{org}/hooks/(\d+)/deliveries", "GET", "token", FakeGithub._hook_deliveries),
     (r"/orgs/{org}/actions/runners/generate-jitconfig", "POST", "token", FakeGithub._jit),
     (r"/orgs/{org}/actions/runners", "GET", "token", FakeGithub._list_runners),
     (r"/orgs/{org}/actions/runners/(\d+)", "GET", "token", FakeGithub._get_runner),
@@ -484,6 +651,7 @@ _ROUTES: list[tuple[str, str, str, Action]] = [
     (rf"/repos/{_REPO}/actions/runs", "GET", "token", FakeGithub._runs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)/jobs", "GET", "token", FakeGithub._run_jobs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)", "GET", "token", FakeGithub._run),
+    (rf"/repos/{_REPO}", "GET", "token", FakeGithub._repository),
 ]
 
 

@@ -196,6 +196,24 @@ class GithubClient:
             jobs += [j for j in listed.get("jobs", []) if j.get("status") == "queued"]
         return jobs, etag
 
+    # ---- preflight (`estate doctor`) --------------------------------------------------
+    def installation(self) -> dict[str, Any]:
+        """The App's installation on the org as the App sees it (JWT, no token): its id,
+        `permissions`, `repository_selection` and `suspended_at`."""
+        return self._send("GET", f"/orgs/{self.org}/installation", None, self.app_jwt())
+
+    def listing(self, path: str, max_pages: int = 10) -> Iterator[Any]:
+        """A GET listing page by page (each page's JSON as GitHub sends it, an object or an
+        array), following GitHub's `Link: <URL>; rel="next"` whether it pages by number or by
+        cursor; at most `max_pages` pages."""
+        next_path: str | None = path
+        for _ in range(max_pages):
+            if next_path is None:
+                return
+            found, headers = self._exchange("GET", next_path, None, self.token(), {})
+            yield found
+            next_path = _next_page(headers.get("Link"), self.api_url)
+
     # ---- transport --------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._send(method, path, body, self.token())
@@ -274,6 +292,20 @@ def _rate_limit_wait(status: int, headers: Any, now: float) -> float | None:
     if status == 429 or headers.get("x-ratelimit-remaining") == "0":
         reset = headers.get("x-ratelimit-reset")
         return max(1.0, float(reset) - now) if reset and str(reset).isdigit() else 60.0
+    return None
+
+
+def _next_page(link: str | None, api_url: str) -> str | None:
+    """The path (with query) of the `rel="next"` page in a Link header, relative to `api_url`."""
+    for part in (link or "").split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' in params:
+            url = target.strip().strip("<>")
+            base = api_url.rstrip("/")
+            if url.startswith(base):
+                return url[len(base) :]
+            parts = urllib.parse.urlsplit(url)
+            return parts.path + (f"?{parts.query}" if parts.query else "")
     return None
 
 
