@@ -370,6 +370,7 @@ class Simulation:
                 slot.busy_s += t - slot.job.started_at
         host.ended_at = t
         self._live.pop(host.id, None)
+        self.samples.append((t, len(self.queue), len(self._live)))  # the plot's instance count drops now
 
     def provision_blocks(self) -> None:
         """Capacity-block nodes: bought for the whole horizon, split per the pool's layout."""
