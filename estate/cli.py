@@ -143,11 +143,17 @@ def _share(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1")
+    return int(text)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from estate.config.loader import load_estate
     from estate.config.prices import PriceTable
     from estate.sim.policies import POLICIES
-    from estate.sim.simulate import plot, simulate, table
+    from estate.sim.simulate import plot, seeded_command, simulate, table
     from estate.sim.workload import WORKLOADS, pr_trace, read_trace
 
     if args.trace:
@@ -161,6 +167,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     for pool in estate.pools:
         for warning in pool.dropped_type_warnings:
             print(f"warning: {warning}", file=sys.stderr)
+    if args.seeds > 1 or args.sensitivity:
+        seeded_command(args, estate, prices, names)
+        return 0
     report, sims = simulate(estate, trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
@@ -293,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="the real planners and other policies on a job trace: waits and cost side by side")
     p.add_argument("--trace", help="JSON Lines trace (default: the embedded FlashInfer-like pull-request workload)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")
-    p.add_argument("--policy", default="all", choices=["estate", "philips", "buildkite", "static", "ideal", "all"])
+    p.add_argument("--policy", default="all", choices=["estate", "philips", "philips-ephemeral", "buildkite", "static", "ideal", "all"])
     p.add_argument("--json", action="store_true", help="one JSON object: {policies: {name: {jobs_served, wait_s, cost_usd, ...}}}")
     p.add_argument("--plot", help="write a PNG of queue depth and running instances per policy, with the table")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated trace and of the simulated EC2 (default 0)")
@@ -312,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", default=DEFAULT_PRICE_REGION, help=f"price instances as in this region (default {DEFAULT_PRICE_REGION})")
     p.add_argument("--spot-interruptions", type=float, default=0.0, help="spot interruptions per instance-hour (default 0)")
     p.add_argument("--capacity-errors", type=_share, default=0.0, help="share of spot launches refused for capacity (default 0)")
+    p.add_argument("--seeds", type=_positive, default=1, help="run seeds --seed .. --seed+N-1; report mean and range (default 1)")
+    p.add_argument("--sensitivity", choices=["boot"], help="boot: rerun with every host's boot at 75/150/240/300 s")
     p.set_defaults(func=_cmd_simulate)
     p = sub.add_parser("prices", help="where instance prices come from, prices of TYPEs; --refresh fetches this account's from AWS")
     p.add_argument("types", nargs="*", metavar="TYPE", help="instance types to price (USD per instance-hour)")

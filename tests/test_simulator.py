@@ -15,15 +15,19 @@ from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
 from estate.config.prices import PriceTable
 from estate.sim.parameter_store import runner_config_cost_usd
-from estate.sim.policies import NEXT_RUNNER_S
+from estate.sim.policies import NEXT_RUNNER_S, POLICIES, REUSE_WAIT_S
 from estate.sim.simulate import simulate
-from estate.sim.simulator import BOOT_S_CPU, Simulation
+from estate.sim.simulator import Simulation
+from estate.sim.timings import BOOT_S, BUILDKITE_BOOT_S, BUILDKITE_TERMINATE_TAIL_S, CONTROL_PLANE_LATENCY_S, ESTATE_SHUTDOWN_TAIL_S
 from estate.sim.workload import FLASHINFER, SHARDED, WORKLOADS, TraceJob, flashinfer_trace, pr_trace, read_trace
 from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, MINIMAL_POOL, SHARED_FIXTURES, needs_shared, write_pool
 
 CPU = ("self-hosted", "linux", "x64", "cpu")
 PRICES = PriceTable()
 M7I_2XL = PRICES.hourly("m7i.2xlarge", "spot")
+BOOT_CPU = BOOT_S["cpu-stock"]  # MINIMAL_POOL: a CPU pool on a stock image
+LAT = CONTROL_PLANE_LATENCY_S
+ALL = list(POLICIES)
 
 
 def cpu_estate(tmp_path: Path, extra: str = "") -> Estate:
@@ -50,13 +54,11 @@ def wait(sim: Simulation, index: int = 0) -> float:
 
 @pytest.fixture(scope="module")
 def example_runs() -> dict[str, Simulation]:
-    _, sims = simulate(
-        load_estate([EXAMPLE_CONFIGS]), flashinfer_trace(seed=3, days=0.5), ["estate", "philips", "buildkite", "static", "ideal"], PRICES
-    )
+    _, sims = simulate(load_estate([EXAMPLE_CONFIGS]), flashinfer_trace(seed=3, days=0.5), ALL, PRICES)
     return sims
 
 
-@pytest.mark.parametrize("policy", ["estate", "philips", "buildkite", "static", "ideal"])
+@pytest.mark.parametrize("policy", ALL)
 def test_jobs_only_run_on_runners_whose_labels_match(example_runs: dict[str, Simulation], policy: str) -> None:
     sim = example_runs[policy]
     slots = {(h.id, i): s for h in sim.hosts for i, s in enumerate(h.slots)}
@@ -65,7 +67,7 @@ def test_jobs_only_run_on_runners_whose_labels_match(example_runs: dict[str, Sim
             assert j.labels <= slots[(host_id, index)].labels
 
 
-@pytest.mark.parametrize("policy", ["estate", "philips", "buildkite", "static", "ideal"])
+@pytest.mark.parametrize("policy", ALL)
 def test_no_two_jobs_share_a_slot(example_runs: dict[str, Simulation], policy: str) -> None:
     sim = example_runs[policy]
     by_slot: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -78,11 +80,16 @@ def test_no_two_jobs_share_a_slot(example_runs: dict[str, Simulation], policy: s
         assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
 
 
-@pytest.mark.parametrize("policy", ["estate", "philips", "buildkite", "static", "ideal"])
-def test_cost_is_instance_time_times_price_plus_parameter_store(example_runs: dict[str, Simulation], policy: str) -> None:
+@pytest.mark.parametrize("policy", ALL)
+def test_cost_is_billed_instance_time_times_price_plus_parameter_store(example_runs: dict[str, Simulation], policy: str) -> None:
+    # EC2 bills a minute at least per instance; capacity blocks are bought whole; every one-job
+    # runner config is an Advanced SSM parameter (estate/sim/parameter_store.py).
     sim = example_runs[policy]
-    integrated = sum(((h.ended_at or sim.end) - h.launched_at) / 3600 * h.price_per_hour for h in sim.hosts)
-    assert sim.report()["cost_usd"] == pytest.approx(integrated + runner_config_cost_usd(sim.runner_configs), abs=0.01)
+    alive = {h.id: (h.ended_at or sim.end) - h.launched_at for h in sim.hosts}
+    billed = {h.id: alive[h.id] if h.market == "capacity-block" else max(60.0, alive[h.id]) for h in sim.hosts}
+    instances = sum(billed[h.id] / 3600 * h.price_per_hour for h in sim.hosts)
+    assert sim.report()["cost_usd"] == pytest.approx(instances + runner_config_cost_usd(sim.runner_configs), abs=0.01)
+    assert sim.report()["billed_hours"] >= sim.report()["instance_hours"]
 
 
 def test_the_same_seed_gives_the_same_report() -> None:
@@ -100,28 +107,34 @@ def test_estate_runs_the_planners_and_serves_every_routable_job(example_runs: di
 
 # ---- issue 7's goal, as far as it holds (README "What the simulator shows") -------------
 # Regression guards on the planners, not on the simulator: if a planner change makes the estate
-# costlier or slower on these workloads, these fail.
+# costlier or slower on these workloads, these fail. Against `philips` (FlashInfer's own
+# configuration: reused runners, 30 s webhook delay) the margin is configuration's; against
+# `philips-ephemeral` (upstream's ephemeral settings) it is the scaler's, and small.
 
 
 def _flashinfer_pools_on(trace: list[TraceJob]) -> dict[str, Any]:
     # As `simulate` reads them: the two Graviton types EC2 does not have are left out (validate refuses them).
-    report, _ = simulate(load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True), trace, ["estate", "philips", "ideal"], PRICES)
+    estate = load_estate([FLASHINFER_CONFIGS], drop_unknown_types=True)
+    report, _ = simulate(estate, trace, ["estate", "philips", "philips-ephemeral", "ideal"], PRICES)
     return dict(report["policies"])
 
 
 @needs_shared
-def test_on_flashinfers_own_workload_the_estate_stays_within_10_percent_of_ideal_and_below_philips() -> None:
+def test_on_flashinfers_own_workload_the_estate_stays_within_10_percent_of_ideal_and_costs_no_more_than_either_philips() -> None:
     r = _flashinfer_pools_on(flashinfer_trace(seed=0))
     assert r["estate"]["cost_usd"] <= 1.10 * r["ideal"]["cost_usd"]
     assert r["estate"]["cost_usd"] < r["philips"]["cost_usd"]
-    assert r["estate"]["wait_s"]["p95"] <= r["philips"]["wait_s"]["p95"]
+    assert r["estate"]["cost_usd"] <= r["philips-ephemeral"]["cost_usd"]
+    assert r["estate"]["wait_s"]["p95"] < r["philips"]["wait_s"]["p95"]  # no 30 s webhook delay
+    assert r["estate"]["wait_s"]["p95"] <= r["philips-ephemeral"]["wait_s"]["p95"]
 
 
 @needs_shared
-def test_on_short_sharded_jobs_the_estate_is_40_percent_cheaper_than_philips_at_no_worse_p95() -> None:
+def test_on_short_sharded_jobs_the_estate_beats_reused_runners_by_configuration_and_ephemeral_ones_barely() -> None:
     r = _flashinfer_pools_on(pr_trace(SHARDED, seed=0))
-    assert r["estate"]["cost_usd"] <= 0.6 * r["philips"]["cost_usd"]
-    assert r["estate"]["wait_s"]["p95"] <= r["philips"]["wait_s"]["p95"]
+    assert r["estate"]["cost_usd"] <= 0.65 * r["philips"]["cost_usd"]  # FlashInfer's 15-minute minimum running time
+    assert r["estate"]["cost_usd"] <= r["philips-ephemeral"]["cost_usd"]
+    assert r["estate"]["wait_s"]["p95"] <= r["philips-ephemeral"]["wait_s"]["p95"]
 
 
 @needs_shared
@@ -130,25 +143,28 @@ def test_the_estate_pays_for_nothing_beyond_ideal_but_host_boots(workload: str) 
     # FlashInfer's two spot pools get no job from either workload; their idle_config must not
     # create runners (it once did: $20 a day), and no host may idle longer than it must.
     r = _flashinfer_pools_on(pr_trace(WORKLOADS[workload], seed=0))
-    assert r["estate"]["instance_hours"] - r["estate"]["boot_hours"] <= 1.02 * r["ideal"]["instance_hours"]
+    tails_h = r["estate"]["hosts_launched"] * ESTATE_SHUTDOWN_TAIL_S / 3600
+    assert r["estate"]["instance_hours"] - r["estate"]["boot_hours"] - tails_h <= 1.02 * r["ideal"]["instance_hours"]
     assert not {"gpu-g5-spot", "cpu-x64-spot"} & set(r["estate"]["pools"])
 
 
 # ---- each policy's documented behaviour on hand-made traces ----------------------------
 
 
-def test_estate_launches_on_arrival_and_its_host_leaves_after_the_job(tmp_path: Path) -> None:
+def test_estate_launches_when_the_webhook_arrives_and_its_host_leaves_after_the_job(tmp_path: Path) -> None:
     sim = run(cpu_estate(tmp_path), [job(0, 100.0)], "estate")
-    assert wait(sim) == pytest.approx(1.0 + BOOT_S_CPU)
+    assert wait(sim) == pytest.approx(LAT + BOOT_CPU)
     (host,) = sim.hosts
-    assert host.ended_at == pytest.approx(100.0 + 1.0 + BOOT_S_CPU + 600.0)  # ephemeral: gone after its job
+    done = 100.0 + LAT + BOOT_CPU + 600.0
+    assert host.leaving_at == pytest.approx(done)  # ephemeral: its runner is gone with the job
+    assert host.ended_at == pytest.approx(done + ESTATE_SHUTDOWN_TAIL_S)  # billed through `shutdown -h now`
 
 
 EVERY_MINUTE_IDLE = "  idle_config:\n    - {cron: '* * * * *', idleCount: 1}\n"
 EVERY_MINUTE_POOL = "  pool_config:\n    - {schedule_expression: 'rate(1 minute)', size: 1}\n"
 
 
-@pytest.mark.parametrize("policy", ["estate", "philips"])
+@pytest.mark.parametrize("policy", ["estate", "philips", "philips-ephemeral"])
 def test_idle_config_alone_creates_no_runner_ahead_of_demand(tmp_path: Path, policy: str) -> None:
     sim = run(cpu_estate(tmp_path, EVERY_MINUTE_IDLE), [job(0, 3000.0)], policy)
     assert min(h.launched_at for h in sim.hosts) >= 3000.0
@@ -163,7 +179,7 @@ def test_pool_config_creates_a_warm_runner_and_idle_config_keeps_it(tmp_path: Pa
 
 def test_philips_waits_delay_webhook_event_then_launches_one_runner_per_job(tmp_path: Path) -> None:
     sim = run(cpu_estate(tmp_path, "  delay_webhook_event: 45\n"), [job(0, 100.0), job(1, 100.0)], "philips")
-    assert wait(sim) == pytest.approx(45.0 + BOOT_S_CPU)
+    assert wait(sim) == pytest.approx(LAT + 45.0 + BOOT_CPU)
     assert len(sim.hosts) == 2
 
 
@@ -180,12 +196,12 @@ def test_philips_non_ephemeral_runner_takes_the_next_job_and_is_scaled_down_on_s
 
 def test_buildkite_polls_then_scales_in_after_the_idle_period(tmp_path: Path) -> None:
     sim = run(cpu_estate(tmp_path), [job(0, 95.0)], "buildkite")
-    assert wait(sim) == pytest.approx(5.0 + BOOT_S_CPU)  # next 10 s poll, then boot
+    assert wait(sim) == pytest.approx(5.0 + BUILDKITE_BOOT_S)  # the poll at 100 s, then the stack's boot
     (host,) = sim.hosts
     finished = sim.jobs[0].finished_at
     assert finished is not None
-    assert host.ended_at is not None
-    assert 600.0 <= host.ended_at - finished < 610.0
+    assert host.leaving_at == pytest.approx(finished + 600.0)  # ScaleInIdlePeriod
+    assert host.ended_at == pytest.approx(finished + 600.0 + BUILDKITE_TERMINATE_TAIL_S)
 
 
 def test_static_keeps_the_peak_all_day(tmp_path: Path) -> None:
@@ -219,14 +235,20 @@ def test_a_capped_pool_makes_jobs_wait_instead_of_overspending(tmp_path: Path) -
     assert sim.report()["jobs_unserved"] == 0
 
 
-def test_spot_interruptions_requeue_the_job_until_it_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("policy", ALL)
+def test_a_spot_interrupted_job_fails_and_nothing_re_runs_it(tmp_path: Path, policy: str) -> None:
+    # Neither our control plane nor upstream's re-runs a job lost with its host (yet): it fails,
+    # alike under every policy, and fail-fast cancels the rest of its run.
     estate = cpu_estate(tmp_path)
-    runs = [
-        simulate(estate, [job(0, 0.0, 600.0)], ["estate"], PRICES, seed=s, spot_interruptions_per_hour=2.0)[1]["estate"] for s in range(8)
-    ]
-    assert any(r.jobs[0].interruptions for r in runs)
-    assert all(r.jobs[0].finished_at is not None for r in runs)
-    assert all(len(r.jobs[0].runs) == r.jobs[0].interruptions + 1 for r in runs)
+    jobs = [run_job(0, 0.0, 3600.0, "r1"), run_job(1, 0.0, 3600.0, "r1")]
+    runs = [simulate(estate, jobs, [policy], PRICES, seed=s, spot_interruptions_per_hour=2.0)[1][policy] for s in range(6)]
+    lost = [r for r in runs if r.jobs[0].lost_at is not None or r.jobs[1].lost_at is not None]
+    assert lost, "no interruption in six seeds"
+    for r in lost:
+        assert all(len(j.runs) <= 1 for j in r.jobs)  # never started again
+        assert r.report()["jobs_lost"] >= 1
+        first = min(j.lost_at for j in r.jobs if j.lost_at is not None)
+        assert all(j.lost_at is not None or (j.cancelled_at is not None and j.cancelled_at <= first) for j in r.jobs)
 
 
 def test_unroutable_jobs_are_reported_not_dropped(tmp_path: Path) -> None:
@@ -245,12 +267,12 @@ def test_a_failing_job_cancels_its_runs_other_jobs_where_they_are(tmp_path: Path
     # Pool capped at 4 hosts: the fifth job is still queued when the first fails.
     jobs = [run_job(0, 0.0, 120.0, "r1", fails=True)] + [run_job(i, 0.0, 1800.0, "r1") for i in range(1, 5)]
     sim = run(cpu_estate(tmp_path), jobs, "estate")
-    failed_at = 1.0 + BOOT_S_CPU + 120.0
+    failed_at = LAT + BOOT_CPU + 120.0
     for sibling in sim.jobs[1:4]:
         assert (sibling.cancelled_at, sibling.finished_at) == (failed_at, failed_at)  # stopped on its runner
     assert sim.jobs[4].started_at is None  # left the queue
     assert sim.jobs[4].cancelled_at == failed_at
-    assert all(h.ended_at == failed_at for h in sim.hosts if h.slots[0].jobs_run)  # ephemeral hosts go with their job
+    assert all(h.leaving_at == failed_at for h in sim.hosts if h.slots[0].jobs_run)  # ephemeral hosts go with their job
     report = sim.report()
     assert (report["jobs_cancelled"], report["jobs_cancelled_before_start"], report["jobs_unserved"]) == (4, 1, 0)
 
@@ -367,7 +389,7 @@ def test_cli_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     for report in out["policies"].values():
         assert {"jobs_served", "jobs_unserved", "wait_s", "cost_usd", "instance_hours", "idle_gpu_hours", "utilisation"} <= set(report)
         assert set(report["wait_s"]) >= {"p50", "p95", "p99", "max"}
-    assert set(out["policies"]) == {"estate", "philips", "buildkite", "static", "ideal"}
+    assert set(out["policies"]) == {"estate", "philips", "philips-ephemeral", "buildkite", "static", "ideal"}
 
 
 def test_cli_generates_the_sharded_workload_without_failures(capsys: pytest.CaptureFixture[str]) -> None:
@@ -412,14 +434,14 @@ def queue_job(i: int, t: float) -> TraceJob:
 
 
 def test_buildkite_policy_runs_queue_jobs_on_the_queues_own_settings(tmp_path: Path) -> None:
-    sim = run(queue_estate(tmp_path), [queue_job(0, 1000.0), queue_job(1, 1000.0), queue_job(2, 1000.0)], "buildkite")
+    sim = run(queue_estate(tmp_path), [queue_job(0, 300.0), queue_job(1, 300.0), queue_job(2, 300.0)], "buildkite")
     queue_hosts = [h for h in sim.hosts if h.pool == "buildkite:cpu_queue"]
     assert all(len(h.slots) == 2 for h in queue_hosts)  # AgentsPerInstance
-    assert queue_hosts[0].launched_at == 10.0  # MinSize 1 from the first poll
+    assert queue_hosts[0].launched_at == 0.0  # the group starts with MinSize 1
     assert wait(sim, 0) == 0.0
     assert wait(sim, 1) == 0.0  # the warm instance's second agent
-    assert len(queue_hosts) == 2  # the third job needed one more instance
-    assert sum(1 for h in queue_hosts if h.ended_at == sim.end) == 1  # MinSize stays; the other scaled in when idle
+    assert queue_hosts[1].launched_at == 300.0  # the third job needed one more instance, at the next poll
+    assert wait(sim, 2) == pytest.approx(BUILDKITE_BOOT_S)
 
 
 def test_the_same_trace_goes_to_github_pools_under_the_other_policies(tmp_path: Path) -> None:
@@ -432,7 +454,10 @@ def test_terminate_after_job_recycles_the_instance(tmp_path: Path) -> None:
     one_shot = CPU_QUEUE.replace("min_size: 1", "min_size: 0").replace("agents_per_instance: 2", "terminate_after_job: true")
     sim = run(queue_estate(tmp_path, one_shot), [queue_job(0, 0.0)], "buildkite")
     (host,) = [h for h in sim.hosts if h.pool == "buildkite:cpu_queue"]
-    assert host.ended_at == sim.jobs[0].finished_at
+    finished = sim.jobs[0].finished_at
+    assert finished is not None
+    assert host.leaving_at == finished
+    assert host.ended_at == pytest.approx(finished + BUILDKITE_TERMINATE_TAIL_S)
 
 
 # ---- estate.reuse_hosts -----------------------------------------------------------------
@@ -449,16 +474,23 @@ def test_a_capped_pool_reuses_its_host_for_the_job_waiting_behind_the_cap(tmp_pa
     plain = run(capped_estate(tmp_path), [job(0, 0.0), job(1, 0.0)], "estate")
     reusing = run(capped_estate(tmp_path, REUSE), [job(0, 0.0), job(1, 0.0)], "estate")
     assert (len(plain.hosts), len(reusing.hosts)) == (2, 1)
-    first_done = 1.0 + BOOT_S_CPU + 600.0
-    assert wait(reusing, 1) == pytest.approx(first_done + NEXT_RUNNER_S)  # no boot, no reconcile cycle to wait for
-    assert wait(plain, 1) > first_done + BOOT_S_CPU
+    first_done = LAT + BOOT_CPU + 600.0
+    # The `completed` webhook reaches scale-up, which gives the waiting host its next runner.
+    assert wait(reusing, 1) == pytest.approx(first_done + LAT + NEXT_RUNNER_S)
+    assert wait(plain, 1) > first_done + BOOT_CPU
     assert reusing.report()["boot_hours"] < plain.report()["boot_hours"]
 
 
-def test_a_host_with_no_job_waiting_leaves_after_its_job_even_when_reusable(tmp_path: Path) -> None:
+def test_a_reusable_host_with_no_job_waiting_waits_for_a_next_runner_then_goes(tmp_path: Path) -> None:
+    # The host program waits REUSE_WAIT_S for a next config before it powers off; the
+    # scale-down retires it sooner where its next listing finds its runner gone (the planner
+    # does that to a spent host once its boot timeout has passed): here the cycle at 720 s.
     sim = run(capped_estate(tmp_path, REUSE), [job(0, 0.0), job(1, 5000.0)], "estate")
     first, _ = sim.hosts
-    assert first.ended_at == pytest.approx(1.0 + BOOT_S_CPU + 600.0)
+    done = LAT + BOOT_CPU + 600.0
+    assert first.ended_at is not None
+    assert done < first.ended_at <= done + REUSE_WAIT_S + ESTATE_SHUTDOWN_TAIL_S
+    assert first.ended_at == 720.0
 
 
 def test_a_reusable_host_stops_at_its_job_limit(tmp_path: Path) -> None:

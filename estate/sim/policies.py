@@ -1,263 +1,462 @@
 """Scaling policies for `estate simulate`. `estate` runs our planners (lambda_src/core/planner.py),
-with the settings the deploy compiles (estate/derive/control_config.py); the others model what their
-projects document, cited at each class."""
+with the settings the deploy compiles (estate/derive/control_config.py), on what its webhooks and
+listings tell it. The others model their projects' own code, each rule cited as
+`file:line @commit` of the snapshot read for issue 23:
+- terraform-aws-github-runner = github-aws-runners/terraform-aws-github-runner @4475534;
+- buildkite-agent-scaler = buildkite/buildkite-agent-scaler @49c4145;
+- elastic-ci-stack = buildkite/elastic-ci-stack-for-aws @b4948d8.
+Times and their sources are in estate/sim/timings.py.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from estate.derive.control_config import pool_settings
+from estate.sim import timings
 from estate.sim.simulator import QUEUE_PREFIX, Host, SimJob, Simulation, Slot
 from lambda_src.core import cron
 from lambda_src.core.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
 from lambda_src.core.overflow import plan_overflow
-from lambda_src.core.planner import LaunchOrder, plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
+from lambda_src.core.planner import REUSE_WINDOW_S, LaunchOrder, plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
 from lambda_src.core.settings import PoolSettings
 
 ENVIRONMENT = "sim"
-CONTROL_PLANE_LATENCY_S = 1.0  # webhook -> SQS -> scale-up decision (bench/control_plane_bench.py measures ~0.1 s locally)
 # A reused host's next runner: tidy, read its config, start and register. Ours, not measured on AWS.
 NEXT_RUNNER_S = 20.0
+# How long a reusable host waits for a next runner config before it powers off: the scaler's
+# window and half a minute (estate/derive/host_user_data.py, `--reuse-wait`).
+REUSE_WAIT_S = REUSE_WINDOW_S + 30.0
 
 
 def _scaled(sim: Simulation) -> list[str]:
     return [n for n, p in sim.pools.items() if p.capacity_type != "capacity-block"]
 
 
-class EstatePolicy:
-    """Ours: decide when the event arrives (no fixed delay), one ephemeral runner per job,
-    a reconciler and a scale-down every minute — the planners the Lambdas run. A pool with
-    `estate.reuse_hosts` gives a host a next one-job runner when the planner says so. Jobs a
-    capped pool cannot launch for move to the next pool that serves them (core/overflow.py),
-    as scale-up and the reconciler move them."""
+class BasePolicy:
+    """Hears nothing; each policy overrides what it listens to."""
+
+    name = "base"
+
+    def start(self, sim: Simulation) -> None:
+        return
+
+    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
+        return
+
+    def on_job_started(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        return
+
+    def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        return
+
+    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
+        return
+
+
+class EstatePolicy(BasePolicy):
+    """Ours: one ephemeral runner per job, decided when the `queued` webhook reaches scale-up
+    (timings.CONTROL_PLANE_LATENCY_S after GitHub queues the job), a reconciler and a
+    scale-down every minute — the planners the Lambdas run, fed only by what the webhooks
+    (`queued`, `in_progress`, `completed`, each that latency late) and one runner listing per
+    cycle tell the ledger. A host powers off after its runner exits (billed through its
+    shutdown); one of a pool with `estate.reuse_hosts` first waits a little for a next one-job
+    runner, which scale-up gives it when the planner says so. Jobs a capped pool cannot launch
+    for move to the next pool that serves them (core/overflow.py)."""
 
     name = "estate"
 
     def start(self, sim: Simulation) -> None:
         # The same settings the deploy compiles, and the planner's own choice of pools to scale.
         self.settings: dict[str, PoolSettings] = scaled_pools({n: pool_settings(p) for n, p in sim.pools.items()})
-        self.assigned: dict[str, int] = {}  # host -> job its runner took (the in_progress webhook)
-        self.registered: dict[str, float] = {}
-        self.idle_marks: dict[str, float] = {}
-        self.reused: dict[str, Instance] = {}  # a reused host as the ledger records it
+        self.queued: dict[int, Job] = {}  # the ledger's queued jobs, as the webhooks told it
+        self.moved_on: set[int] = set()  # jobs an in_progress or completed webhook has closed
+        self.hosts: dict[str, Instance] = {}  # the ledger's hosts
+        self.waiting: dict[str, float] = {}  # reusable host -> when it powers off unless given a runner
         sim.provision_blocks()
         sim.every(60.0, self.cycle)
 
+    # ---- webhooks, each CONTROL_PLANE_LATENCY_S after GitHub sent it ------------------------
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
         if job.pool in self.settings:
-            sim.at(sim.now + CONTROL_PLANE_LATENCY_S, self.scale_up, sim, job.pool)
+            sim.at(sim.now + timings.CONTROL_PLANE_LATENCY_S, self._queued, sim, job)
+
+    def _queued(self, sim: Simulation, job: SimJob) -> None:
+        if job.index in self.moved_on or job.pool is None:  # a late `queued` never undoes a later state
+            return
+        self.queued[job.index] = Job(job.index, job.pool, QUEUED, job.queued_at, labels=tuple(job.labels))
+        self.scale_up(sim, job.pool)
+
+    def on_job_started(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        sim.at(sim.now + timings.CONTROL_PLANE_LATENCY_S, self._in_progress, job, slot.host.id)
+
+    def _in_progress(self, job: SimJob, host_id: str) -> None:
+        self.moved_on.add(job.index)
+        self.queued.pop(job.index, None)
+        if (record := self.hosts.get(host_id)) is not None and record.job_id is None:
+            self.hosts[host_id] = replace(record, job_id=job.index)
 
     def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
-        return
+        sim.at(sim.now + timings.CONTROL_PLANE_LATENCY_S, self._completed, sim, job, None, sim.now)
 
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
         host = slot.host
-        if host.pool not in self.settings:
-            return
-        pool = self.settings[host.pool]
-        if pool.max_jobs_per_host > 1:
-            # The `completed` webhook: the ledger marks the host spent, scale-up decides.
-            before = self._instance(host)
-            spent = replace(before, job_id=job.index, jobs_done=before.jobs_done + 1, finished_at=sim.now)
-            others = [i for i in self._instances(sim) if i.id != host.id]
-            if plan_reuse(pool, spent, self._jobs(sim), others, sim.now):
-                name = runner_name(pool.name_prefix, ENVIRONMENT, pool.name, host.id, spent.generation + 1)
-                self.reused[host.id] = spent.given_next_runner(name, sim.now)
-                for marks in (self.assigned, self.registered, self.idle_marks):
-                    marks.pop(host.id, None)
-                slot.free_from = sim.now + NEXT_RUNNER_S
-                sim.at(slot.free_from, sim.assign)
-                return
-        self.reused.pop(host.id, None)
-        sim.terminate(host)  # ephemeral: the host powers off after its (last) job
+        pool = self.settings.get(host.pool)
+        if pool is not None and host.id in self.hosts:
+            ran = self.hosts[host.id].jobs_done + 1
+            if pool.max_jobs_per_host > 1 and ran < pool.max_jobs_per_host:
+                # The host program waits for a next config (lambda_src/host/bootstrap.py serve_jobs).
+                slot.free_from = math.inf
+                self.waiting[host.id] = sim.now + REUSE_WAIT_S
+                sim.at(self.waiting[host.id], self._no_next_runner, sim, host, self.waiting[host.id])
+            else:
+                sim.shut_down(host, timings.ESTATE_SHUTDOWN_TAIL_S)
+        sim.at(sim.now + timings.CONTROL_PLANE_LATENCY_S, self._completed, sim, job, host.id, sim.now)
 
-    def _jobs(self, sim: Simulation) -> list[Job]:
-        return [Job(j.index, j.pool, QUEUED, j.queued_at, labels=tuple(j.labels)) for j in sim.queue if j.pool in self.settings]
+    def _completed(self, sim: Simulation, job: SimJob, host_id: str | None, finished_at: float) -> None:
+        self.moved_on.add(job.index)
+        self.queued.pop(job.index, None)
+        record = self.hosts.get(host_id or "")
+        if record is None or record.spent:
+            return
+        self.hosts[record.id] = replace(record, job_id=job.index, jobs_done=record.jobs_done + 1, finished_at=finished_at)
+        if self.settings[record.pool].max_jobs_per_host > 1:  # a spent host may take a waiting job
+            self.scale_up(sim, record.pool)
+
+    def _no_next_runner(self, sim: Simulation, host: Host, deadline: float) -> None:
+        if self.waiting.get(host.id) == deadline:
+            del self.waiting[host.id]
+            sim.shut_down(host, timings.ESTATE_SHUTDOWN_TAIL_S)
+
+    # ---- the ledger as the planners read it --------------------------------------------------
+    def _jobs(self) -> list[Job]:
+        return list(self.queued.values())
+
+    def _instances(self, sim: Simulation) -> list[Instance]:
+        return [self.hosts[h.id] for h in sim.live_hosts() if h.id in self.hosts]
+
+    def _launch(self, sim: Simulation, pool: str, count: int) -> None:
+        prefix = self.settings[pool].name_prefix
+        for host in sim.launch(pool, count):
+            name = runner_name(prefix, ENVIRONMENT, pool, host.id)
+            self.hosts[host.id] = Instance(host.id, pool, host.launched_at, jit_at=sim.now, runner_name=name)
 
     def _orders(self, sim: Simulation) -> list[LaunchOrder]:
         """Every scaled pool's launch order, after the jobs capped pools cannot launch for have
         moved on (the moved jobs' pool changes, as the ledger's does)."""
-        jobs, instances = self._jobs(sim), self._instances(sim)
+        jobs, instances = self._jobs(), self._instances(sim)
         orders = plan_launches(self.settings, jobs, instances, sim.now)
         moves = plan_overflow(sim.routing, orders, jobs)
         if not moves:
             return orders
-        waiting = {j.index: j for j in sim.queue}
         for move in moves:
-            waiting[move.job.id].pool = move.to
-        return plan_launches(self.settings, self._jobs(sim), instances, sim.now)
-
-    def _instance(self, h: Host) -> Instance:
-        if h.slots[0].job is not None:
-            self.assigned[h.id] = h.slots[0].job.index
-        marks = (self.assigned.get(h.id), self.registered.get(h.id), self.idle_marks.get(h.id))
-        if (reused := self.reused.get(h.id)) is None:
-            return Instance(h.id, h.pool, h.launched_at, *marks)
-        return replace(reused, job_id=marks[0], registered_at=marks[1], idle_since=marks[2])
-
-    def _instances(self, sim: Simulation) -> list[Instance]:
-        return [self._instance(h) for h in sim.live_hosts() if h.pool in self.settings]
-
-    def _first_name(self, h: Host) -> str:
-        return runner_name(self.settings[h.pool].name_prefix, ENVIRONMENT, h.pool, h.id)
+            if move.to is None:  # no pool may take it: it stops counting as demand
+                del self.queued[move.job.id]
+            else:
+                self.queued[move.job.id] = replace(self.queued[move.job.id], pool=move.to)
+            sim.jobs[move.job.id].pool = move.to
+        return plan_launches(self.settings, self._jobs(), instances, sim.now)
 
     def scale_up(self, sim: Simulation, pool: str) -> None:
-        orders = {o.pool: o for o in plan_launches(self.settings, self._jobs(sim), self._instances(sim), sim.now, only=[pool])}
+        if self.settings[pool].max_jobs_per_host > 1:
+            self._reuse_spent_hosts(sim, self.settings[pool])
+        orders = {o.pool: o for o in plan_launches(self.settings, self._jobs(), self._instances(sim), sim.now, only=[pool])}
         if orders[pool].count < orders[pool].shortfall:  # capped: what it cannot launch for moves on now
             orders = {o.pool: o for o in self._orders(sim) if o.pool == pool or o.count}
         for order in orders.values():
-            sim.launch(order.pool, order.count)
+            self._launch(sim, order.pool, order.count)
+
+    def _reuse_spent_hosts(self, sim: Simulation, pool: PoolSettings) -> None:
+        """As control_plane._reuse_spent_hosts: a waiting spent host gets a next runner config
+        where the planner says a queued job wants it."""
+        live = {h.id: h for h in sim.live_hosts(pool.name)}
+        jobs = self._jobs()
+        spent = sorted((i for i in self._instances(sim) if i.pool == pool.name and i.spent), key=lambda i: i.finished_at or 0.0)
+        for record in spent:
+            if record.id not in self.waiting or not plan_reuse(pool, record, jobs, self._instances(sim), sim.now):
+                continue
+            name = runner_name(pool.name_prefix, ENVIRONMENT, pool.name, record.id, record.generation + 1)
+            self.hosts[record.id] = record.given_next_runner(name, sim.now)
+            del self.waiting[record.id]
+            slot = live[record.id].slots[0]
+            slot.free_from = sim.now + NEXT_RUNNER_S
+            sim.at(slot.free_from, sim.assign)
 
     def cycle(self, sim: Simulation) -> None:
         # Reconcile: what is queued and not covered, for every pool.
         for order in self._orders(sim):
-            sim.launch(order.pool, order.count)
-        # Scale-down, from one runner listing.
+            self._launch(sim, order.pool, order.count)
+        # Scale-down, from one runner listing: the runners that are online (registered, not
+        # yet exited), busy as GitHub says.
         instances = self._instances(sim)
-        named = {i.id: i.runner_name for i in instances}
+        hosts = {h.id: h for h in sim.live_hosts()}
         runners = [
-            GithubRunner(i, named[h.id] or self._first_name(h), True, h.slots[0].job is not None)
-            for i, h in enumerate(sim.live_hosts())
-            if h.pool in self.settings and h.ready(sim.now) and sim.now >= h.slots[0].free_from
+            GithubRunner(i, self.hosts[h.id].runner_name, True, h.slots[0].job is not None)
+            for i, h in enumerate(hosts.values())
+            if h.id in self.hosts and h.ready(sim.now) and sim.now >= h.slots[0].free_from
         ]
-        plan = plan_scale_down(self.settings, ENVIRONMENT, instances, runners, self._jobs(sim), sim.now)
+        plan = plan_scale_down(self.settings, ENVIRONMENT, instances, runners, self._jobs(), sim.now)
         for iid in plan.registered:
-            self.registered[iid] = sim.now
+            self.hosts[iid] = replace(self.hosts[iid], registered_at=sim.now)
         for iid in plan.first_idle:
-            self.idle_marks[iid] = sim.now
+            self.hosts[iid] = replace(self.hosts[iid], idle_since=sim.now)
         for iid in plan.not_idle:
-            self.idle_marks.pop(iid, None)
-        by_id = {h.id: h for h in sim.live_hosts()}
+            self.hosts[iid] = replace(self.hosts[iid], idle_since=None)
         for retire in plan.retire:
-            host = by_id.get(retire.instance_id or "")
-            if host is not None and host.slots[0].job is None:
+            host = hosts.get(retire.instance_id or "")
+            if host is not None and host.slots[0].job is None:  # deleting a busy runner fails (422): the host stays
+                self.waiting.pop(host.id, None)
                 sim.terminate(host)
 
 
-class PhilipsPolicy:
-    """terraform-aws-github-runner (github-aws-runners/terraform-aws-github-runner, docs
-    "Scale up" / "Scale down" and the multi-runner module's variables): the webhook is queued
-    with `delay_webhook_event` (default 30 s); scale-up then checks the job is still queued
-    (`enable_job_queued_check`) and creates one runner for it if the pool is under
-    `runners_maximum_count`. Runners are ephemeral only with `enable_ephemeral_runners`;
-    otherwise they take further jobs. Scale-down runs on `scale_down_schedule_expression`
-    (every 5 minutes) and removes idle runners older than `minimum_running_time_in_minutes`
-    (default 5), keeping `idle_config`'s `idleCount` idle. Its pool function runs on each
-    `pool_config` schedule and adjusts the pool to `size` idle runners."""
+class PhilipsPolicy(BasePolicy):
+    """terraform-aws-github-runner's multi-runner module, as each pool file configures it.
+
+    Scale-up, one SQS message per `queued` webhook, delayed `delay_webhook_event`
+    (modules/multi-runner/queues.tf:32) and seen timings.CONTROL_PLANE_LATENCY_S after GitHub sent it:
+    - the job-queued check: on by default, off by default for ephemeral runners
+      (modules/runners/main.tf:57); when on, a job GitHub no longer lists as queued launches
+      nothing (lambdas/functions/control-plane/src/scale-runners/scale-up.ts:227-247);
+    - one runner per message while the pool's instances are under `runners_maximum_count`
+      (scale-up.ts:259-278). A message the cap refused is retried only for ephemeral runners
+      (scale-up.ts:282-292); retried messages and those of failed launches (InsufficientInstance-
+      Capacity is in the default `scale_errors`, modules/multi-runner/variables.tf:114-124;
+      scale-up.ts:360-363) go back to SQS and return after the queue's visibility timeout,
+      `runners_scale_up_lambda_timeout` (modules/multi-runner/queues.tf:33, default 30 s at
+      modules/multi-runner/variables.tf:335-338; lambdas/functions/control-plane/src/lambda.ts:51-70),
+      until `job_queue_retention_in_seconds` (queues.tf:34) or the redrive policy's
+      `maxReceiveCount` (queues.tf:36-39) ends them. The job-retry module is off by default
+      (modules/runners/variables.tf:837) and not modelled.
+    Runners take further jobs unless `enable_ephemeral_runners`; an ephemeral one's instance is
+    terminated 10 s after its job (timings.PHILIPS_EPHEMERAL_TAIL_S). Scale-down runs on each
+    pool's `scale_down_schedule_expression` (modules/runners/scale-down.tf:76), and for each
+    registered runner older than `minimum_running_time_in_minutes` (default 5 on Linux,
+    modules/runners/scale-down.tf:5-9), newest first under the default `oldest_first` eviction,
+    keeps `idle_config`'s idleCount (busy runners use it up too) and removes the rest that are
+    not busy (lambdas/functions/control-plane/src/scale-runners/scale-down.ts:226-263, 187-194).
+    The pool function adjusts the pool to `pool_config`'s `size` idle runners on its schedule."""
 
     name = "philips"
-    SCALE_DOWN_EVERY_S = 300.0
+    EPHEMERAL: bool | None = None  # None: as each pool file says
+    DELAY_S: float | None = None  # None: each pool's delay_webhook_event
+    VISIBILITY_TIMEOUT_S = 30.0  # runners_scale_up_lambda_timeout's default
 
     def start(self, sim: Simulation) -> None:
         self.settings = {n: pool_settings(sim.pools[n]) for n in _scaled(sim)}  # for the idle and pool windows
         sim.provision_blocks()
-        sim.every(self.SCALE_DOWN_EVERY_S, self.scale_down)
-        if any(s.pool_windows for s in self.settings.values()):
-            sim.every(60.0, self.adjust_pools, start=0.0)
+        sim.every(60.0, self.tick, start=0.0)
 
-    def adjust_pools(self, sim: Simulation) -> None:
+    def ephemeral(self, sim: Simulation, pool: str) -> bool:
+        return sim.pools[pool].runner.enable_ephemeral_runners if self.EPHEMERAL is None else self.EPHEMERAL
+
+    def queued_check(self, sim: Simulation, pool: str) -> bool:
+        configured = sim.pools[pool].runner.enable_job_queued_check
+        return not self.ephemeral(sim, pool) if configured is None else configured
+
+    def tick(self, sim: Simulation) -> None:
+        """Every minute, as EventBridge fires schedules: the pool function, then each pool's scale-down."""
         when = datetime.fromtimestamp(sim.now, UTC)
+        if any(s.pool_windows for s in self.settings.values()):
+            self.adjust_pools(sim, when)
+        for name in self.settings:
+            if cron.fires(sim.pools[name].runner.scale_down_schedule_expression, when):
+                self.scale_down(sim, name)
+
+    def adjust_pools(self, sim: Simulation, when: datetime) -> None:
         for name, settings in self.settings.items():
             size = max((w.size for w in settings.pool_windows if cron.fires(w.schedule, when, w.time_zone)), default=0)
-            hosts = sim.live_hosts(name)
+            hosts = [h for h in sim.live_hosts(name) if h.leaving_at is None]
             idle = sum(1 for h in hosts if h.slots[0].job is None)
-            room = sim.pools[name].runner.runners_maximum_count - len(hosts)
+            room = sim.pools[name].runner.runners_maximum_count - len(sim.live_hosts(name))
             sim.launch(name, max(0, min(size - idle, room)))
 
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
-        if job.pool is not None and job.pool in _scaled(sim):
-            delay = sim.pools[job.pool].runner.delay_webhook_event
-            sim.at(sim.now + delay, self.scale_up, sim, job)
+        if job.pool is not None and job.pool in self.settings:
+            delay = sim.pools[job.pool].runner.delay_webhook_event if self.DELAY_S is None else self.DELAY_S
+            sim.at(sim.now + timings.CONTROL_PLANE_LATENCY_S + delay, self.scale_up, sim, job, job.pool, sim.now, 1)
 
-    def scale_up(self, sim: Simulation, job: SimJob) -> None:
-        assert job.pool is not None
-        if job in sim.queue and len(sim.live_hosts(job.pool)) < sim.pools[job.pool].runner.runners_maximum_count:
-            sim.launch(job.pool, 1)
+    def scale_up(self, sim: Simulation, job: SimJob, pool: str, sent_at: float, receives: int) -> None:
+        if self.queued_check(sim, pool) and job not in sim.queue:
+            return  # GitHub says the job is no longer queued: the message is dropped
+        if len(sim.live_hosts(pool)) >= sim.pools[pool].runner.runners_maximum_count:
+            if self.ephemeral(sim, pool):
+                self._retry(sim, job, pool, sent_at, receives)
+            return
+        if not sim.launch(pool, 1):  # refused for capacity, no failover: a retryable error
+            self._retry(sim, job, pool, sent_at, receives)
 
-    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
-        return
+    def _retry(self, sim: Simulation, job: SimJob, pool: str, sent_at: float, receives: int) -> None:
+        rc = sim.pools[pool].runner
+        back = sim.now + self.VISIBILITY_TIMEOUT_S
+        if back - sent_at > rc.job_queue_retention_in_seconds or not sim.work_left(back):
+            return  # expired (or past the trace with nothing left to serve)
+        redrive = sim.pools[pool].spec.redrive_build_queue
+        if redrive is not None and redrive.enabled and redrive.maxReceiveCount is not None and receives >= redrive.maxReceiveCount:
+            return  # moved to the dead-letter queue
+        sim.at(back, self.scale_up, sim, job, pool, sent_at, receives + 1)
 
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
-        pool = sim.pools[slot.host.pool]
-        if pool.capacity_type != "capacity-block" and pool.runner.enable_ephemeral_runners:
-            sim.terminate(slot.host)
+        if slot.host.pool in self.settings and self.ephemeral(sim, slot.host.pool):
+            sim.shut_down(slot.host, timings.PHILIPS_EPHEMERAL_TAIL_S)
 
-    def scale_down(self, sim: Simulation) -> None:
-        for name in _scaled(sim):
-            rc = sim.pools[name].runner
-            minimum = 60 * (5 if rc.minimum_running_time_in_minutes is None else rc.minimum_running_time_in_minutes)
-            keep, _ = warm_target(self.settings[name], sim.now)
-            idle = [h for h in sim.live_hosts(name) if h.ready(sim.now) and h.slots[0].job is None]
-            idle.sort(key=lambda h: h.launched_at)
-            for host in [h for h in idle if sim.now - h.launched_at >= minimum][: max(0, len(idle) - keep)]:
+    def scale_down(self, sim: Simulation, name: str) -> None:
+        rc = sim.pools[name].runner
+        minimum = 60 * (5 if rc.minimum_running_time_in_minutes is None else rc.minimum_running_time_in_minutes)
+        keep, eviction = warm_target(self.settings[name], sim.now)
+        registered = [h for h in sim.live_hosts(name) if h.ready(sim.now)]
+        registered.sort(key=lambda h: h.launched_at, reverse=eviction != "newest_first")
+        for host in registered:
+            if sim.now - host.launched_at <= minimum:
+                continue
+            if keep > 0:
+                keep -= 1
+            elif host.slots[0].job is None:
                 sim.terminate(host)
 
 
-class BuildkitePolicy:
-    """Buildkite Elastic CI Stack for AWS (buildkite/elastic-ci-stack-for-aws, parameters
-    `MinSize`, `MaxSize`, `AgentsPerInstance`, `ScaleInIdlePeriod` default 600 s; its
-    buildkite-agent-scaler polls the queue's scheduled and running jobs and sets the Auto
-    Scaling group's desired count to ceil((scheduled + running) / AgentsPerInstance)). Agents
-    are long-lived; an instance whose agents sat idle for ScaleInIdlePeriod shuts down. One
-    queue per pool here."""
+class PhilipsEphemeralPolicy(PhilipsPolicy):
+    """terraform-aws-github-runner as its ephemeral example runs it: the same pool files with
+    `enable_ephemeral_runners: true` and `delay_webhook_event: 0` (examples/ephemeral/main.tf:55,
+    63); the job-queued check is left at the module's default for ephemeral runners, off
+    (modules/runners/main.tf:57), unless a pool file sets it."""
+
+    name = "philips-ephemeral"
+    EPHEMERAL = True
+    DELAY_S = 0.0
+
+
+@dataclass
+class _Group:
+    """One Elastic CI Stack: its Auto Scaling group and the state its scaler keeps."""
+
+    key: str  # the hosts' pool: a GitHub pool's name or QUEUE_PREFIX + queue
+    min_size: int
+    max_size: int
+    agents_per_instance: int
+    idle_s: float
+    terminate_after_job: bool
+    desired: int = 0
+    last_scale_out: float | None = None
+
+
+class BuildkitePolicy(BasePolicy):
+    """The Buildkite Elastic CI Stack for AWS and its buildkite-agent-scaler, defaults as the
+    stack sets them. One stack per `buildkite_queue` file (its MinSize, MaxSize,
+    AgentsPerInstance, ScaleInIdlePeriod, BuildkiteTerminateInstanceAfterJob) and, for jobs
+    with no `queue=` label, one per GitHub pool (MinSize 0, MaxSize its runners_maximum_count,
+    one agent per instance, ScaleInIdlePeriod 600 s: elastic-ci-stack templates/aws-stack.yml:756-762).
+
+    - Polls: EventBridge invokes the scaler once a minute (buildkite-agent-scaler
+      template.yaml:47-51, 359-361); each run polls every 10 s (template.yaml:134-137,
+      lambda/main.go:51, 208-236) until its 50 s timeout (template.yaml:348): at 0, 10, 20, 30
+      and 40 s past each minute.
+    - Desired instances: ceil((scheduled + running jobs) / AgentsPerInstance)
+      (scaler/scaling_calculator.go:99-115), raised to the group's desired + 1 while fewer than
+      half the expected agents are connected, jobs wait and the group's InService count equals
+      its desired count (availability boost, scaling_calculator.go:117-152; threshold 0.5,
+      template.yaml:78-82; InService counted in scaler/asg.go:404-428), within MinSize..MaxSize.
+    - Scale-out when that exceeds the InService count (or the desired count while none is
+      InService) and the desired count (scaler/scaler.go:238-250), at most once per
+      ScaleOutCooldownPeriod, 300 s (scaler/scaler.go:580-599; aws-stack.yml:343-346).
+      Scale-in is off (DisableScaleIn true, aws-stack.yml:288-294; scaler/scaler.go:311-315).
+    - Instances boot in timings.BUILDKITE_BOOT_S. An agent leaves after ScaleInIdlePeriod idle
+      or, with BuildkiteTerminateInstanceAfterJob, after its job (bk-install-elastic-stack.sh:
+      493-494); the instance then terminates itself 10 s later, decrementing the desired count,
+      or, at MinSize, without decrementing it, so the group launches a replacement
+      (buildkite-agent/systemd/buildkite-agent.service:18, scripts/terminate-instance:83-116).
+    """
 
     name = "buildkite"
     uses_buildkite_queues = True  # jobs labelled queue=<name> go to that queue file's settings
-    POLL_EVERY_S = 10.0
+    POLL_OFFSETS_S = (0.0, 10.0, 20.0, 30.0, 40.0)
+    SCALE_OUT_COOLDOWN_S = 300.0
+    AVAILABILITY_THRESHOLD = 0.5
     SCALE_IN_IDLE_S = 600.0
-    AGENTS_PER_INSTANCE = 1
 
     def start(self, sim: Simulation) -> None:
         sim.provision_blocks()
-        sim.every(self.POLL_EVERY_S, self.poll)
+        self.groups: dict[str, _Group] = {}
+        for queue in sim.queues.values():
+            q = queue.settings
+            key = f"{QUEUE_PREFIX}{q.queue.lower()}"
+            idle = float(q.scale_in_idle_seconds)
+            self.groups[key] = _Group(key, q.min_size, q.max_size, q.agents_per_instance, idle, q.terminate_after_job)
+        for name in _scaled(sim):
+            self.groups[name] = _Group(name, 0, sim.pools[name].runner.runners_maximum_count, 1, self.SCALE_IN_IDLE_S, False)
+        for group in self.groups.values():  # the group starts with MinSize instances
+            group.desired = group.min_size
+            sim.at(0.0, self._asg, sim, group)
+        sim.every(60.0, self._invoke, start=0.0)
 
-    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
-        return
+    def _invoke(self, sim: Simulation) -> None:
+        for offset in self.POLL_OFFSETS_S:
+            sim.at(sim.now + offset, self._poll, sim)
 
-    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
-        return
+    def _poll(self, sim: Simulation) -> None:
+        scheduled = Counter(j.pool for j in sim.queue)
+        for group in self.groups.values():
+            self._scale(sim, group, scheduled[group.key])
+
+    def _scale(self, sim: Simulation, group: _Group, scheduled: int) -> None:
+        hosts = sim.live_hosts(group.key)  # in the group until their terminate call
+        running = sum(1 for h in hosts for s in h.slots if s.job is not None)
+        agents = sum(len(h.slots) for h in hosts if h.ready(sim.now))
+        in_service = sum(1 for h in hosts if sim.now - h.launched_at >= timings.EC2_PENDING_S)
+        required = scheduled + running
+        desired = math.ceil(required / group.agents_per_instance) if required else 0
+        count = in_service or group.desired
+        expected = group.agents_per_instance * count
+        if required and expected and agents / expected < self.AVAILABILITY_THRESHOLD and in_service == group.desired:
+            desired = max(desired, group.desired + 1 if group.desired else 1)
+        desired = min(max(desired, group.min_size), group.max_size)
+        if desired > count and desired > group.desired:
+            if group.last_scale_out is not None and sim.now - group.last_scale_out < self.SCALE_OUT_COOLDOWN_S:
+                return
+            group.desired, group.last_scale_out = desired, sim.now
+        self._asg(sim, group)
+
+    def _asg(self, sim: Simulation, group: _Group) -> None:
+        """The Auto Scaling group launches what its desired count lacks (and retries a launch
+        refused for capacity at the scaler's next look)."""
+        missing = group.desired - len(sim.live_hosts(group.key))
+        if missing <= 0:
+            return
+        if group.key.startswith(QUEUE_PREFIX):
+            made = sim.launch_queue_hosts(group.key, missing)
+        else:
+            made = sim.launch(group.key, missing, boot_s=sim.boot(timings.BUILDKITE_BOOT_S))
+        for host in made:
+            sim.at(host.ready_at + group.idle_s, self._idle_check, sim, group, host)
 
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
-        queue = sim.queues.get(slot.host.pool.removeprefix(QUEUE_PREFIX))
-        if slot.host.pool.startswith(QUEUE_PREFIX) and queue is not None and queue.settings.terminate_after_job:
-            sim.terminate(slot.host)  # BuildkiteTerminateInstanceAfterJob
+        group = self.groups.get(slot.host.pool)
+        if group is None:
+            return
+        if group.terminate_after_job:
+            self._leave(sim, group, slot.host)
+        else:
+            sim.at(sim.now + group.idle_s, self._idle_check, sim, group, slot.host)
 
-    def poll(self, sim: Simulation) -> None:
-        scheduled = Counter(j.pool for j in sim.queue)
-        self._poll_queues(sim, scheduled)
-        for name in _scaled(sim):
-            hosts = sim.live_hosts(name)
-            running = sum(1 for h in hosts for s in h.slots if s.job is not None)
-            desired = min(sim.pools[name].runner.runners_maximum_count, math.ceil((scheduled[name] + running) / self.AGENTS_PER_INSTANCE))
-            if desired > len(hosts):
-                sim.launch(name, desired - len(hosts))
-            for host in hosts:
-                slot = host.slots[0]
-                if host.ready(sim.now) and slot.job is None and sim.now - slot.idle_since >= self.SCALE_IN_IDLE_S:
-                    sim.terminate(host)
+    def _idle_check(self, sim: Simulation, group: _Group, host: Host) -> None:
+        if host.ready(sim.now) and all(s.job is None and sim.now - s.idle_since >= group.idle_s for s in host.slots):
+            self._leave(sim, group, host)
 
-    def _poll_queues(self, sim: Simulation, scheduled: Counter[str | None]) -> None:
-        """Queues from buildkite_queue files, with their own MinSize, MaxSize, AgentsPerInstance
-        and ScaleInIdlePeriod."""
-        for queue in sim.queues.values():
-            key, q = f"{QUEUE_PREFIX}{queue.settings.queue.lower()}", queue.settings
-            hosts = sim.live_hosts(key)
-            running = sum(1 for h in hosts for s in h.slots if s.job is not None)
-            desired = min(q.max_size, max(q.min_size, math.ceil((scheduled[key] + running) / q.agents_per_instance)))
-            if desired > len(hosts):
-                sim.launch_queue_hosts(key, desired - len(hosts))
-            spare = len(hosts) - q.min_size
-            for host in hosts:
-                idle = all(s.job is None and sim.now - s.idle_since >= q.scale_in_idle_seconds for s in host.slots)
-                if spare > 0 and host.ready(sim.now) and idle:
-                    sim.terminate(host)
-                    spare -= 1
+    def _leave(self, sim: Simulation, group: _Group, host: Host) -> None:
+        """The agent has disconnected; 10 s later the instance asks the group to terminate it."""
+        sim.shut_down(host, timings.BUILDKITE_TERMINATE_TAIL_S)
+        sim.at(sim.now + timings.BUILDKITE_TERMINATE_TAIL_S, self._terminated, sim, group)
+
+    def _terminated(self, sim: Simulation, group: _Group) -> None:
+        if group.desired > group.min_size:
+            group.desired -= 1  # --should-decrement-desired-capacity
+        elif sim.work_left(sim.now):  # at MinSize: the group replaces it (not past the trace)
+            self._asg(sim, group)
 
 
-class StaticPolicy:
+class StaticPolicy(BasePolicy):
     """A fixed pool per config, sized for the trace's peak concurrent jobs, up all the time."""
 
     name = "static"
@@ -275,24 +474,13 @@ class StaticPolicy:
                 peak = max(peak, level)
             sim.launch(name, peak)
 
-    def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
-        return
 
-    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
-        return
-
-    def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
-        return
-
-
-class IdealPolicy:
-    """The lower bound: a runner exists exactly while a job runs, with no boot and no idle. A
-    capacity-block job pays the block's per-GPU rate for its slot only."""
+class IdealPolicy(BasePolicy):
+    """The lower bound: a runner exists exactly while a job runs, with no boot and no idle (EC2
+    still bills a minute at least). A capacity-block job pays the block's per-GPU rate for its
+    slot only."""
 
     name = "ideal"
-
-    def start(self, sim: Simulation) -> None:
-        return
 
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
         if job.pool is None:
@@ -307,11 +495,10 @@ class IdealPolicy:
         else:
             sim.launch(job.pool, 1, boot_s=0.0)
 
-    def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
-        return
-
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
         sim.terminate(slot.host)
 
 
-POLICIES = {p.name: p for p in (EstatePolicy, PhilipsPolicy, BuildkitePolicy, StaticPolicy, IdealPolicy)}
+POLICIES: dict[str, type[BasePolicy]] = {
+    p.name: p for p in (EstatePolicy, PhilipsPolicy, PhilipsEphemeralPolicy, BuildkitePolicy, StaticPolicy, IdealPolicy)
+}

@@ -20,16 +20,13 @@ from typing import Any, Protocol
 from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.prices import PriceTable
+from estate.sim import timings
 from estate.sim.parameter_store import runner_config_cost_usd
 from estate.sim.workload import TraceJob
 from lambda_src.core.gpu_slots import slot_label
 from lambda_src.core.instance_catalog import parse_instance_type
 from lambda_src.core.routing import normalise
 
-# Seconds from launch until the runner is registered and idle. Ours, not AWS's: a CPU host on a
-# stock Ubuntu AMI, and a GPU host that also loads its driver and a larger image.
-BOOT_S_CPU = 75.0
-BOOT_S_GPU = 150.0
 QUEUE_PREFIX = "buildkite:"  # a job's `pool` when it is routed to a Buildkite queue
 # GitHub's usage limits for self-hosted runners: a job no runner starts within 24 hours fails.
 QUEUE_LIMIT_S = 24 * 3600.0
@@ -47,6 +44,7 @@ class SimJob:
     cancelled_at: float | None = None
     expired_at: float | None = None
     interruptions: int = 0
+    lost_at: float | None = None  # failed with its spot-interrupted host; nothing re-runs it
     runs: list[tuple[str, int, float]] = field(default_factory=list)  # (host, slot index, start) of each attempt
 
 
@@ -75,13 +73,14 @@ class Host:
     ready_at: float
     slots: list[Slot] = field(default_factory=list)
     ended_at: float | None = None
+    leaving_at: float | None = None  # its runner is gone; billed until its shutdown ends
 
     @property
     def alive(self) -> bool:
         return self.ended_at is None
 
     def ready(self, now: float) -> bool:
-        return self.alive and now >= self.ready_at
+        return self.alive and self.leaving_at is None and now >= self.ready_at
 
     @property
     def gpus(self) -> int:
@@ -89,10 +88,15 @@ class Host:
 
 
 class Policy(Protocol):
+    """What a scaler hears of GitHub: a job queued, started on a slot, done on a slot (finished,
+    failed or cancelled there), or gone from the queue unstarted (cancelled, expired, or lost
+    with a spot-interrupted host)."""
+
     name: str
 
     def start(self, sim: Simulation) -> None: ...
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None: ...
+    def on_job_started(self, sim: Simulation, job: SimJob, slot: Slot) -> None: ...
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None: ...
     def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None: ...
 
@@ -106,6 +110,7 @@ class Simulation:
     seed: int = 0
     spot_interruptions_per_hour: float = 0.0
     capacity_error_rate: float = 0.0
+    boot_override_s: float | None = None  # every host boots this long (`--sensitivity boot`)
     now: float = 0.0
     jobs: list[SimJob] = field(default_factory=list)
     hosts: list[Host] = field(default_factory=list)
@@ -136,12 +141,12 @@ class Simulation:
     def every(self, period: float, action: Callable[[Simulation], None], start: float | None = None) -> None:
         def tick() -> None:
             action(self)
-            if self._work_left(self.now + period):
+            if self.work_left(self.now + period):
                 self.at(self.now + period, tick)
 
         self.at(period if start is None else start, tick)
 
-    def _work_left(self, t: float) -> bool:
+    def work_left(self, t: float) -> bool:
         """Keep the clock going until the horizon, then while routable jobs wait or run (a day at most)."""
         if t < self.horizon:
             return True
@@ -225,6 +230,7 @@ class Simulation:
         job.runs.append((slot.host.id, slot.host.slots.index(slot), self.now))
         run_for = min(job.trace.duration_s, job.trace.timeout_s or math.inf)
         self.at(self.now + run_for, self._finish, job, slot)
+        self.policy.on_job_started(self, job, slot)
 
     def _began(self, job: SimJob) -> float:
         return job.trace.t if job.trace.run is None else self._run_began[job.trace.run]
@@ -233,10 +239,14 @@ class Simulation:
         if slot.job is not job:  # interrupted or cancelled meanwhile
             return
         self._release(job, slot)
-        if job.trace.fails and job.trace.run is not None:  # fail-fast: the run's other jobs are cancelled
-            for sibling in self._runs[job.trace.run]:
-                self._cancel(sibling)
+        if job.trace.fails:
+            self._fail_fast(job)
         self.assign()
+
+    def _fail_fast(self, job: SimJob) -> None:
+        """A job of a fail-fast matrix failed: GitHub cancels the run's other jobs."""
+        for sibling in self._runs.get(job.trace.run or "", []):
+            self._cancel(sibling)
 
     def _release(self, job: SimJob, slot: Slot) -> None:
         job.finished_at = self.now
@@ -269,6 +279,8 @@ class Simulation:
         return [h for h in self._live.values() if pool is None or h.pool == pool]
 
     def launch(self, pool_name: str, count: int, boot_s: float | None = None, market: str | None = None) -> list[Host]:
+        """Launch up to `count` hosts; a spot launch refused for capacity (`capacity_error_rate`)
+        fails over to on-demand where the pool says so, else it is missing from the result."""
         pool = self.pools[pool_name]
         market = market or pool.capacity_type
         made = []
@@ -277,7 +289,7 @@ class Simulation:
                 if "InsufficientInstanceCapacity" not in pool.runner.enable_on_demand_failover_for_errors:
                     continue
                 market = "on-demand"
-            made.append(self._new_host(pool, market, self._boot_s(pool) if boot_s is None else boot_s))
+            made.append(self._new_host(pool, market, self.runner_boot_s(pool) if boot_s is None else boot_s))
         return made
 
     def _new_host(self, pool: Pool, market: str, boot_s: float, slots: list[tuple[frozenset[str], int]] | None = None) -> Host:
@@ -286,10 +298,13 @@ class Simulation:
         for labels, gpus in slots or [(pool.runner_label_sets[0], pool.gpus_per_node)]:
             host.slots.append(Slot(host, labels, gpus, idle_since=host.ready_at))
         self.runner_configs += len(host.slots)  # each slot's first runner, written at launch
+        return self._register(host)
+
+    def _register(self, host: Host) -> Host:
         self.hosts.append(host)
         self._live[host.id] = host
         self.at(host.ready_at, self.assign)
-        if market == "spot" and self.spot_interruptions_per_hour > 0:
+        if host.market == "spot" and self.spot_interruptions_per_hour > 0:
             self.at(self.now + self.rng.expovariate(self.spot_interruptions_per_hour / 3600), self._interrupt, host)
         return host
 
@@ -301,36 +316,59 @@ class Simulation:
         market = "on-demand" if q.capacity == "on-demand" else "spot"
         made = []
         for _ in range(count):
-            host = Host(f"i-{next(self._host_ids):017x}", key, market, self.prices.hourly(itype.name, market), self.now, self.now)
-            host.ready_at = self.now + (BOOT_S_GPU if itype.gpu_count else BOOT_S_CPU)
+            if market == "spot" and self.rng.random() < self.capacity_error_rate:
+                continue  # the Auto Scaling group tries again (the policy's next look)
+            ready_at = self.now + self.boot(timings.BUILDKITE_BOOT_S)
+            host = Host(f"i-{next(self._host_ids):017x}", key, market, self.prices.hourly(itype.name, market), self.now, ready_at)
             gpus = itype.gpu_count // q.agents_per_instance
-            host.slots = [
-                Slot(host, frozenset({f"queue={q.queue.lower()}"}), gpus, idle_since=host.ready_at) for _ in range(q.agents_per_instance)
-            ]
-            self.hosts.append(host)
-            self._live[host.id] = host
-            self.at(host.ready_at, self.assign)
-            made.append(host)
+            labels = frozenset({f"queue={q.queue.lower()}"})
+            host.slots = [Slot(host, labels, gpus, idle_since=ready_at) for _ in range(q.agents_per_instance)]
+            made.append(self._register(host))
         return made
 
-    def _boot_s(self, pool: Pool) -> float:
-        return BOOT_S_GPU if pool.gpus_per_node else BOOT_S_CPU
+    def boot(self, default_s: float) -> float:
+        """A host's boot: `default_s`, unless the run sweeps boots (`--sensitivity boot`)."""
+        return default_s if self.boot_override_s is None else self.boot_override_s
+
+    def runner_boot_s(self, pool: Pool) -> float:
+        """A GitHub runner host of `pool`: its image path's boot (estate/sim/timings.py)."""
+        return self.boot(timings.BOOT_S[timings.image_path(pool)])
 
     def _interrupt(self, host: Host) -> None:
-        if host.alive:
-            self.terminate(host)
-
-    def terminate(self, host: Host) -> None:
+        if not host.alive:
+            return
         for slot in host.slots:
-            if slot.job is not None:  # lost with its host: GitHub fails it, the run is retried
+            if slot.job is not None:
+                # Lost with its host. GitHub fails the job (and fail-fast cancels its run); no
+                # control plane modelled here re-runs it (neither ours nor upstream's today).
                 job, slot.job = slot.job, None
                 self._slot_of.pop(job, None)
                 slot.busy_s += self.now - _started(job)
-                job.started_at, job.interruptions = None, job.interruptions + 1
-                self.queue.insert(0, job)
-                self.policy.on_job_queued(self, job)
+                job.interruptions += 1
+                job.lost_at = job.finished_at = self.now
+                self.policy.on_job_cancelled(self, job)
+                self._fail_fast(job)
         self._end_host(host, self.now)
         self.assign()
+
+    def terminate(self, host: Host) -> None:
+        """Terminate a host now (a scale-down's TerminateInstances); a job on it is lost."""
+        self._interrupt(host)
+
+    def shut_down(self, host: Host, tail_s: float) -> None:
+        """The host's runner is gone: it takes no job from now on and is billed `tail_s` more
+        (its shutdown) before EC2 stops billing it. It still counts as a running instance."""
+        if not host.alive or host.leaving_at is not None:
+            return
+        host.leaving_at = self.now
+        if tail_s <= 0:
+            self._end_host(host, self.now)
+        else:
+            self.at(self.now + tail_s, self._leave, host)
+
+    def _leave(self, host: Host) -> None:
+        if host.alive:
+            self._end_host(host, self.now)
 
     def _end_host(self, host: Host, t: float) -> None:
         for slot in host.slots:
@@ -338,6 +376,7 @@ class Simulation:
                 slot.busy_s += t - slot.job.started_at
         host.ended_at = t
         self._live.pop(host.id, None)
+        self.samples.append((t, len(self.queue), len(self._live)))  # the plot's instance count drops now
 
     def provision_blocks(self) -> None:
         """Capacity-block nodes: bought for the whole horizon, split per the pool's layout."""
@@ -360,8 +399,10 @@ class Simulation:
         alive_s = {h.id: (h.ended_at or self.end) - h.launched_at for h in self.hosts}
         cost_by_pool: dict[str, float] = {}
         hours_by_pool: dict[str, float] = {}
+        billed_s = 0.0
         for h in self.hosts:
-            cost_by_pool[h.pool] = cost_by_pool.get(h.pool, 0.0) + alive_s[h.id] / 3600 * h.price_per_hour
+            billed_s += timings.billed_seconds(alive_s[h.id], h.market)
+            cost_by_pool[h.pool] = cost_by_pool.get(h.pool, 0.0) + self.host_cost(h, alive_s[h.id])
             hours_by_pool[h.pool] = hours_by_pool.get(h.pool, 0.0) + alive_s[h.id] / 3600
         boot_s = sum(max(0.0, min(h.ended_at or self.end, h.ready_at) - h.launched_at) for h in self.hosts)
         slot_alive = sum(alive_s[s.host.id] for h in self.hosts for s in h.slots)
@@ -375,6 +416,7 @@ class Simulation:
             "jobs_expired": sum(1 for j in self.jobs if j.expired_at is not None),
             "jobs_unroutable": sum(1 for j in self.jobs if j.pool is None),
             "jobs_interrupted": sum(j.interruptions for j in self.jobs),
+            "jobs_lost": sum(1 for j in self.jobs if j.lost_at is not None),  # failed with their interrupted host
             "wait_s": {
                 "p50": _pct(waits, 0.50),
                 "p95": _pct(waits, 0.95),
@@ -386,6 +428,7 @@ class Simulation:
             "runner_configs": self.runner_configs,
             "ssm_cost_usd": round(runner_config_cost_usd(self.runner_configs), 4),  # part of cost_usd
             "instance_hours": round(sum(hours_by_pool.values()), 2),
+            "billed_hours": round(billed_s / 3600, 2),  # instance hours with EC2's 60 s minimum per instance
             "boot_hours": round(boot_s / 3600, 2),  # paid while hosts booted: part of instance_hours
             "idle_gpu_hours": round(idle_gpu_s / 3600, 2),
             "utilisation": round(busy / slot_alive, 4) if slot_alive else 0.0,
@@ -394,6 +437,15 @@ class Simulation:
                 p: {"cost_usd": round(cost_by_pool[p], 2), "instance_hours": round(hours_by_pool[p], 2)} for p in sorted(cost_by_pool)
             },
         }
+
+    def host_cost(self, host: Host, alive_s: float) -> float:
+        """What one host costs: its billed time at its price, plus what each launch costs
+        besides (the one place per-launch costs are added)."""
+        return timings.billed_seconds(alive_s, host.market) / 3600 * host.price_per_hour + self.launch_cost(host)
+
+    def launch_cost(self, host: Host) -> float:
+        """Costs of a launch beyond instance time; none modelled yet."""
+        return 0.0
 
 
 def _started(job: SimJob) -> float:
