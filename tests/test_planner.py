@@ -296,6 +296,18 @@ def reuse(target: Instance, queued: int, others: list[Instance] | None = None, m
     return plan_reuse(pool(max_jobs_per_host=max_jobs), target, jobs(queued), [target, *(others or [])], NOW)
 
 
+def test_scale_down_leaves_a_spent_host_its_reuse_window() -> None:
+    """Its ephemeral runner left with the job: absent from the listing, yet the host waits for a
+    next config (REUSE_WINDOW_S). Retiring it then would cut the window to the next listing."""
+    reusing = pool(max_jobs_per_host=3)
+    waiting = spent(finished=REUSE_WINDOW_S / 2)
+    assert plan_scale_down({"gpu": reusing}, ENV, [waiting], [], [], NOW).retire == []
+    past = spent(finished=REUSE_WINDOW_S + 1)
+    assert [r.instance_id for r in plan_scale_down({"gpu": reusing}, ENV, [past], [], [], NOW).retire] == [past.id]
+    done = spent(jobs_done=3, finished=5)  # its last job: nothing to wait for
+    assert [r.instance_id for r in plan_scale_down({"gpu": reusing}, ENV, [done], [], [], NOW).retire] == [done.id]
+
+
 def test_a_spent_host_is_reused_for_a_waiting_job_nothing_else_covers() -> None:
     assert reuse(spent(), queued=1)
 

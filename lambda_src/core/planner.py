@@ -238,6 +238,8 @@ def plan_scale_down(
         if runner is None or (not runner.online and not runner.busy):
             if inst.assigned and not inst.spent:
                 continue  # its job is running: the job's end retires the host, not a listing
+            if may_take_next_runner(pool, inst, now):
+                continue  # its runner finished and left; the host waits for its next config a while
             if now - inst.runner_since > pool.boot_timeout_s:
                 why = "never registered" if inst.registered_at is None else "runner gone or offline"
                 absent = name if runner is None else None
