@@ -482,15 +482,15 @@ def test_a_capped_pool_reuses_its_host_for_the_job_waiting_behind_the_cap(tmp_pa
 
 
 def test_a_reusable_host_with_no_job_waiting_waits_for_a_next_runner_then_goes(tmp_path: Path) -> None:
-    # The host program waits REUSE_WAIT_S for a next config before it powers off; the
-    # scale-down retires it sooner where its next listing finds its runner gone (the planner
-    # does that to a spent host once its boot timeout has passed): here the cycle at 720 s.
+    # The host program waits REUSE_WAIT_S for a next config before it powers off. Scale-down
+    # leaves a spent host alone for the planner's reuse window (60 s after its job ended at
+    # 717 s) and retires it at its first cycle after that: the one at 780 s, not 720 s.
     sim = run(capped_estate(tmp_path, REUSE), [job(0, 0.0), job(1, 5000.0)], "estate")
     first, _ = sim.hosts
     done = LAT + BOOT_CPU + 600.0
     assert first.ended_at is not None
     assert done < first.ended_at <= done + REUSE_WAIT_S + ESTATE_SHUTDOWN_TAIL_S
-    assert first.ended_at == 720.0
+    assert first.ended_at == 780.0
 
 
 def test_a_reusable_host_stops_at_its_job_limit(tmp_path: Path) -> None:
