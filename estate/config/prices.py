@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from lambda_src.core.instance_catalog import parse_instance_type
+
 PRICES_AS_OF = "2025 (us-east-1 list prices, approximate)"
 SPOT_FRACTION = 0.4
 
@@ -35,6 +37,9 @@ ON_DEMAND_USD_PER_HOUR: Mapping[str, float] = {
 CAPACITY_BLOCK_USD_PER_HOUR: Mapping[str, float] = {"p5.48xlarge": 31.46, "p5e.48xlarge": 34.61, "p6-b200.48xlarge": 44.16}
 
 
+MARKETS = ("on-demand", "spot", "capacity-block")  # the keys of a price override
+
+
 class PriceError(ValueError):
     pass
 
@@ -51,6 +56,14 @@ class PriceTable:
             raise PriceError(f"{path}: cannot read a price table: {exc}") from exc
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise PriceError(f'{path}: want {{"<instance type>": {{"on-demand": x, "spot": y, "capacity-block": z}}}}')
+        for itype, markets in data.items():
+            if parse_instance_type(itype) is None:
+                raise PriceError(f"{path}: {itype!r} is not an EC2 instance type (family.size, e.g. p5.48xlarge)")
+            for market, price in markets.items():
+                if market not in MARKETS:
+                    raise PriceError(f"{path}: {itype}.{market}: unknown market; the markets are {', '.join(MARKETS)}")
+                if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+                    raise PriceError(f"{path}: {itype}.{market}: {price!r} is not a price (USD per instance-hour, 0 or more)")
         return cls(data)
 
     def hourly(self, instance_type: str, market: str) -> float:
