@@ -1,7 +1,10 @@
 """Our fake of the EC2 boundary, for what moto does not model: reservations of type
 capacity-block with their capacity and dates, launches into them (checked the way EC2 checks
 them), offerings and purchases, and AWS ending a block's instances on time. It also takes the
-scaler's instant CreateFleet launches, so every controller can run against one EC2."""
+scaler's instant CreateFleet launches, so every controller can run against one EC2.
+
+`estate serve` runs the capacity-block manager against it (estate/local/plane.py), and the
+tests use it wherever a block is involved."""
 
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ class FakeBlockEc2:
     _tokens: dict[str, list[str]] = field(default_factory=dict)
     launch_faults: list[str] = field(default_factory=list)  # error codes the next launches answer with
 
-    # ---- test controls ------------------------------------------------------------------
+    # ---- controls: what AWS would do on its own ---------------------------------------------
     def add_block(self, rid: str, instance_type: str, total: int, start: float, hours: float, zone: str | None = None) -> None:
         zone = zone or next(iter(self.subnets.values()))
         self.reservations[rid] = FakeReservation(rid, instance_type, zone, total, start, start + hours * 3600)
