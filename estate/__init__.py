@@ -2,3 +2,7 @@
 
 The CLI (cli, preview, guard) sits on top; config at the bottom; may import lambda_src, never components.
 """
+
+# The release, as `estate --version` prints it; pyproject.toml reads it from here and
+# CHANGELOG.md's newest entry names it.
+__version__ = "0.2.0"
