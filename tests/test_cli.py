@@ -121,7 +121,12 @@ def read_lines(proc: subprocess.Popen[str], count: int, timeout_s: float = 60.0)
     found: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     stdout = proc.stdout
-    threading.Thread(target=lambda: [found.put(stdout.readline().strip()) for _ in range(count)], daemon=True).start()
+
+    def read() -> None:
+        for _ in range(count):
+            found.put(stdout.readline().strip())
+
+    threading.Thread(target=read, daemon=True).start()
     lines = []
     with contextlib.suppress(queue.Empty):
         for _ in range(count):
