@@ -7,7 +7,6 @@ registered, so bad input stops `pulumi preview`/`up` with one line and nothing h
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -24,13 +23,14 @@ from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
 from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
-from estate.config.names import check_names
 from estate.config.pool import Pool
-from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config, stack_warnings
+from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
 from estate.derive.control_config import jit_parameter_prefix
 from estate.derive.host_user_data import user_data
-from estate.derive.runner_groups import RunnerGroupPlan, plan_runner_groups, pool_admission
-from estate.derive.spot_role import SpotRolePlan, plan_spot_role
+from estate.derive.runner_groups import RunnerGroupPlan, pool_admission
+from estate.derive.spot_role import SpotRolePlan
+from estate.derive.stack_plan import plan_stack
+from estate.project import stack_configs
 from lambda_src.core.tags import estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -81,9 +81,10 @@ def build_buildkite_queues(
     token = pulumi.Config(NAMESPACE).get_secret("buildkite_agent_token")
     if token is None:
         key = f"{NAMESPACE}:buildkite_agent_token"
-        raise pulumi.RunError(
-            f"Pulumi.{pulumi.get_stack()}.yaml: {key}: runner_configs has Buildkite queues: pulumi config set --secret {key}"
+        missing = ConfigError(
+            f"Pulumi.{pulumi.get_stack()}.yaml", None, key, f"runner_configs has Buildkite queues: pulumi config set --secret {key}"
         )
+        raise pulumi.RunError(str(missing)) from missing
     queues = BuildkiteQueues(
         "buildkite",
         BuildkiteQueuesArgs(
@@ -176,7 +177,7 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
         opts=with_provider,
     )
 
-    assert stack.github.installation_id is not None  # checked in main()
+    assert stack.github.installation_id is not None  # checked by plan_stack in main()
     org_settings = GitHubOrgSettings(
         "github",
         GitHubOrgSettingsArgs(
@@ -228,20 +229,14 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
 def main() -> None:
     try:
         stack = read_stack_config()
-        estate = load_estate([os.path.relpath(PROJECT_DIR / stack.runner_configs)])
-        stack_file = f"Pulumi.{pulumi.get_stack()}.yaml"
-        if stack.github.installation_id is None:
-            message = "required: the org's webhook and runner groups are managed with the App's installation"
-            raise ConfigError(stack_file, None, "runner-estate:github.installation_id", message)
-        groups, group_warnings = plan_runner_groups(stack, estate, stack_file)
-        spot_role, spot_warnings = plan_spot_role(stack, estate, stack_file)
-        # Every physical name within its service's limit, before anything is registered.
-        name_warnings = check_names(stack, estate, stack_file)
+        estate = load_estate([stack_configs(PROJECT_DIR, stack.runner_configs)])
+        plan = plan_stack(stack, estate, PROJECT_DIR, pulumi.get_stack())
     except ConfigError as exc:
-        raise pulumi.RunError(str(exc)) from None
-    for warning in [*stack_warnings(stack, stack_file), *estate.warnings, *group_warnings, *spot_warnings, *name_warnings]:
+        # The engine prints a RunError as one line; `estate preview` finds the ConfigError behind it.
+        raise pulumi.RunError(str(exc)) from exc
+    for warning in plan.warnings:
         pulumi.log.warn(str(warning))
-    build(stack, estate, groups, spot_role)
+    build(stack, estate, plan.groups, plan.spot_role)
 
 
 main()

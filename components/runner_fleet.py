@@ -122,7 +122,7 @@ class RunnerFleet(pulumi.ComponentResource):
                 )
                 for kind in ("instance", "volume", "network-interface")
             ],
-            tags=args.tags,
+            tags={**args.tags, **pool.opt_out_tags},
             opts=child,
         )
 

@@ -1,9 +1,12 @@
-"""`python -m estate <command>`: validate, route, schema, preview, guard, simulate, gpus, serve.
+"""`estate <command>` (or `python -m estate <command>`): validate, route, schema, preview, guard,
+simulate, gpus, agent, agent-token, serve.
 
-Exit codes: 0 success, 2 bad configuration, 3 no pool serves the labels, 4 a mandatory policy
-violation in `preview`, 5 a guarded resource would be replaced or deleted (`guard`), 6 the agent's
-credentials cannot be used or would be within its jobs' reach (`agent`), 1 anything else.
-Errors are one line on stderr; results go to stdout.
+Exit codes (the README's table; tests/test_exit_codes.py runs each): 0 success, 1 anything else
+(a failure while running), 2 bad configuration (a pool, queue, stack or price file), 3 no pool
+serves the labels, 4 a mandatory policy violation in `preview`, 5 a guarded resource would be
+replaced or deleted (`guard`), 6 the agent's credentials cannot be used or would be within its
+jobs' reach (`agent`), 64 a usage error (unknown command or option, a bad or missing argument),
+found before anything runs. Errors are one line on stderr; results go to stdout.
 """
 
 from __future__ import annotations
@@ -11,29 +14,80 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from estate import __version__
 from estate.config.diagnostics import ConfigError
 from estate.config.prices import DEFAULT_REGION as DEFAULT_PRICE_REGION
 from estate.config.stack_config import DEFAULT_RUNNER_VERSION
+from estate.project import PACKAGE_PROJECT, ProjectNotFoundError, find_project
 
 EXIT_CONFIG = 2
 EXIT_UNROUTED = 3
 EXIT_POLICY = 4
 EXIT_GUARDED = 5
 EXIT_CREDENTIALS = 6
+EXIT_USAGE = 64  # sysexits.h EX_USAGE: told apart from bad configuration (2)
 DEFAULT_CONFIGS = "runner_configs"
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = PACKAGE_PROJECT  # the checkout of this package; commands use `_project(args)`
+
+
+class UsageError(Exception):
+    """Arguments that cannot be run, found after parsing (a combination, an empty value)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and their own exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _project(args: argparse.Namespace) -> Path:
+    """The project the command works on (estate/project.py): `--project`, the current directory
+    or one above it, or this package's checkout."""
+    try:
+        return find_project(args.project)
+    except ProjectNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _configs(args: argparse.Namespace) -> str:
+    """`--configs` as given, else the project's runner_configs/."""
+    if args.configs is not None:
+        return str(args.configs)
+    from estate.project import shown
+
+    return shown(_project(args) / DEFAULT_CONFIGS)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from estate.config.loader import load_estate
 
-    estate = load_estate(args.paths)
-    for warning in estate.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    if not args.paths and args.stack is None:
+        raise UsageError("give pool files or directories, or --stack NAME (its runner_configs)")
+    if args.stack is None:
+        estate = load_estate(args.paths)
+        warnings = [str(w) for w in estate.warnings]
+    else:
+        # The stack's checks too, exactly as `preview` and the program make them.
+        from estate.derive.stack_plan import plan_stack
+        from estate.preview import read_stack_file, stack_file, validate_stack_config
+        from estate.project import stack_configs
+
+        project = _project(args)
+        path = stack_file(project, args.stack)
+        config, secret_keys = read_stack_file(path)
+        stack = validate_stack_config(config, path, secret_keys)
+        estate = load_estate(args.paths or [stack_configs(project, stack.runner_configs)])
+        warnings = [str(w) for w in plan_stack(stack, estate, project, args.stack).warnings]
+    if not args.quiet:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     for pool in estate.pools:
         layout = f" slots {pool.slot_layout.spec()}" if pool.slot_layout else ""
         print(f"{pool.name}: {pool.runner.runner_architecture} {pool.capacity_type}{layout} labels [{', '.join(pool.base_labels)}]")
@@ -41,7 +95,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         q = queue.settings
         print(f"{queue.name}: buildkite queue {q.queue} ({q.capacity}, {q.min_size}-{q.max_size} x {', '.join(q.instance_types)})")
     queues = f", {len(estate.queues)} buildkite queues" if estate.queues else ""
-    print(f"ok: {len(estate.pools)} pools{queues}, {len(estate.warnings)} warnings")
+    stack_note = f", stack {args.stack}" if args.stack is not None else ""
+    print(f"ok: {len(estate.pools)} pools{queues}{stack_note}, {len(warnings)} warnings")
     return 0
 
 
@@ -54,22 +109,23 @@ def _cmd_route(args: argparse.Namespace) -> int:
     from lambda_src.core.routing import JobOrigin
 
     labels = _split_labels(args.labels)
-    estate = load_estate([args.configs])
+    if not labels:
+        raise UsageError("give at least one label, e.g. self-hosted,linux,x64")
+    estate = load_estate([_configs(args)])
     origin = None
     if args.repo is not None:
         # Who may use a pool depends on the stack's runner groups: read them as the deploy does.
         from estate.derive.runner_groups import pool_admission
         from estate.preview import read_stack_file, stack_file, validate_stack_config
 
-        path = stack_file(PROJECT_DIR, args.stack)
+        path = stack_file(_project(args), args.stack)
         config, secret_keys = read_stack_file(path)
         stack = validate_stack_config(config, path, secret_keys)
         repo = args.repo if "/" in args.repo else f"{stack.github.org}/{args.repo}"
         origin = JobOrigin(repo, public=args.public, workflow=args.workflow)
         table = estate.routing_table(pool_admission(stack, estate))
     elif args.workflow is not None or args.public:
-        print("error: --workflow and --public describe a job's repository: give --repo too", file=sys.stderr)
-        return EXIT_CONFIG
+        raise UsageError("--workflow and --public describe a job's repository: give --repo too")
     else:
         table = estate.routing_table()
     if args.explain:
@@ -86,11 +142,9 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from estate.config.pool_model import PoolFile
+    from estate.config.loader import file_schema
 
-    schema = PoolFile.model_json_schema()
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "runner-estate pool file", **schema}
-    print(json.dumps(schema, indent=2))
+    print(json.dumps(file_schema(), indent=2))
     return 0
 
 
@@ -98,9 +152,13 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     from estate.preview import render_tree, run_program
     from policy.rules import check, check_stack
 
-    preview = run_program(PROJECT_DIR, args.stack)
-    if preview.warnings:
-        print(f"note: {len(preview.warnings)} config warnings; `python -m estate validate runner_configs` lists them", file=sys.stderr)
+    preview = run_program(_project(args), args.stack)
+    if not args.quiet:
+        if preview.config_warnings:
+            count = len(preview.config_warnings)
+            print(f"note: {count} config warnings; `estate validate --stack {args.stack}` lists them", file=sys.stderr)
+        for notice in preview.notices:  # what the program says beyond them, e.g. what a block purchase costs
+            print(f"warning: {notice}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in preview.records], indent=1, sort_keys=True))
     else:
@@ -109,7 +167,8 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     violations = [v for r in preview.records for v in check(r.type, r.name, r.inputs)]
     violations += check_stack([r.stack_resource() for r in preview.records])
     for violation in violations:
-        print(f"policy: {violation}", file=sys.stderr)
+        if violation.mandatory or not args.quiet:
+            print(f"policy: {violation}", file=sys.stderr)
     return EXIT_POLICY if any(v.mandatory for v in violations) else 0
 
 
@@ -149,38 +208,106 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _above_zero(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
+
+
+def _rate(text: str) -> float:
+    """An argparse type: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, 0 or more")
+    return value
+
+
+def _simulate_arguments(args: argparse.Namespace) -> Path | None:
+    """Refuse, before a simulation runs for minutes, what it could not honour; the plot's path."""
+    if args.trace is not None:
+        given = [
+            flag
+            for flag, value in (("--days", args.days), ("--workload", args.workload), ("--failed-runs", args.failed_runs))
+            if value is not None
+        ]
+        if given:
+            raise UsageError(f"{', '.join(given)} shape the generated workload; a --trace file has its own jobs")
+        if not Path(args.trace).is_file():
+            raise UsageError(f"--trace {args.trace}: no such file")
+    if args.prices is not None and not Path(args.prices).is_file():
+        raise UsageError(f"--prices {args.prices}: no such file")
+    if args.plot is None:
+        return None
+    plot = Path(args.plot)
+    folder = plot.parent if str(plot.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"--plot {args.plot}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--plot {args.plot}: folder {folder} is not writable")
+    try:
+        import matplotlib  # noqa: F401 - only whether it is installed
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'runner-estate[plot]'") from None
+    return plot
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from estate.config.loader import load_estate
-    from estate.config.prices import PriceTable
+    from estate.config.prices import PriceError, PriceTable
     from estate.sim.policies import POLICIES
     from estate.sim.simulate import plot, seeded_command, simulate, table
     from estate.sim.workload import WORKLOADS, pr_trace, read_trace
 
-    if args.trace:
-        trace = read_trace(Path(args.trace))
-    else:
-        trace = pr_trace(WORKLOADS[args.workload], args.seed, args.days, failed_run_share=args.failed_runs)
-    prices = PriceTable.from_file(Path(args.prices), region=args.region) if args.prices else PriceTable(region=args.region)
-    names = list(POLICIES) if args.policy == "all" else [args.policy]
+    plot_path = _simulate_arguments(args)
+    # None tells "not given" from the default (a --trace refuses them); the defaults go in here.
+    args.workload = args.workload or "flashinfer"
+    args.days = 1.0 if args.days is None else args.days
+    args.failed_runs = 0.3 if args.failed_runs is None else args.failed_runs
+    workload, days, failed_runs = args.workload, args.days, args.failed_runs
+    try:
+        prices = PriceTable.from_file(Path(args.prices), region=args.region) if args.prices else PriceTable(region=args.region)
+    except PriceError as exc:
+        raise ConfigError(args.prices, None, None, str(exc).removeprefix(f"{args.prices}: ")) from None
     # A type EC2 does not know is left out, as a fleet request would (validate refuses it), and said.
-    estate = load_estate([args.configs], drop_unknown_types=True)
+    estate = load_estate([_configs(args)], drop_unknown_types=True)
     for pool in estate.pools:
         for warning in pool.dropped_type_warnings:
             print(f"warning: {warning}", file=sys.stderr)
+    # The simulator launches each pool's and queue's first instance type in its market (spot is
+    # priced from on-demand, so a spot pool's failover is covered): each has a price before anything runs.
+    needed = {(p.runner.instance_types[0], p.capacity_type) for p in estate.pools}
+    needed |= {(q.settings.instance_types[0], "on-demand") for q in estate.queues}
+    for itype, market in sorted(needed):
+        try:
+            prices.hourly(itype, market)
+        except PriceError as exc:
+            raise ConfigError(args.prices or "estate/config/prices.py", None, itype, str(exc)) from None
+    types = sorted({itype for itype, _ in needed})
+    unused = sorted(set(prices.overrides) - set(types))
+    if unused:
+        print(f"note: --prices: the simulation launches no {', '.join(unused)} (it runs each pool's first instance type)", file=sys.stderr)
+    names = list(POLICIES) if args.policy == "all" else [args.policy]
     if args.seeds > 1 or args.sensitivity:
         seeded_command(args, estate, prices, names)
         return 0
+    trace = read_trace(Path(args.trace)) if args.trace else pr_trace(WORKLOADS[workload], args.seed, days, failed_run_share=failed_runs)
     report, sims = simulate(estate, trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
     else:
-        source = args.trace or (
-            f"embedded {args.workload} PR workload, {args.days:g} day(s), {args.failed_runs:.0%} of runs fail, seed {args.seed}"
-        )
+        source = args.trace or f"embedded {workload} PR workload, {days:g} day(s), {failed_runs:.0%} of runs fail, seed {args.seed}"
         print(f"trace: {len(trace)} jobs ({source}); prices: {report['prices']}")
         print(table(report))
-    if args.plot:
-        plot(sims, report, Path(args.plot))
+    if plot_path is not None:
+        plot(sims, report, plot_path)
     return 0
 
 
@@ -214,18 +341,31 @@ def _cmd_prices(args: argparse.Namespace) -> int:
 
 
 def _cmd_gpus(args: argparse.Namespace) -> int:
-    from lambda_src.core.gpu_slots import parse_layout, whole_node
-    from lambda_src.core.gpus import parse_nvidia_smi_xml
+    try:
+        return _gpus(args)
+    except Exception as exc:
+        if args.json:  # a JSON reader gets JSON either way; the one line still goes to stderr
+            print(json.dumps({"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}))
+        raise
+
+
+def _gpus(args: argparse.Namespace) -> int:
+    from lambda_src.core.gpu_slots import LayoutError, parse_layout, whole_node
+    from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
     from lambda_src.core.node_slots import plan_node, render
     from lambda_src.host.nvidia_smi import read_nvidia_smi
 
+    try:
+        layout = parse_layout(args.layout) if args.layout else None
+    except LayoutError as exc:
+        raise UsageError(f"--layout {args.layout}: {exc}") from None
+    kernel_log = Path(args.kernel_log).read_text(encoding="utf-8", errors="replace").splitlines() if args.kernel_log else []
     text = Path(args.nvidia_smi_xml).read_text(encoding="utf-8") if args.nvidia_smi_xml else read_nvidia_smi()
     gpus = parse_nvidia_smi_xml(text)
     if not gpus:
-        print("error: nvidia-smi lists no GPU on this machine", file=sys.stderr)
-        return 1
-    layout = parse_layout(args.layout) if args.layout else whole_node(len(gpus))
-    plan = plan_node(gpus, layout)
+        raise RuntimeError("nvidia-smi lists no GPU on this machine")
+    # The node's own decision (lambda_src/core): which GPUs are faulty, which slots they take out.
+    plan = plan_node(gpus, layout or whole_node(len(gpus)), faulty_gpus(gpus, xid_faults(kernel_log)))
     print(json.dumps(plan.to_json(), indent=1) if args.json else render(plan))
     return 0
 
@@ -258,22 +398,33 @@ def _cmd_agent_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import flask  # noqa: F401 - moto_server runs on it
+        import moto  # noqa: F401 - AWS on loopback
+    except ImportError as exc:  # they come with the `serve` extra, not the runtime set
+        raise RuntimeError(f"serve needs {exc.name or 'moto'}: pip install 'runner-estate[serve]'") from None
     from estate.local.serve import serve
 
-    serve([args.configs], args.port)
+    serve([_configs(args)], args.port)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m estate", description="runner-estate: config, routing and offline preview")
+    parser = _Parser(prog="estate", description="runner-estate: config, routing and offline preview")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--project", metavar="DIR", help="the project (its Pulumi.yaml): default the current directory or above, else this checkout"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check runner config files and list warnings")
-    p.add_argument("paths", nargs="+", help="pool YAML files or directories of them")
+    p.add_argument("paths", nargs="*", help="pool YAML files or directories of them (default with --stack: its runner_configs)")
+    p.add_argument("--stack", help="also check the stack Pulumi.<NAME>.yaml with them, as preview does; its warnings too")
+    p.add_argument("--quiet", action="store_true", help="no warning lines (the count stays in the last line)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("route", help="which pools serve a job with these runs-on labels, most preferred first")
-    p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"directory of pool files (default {DEFAULT_CONFIGS})")
+    p.add_argument("--configs", help=f"directory of pool files (default the project's {DEFAULT_CONFIGS})")
     p.add_argument("--explain", action="store_true", help="say for every pool why it does or does not match, in route order (stderr)")
     p.add_argument("--repo", help="the job's repository (NAME or OWNER/NAME): apply the stack's runner groups as GitHub does")
     p.add_argument("--public", action="store_true", help="with --repo: the repository is public")
@@ -282,12 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", nargs="+", metavar="LABEL[,LABEL...]")
     p.set_defaults(func=_cmd_route)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of a pool file")
+    p = sub.add_parser("schema", help="print the JSON Schema of a runner_configs file: a pool or a Buildkite queue")
     p.set_defaults(func=_cmd_schema)
 
     p = sub.add_parser("preview", help="run the Pulumi program offline under mocks")
     p.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default prod)")
     p.add_argument("--json", action="store_true", help="print every registered resource as one JSON array")
+    p.add_argument("--quiet", action="store_true", help="no notes or warnings on stderr (errors and mandatory policy violations stay)")
     p.set_defaults(func=_cmd_preview)
     p = sub.add_parser("doctor", help="read-only preflight of the stack's AWS account and GitHub App, one line per check")
     p.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default prod)")
@@ -301,25 +453,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_guard)
     p = sub.add_parser("simulate", help="the real planners and other policies on a job trace: waits and cost side by side")
     p.add_argument("--trace", help="JSON Lines trace (default: the embedded FlashInfer-like pull-request workload)")
-    p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")
+    p.add_argument("--configs", help=f"pool files directory (default the project's {DEFAULT_CONFIGS})")
     p.add_argument("--policy", default="all", choices=["estate", "philips", "philips-ephemeral", "buildkite", "static", "ideal", "all"])
     p.add_argument("--json", action="store_true", help="one JSON object: {policies: {name: {jobs_served, wait_s, cost_usd, ...}}}")
     p.add_argument("--plot", help="write a PNG of queue depth and running instances per policy, with the table")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated trace and of the simulated EC2 (default 0)")
-    p.add_argument("--days", type=float, default=1.0, help="length of the generated trace in days (default 1)")
+    # --days, --workload and --failed-runs shape the generated trace: None tells "not given" from the default.
+    p.add_argument("--days", type=_above_zero, help="length of the generated trace in days, more than 0 (default 1)")
     p.add_argument(
         "--workload",
         choices=["flashinfer", "sharded"],
-        default="flashinfer",
         help="generated trace: FlashInfer's PR Test run (default), or a suite sharded into many short GPU jobs",
     )
-    p.add_argument("--failed-runs", type=_share, default=0.3, help="share of generated runs that fail and are cancelled (default 0.3)")
+    p.add_argument("--failed-runs", type=_share, help="share of generated runs that fail and are cancelled (default 0.3)")
     p.add_argument(
         "--prices",
         help='JSON price overrides: {"<type>": {"on-demand": x, "spot": y, "capacity-block": z}}, or a file `prices --refresh` wrote',
     )
     p.add_argument("--region", default=DEFAULT_PRICE_REGION, help=f"price instances as in this region (default {DEFAULT_PRICE_REGION})")
-    p.add_argument("--spot-interruptions", type=float, default=0.0, help="spot interruptions per instance-hour (default 0)")
+    p.add_argument("--spot-interruptions", type=_rate, default=0.0, help="spot interruptions per instance-hour, 0 or more (default 0)")
     p.add_argument("--capacity-errors", type=_share, default=0.0, help="share of spot launches refused for capacity (default 0)")
     p.add_argument("--seeds", type=_positive, default=1, help="run seeds --seed .. --seed+N-1; report mean and range (default 1)")
     p.add_argument("--sensitivity", choices=["boot"], help="boot: rerun with every host's boot at 75/150/240/300 s")
@@ -338,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gpus", help="this machine's NVIDIA GPUs and how a slot layout splits them into runners")
     p.add_argument("--nvidia-smi-xml", help="read `nvidia-smi -q -x` output from this file instead of running nvidia-smi")
     p.add_argument("--layout", help="slot layout, COUNTxGPUS terms joined by '+' (default: one slot with every GPU)")
-    p.add_argument("--json", action="store_true", help="one JSON object: {gpus, layout, slots, unused_gpus}")
+    p.add_argument("--kernel-log", help="kernel log (dmesg) to read fault XIDs from, as the node's slot manager does")
+    p.add_argument("--json", action="store_true", help="one JSON object: {gpus, layout, slots, unused_gpus}; {error} on failure")
     p.set_defaults(func=_cmd_gpus)
     p = sub.add_parser("agent", help="keep ephemeral JIT runner slots on this machine (bare metal, lab GPU boxes)")
     p.add_argument("--org", required=True, help="GitHub organisation the runners register with")
@@ -380,16 +533,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_agent_token)
     p = sub.add_parser("serve", help="run the control plane locally on loopback (moto + a fake GitHub); prints webhook and secret")
     p.add_argument("--port", type=int, default=0, help="webhook port on 127.0.0.1 (default: any free port)")
-    p.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"pool files directory (default {DEFAULT_CONFIGS})")
+    p.add_argument("--configs", help=f"pool files directory (default the project's {DEFAULT_CONFIGS})")
     p.set_defaults(func=_cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help and --version (0), or a usage error argparse has printed
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     try:
         code: int = args.func(args)
         return code
+    except UsageError as exc:
+        print(f"error: estate {args.command}: {exc} (see estate {args.command} --help)", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

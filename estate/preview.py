@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import runpy
 import sys
 import threading
@@ -22,6 +23,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from estate.config.diagnostics import ConfigError
+from estate.config.loader import load_estate
 from estate.config.prices import PriceTable
 from estate.config.stack_config import (
     NAMESPACE,
@@ -31,6 +33,8 @@ from estate.config.stack_config import (
     is_text_setting,
     parse_stack_config,
 )
+from estate.derive.stack_plan import plan_stack
+from estate.project import PACKAGE_PROJECT, stack_configs
 from policy.rules import StackResource
 
 PROJECT = "runner-estate"
@@ -52,7 +56,20 @@ class _Collect(logging.Handler):
 @dataclass(frozen=True)
 class Preview:
     records: list[Registered]
-    warnings: list[str]
+    warnings: list[str]  # everything the program logged as a warning, in order
+    config_warnings: tuple[str, ...] = ()  # of those, the config's: what `estate validate --stack` lists
+
+    @property
+    def notices(self) -> list[str]:
+        """What the program says beyond the config's warnings (e.g. what a capacity-block purchase
+        costs), without the provider SDK's deprecation notices about arguments the program sets:
+        those are for this program's maintainers, not about the stack."""
+        config = set(self.config_warnings)
+        return [w for w in self.warnings if w not in config and not _SDK_DEPRECATION.match(w)]
+
+
+# pulumi_aws logs `<argument> is deprecated: <advice>` when a program sets a deprecated argument.
+_SDK_DEPRECATION = re.compile(r"^[a-z_]+ is deprecated: ")
 
 
 @dataclass(frozen=True)
@@ -92,7 +109,7 @@ def _plain(value: Any) -> Any:
 
 
 def _relative(path: str) -> str:
-    project = str(Path(__file__).resolve().parent.parent)
+    project = str(PACKAGE_PROJECT)
     return path[len(project) + 1 :] if path.startswith(project + "/") else path
 
 
@@ -278,10 +295,13 @@ def _json_or_text(value: str) -> Any:
 def run_program(project_dir: Path, stack: str, stack_path: Path | None = None) -> Preview:
     """Run `__main__.py` for `stack` under mocks: every registration in order, and the warnings.
 
-    `stack_path` reads the stack's settings from another file (tests use this)."""
+    `stack_path` reads the stack's settings from another file (tests use this). Bad
+    configuration raises ConfigError, whether the checks here or the program find it."""
     path = stack_path or stack_file(project_dir, stack)
     config, secret_keys = read_stack_file(path)
     settings = validate_stack_config(config, path, secret_keys)
+    # The same checks the program makes first: their warnings are the config's.
+    checked = plan_stack(settings, load_estate([stack_configs(project_dir, settings.runner_configs)]), project_dir, stack)
     mocks = RecordingMocks(settings.region)
     collected = _Collect()
     logger = logging.getLogger(f"estate.preview.{stack}")
@@ -297,10 +317,29 @@ def run_program(project_dir: Path, stack: str, stack_path: Path | None = None) -
     def run() -> None:
         runpy.run_path(program, run_name="__pulumi_program__")
 
-    _sync_await(run_pulumi_func(run))
+    try:
+        _sync_await(run_pulumi_func(run))
+    except Exception as exc:
+        # The program stops bad config with a RunError (one line in the engine); behind it is
+        # the ConfigError, which the CLI reports as bad configuration.
+        cause = _config_error(exc)
+        if cause is not None:
+            raise cause from None
+        raise
     # Worker threads register in no fixed order; sort so the output is stable.
     records = sorted(monitor.records, key=lambda r: (r.parent or "", r.type, r.name))
-    return Preview(records, collected.messages)
+    return Preview(records, collected.messages, tuple(str(w) for w in checked.warnings))
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, ConfigError):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
 
 
 def render_tree(records: list[Registered], stack: str) -> str:

@@ -59,11 +59,37 @@ class Rule:
     check: Callable[[str, Props], Iterator[str]]  # (resource type, props) -> violation messages
 
 
-def _imdsv2(kind: str, props: Props) -> Iterator[str]:
+# The tag the program puts on a launch template whose pool opted out of IMDSv2 explicitly
+# (`estate.allow_imdsv1: true`): the mandatory rule lets it pass, the advisory one reports it.
+IMDSV1_OPT_OUT_TAG = "runner-estate:imdsv1-opt-out"
+
+
+def _imdsv1_opted_out(props: Props) -> bool:
+    return str((props.get("tags") or {}).get(IMDSV1_OPT_OUT_TAG, "")).lower() == "true"
+
+
+def _imds_tokens(kind: str, props: Props) -> str | None:
+    """httpTokens of an instance or launch template that does not require them; else None."""
     if kind in (LAUNCH_TEMPLATE, INSTANCE):
         tokens = (props.get("metadataOptions") or {}).get("httpTokens")
         if tokens != "required":
-            yield f"metadataOptions.httpTokens is {tokens!r}; IMDSv2 needs 'required'"
+            return str(tokens)
+    return None
+
+
+def _imdsv2(kind: str, props: Props) -> Iterator[str]:
+    tokens = _imds_tokens(kind, props)
+    if tokens is not None and not _imdsv1_opted_out(props):
+        yield f"metadataOptions.httpTokens is {tokens!r}; IMDSv2 needs 'required'"
+
+
+def _imdsv1_opt_out_reported(kind: str, props: Props) -> Iterator[str]:
+    tokens = _imds_tokens(kind, props)
+    if tokens is not None and _imdsv1_opted_out(props):
+        yield (
+            f"metadataOptions.httpTokens is {tokens!r} by the pool's explicit opt-out (estate.allow_imdsv1): the instance "
+            "metadata service also answers requests without a session token (IMDSv1)"
+        )
 
 
 def _encrypted(kind: str, props: Props) -> Iterator[str]:
@@ -259,7 +285,20 @@ def _runner_group_not_public(kind: str, props: Props) -> Iterator[str]:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("imdsv2-required", "Instances and launch templates require IMDSv2 session tokens.", True, _imdsv2),
+    Rule(
+        "imdsv2-required",
+        "Instances and launch templates require IMDSv2 session tokens, unless a pool opted out explicitly.",
+        True,
+        _imdsv2,
+    ),
+    # Advisory: a pool may accept IMDSv1 with an explicit opt-out (estate.allow_imdsv1); the
+    # preview and the pack still say so.
+    Rule(
+        "imdsv1-opt-out-reported",
+        "Launch templates that accept IMDSv1 by an explicit opt-out are reported.",
+        False,
+        _imdsv1_opt_out_reported,
+    ),
     Rule("encrypted-volumes", "Every EBS volume is encrypted.", True, _encrypted),
     Rule(
         "no-wildcard-iam-actions",

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up, then run every check: ruff (lint + format), mypy, and the whole pytest suite.
+# Set up the development set, then run every check: ruff (lint + format), mypy, and the whole pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy .

@@ -80,12 +80,12 @@ estate:
 @pytest.fixture(scope="session", autouse=True)
 def _requests_follow_the_service_models() -> Iterator[None]:
     """Every request the tests' code sends through our stdlib JSON client or a boto3 client is
-    checked against botocore's model of the service first (tests/aws_models.py), whatever
+    checked against botocore's model of the service first (estate/local/aws_models.py), whatever
     answers it: moto, our fakes, or nothing at all."""
     from botocore.client import BaseClient
 
+    from estate.local import aws_models
     from lambda_src.aws.sigv4_client import AwsJsonClient
-    from tests import aws_models
 
     json_call, boto_call = AwsJsonClient.call, BaseClient._make_api_call
 
@@ -107,7 +107,7 @@ def _requests_follow_the_service_models() -> Iterator[None]:
 def _no_request_broke_a_service_model() -> Iterator[None]:
     """A refused request fails its test even where the code under test catches and logs the
     error (a slot report, a reconcile pass): the violation is recorded as well as raised."""
-    from tests import aws_models
+    from estate.local import aws_models
 
     aws_models.VIOLATIONS.clear()
     yield

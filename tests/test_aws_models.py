@@ -1,4 +1,4 @@
-"""The model check itself (tests/aws_models.py): it refuses what the services refuse, so the
+"""The model check itself (estate/local/aws_models.py): it refuses what the services refuse, so the
 check on every request of the suite cannot pass vacuously, and it is wired in everywhere."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from estate.local import aws_models
+from estate.local.aws_models import ModelViolationError, check, problems, service_model, uncompilable_patterns
+from estate.local.fake_block_ec2 import FakeBlockEc2
 from lambda_src.aws.sigv4_client import SERVICES, AwsJsonClient
-from tests import aws_models
-from tests.aws_models import ModelViolationError, check, problems, service_model, uncompilable_patterns
-from tests.fake_block_ec2 import FakeBlockEc2
 
 GOOD_FLEET: dict[str, Any] = {
     "Type": "instant",

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from estate.local.fake_block_ec2 import FakeBlockEc2
 from estate.local.fake_github import jit_runner
 from estate.local.plane import LocalPlane
 from lambda_src.aws.block_ec2 import BlockEc2
@@ -21,7 +22,6 @@ from lambda_src.core.fleet_state import slot_runner_name
 from lambda_src.core.planner import LISTING_GRACE_S
 from lambda_src.functions.block_manager import BlockManager
 from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
-from tests.fake_block_ec2 import FakeBlockEc2
 
 POOL = "gpu-h100-cb"
 H100 = ["self-hosted", "linux", "x64", "gpu", "h100"]

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from estate.local.aws_models import checked
 from estate.local.plane import LocalPlane
 from lambda_src.aws.jit_parameters import INSTANCE_ARN_TAG
 from lambda_src.core.fleet_state import GithubRunner, runner_name
 from lambda_src.core.planner import IDLE_CONFIRM_S
 from lambda_src.functions.control_plane import MAX_JOB_CHECKS, MAX_REPO_SCANS, STALE_JOB_S
-from tests.aws_models import checked
 from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, fixed_clock
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]

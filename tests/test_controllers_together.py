@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from estate.local.fake_block_ec2 import FakeBlockEc2
 from estate.local.plane import LocalPlane
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.core.planner import LISTING_GRACE_S
 from lambda_src.functions.block_manager import BlockManager
 from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
-from tests.fake_block_ec2 import FakeBlockEc2
 
 CB_POOL = "gpu-h100-cb"
 BLOCK = "cr-0a1b2c3d4e5f60718"  # the reservation the example pool names

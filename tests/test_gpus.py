@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from estate.cli import main
+from estate.cli import EXIT_USAGE, main
 from lambda_src.core.gpu_slots import LayoutError, parse_layout
 from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
 from lambda_src.core.node_slots import plan_node
@@ -153,7 +153,7 @@ def test_estate_gpus_prints_the_gpu_and_the_slot_plan(capsys: pytest.CaptureFixt
 def test_estate_gpus_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gpus", "--nvidia-smi-xml", str(H100_XML), "--layout", "1x4+4x1"]) == 1
     assert capsys.readouterr().err.strip() == "error: layout 1x4+4x1 needs 8 GPUs; this node has 1"
-    assert main(["gpus", "--nvidia-smi-xml", str(H100_XML), "--layout", "4y1"]) == 1
+    assert main(["gpus", "--nvidia-smi-xml", str(H100_XML), "--layout", "4y1"]) == EXIT_USAGE  # a bad argument, before anything runs
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -166,3 +166,75 @@ def test_on_a_real_nvidia_machine_the_real_gpus_are_reported(capsys: pytest.Capt
     rows = [line.split(", ") for line in expected.strip().splitlines()]
     assert [(g["uuid"], g["name"]) for g in report["gpus"]] == [(u, n) for u, n in rows]
     assert all(re.fullmatch(r"\d+\.\d", g["compute_capability"] or "") for g in report["gpus"])
+
+
+# ---- health in `estate gpus`, one decision with the node's slot manager (issue 19.6) ------
+
+
+@needs_capture
+def test_estate_gpus_reports_health_and_takes_a_faulty_gpus_slot_out_of_the_plan(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    node = tmp_path / "p5.xml"
+    node.write_text(eight_gpu_xml(ecc_on=5), encoding="utf-8")
+    assert main(["gpus", "--nvidia-smi-xml", str(node), "--layout", "1x4+4x1"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-00000000-0000-0000-0000-000000000005" in out
+    assert out.count("healthy") == 7
+    assert "FAULTY: 3 uncorrectable ECC errors" in out
+    assert "slot 2  1 GPU  devices 5  labels [h100, sm90, 1gpu]  OUT OF ROTATION: GPU GPU-00000000-0000-0000-0000-000000000005" in out
+    assert main(["gpus", "--nvidia-smi-xml", str(node), "--layout", "1x4+4x1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [g["faulty"] for g in report["gpus"]] == [None] * 5 + ["3 uncorrectable ECC errors"] + [None] * 2
+    assert [s["slot"] for s in report["slots"] if s["faulty"]] == [2]
+
+
+@needs_capture
+def test_estate_gpus_reads_fault_xids_from_a_kernel_log(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    node = tmp_path / "p5.xml"
+    node.write_text(eight_gpu_xml(), encoding="utf-8")
+    log = tmp_path / "dmesg.txt"
+    log.write_text("[ 1.0] NVRM: Xid (PCI:0000:11:00): 79, pid=0, GPU has fallen off the bus.\n", encoding="utf-8")
+    assert main(["gpus", "--nvidia-smi-xml", str(node), "--layout", "4x2", "--kernel-log", str(log), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {s["slot"]: s["faulty"] for s in report["slots"] if s["faulty"]} == {0: "GPU GPU-00000000-0000-0000-0000-000000000001: XID 79"}
+
+
+@needs_capture
+def test_the_node_s_slot_manager_and_estate_gpus_take_the_same_slots_out(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from lambda_src.host.slot_manager import SlotManager, SlotPorts
+
+    node = tmp_path / "p5.xml"
+    node.write_text(eight_gpu_xml(ecc_on=6), encoding="utf-8")
+    gpus = parse_nvidia_smi_xml(node.read_text(encoding="utf-8"))
+    faults = faulty_gpus(gpus, xid_faults(["NVRM: Xid (PCI:0000:10:00): 48, pid=1"]))
+    plan = plan_node(gpus, parse_layout("1x4+4x1"))  # as booted, before any fault
+    manager = SlotManager(list(plan.slots), SlotPorts(lambda slot: None, lambda slot, config: None, lambda *report: None, lambda: faults))  # type: ignore[arg-type, return-value]
+    manager.tick()
+    log = tmp_path / "dmesg.txt"
+    log.write_text("NVRM: Xid (PCI:0000:10:00): 48, pid=1\n", encoding="utf-8")
+    assert main(["gpus", "--nvidia-smi-xml", str(node), "--layout", "1x4+4x1", "--kernel-log", str(log), "--json"]) == 0
+    from_cli = {s["slot"]: s["faulty"] for s in json.loads(capsys.readouterr().out)["slots"] if s["faulty"]}
+    assert manager.out_of_rotation == from_cli == dict(plan_node(gpus, parse_layout("1x4+4x1"), faults).faulty)
+    assert sorted(from_cli) == [0, 3]  # GPU 0's XID in the 4-GPU slot, GPU 6's ECC errors in slot 3
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["--nvidia-smi-xml", "/nonexistent/nvidia-smi.xml"], 1, "No such file or directory"),
+        (["--layout", "4y1"], 64, "--layout 4y1"),
+    ],
+)
+def test_estate_gpus_json_prints_json_on_error_too(args: list[str], code: int, error: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gpus", *args, "--json"]) == code
+    out, err = capsys.readouterr()
+    assert error in json.loads(out)["error"]
+    assert err.count("\n") == 1
+
+
+def test_estate_gpus_json_on_a_machine_whose_nvidia_smi_lists_no_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    xml = tmp_path / "none.xml"
+    xml.write_text("<nvidia_smi_log><driver_version>570.0</driver_version></nvidia_smi_log>", encoding="utf-8")
+    assert main(["gpus", "--nvidia-smi-xml", str(xml), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"error": "nvidia-smi lists no GPU on this machine"}

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from estate.local.aws_models import checked
+from estate.local.fake_block_ec2 import FakeBlockEc2
 from estate.local.plane import LocalPlane
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.core.fleet_state import QUEUED, Job
 from lambda_src.core.settings import ControlPlaneSettings
 from lambda_src.functions import handlers
-from tests.aws_models import checked
 from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
-from tests.fake_block_ec2 import FakeBlockEc2
 
 CONTEXT = SimpleNamespace(invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:runner-estate-local-scale-up")
 

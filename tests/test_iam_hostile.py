@@ -34,12 +34,12 @@ import pytest
 from estate.config.loader import load_estate
 from estate.config.pool import Pool
 from estate.derive.control_config import jit_parameter_prefix, pool_settings
+from estate.local.aws_models import checked
 from estate.preview import Registered, run_program
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.core.block_planner import Block
-from tests.aws_models import checked
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 from tests.iam_eval import ContextValue, Decision, Request, decide
 

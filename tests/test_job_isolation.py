@@ -20,12 +20,12 @@ import pytest
 from estate.config.loader import load_pool
 from estate.config.pool import Pool
 from estate.derive.host_user_data import IMDS_ADDRESSES, INSTALL_DIR, node_user_data, user_data
+from estate.local.aws_models import checked
 from lambda_src.core.gpu_slots import NodeSlot, assign_slots, parse_layout
 from lambda_src.core.job_isolation import slot_user
 from lambda_src.host import slot_manager
 from lambda_src.host.common import JIT_ENV, runner_argv
 from lambda_src.host.slot_manager import JobSlots, SlotManager, SlotPorts
-from tests.aws_models import checked
 from tests.conftest import H100_POOL, MINIMAL_POOL, write_pool
 from tests.test_runner_install import SHA, installed
 

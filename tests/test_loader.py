@@ -110,7 +110,33 @@ def test_minimal_pool_loads(tmp_path: Path) -> None:
 
 def test_unknown_key_names_the_key(tmp_path: Path) -> None:
     err = _error(tmp_path, MINIMAL_POOL.replace("  runner_os: linux", "  runner_os: linux\n  instance_typez: [m5.large]"))
-    assert (err.pool, err.key, err.message) == ("pool-a", "runner_config.instance_typez", "unknown key")
+    assert (err.pool, err.key) == ("pool-a", "runner_config.instance_typez")
+    assert err.message == "unknown key 'instance_typez' (did you mean 'instance_types'?)"
+
+
+def test_a_misspelt_required_key_is_named_not_the_key_it_replaced(tmp_path: Path) -> None:
+    """Issue 19.4: `runners_maximum_cout` was reported as "runners_maximum_count: required key is missing"."""
+    err = _error(tmp_path, MINIMAL_POOL.replace("runners_maximum_count: 4", "runners_maximum_cout: 4"))
+    assert err.key == "runner_config.runners_maximum_cout"
+    assert err.message == "unknown key 'runners_maximum_cout' (did you mean 'runners_maximum_count'?)"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "guess"),
+    [
+        ("  runner_metadata_options: {http_tokns: required}\n", "runner_config.runner_metadata_options.http_tokns", "http_tokens"),
+        ("  block_device_mappings: [{volume_sise: 40}]\n", "runner_config.block_device_mappings[0].volume_sise", "volume_size"),
+        ("estate:\n  hard_limits: {max_instance: 3}\n", "estate.hard_limits.max_instance", "max_instances"),
+    ],
+)
+def test_did_you_mean_looks_inside_nested_sections(tmp_path: Path, text: str, key: str, guess: str) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + text)
+    assert (err.key, err.message) == (key, f"unknown key {key.rsplit('.', 1)[-1]!r} (did you mean {guess!r}?)")
+
+
+def test_an_unknown_key_like_no_other_gets_no_guess(tmp_path: Path) -> None:
+    err = _error(tmp_path, MINIMAL_POOL + "  zzz_qqq: 1\n")
+    assert err.message == "unknown key 'zzz_qqq'"
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
@@ -118,10 +144,39 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert err.key == "estates"
 
 
-def test_wrong_type_is_not_coerced(tmp_path: Path) -> None:
-    err = _error(tmp_path, MINIMAL_POOL.replace("runners_maximum_count: 4", 'runners_maximum_count: "4"'))
+def test_upstream_keys_take_what_terraform_converts(tmp_path: Path) -> None:
+    """Issue 19.4: Terraform, which reads upstream's files, turns "50" into a number and "true" into a bool."""
+    text = (
+        MINIMAL_POOL.replace("runners_maximum_count: 4", 'runners_maximum_count: "50"')
+        + '  minimum_running_time_in_minutes: "5"\n  enable_ssm_on_runners: "true"\n  instance_max_spot_price: 0.5\n'
+        + '  block_device_mappings: [{volume_size: "40", iops: 3e3}]\n'
+        + 'fifo: "false"\n'
+    )
+    pool, _ = load_pool(write_pool(tmp_path, "pool-a", text))
+    rc = pool.runner
+    assert (rc.runners_maximum_count, rc.minimum_running_time_in_minutes, rc.enable_ssm_on_runners) == (50, 5, True)
+    assert rc.instance_max_spot_price == "0.5"
+    assert (rc.block_device_mappings[0].volume_size, rc.block_device_mappings[0].iops) == (40, 3000)
+    assert pool.spec.fifo is False
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [('"four"', "integer"), ('"4.5"', "integer"), ("true", "integer"), ('"-1"', "greater than or equal to 0")],
+)
+def test_what_terraform_would_not_convert_is_refused(tmp_path: Path, value: str, message: str) -> None:
+    err = _error(tmp_path, MINIMAL_POOL.replace("runners_maximum_count: 4", f"runners_maximum_count: {value}"))
     assert err.key == "runner_config.runners_maximum_count"
+    assert message in err.message
+
+
+def test_our_own_keys_are_not_coerced(tmp_path: Path) -> None:
+    """Terraform never reads `estate:`: its keys take their own types only."""
+    err = _error(tmp_path, MINIMAL_POOL + 'estate:\n  hard_limits: {max_instances: "4"}\n')
+    assert err.key == "estate.hard_limits.max_instances"
     assert "integer" in err.message
+    err = _error(tmp_path, MINIMAL_POOL + '  enable_ssm_on_runners: "yes"\n')
+    assert "boolean" in err.message
 
 
 def test_negative_maximum(tmp_path: Path) -> None:

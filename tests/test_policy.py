@@ -127,10 +127,15 @@ def test_rules(kind: str, props: dict[str, Any], expected: list[str]) -> None:
 
 
 def test_only_what_config_lets_a_pool_opt_into_is_advisory() -> None:
-    """Public runner groups, unchecked managed policies and unchecked security groups each need
-    an explicit opt-out in config; the pack reports them. Everything else is mandatory."""
+    """Public runner groups, unchecked managed policies, unchecked security groups and IMDSv1
+    each need an explicit opt-out in config; the pack reports them. Everything else is mandatory."""
     advisory = {r.name for r in rules.RULES if not r.mandatory} | {r.name for r in rules.STACK_RULES if not r.mandatory}
-    assert advisory == {"runner-groups-not-public", "managed-policies-reported", "unchecked-security-groups-reported"}
+    assert advisory == {
+        "runner-groups-not-public",
+        "managed-policies-reported",
+        "unchecked-security-groups-reported",
+        "imdsv1-opt-out-reported",
+    }
 
 
 def test_the_packs_validator_reports_through_pulumi_policys_callback() -> None:
@@ -360,3 +365,33 @@ def stack_file(tmp_path: Path, configs: Path) -> Path:
     path = tmp_path / "Pulumi.staging.yaml"
     path.write_text(yaml.safe_dump({"config": config}), encoding="utf-8")
     return path
+
+
+def test_the_documented_imdsv1_opt_out_passes_the_pack_with_an_advisory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19.8: `estate.allow_imdsv1: true`, documented as an opt-out, was blocked by the
+    mandatory imdsv2-required rule, so it could not be used."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    pool_with(configs, "  runner_metadata_options: {http_tokens: optional}", "  allow_imdsv1: true")
+    preview = run_program(PROJECT_DIR, "staging", stack_path=stack_file(tmp_path, configs))
+    (template,) = [r for r in preview.records if r.type == rules.LAUNCH_TEMPLATE]
+    assert template.inputs["metadataOptions"]["httpTokens"] == "optional"
+    found = [v for r in preview.records for v in rules.check(r.type, r.name, r.inputs)]
+    assert [(v.rule, v.mandatory, v.resource) for v in found] == [("imdsv1-opt-out-reported", False, "cpu-extra-lt")]
+    # Through the CLI: exit 0, the advisory on stderr.
+    monkeypatch.setattr("estate.preview.run_program", lambda *a, **k: preview)
+    assert cli.main(["preview"]) == 0
+    assert "policy: imdsv1-opt-out-reported (advisory): cpu-extra-lt: metadataOptions.httpTokens is 'optional'" in capsys.readouterr().err
+
+
+def test_only_the_program_s_opt_out_tag_lets_imdsv1_pass() -> None:
+    """A launch template without the tag the program sets for the opt-out stays refused."""
+    optional = {"metadataOptions": {"httpTokens": "optional"}}
+    assert names(rules.LAUNCH_TEMPLATE, optional) == ["imdsv2-required"]
+    tagged = {**optional, "tags": {rules.IMDSV1_OPT_OUT_TAG: "true"}}
+    assert names(rules.LAUNCH_TEMPLATE, tagged) == ["imdsv1-opt-out-reported"]
+    assert names(rules.LAUNCH_TEMPLATE, {**optional, "tags": {rules.IMDSV1_OPT_OUT_TAG: "false"}}) == ["imdsv2-required"]
+    required = {"metadataOptions": {"httpTokens": "required"}, "tags": {rules.IMDSV1_OPT_OUT_TAG: "true"}}
+    assert names(rules.LAUNCH_TEMPLATE, required) == []

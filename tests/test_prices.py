@@ -143,7 +143,7 @@ def test_prices_file_overrides_and_refuses_what_it_cannot_use(tmp_path: Path) ->
 def test_simulate_prices_flag_rejects_a_typo_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({"m7i.2xlarge": {"on_demand": 1.0}}))
-    assert main(["simulate", "--configs", str(EXAMPLE_CONFIGS), "--prices", str(path), "--days", "0.05"]) == 1
+    assert main(["simulate", "--configs", str(EXAMPLE_CONFIGS), "--prices", str(path), "--days", "0.05"]) == 2
     assert capsys.readouterr().err == f"error: {path}: m7i.2xlarge: unknown market 'on_demand' (want on-demand, spot, capacity-block)\n"
 
 

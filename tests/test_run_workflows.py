@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from estate.local.fake_block_ec2 import FakeBlockEc2
 from estate.local.plane import LocalPlane
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.core.routing import Admission, JobOrigin, run_workflow_files
 from lambda_src.functions.block_manager import BlockManager
 from tests.conftest import EXAMPLE_CONFIGS, WORKING_HOURS, fixed_clock
-from tests.fake_block_ec2 import FakeBlockEc2
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
 H100 = ["self-hosted", "linux", "x64", "gpu", "h100"]

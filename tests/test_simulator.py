@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from estate.cli import main
+from estate.cli import EXIT_USAGE, main
 from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
 from estate.config.prices import PriceTable
 from estate.sim.parameter_store import runner_config_cost_usd
 from estate.sim.policies import NEXT_RUNNER_S, POLICIES, REUSE_WAIT_S
-from estate.sim.simulate import simulate
+from estate.sim.simulate import simulate, table
 from estate.sim.simulator import Simulation
 from estate.sim.timings import BOOT_S, BUILDKITE_BOOT_S, BUILDKITE_TERMINATE_TAIL_S, CONTROL_PLANE_LATENCY_S, ESTATE_SHUTDOWN_TAIL_S
 from estate.sim.workload import FLASHINFER, SHARDED, WORKLOADS, TraceJob, flashinfer_trace, pr_trace, read_trace
@@ -400,9 +400,7 @@ def test_cli_generates_the_sharded_workload_without_failures(capsys: pytest.Capt
 
 
 def test_cli_refuses_a_failed_run_share_above_one(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        main(["simulate", "--failed-runs", "1.5"])
-    assert caught.value.code != 0
+    assert main(["simulate", "--failed-runs", "1.5"]) == EXIT_USAGE
     assert "--failed-runs: '1.5' is not a share from 0 to 1" in capsys.readouterr().err
 
 
@@ -496,3 +494,97 @@ def test_a_reusable_host_with_no_job_waiting_waits_for_a_next_runner_then_goes(t
 def test_a_reusable_host_stops_at_its_job_limit(tmp_path: Path) -> None:
     sim = run(capped_estate(tmp_path, REUSE), [job(i, 0.0) for i in range(4)], "estate")
     assert [h.slots[0].jobs_run for h in sim.hosts] == [3, 1]
+
+
+# ---- a newcomer's runs: arguments checked first, a table that adds up (issue 19.5) --------
+
+
+def test_the_table_adds_up_to_the_trace(tmp_path: Path) -> None:
+    """served + cancelled + expired + unserved = jobs; the table hid cancelled jobs."""
+    fpga = (*CPU, "fpga")  # no pool serves it
+    trace = [run_job(0, 0.0, 120.0, "r1", fails=True)] + [run_job(i, 0.0, 1800.0, "r1") for i in range(1, 5)]
+    trace += [
+        TraceJob("stranded", 0.0, fpga, 60.0, run="r2"),  # expires after 24 h ...
+        TraceJob("r2-fails", 30 * 3600.0, CPU, 60.0, run="r2", fails=True),  # ... and stays expired when its run fails
+        job(7, 25 * 3600.0),
+        TraceJob("late", 30 * 3600.0, fpga, 60.0),  # still queued at the end
+    ]
+    sim = run(cpu_estate(tmp_path), trace, "estate")
+    report = sim.report()
+    assert report["jobs_total"] == len(trace)
+    assert (report["jobs_expired"], report["jobs_unserved"], report["jobs_cancelled_before_start"]) == (1, 2, 1)
+    head, _, row, footnote = table({"policies": {"estate": report}}).splitlines()
+    assert head.split()[:6] == ["policy", "jobs", "served", "cancelled", "expired", "unserved"]
+    jobs, served, cancelled, expired, unserved = map(int, row.split()[1:6])
+    assert (jobs, served, cancelled, expired, unserved) == (9, 6, 1, 1, 1)
+    assert jobs == served + cancelled + expired + unserved
+    assert footnote.startswith("jobs = served + cancelled")
+
+
+def test_the_queue_the_plot_draws_holds_only_jobs_some_pool_serves(tmp_path: Path) -> None:
+    """An unroutable job was drawn as queued for the whole day."""
+    sim = run(cpu_estate(tmp_path), [TraceJob("gpu", 0.0, ("self-hosted", "gpu"), 60.0), job(1, 3600.0)], "estate")
+    assert sim.samples
+    assert max(queued for _, queued, _ in sim.samples) == 1  # the CPU job, while its host boots
+    assert [queued for t, queued, _ in sim.samples if t < 3600.0] == [0] * len([t for t, _, _ in sim.samples if t < 3600.0])
+
+
+@pytest.fixture
+def never_simulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the simulation ran before its arguments were checked")
+
+    monkeypatch.setattr("estate.sim.simulate.simulate", refuse)
+
+
+@pytest.mark.usefixtures("never_simulated")
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--days", "0"], "argument --days: '0' is not a number above 0"),
+        (["--days", "-1"], "argument --days: '-1' is not a number above 0"),
+        (["--days", "nan"], "is not a number above 0"),
+        (["--spot-interruptions", "-1"], "argument --spot-interruptions: '-1' is not a number, 0 or more"),
+        (["--trace", "TRACE", "--days", "2"], "--days shape the generated workload; a --trace file has its own jobs"),
+        (["--trace", "TRACE", "--workload", "sharded", "--failed-runs", "0"], "--workload, --failed-runs shape the generated workload"),
+        (["--trace", "nosuch.jsonl"], "--trace nosuch.jsonl: no such file"),
+        (["--plot", "no/such/folder/sim.png"], "--plot no/such/folder/sim.png: folder no/such/folder does not exist"),
+    ],
+)
+def test_simulate_refuses_what_it_cannot_honour_before_it_runs(
+    args: list[str], error: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(json.dumps({"id": "a", "t": 0, "labels": list(CPU), "duration_s": 60}) + "\n", encoding="utf-8")
+    assert main(["simulate", *[str(trace) if a == "TRACE" else a for a in args]]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert error in err
+
+
+@pytest.mark.usefixtures("never_simulated")
+@pytest.mark.parametrize(
+    ("prices", "error"),
+    [
+        ({"p5.48xlarge": {"ondemand": 50.0}}, "p5.48xlarge: unknown market 'ondemand' (want on-demand, spot, capacity-block)"),
+        ({"p5.48xlarg": {"on-demand": 50.0}}, "unknown EC2 instance type 'p5.48xlarg'"),
+        ({"p5.48xlarge": {"spot": "cheap"}}, "p5.48xlarge: spot: want USD per instance-hour, a number >= 0, not 'cheap'"),
+        ({"p5.48xlarge": {"spot": -1}}, "p5.48xlarge: spot: want USD per instance-hour, a number >= 0, not -1"),
+    ],
+)
+def test_unknown_price_keys_are_refused_not_ignored(
+    prices: dict[str, Any], error: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(prices), encoding="utf-8")
+    assert main(["simulate", "--prices", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert error in err
+
+
+def test_prices_for_types_the_simulation_never_launches_are_pointed_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"g6.xlarge": {"on-demand": 0.5}}), encoding="utf-8")
+    assert main(["simulate", "--prices", str(path), "--days", "0.05", "--policy", "ideal", "--json"]) == 0
+    assert "note: --prices: the simulation launches no g6.xlarge" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from estate.config.diagnostics import ConfigError
 from estate.config.loader import load_estate
 from estate.config.stack_config import parse_stack_config
 from estate.derive.spot_role import plan_spot_role
+from estate.local.aws_models import checked
 from estate.preview import Registered, run_program
 from lambda_src.aws.ec2_fleet import (
     SPOT_ROLE_ERROR,
@@ -24,7 +25,6 @@ from lambda_src.aws.ec2_fleet import (
     spot_role_finding,
 )
 from lambda_src.core.settings import PoolSettings
-from tests.aws_models import checked
 from tests.conftest import MINIMAL_POOL, PROJECT_DIR, write_pool
 
 ROLE_MESSAGE = "The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances."

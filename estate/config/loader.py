@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from estate.config.buildkite_model import BuildkiteQueue, BuildkiteQueueFile
 from estate.config.diagnostics import ConfigError, ConfigWarning, first_problem
 from estate.config.pool import POOL_NAME_RE, Pool
 from estate.config.pool_model import PoolFile
+from estate.config.upstream_types import standard_json_schema
 from lambda_src.core.routing import Admission, RoutingTable
 
 
@@ -62,11 +63,22 @@ def load_pool(path: Path, data: Any = None, *, drop_unknown_types: bool = False)
     try:
         spec = PoolFile.model_validate(data)
     except ValidationError as exc:
-        key, message = first_problem(exc)
+        key, message = first_problem(exc, PoolFile)
         # A model-level check reports its model's path, which may be empty.
         raise ConfigError(file, name, key or None, message) from exc
     pool = Pool(name=name, file=file, spec=spec, drop_unknown_types=drop_unknown_types)
     return pool, pool.check()
+
+
+def file_schema() -> dict[str, Any]:
+    """The JSON Schema of a file in runner_configs/: a pool (matcherConfig + runner_config) or a
+    Buildkite queue (`buildkite_queue`), for editors and CI linters."""
+    schema = TypeAdapter(PoolFile | BuildkiteQueueFile).json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "runner-estate runner_configs file: a pool or a Buildkite queue",
+        **standard_json_schema(schema),
+    }
 
 
 def expand_paths(args: Sequence[str | Path]) -> list[Path]:
@@ -86,7 +98,7 @@ def load_queue(path: Path, data: Any) -> BuildkiteQueue:
     try:
         spec = BuildkiteQueueFile.model_validate(data)
     except ValidationError as exc:
-        key, message = first_problem(exc)
+        key, message = first_problem(exc, BuildkiteQueueFile)
         raise ConfigError(str(path), path.stem, key or None, message) from exc
     queue = BuildkiteQueue(path.stem, str(path), spec.buildkite_queue)
     queue.check()

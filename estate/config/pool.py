@@ -15,7 +15,7 @@ from estate.config.prices import PriceError, PriceTable
 from lambda_src.core.gpu_slots import LayoutError, SlotLayout, parse_layout, whole_node
 from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type, unknown_type_message
 from lambda_src.core.routing import Admission, PoolRoute, normalise
-from policy.rules import managed_policy_finding
+from policy.rules import IMDSV1_OPT_OUT_TAG, managed_policy_finding
 
 POOL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # Membership in any of these makes a job root on its host, or lets it read what root logs.
@@ -154,6 +154,11 @@ class Pool:
     def imdsv2_required(self) -> bool:
         """IMDSv2 unless the pool opted out explicitly with our own key."""
         return not self.spec.estate.allow_imdsv1
+
+    @property
+    def opt_out_tags(self) -> dict[str, str]:
+        """Tags of the pool's launch template that tell the policy pack an opt-out is explicit."""
+        return {IMDSV1_OPT_OUT_TAG: "true"} if self.spec.estate.allow_imdsv1 else {}
 
     @property
     def max_runners(self) -> int:

@@ -1,7 +1,8 @@
 """The runner pool file: terraform-aws-github-runner multi-runner YAML plus our `estate:` keys.
 
-Upstream keys keep upstream names and shapes so a team's existing files load unchanged.
-Everything is strict (no silent coercion) and unknown keys are rejected; what we accept but
+Upstream keys keep upstream names and shapes so a team's existing files load unchanged, and
+take what Terraform converts for them (a quoted number, "true"; estate/config/upstream_types.py).
+Everything else is strict (no silent coercion) and unknown keys are rejected; what we accept but
 do not act on yet is listed in `estate.config.key_support` and reported by `validate`.
 """
 
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from estate.config.strict_model import StrictModel
+from estate.config.upstream_types import TfBool, TfInt, TfStr
 from lambda_src.core import cron
 from lambda_src.core.cron import CronError
 from lambda_src.core.job_isolation import USER_NAME_RE
@@ -48,8 +50,8 @@ def _check_labels(labels: list[str]) -> list[str]:
 
 class MatcherConfig(StrictModel):
     labelMatchers: list[list[str]] = Field(min_length=1)
-    exactMatch: bool = False
-    priority: int = Field(default=999, ge=0, le=999)
+    exactMatch: TfBool = False
+    priority: TfInt = Field(default=999, ge=0, le=999)
 
     @field_validator("labelMatchers")
     @classmethod
@@ -65,7 +67,7 @@ class MetadataOptions(StrictModel):
     instance_metadata_tags: Literal["enabled", "disabled"] = "enabled"
     http_endpoint: Literal["enabled", "disabled"] = "enabled"
     http_tokens: Literal["required", "optional"] = "required"
-    http_put_response_hop_limit: int = Field(default=1, ge=1, le=64)
+    http_put_response_hop_limit: TfInt = Field(default=1, ge=1, le=64)
 
 
 class AmiSelection(StrictModel):
@@ -75,12 +77,12 @@ class AmiSelection(StrictModel):
 
 class BlockDevice(StrictModel):
     device_name: str = "/dev/xvda"
-    volume_size: int = Field(default=30, ge=8, le=65536)
+    volume_size: TfInt = Field(default=30, ge=8, le=65536)
     volume_type: Literal["gp3", "gp2", "io1", "io2"] = "gp3"
-    delete_on_termination: bool = True
-    encrypted: bool = True
-    iops: int | None = Field(default=None, ge=100)
-    throughput: int | None = Field(default=None, ge=125)
+    delete_on_termination: TfBool = True
+    encrypted: TfBool = True
+    iops: TfInt | None = Field(default=None, ge=100)
+    throughput: TfInt | None = Field(default=None, ge=125)
     kms_key_id: str | None = None
     snapshot_id: str | None = None
 
@@ -114,7 +116,7 @@ class IdleWindow(StrictModel):
 
     cron: str
     timeZone: str = "UTC"
-    idleCount: int = Field(ge=0)
+    idleCount: TfInt = Field(ge=0)
     evictionStrategy: Literal["oldest_first", "newest_first"] = "oldest_first"
 
     @field_validator("cron")
@@ -130,7 +132,7 @@ class IdleWindow(StrictModel):
 
 class LogFile(StrictModel):
     log_group_name: str = Field(pattern=r"^[A-Za-z0-9_./-]+$")
-    prefix_log_group: bool = True
+    prefix_log_group: TfBool = True
     file_path: str
     log_stream_name: str
 
@@ -140,7 +142,7 @@ class PoolSizeWindow(StrictModel):
 
     schedule_expression: str
     schedule_expression_timezone: str = "UTC"
-    size: int = Field(ge=0)
+    size: TfInt = Field(ge=0)
 
     @field_validator("schedule_expression")
     @classmethod
@@ -159,35 +161,35 @@ class RunnerConfig(StrictModel):
     runner_os: Literal["linux", "windows"]
     runner_architecture: Literal["x64", "arm64"]
     instance_types: list[str] = Field(min_length=1)
-    runners_maximum_count: int = Field(ge=0)
+    runners_maximum_count: TfInt = Field(ge=0)
     runner_extra_labels: list[str] = Field(default_factory=list)
     runner_name_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", max_length=45)
     # The job user's name reaches a root shell on the host: a plain user name, never root.
     runner_run_as: Annotated[str, AfterValidator(check_user_name)] = "ec2-user"
-    runner_as_root: bool = False
+    runner_as_root: TfBool = False
     runner_group_name: str = "Default"
     runner_metadata_options: MetadataOptions = MetadataOptions()
     userdata_template: str | None = None
     userdata_pre_install: str = ""
     userdata_post_install: str = ""
-    enable_userdata: bool = True
-    enable_organization_runners: bool = False
-    enable_ephemeral_runners: bool = False
-    enable_jit_config: bool | None = None
-    enable_job_queued_check: bool | None = None
+    enable_userdata: TfBool = True
+    enable_organization_runners: TfBool = False
+    enable_ephemeral_runners: TfBool = False
+    enable_jit_config: TfBool | None = None
+    enable_job_queued_check: TfBool | None = None
     instance_target_capacity_type: Literal["spot", "on-demand"] | None = None
     instance_allocation_strategy: Literal[
         "lowest-price", "diversified", "capacity-optimized", "capacity-optimized-prioritized", "price-capacity-optimized"
     ] = "lowest-price"
-    instance_max_spot_price: str | None = None
+    instance_max_spot_price: TfStr | None = None
     enable_on_demand_failover_for_errors: list[str] = Field(default_factory=list)
-    create_service_linked_role_spot: bool = False
-    delay_webhook_event: int = Field(default=30, ge=0, le=900)
-    job_queue_retention_in_seconds: int = Field(default=86400, ge=60)
+    create_service_linked_role_spot: TfBool = False
+    delay_webhook_event: TfInt = Field(default=30, ge=0, le=900)
+    job_queue_retention_in_seconds: TfInt = Field(default=86400, ge=60)
     scale_down_schedule_expression: str = "cron(*/5 * * * ? *)"
-    scale_up_reserved_concurrent_executions: int = Field(default=1, ge=-1)
-    minimum_running_time_in_minutes: int | None = Field(default=None, ge=0)
-    runner_boot_time_in_minutes: int = Field(default=5, ge=1)
+    scale_up_reserved_concurrent_executions: TfInt = Field(default=1, ge=-1)
+    minimum_running_time_in_minutes: TfInt | None = Field(default=None, ge=0)
+    runner_boot_time_in_minutes: TfInt = Field(default=5, ge=1)
     idle_config: list[IdleWindow] = Field(default_factory=list)
     pool_config: list[PoolSizeWindow] = Field(default_factory=list)
     ami: AmiSelection = AmiSelection()
@@ -196,15 +198,15 @@ class RunnerConfig(StrictModel):
     ami_id_ssm_parameter_name: str | None = None
     ami_kms_key_arn: str = ""
     block_device_mappings: list[BlockDevice] = Field(default_factory=lambda: [BlockDevice()], min_length=1)
-    ebs_optimized: bool = False
+    ebs_optimized: TfBool = False
     credit_specification: Literal["standard", "unlimited"] | None = None
-    enable_ssm_on_runners: bool = False
-    enable_cloudwatch_agent: bool = True
+    enable_ssm_on_runners: TfBool = False
+    enable_cloudwatch_agent: TfBool = True
     cloudwatch_config: str | None = None
     runner_log_files: list[LogFile] | None = None
-    enable_runner_detailed_monitoring: bool = False
-    enable_runner_binaries_syncer: bool = True
-    disable_runner_autoupdate: bool = False
+    enable_runner_detailed_monitoring: TfBool = False
+    enable_runner_binaries_syncer: TfBool = True
+    disable_runner_autoupdate: TfBool = False
     runner_ec2_tags: dict[str, str] = Field(default_factory=dict)
     runner_iam_role_managed_policy_arns: list[str] = Field(default_factory=list)
     runner_additional_security_group_ids: list[str] = Field(default_factory=list)
@@ -305,8 +307,8 @@ class EstateSettings(StrictModel):
 
 
 class RedriveSettings(StrictModel):
-    enabled: bool
-    maxReceiveCount: int | None = Field(default=None, ge=1)
+    enabled: TfBool
+    maxReceiveCount: TfInt | None = Field(default=None, ge=1)
 
 
 class PoolFile(StrictModel):
@@ -314,6 +316,6 @@ class PoolFile(StrictModel):
 
     matcherConfig: MatcherConfig
     runner_config: RunnerConfig
-    fifo: bool = False
+    fifo: TfBool = False
     redrive_build_queue: RedriveSettings | None = None
     estate: EstateSettings = EstateSettings()

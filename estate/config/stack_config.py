@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from estate.config.diagnostics import ConfigError, ConfigWarning, first_problem
@@ -232,7 +234,7 @@ def parse_stack_config(raw: Mapping[str, Any], file: str) -> StackConfig:
     try:
         stack = StackConfig.model_validate(dict(raw))
     except ValidationError as exc:
-        key, message = first_problem(exc)
+        key, message = first_problem(exc, StackConfig)
         if key == "region":
             key = "aws:region"
         elif key:
@@ -244,3 +246,33 @@ def parse_stack_config(raw: Mapping[str, Any], file: str) -> StackConfig:
         message = f"the topic is in {found['region']}, but the stack's alarms are in {stack.region} and notify topics of their region only"
         raise ConfigError(file, None, f"{NAMESPACE}:alarms.topic_arn", message)
     return stack
+
+
+def other_stack_environments(project_dir: Path, stack: str) -> dict[str, str]:
+    """`Pulumi.<name>.yaml` -> its `runner-estate:environment`, for the project's other stacks."""
+    found: dict[str, str] = {}
+    for path in sorted(project_dir.glob("Pulumi.*.yaml")):
+        if path.name == f"Pulumi.{stack}.yaml":
+            continue
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # that stack's own preview reports its file
+        config = data.get("config") if isinstance(data, dict) else None
+        environment = config.get(f"{NAMESPACE}:environment") if isinstance(config, dict) else None
+        if isinstance(environment, str):
+            found[path.name] = environment
+    return found
+
+
+def check_unique_environment(project_dir: Path, stack: str, environment: str) -> None:
+    """Two stacks of one project with one environment would build the same physical names (the
+    ledger, queues, roles, parameters) in one account: the second deploy collides with the first,
+    or in another account runs a second control plane for the same org. Refused."""
+    clashes = [name for name, env in other_stack_environments(project_dir, stack).items() if env == environment]
+    if clashes:
+        message = (
+            f"{environment!r} is also the environment of {', '.join(clashes)}: each stack needs its own "
+            "(physical names, SSM parameters and tags are derived from it)"
+        )
+        raise ConfigError(f"Pulumi.{stack}.yaml", None, f"{NAMESPACE}:environment", message)

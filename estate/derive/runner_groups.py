@@ -37,11 +37,11 @@ def plan_runner_groups(stack: StackConfig, estate: Estate, stack_file: str) -> t
     for pool in estate.pools:
         group = pool.runner_group
         if group == DEFAULT_GROUP:
-            warnings.append(
-                pool.warning(
-                    "estate.runner_group", "runner group Default is not managed here: every repository it admits can use this pool"
-                )
-            )
+            # Left there by default (upstream's runner_group_name), it is worth a word; named in
+            # our own `estate.runner_group: Default`, it is the file's stated choice.
+            if pool.spec.estate.runner_group != DEFAULT_GROUP:
+                message = "runner group Default is not managed here: every repository it admits can use this pool"
+                warnings.append(pool.warning("estate.runner_group", f"{message} (say estate.runner_group: Default to choose it)"))
             continue
         if group not in stack.runner_groups:
             key = "estate.runner_group" if pool.spec.estate.runner_group else "runner_config.runner_group_name"

@@ -2,7 +2,9 @@
 GitHub as our loopback fake. Used by `estate serve` and the end-to-end tests.
 
 Only the adapters' endpoints differ from production; SQS's event source mapping (batches,
-partial failures, redrive to the DLQ) is played by `pump()`.
+partial failures, redrive to the DLQ) is played by `pump()`. moto has no capacity blocks:
+`with_blocks()` runs the capacity-block manager against our EC2 boundary fake
+(estate/local/fake_block_ec2.py), holding the blocks the pools name.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ import boto3
 from estate.config.loader import Estate, load_estate
 from estate.config.stack_config import StackConfig, parse_stack_config
 from estate.derive.control_config import control_settings, pool_settings
+from estate.local.fake_block_ec2 import FakeBlockEc2
 from estate.local.fake_github import FakeGithub, jit_runner
 from estate.local.moto_fidelity import make_ssm_strict
+from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX, Ledger
 from lambda_src.aws.sigv4_client import AwsJsonClient
 from lambda_src.core.settings import ControlPlaneSettings
 from lambda_src.functions import webhook
+from lambda_src.functions.block_manager import BlockManager
 from lambda_src.functions.control_plane import ControlPlane
 from lambda_src.functions.handlers import CachedParameter, SqsQueues
 from lambda_src.github.client import GithubClient
@@ -88,6 +93,8 @@ class LocalPlane:
     sqs: Any = field(init=False)
     webhook_secret: str = field(default_factory=lambda: secrets.token_hex(20))
     runner_groups: dict[str, Any] | None = None  # the stack's `runner_groups` (repositories without the org)
+    blocks: BlockManager | None = None  # the capacity-block manager, with `with_blocks()`
+    block_ec2: FakeBlockEc2 | None = None
     _http: ThreadingHTTPServer | None = None
 
     def start(self) -> LocalPlane:
@@ -151,6 +158,50 @@ class LocalPlane:
         )
         self.ssm = ssm
         return self
+
+    def with_blocks(self, hours: float = 24.0) -> list[str]:
+        """Run the capacity-block manager too: each capacity-block pool's `reservation_ids` become
+        blocks active from now for `hours` in our EC2 fake, its queue feeds the manager as
+        `cb_scale_up` does, and `manage()` cycles it. Returns one line per block."""
+        pools = {name: pool for name, pool in self.settings.pools.items() if pool.capacity_type == "capacity-block"}
+        subnets = sorted({s for pool in pools.values() for s in pool.subnet_ids})
+        self.block_ec2 = FakeBlockEc2(self.clock, {s: f"{REGION}{'ab'[i % 2]}" for i, s in enumerate(subnets)})
+        lines = []
+        for pool in self.estate.pools:
+            block = pool.spec.estate.capacity_block
+            if pool.name not in pools or block is None:
+                continue
+            for rid in block.reservation_ids:
+                self.block_ec2.add_block(rid, pool.runner.instance_types[0], block.instance_count, self.clock(), hours)
+                lines.append(f"{pool.name} {rid}: {block.instance_count} x {pool.runner.instance_types[0]} for {hours:g} h")
+            if not block.reservation_ids:
+                lines.append(f"{pool.name}: no reservation_ids (a purchase is not simulated)")
+        self.blocks = BlockManager(
+            settings=self.settings,
+            ledger=self.plane.ledger,
+            ec2=BlockEc2(self.block_ec2, self.settings.environment),
+            jit=self.plane.jit,
+            github=self.plane.github,
+            clock=self.clock,
+        )
+        return lines
+
+    def scale_up(self, records: list[dict[str, Any]]) -> list[str]:
+        """One pool queue's batch to the function wired to it: scale-up, or for a capacity-block
+        pool the block manager's (with `with_blocks()`). Returns the ids to retry."""
+        failed = set(self.plane.scale_up(records))
+        if self.blocks is not None:
+            failed |= set(self.blocks.scale_up(records))
+        return sorted(failed)
+
+    def cycle(self) -> None:
+        """The scheduled functions: reconcile and scale-down, and the block manager with AWS
+        ending the instances of a block about to end."""
+        self.plane.reconcile()
+        self.plane.scale_down()
+        if self.blocks is not None and self.block_ec2 is not None:
+            self.block_ec2.aws_terminates_ending_blocks()
+            self.blocks.manage()
 
     def stop(self) -> None:
         if self._http is not None:

@@ -1,6 +1,8 @@
 """`python -m estate serve`: the control plane running locally on loopback, for demos and
-end-to-end checks. The real webhook handler and planners; AWS in moto_server; GitHub as our
-fake. Scale-up runs as messages arrive; reconcile and scale-down every minute."""
+end-to-end checks. The real webhook handler and planners; AWS in moto_server, capacity blocks
+in our EC2 boundary fake (moto has none); GitHub as our fake. Scale-up (and the block manager's
+`cb_scale_up` for capacity-block pools) runs as messages arrive; reconcile, scale-down and the
+block manager every minute."""
 
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ def serve(configs: list[str], port: int, stop: threading.Event | None = None) ->
         print(f"webhook: {url}", flush=True)
         print(f"secret: {local.webhook_secret}", flush=True)
         print(f"github: {local.github.url}", flush=True)
+        for line in local.with_blocks():
+            print(f"block: {line} (simulated: estate/local/fake_block_ec2.py)", flush=True)
         stop = stop or threading.Event()
         next_cycle = time.monotonic() + CYCLE_S
         while not stop.wait(PUMP_INTERVAL_S):
-            local.pump()
+            local.pump(local.scale_up)
             if time.monotonic() >= next_cycle:
-                local.plane.reconcile()
-                local.plane.scale_down()
+                local.cycle()
                 next_cycle += CYCLE_S
     except KeyboardInterrupt:
         pass

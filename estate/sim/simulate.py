@@ -143,19 +143,25 @@ NAME_W = 17
 
 
 def table(report: dict[str, Any]) -> str:
+    """One line per policy. The job columns add up to the trace: served (a runner took it) +
+    cancelled (by GitHub before a runner took it) + expired (queued 24 hours) + unserved (no
+    runner by the end, e.g. no pool serves its labels) = jobs."""
     head = (
-        f"{'policy':<{NAME_W}} {'served':>7} {'unserved':>8} {'cancelled':>9} {'wait p50':>9} {'p95':>7} {'p99':>7} {'max':>7} "
+        f"{'policy':<{NAME_W}} {'jobs':>6} {'served':>7} {'cancelled':>9} {'expired':>7} {'unserved':>8} "
+        f"{'wait p50':>9} {'p95':>7} {'p99':>7} {'max':>7} "
         f"{'cost $':>9} {'inst-h':>8} {'boot-h':>7} {'idle GPU-h':>10} {'util':>6}"
     )
     lines = [head, "-" * len(head)]
     for name, r in report["policies"].items():
         w = r["wait_s"]
         lines.append(
-            f"{name:<{NAME_W}} {r['jobs_served']:>7} {r['jobs_unserved']:>8} {r['jobs_cancelled']:>9} "
+            f"{name:<{NAME_W}} {r['jobs_total']:>6} {r['jobs_served']:>7} {r['jobs_cancelled_before_start']:>9} {r['jobs_expired']:>7} "
+            f"{r['jobs_unserved'] - r['jobs_expired']:>8} "
             f"{w['p50']:>8.0f}s {w['p95']:>6.0f}s {w['p99']:>6.0f}s {w['max']:>6.0f}s "
             f"{r['cost_usd']:>9.2f} {r['instance_hours']:>8.1f} {r['boot_hours']:>7.1f} "
             f"{r['idle_gpu_hours']:>10.1f} {r['utilisation']:>6.1%}"
         )
+    lines.append("jobs = served + cancelled (before a runner took them) + expired (queued 24 h, failed) + unserved (no runner by the end)")
     return "\n".join(lines)
 
 
@@ -234,13 +240,13 @@ def plot(sims: dict[str, Simulation], report: dict[str, Any], path: Path) -> Non
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise RuntimeError("--plot needs matplotlib: pip install -r requirements-dev.txt") from exc
-    fig, axes = plt.subplots(3, 1, figsize=(12, 10), gridspec_kw={"height_ratios": [3, 3, 2]})
+        raise RuntimeError("--plot needs matplotlib: pip install 'runner-estate[plot]'") from exc
+    fig, axes = plt.subplots(3, 1, figsize=(11, 10), gridspec_kw={"height_ratios": [3, 3, 2]})
     for name, sim in sims.items():
         ts = [t / 3600 for t, _, _ in sim.samples]
         axes[0].step(ts, [q for _, q, _ in sim.samples], where="post", label=name)
         axes[1].step(ts, [n for _, _, n in sim.samples], where="post", label=name)
-    axes[0].set_ylabel("queued jobs")
+    axes[0].set_ylabel("queued jobs (a pool serves)")
     axes[1].set_ylabel("running instances")
     axes[1].set_xlabel("hours")
     for ax in axes[:2]:

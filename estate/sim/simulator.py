@@ -221,7 +221,8 @@ class Simulation:
                 continue
             free.remove(slot)
             self._start(job, slot)
-        self.samples.append((self.now, len(self.queue), len(self.live_hosts())))
+        # Queue depth counts the jobs some pool serves: an unroutable job waits for no runner.
+        self.samples.append((self.now, sum(1 for j in self.queue if j.pool is not None), len(self.live_hosts())))
 
     def _start(self, job: SimJob, slot: Slot) -> None:
         self.queue.remove(job)
@@ -262,8 +263,8 @@ class Simulation:
     def _cancel(self, job: SimJob) -> None:
         """GitHub cancels a job: a queued one leaves the queue (its `completed` event), a running
         one ends on its runner now, one not yet queued never is."""
-        if job.cancelled_at is not None or job.finished_at is not None:
-            return
+        if job.cancelled_at is not None or job.finished_at is not None or job.expired_at is not None:
+            return  # an expired job has already failed: cancelling its run leaves it so
         job.cancelled_at = self.now
         if job in self.queue:
             self.queue.remove(job)
@@ -409,6 +410,8 @@ class Simulation:
         busy = sum(s.busy_s for h in self.hosts for s in h.slots)
         idle_gpu_s = sum(s.gpus * max(0.0, alive_s[h.id] - s.busy_s) for h in self.hosts for s in h.slots)
         return {
+            # served + unserved + cancelled before start = jobs_total; expired jobs are unserved ones.
+            "jobs_total": len(self.jobs),
             "jobs_served": len(served),
             "jobs_unserved": sum(1 for j in self.jobs if j.started_at is None and j.cancelled_at is None),
             "jobs_cancelled": len(cancelled),

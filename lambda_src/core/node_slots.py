@@ -1,9 +1,11 @@
 """A GPU node's slot plan: its detected GPUs split per the pool's layout, with the slots a
-faulty GPU takes out of rotation. Pure; the slot manager and `estate gpus` both use it."""
+faulty GPU takes out of rotation. Pure; the slot manager and `estate gpus` both use it, and
+`faulty_slots` is the one decision of which slots a GPU fault takes out, at boot and at every
+health check after."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lambda_src.core.gpu_slots import LayoutError, NodeSlot, SlotLayout, assign_slots
@@ -16,6 +18,7 @@ class NodePlan:
     layout: SlotLayout
     slots: tuple[NodeSlot, ...]
     faulty: Mapping[int, str] = field(default_factory=dict)  # slot index -> why it is out of rotation
+    gpu_faults: Mapping[str, str] = field(default_factory=dict)  # GPU uuid -> why it must leave rotation
 
     @property
     def unused_gpus(self) -> int:
@@ -23,11 +26,22 @@ class NodePlan:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "gpus": [g.to_json() for g in self.gpus],
+            "gpus": [{**g.to_json(), "faulty": self.gpu_faults.get(g.uuid)} for g in self.gpus],
             "layout": self.layout.spec(),
             "slots": [{**s.to_json(), "faulty": self.faulty.get(s.index)} for s in self.slots],
             "unused_gpus": self.unused_gpus,
         }
+
+
+def faulty_slots(slots: Iterable[NodeSlot], faults: Mapping[str, str]) -> dict[int, str]:
+    """Slot index -> why it leaves rotation, for each slot holding a GPU named in `faults`
+    (uuid -> why, from `gpus.faulty_gpus`)."""
+    found = {}
+    for slot in slots:
+        bad = [f"GPU {u}: {faults[u]}" for u in slot.device_uuids if u in faults]
+        if bad:
+            found[slot.index] = "; ".join(bad)
+    return found
 
 
 def plan_node(gpus: list[Gpu], layout: SlotLayout, faults: Mapping[str, str] | None = None) -> NodePlan:
@@ -39,20 +53,16 @@ def plan_node(gpus: list[Gpu], layout: SlotLayout, faults: Mapping[str, str] | N
     if len(models) > 1:
         raise LayoutError(f"GPUs of different models on one node ({', '.join(sorted(models))}): slots need one model")
     slots = assign_slots(layout, [g.index for g in gpus], [g.uuid for g in gpus], gpus[0].labels)
-    faults = faults or {}
-    faulty = {
-        s.index: "; ".join(f"GPU {u}: {faults[u]}" for u in s.device_uuids if u in faults)
-        for s in slots
-        if any(u in faults for u in s.device_uuids)
-    }
-    return NodePlan(tuple(gpus), layout, tuple(slots), faulty)
+    faults = dict(faults or {})
+    return NodePlan(tuple(gpus), layout, tuple(slots), faulty_slots(slots, faults), faults)
 
 
 def render(plan: NodePlan) -> str:
     lines = ["GPUs:"]
     for g in plan.gpus:
         cc = g.compute_capability or "?"
-        lines.append(f"  {g.index}  {g.name}  {g.uuid}  {g.memory_mib} MiB  compute {cc}  bus {g.pci_bus_id}")
+        health = f"FAULTY: {plan.gpu_faults[g.uuid]}" if g.uuid in plan.gpu_faults else "healthy"
+        lines.append(f"  {g.index}  {g.name}  {g.uuid}  {g.memory_mib} MiB  compute {cc}  bus {g.pci_bus_id}  {health}")
     lines.append(f"slots ({plan.layout.spec()}):")
     for s in plan.slots:
         state = f"  OUT OF ROTATION: {plan.faulty[s.index]}" if s.index in plan.faulty else ""

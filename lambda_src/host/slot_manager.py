@@ -28,7 +28,7 @@ from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
 from lambda_src.core.gpu_slots import NodeSlot, parse_layout
 from lambda_src.core.gpus import faulty_gpus, parse_nvidia_smi_xml, xid_faults
 from lambda_src.core.job_isolation import slot_user
-from lambda_src.core.node_slots import plan_node
+from lambda_src.core.node_slots import faulty_slots, plan_node
 from lambda_src.host.common import Imds, add_host_arguments, download, not_written_yet, start_runner
 from lambda_src.host.job_users import Run, run_command, tidy_after_job
 from lambda_src.host.nvidia_smi import NoGpuDriverError, read_nvidia_smi
@@ -113,10 +113,10 @@ class SlotManager:
         except Exception:  # a failing health probe must not stop the runners; it is logged
             log.exception("GPU health check failed")
             return
+        faulty = faulty_slots([slot.plan for slot in self._state], faults)
         for slot in self._state:
-            bad = [f"GPU {u}: {faults[u]}" for u in slot.plan.device_uuids if u in faults]
-            if bad and slot.faulty is None:
-                self._leave_rotation(slot, "; ".join(bad))
+            if slot.plan.index in faulty and slot.faulty is None:
+                self._leave_rotation(slot, faulty[slot.plan.index])
 
     def _leave_rotation(self, slot: _Slot, reason: str) -> None:
         slot.faulty = reason

@@ -3,8 +3,11 @@ capacity-block with their capacity and dates, launches into them (checked the wa
 them), offerings and purchases, and AWS ending a block's instances on time. It also takes the
 scaler's instant CreateFleet launches, so every controller can run against one EC2.
 
-Like EC2, it first checks each request against EC2's model (tests/aws_models.py): a boto3
-client would check only part of it, and this fake is not a boto3 client."""
+`estate serve` runs the capacity-block manager against it (estate/local/plane.py), and the
+tests use it wherever a block is involved.
+
+Like EC2, it first checks each request against EC2's model (estate/local/aws_models.py): a
+boto3 client would check only part of it, and this fake is not a boto3 client."""
 
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from estate.local.aws_models import checked
 from lambda_src.core.block_planner import TERMINATION_LEAD_S
-from tests.aws_models import checked
 
 
 def _error(code: str, message: str, operation: str) -> ClientError:
@@ -63,7 +66,7 @@ class FakeBlockEc2:
     _tokens: dict[str, list[str]] = field(default_factory=dict)
     launch_faults: list[str] = field(default_factory=list)  # error codes the next launches answer with
 
-    # ---- test controls ------------------------------------------------------------------
+    # ---- controls: what AWS would do on its own ---------------------------------------------
     def add_block(self, rid: str, instance_type: str, total: int, start: float, hours: float, zone: str | None = None) -> None:
         zone = zone or next(iter(self.subnets.values()))
         self.reservations[rid] = FakeReservation(rid, instance_type, zone, total, start, start + hours * 3600)

@@ -16,7 +16,7 @@ service also checks the rest, so this module adds:
 
 `check()` raises `ModelViolationError` with every problem of one request. tests/conftest.py runs it
 on every AwsJsonClient call and every boto3 client call of the test session, and our EC2 fake
-(tests/fake_block_ec2.py) runs it on every request it is handed.
+(estate/local/fake_block_ec2.py) runs it on every request it is handed.
 """
 
 from __future__ import annotations
