@@ -21,8 +21,10 @@ from estate.derive import iam_policies
 from estate.derive.control_config import control_settings, jit_parameter_prefix, pool_settings
 from lambda_src.aws.ec2_fleet import SPOT_ROLE_METRIC, SPOT_SERVICE
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX
+from lambda_src.core.redelivery import REDELIVERY_PERIOD_S
 from lambda_src.core.settings import SETTINGS_FILE, PoolSettings
 from lambda_src.functions.metrics import NAMESPACE as METRIC_NAMESPACE
+from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE
 
 LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
 LAMBDA_PACKAGES = ("core", "aws", "github", "functions")  # host/ runs on instances, not in Lambda
@@ -242,6 +244,21 @@ class ScalerFunctions(pulumi.ComponentResource):
         for fn, label in ((reconcile, "reconcile"), (scale_down, "scale-down")):
             self._schedule(name, label, fn, tags)
 
+        # Failed webhook deliveries, sent again every few minutes (issue 21.2). It finds the org
+        # hook by the webhook's URL, which cannot be in the settings the webhook is built from.
+        redeliver = self._function(
+            name,
+            "redeliver",
+            code,
+            120,
+            lambda log_arn: pulumi.Output.all(log_arn, app_key.arn, table.arn).apply(
+                lambda a: iam_policies.redelivery_policy(a[0], [a[1]], a[2])
+            ),
+            tags,
+            environment={WEBHOOK_URL_VARIABLE: url.function_url},
+        )
+        self._schedule(name, "redeliver", redeliver, tags, f"rate({int(REDELIVERY_PERIOD_S // 60)} minutes)")
+
         self._alarms(name, env, tags)
 
         self.webhook_url = url.function_url
@@ -261,8 +278,8 @@ class ScalerFunctions(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
 
-    def _schedule(self, name: str, label: str, fn: aws.lambda_.Function, tags: dict[str, str]) -> None:
-        rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=SCHEDULE, tags=tags, opts=self._child)
+    def _schedule(self, name: str, label: str, fn: aws.lambda_.Function, tags: dict[str, str], every: str = SCHEDULE) -> None:
+        rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=every, tags=tags, opts=self._child)
         aws.cloudwatch.EventTarget(f"{name}-{label}-target", rule=rule.name, arn=fn.arn, opts=self._child)
         aws.lambda_.Permission(
             f"{name}-{label}-invoke",
@@ -335,12 +352,15 @@ class ScalerFunctions(pulumi.ComponentResource):
     def _alarms(self, name: str, env: str, tags: dict[str, str]) -> None:
         """Fail loudly: the counters the functions emit (lambda_src/functions/metrics.py) that mean
         jobs may be waiting. They notify the alarm topic (runner-estate:alarms; runbook)."""
-        for label, function, metric, periods, threshold, description in (
-            ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)"),
-            ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?"),
-            ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running"),
-            ("repos-unreadable", "reconcile", "repo_errors", 15, 0, "repositories GitHub would not show the App, 15 minutes running"),
-        ):
+        redelivery_period = int(REDELIVERY_PERIOD_S)
+        for label, function, metric, periods, threshold, description, period in (
+            ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)", 60),
+            ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?", 60),
+            ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running", 60),
+            ("repos-unreadable", "reconcile", "repo_errors", 15, 0, "repositories GitHub would not show the App, 15 minutes running", 60),
+            ("redelivery-blind", "redeliver", "hook_missing", 1, 0, "no org webhook delivers to us: failed deliveries are not sent again",
+             redelivery_period),
+        ):  # fmt: skip
             metric_alarm(
                 f"{name}-{label}-alarm",
                 name=alarm_name(env, label),
@@ -350,7 +370,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                 metric_name=metric,
                 dimensions={"environment": env, "function": function},
                 statistic="Sum",
-                period=60,
+                period=period,
                 evaluation_periods=periods,
                 threshold=threshold,
                 comparison_operator="GreaterThanThreshold",
@@ -411,7 +431,15 @@ class ScalerFunctions(pulumi.ComponentResource):
         return queue
 
     def _function(
-        self, name: str, role_name: str, code: Any, timeout: int, policy: Any, tags: dict[str, str], protect: bool = False
+        self,
+        name: str,
+        role_name: str,
+        code: Any,
+        timeout: int,
+        policy: Any,
+        tags: dict[str, str],
+        protect: bool = False,
+        environment: Mapping[str, pulumi.Input[str]] | None = None,
     ) -> aws.lambda_.Function:
         fn_name = f"{self._prefix}-{role_name.replace('_', '-')}"
         log = aws.cloudwatch.LogGroup(f"{name}-{role_name}-logs", name=f"/aws/lambda/{fn_name}", retention_in_days=30, tags=tags,
@@ -438,6 +466,7 @@ class ScalerFunctions(pulumi.ComponentResource):
             timeout=timeout,
             memory_size=256,
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log.name),
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(environment)) if environment else None,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=protect, depends_on=[role_policy]),
         )

@@ -11,9 +11,12 @@ import pytest
 from estate.config.loader import load_estate
 from estate.preview import Registered, run_program
 from lambda_src.core.settings import ControlPlaneSettings
+from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
 POOLS = load_estate([EXAMPLE_CONFIGS]).pools
+# Every function the example estate deploys (it has capacity-block pools).
+FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "cb_scale_up", "cb_manager")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def test_every_function_alarms_on_its_own_errors(scaler: list[Registered]) -> No
     functions = {f.inputs["name"] for f in of_type(scaler, ":Function")}
     alarmed = {a.inputs["dimensions"]["FunctionName"] for a in of_type(scaler, ":MetricAlarm") if a.inputs["metricName"] == "Errors"}
     assert alarmed == functions
-    assert len(functions) == 6  # webhook, scale_up, reconcile, scale_down, cb_scale_up, cb_manager
+    assert len(functions) == len(FUNCTIONS)
 
 
 def test_ledger_and_webhook_endpoint_are_protected_from_deletion(scaler: list[Registered]) -> None:
@@ -83,11 +86,14 @@ def test_secrets_are_secure_strings_and_never_in_function_environments(scaler: l
         "/runner-estate/prod/github-app/webhook-secret",
     }
     for fn in of_type(scaler, ":Function"):
-        assert "environment" not in fn.inputs
+        if fn.name == "scaler-redeliver":  # our webhook's URL, how it finds the org hook; nothing secret
+            assert set(fn.inputs["environment"]["variables"]) == {WEBHOOK_URL_VARIABLE}
+        else:
+            assert "environment" not in fn.inputs
 
 
 def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registered]) -> None:
-    assert len(of_type(scaler, ":Role")) == 6  # webhook, scale_up, reconcile, scale_down, cb_scale_up, cb_manager
+    assert len(of_type(scaler, ":Role")) == len(FUNCTIONS)  # one each
     webhook = policy_of(scaler, "webhook")
     assert actions(webhook) == {
         "logs:CreateLogStream",
@@ -110,14 +116,20 @@ def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registe
         (key,) = [s for s in statements if s["Sid"] == "AppKey"]
         assert key["Resource"].endswith(":scaler-app-key")
     assert "sqs:ReceiveMessage" in actions(policy_of(scaler, "scale_up"))
+    # Redelivery talks to GitHub and keeps its memory in the ledger: nothing of EC2, SSM configs or queues.
+    assert actions(policy_of(scaler, "redeliver")) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "ssm:GetParameter",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+    }
 
 
 def test_functions_ship_lambda_src_with_the_compiled_settings(scaler: list[Registered]) -> None:
     functions = of_type(scaler, ":Function")
-    assert {f.inputs["handler"] for f in functions} == {
-        f"lambda_src.functions.handlers.{n}_handler"
-        for n in ("webhook", "scale_up", "reconcile", "scale_down", "cb_scale_up", "cb_manager")
-    }
+    assert {f.inputs["handler"] for f in functions} == {f"lambda_src.functions.handlers.{n}_handler" for n in FUNCTIONS}
     settings_file = "lambda_src/control_plane.json"
     builds = {json.dumps(sorted(f.inputs["code"].assets)) + f.inputs["code"].assets[settings_file].text for f in functions}
     assert len(builds) == 1  # one build of lambda_src for every function
@@ -156,5 +168,6 @@ def test_alarms_watch_the_counters_that_mean_jobs_may_wait(scaler: list[Register
         ("webhook", "unauthorised"),
         ("reconcile", "failed_pools"),
         ("reconcile", "repo_errors"),
+        ("redeliver", "hook_missing"),
         ("scale_up+reconcile", "spot_role_missing"),  # from both functions' logs (tests/test_spot_role.py)
     }

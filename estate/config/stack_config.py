@@ -36,6 +36,8 @@ class GitHubSettings(StrictModel):
     app_id: int = Field(ge=1)
     installation_id: int | None = Field(default=None, ge=1)
     api_url: str = Field(default="https://api.github.com", pattern=r"^https://")
+    # The org webhook whose failed deliveries are sent again; unset, it is found by our URL.
+    webhook_id: int | None = Field(default=None, ge=1)
 
 
 class SecretNames(StrictModel):

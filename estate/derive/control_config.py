@@ -112,6 +112,7 @@ def control_settings(
         org=stack.github.org,
         app_id=stack.github.app_id,
         installation_id=stack.github.installation_id,
+        webhook_id=stack.github.webhook_id,
         api_url=api_url or stack.github.api_url,
         table_name=table_name,
         webhook_secret_parameter=stack.secrets.webhook_secret,

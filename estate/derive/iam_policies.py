@@ -99,6 +99,21 @@ def webhook_policy(log_group_arn: str, secret_arn: str, table_arn: str, queue_ar
     )
 
 
+def redelivery_policy(log_group_arn: str, app_key_arns: list[str], table_arn: str) -> PolicyDocument:
+    """Mint GitHub tokens (to list the org hook's deliveries and ask for redeliveries) and
+    remember in the ledger what was sent again. No EC2, SSM runner configs or queues."""
+    return _doc(
+        _logs(log_group_arn),
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arns},
+        {
+            "Sid": "Ledger",
+            "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+            "Resource": [table_arn, f"{table_arn}/index/*"],
+        },
+    )
+
+
 def _control_plane_basics(
     environment: str, pools: list[str], log_group_arn: str, app_key_arn: str, jit_prefix_arn: str, table_arn: str
 ) -> list[dict[str, Any]]:

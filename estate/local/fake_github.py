@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 INSTALLATION_ID = 4242
+HOOK_ID = 5150001  # the org webhook `serve_webhook` registers
+DELIVERIES_KEPT_S = 3 * 24 * 3600  # GitHub keeps a hook's deliveries (and redelivers them) for 3 days
 
 
 def _b64(raw: bytes) -> str:
@@ -146,6 +148,42 @@ class FakeJob:
 
 
 @dataclass
+class HookDelivery:
+    """One attempt of one delivery of the org webhook, as GitHub records it."""
+
+    id: int
+    guid: str
+    delivered_at: float
+    status_code: int  # 0: no answer (connection refused, timeout)
+    event: str
+    action: str | None
+    redelivery: bool
+    body: bytes  # what was sent, sent again on redelivery
+
+    def to_json(self) -> dict[str, Any]:
+        if 200 <= self.status_code < 300:
+            status = "OK"
+        elif self.status_code == 0:
+            status = "failed to connect"
+        else:
+            status = f"Invalid HTTP Response: {self.status_code}"
+        return {
+            "id": self.id,
+            "guid": self.guid,
+            "delivered_at": datetime.fromtimestamp(self.delivered_at, UTC).isoformat().replace("+00:00", "Z"),
+            "redelivery": self.redelivery,
+            "duration": 0.05,
+            "status": status,
+            "status_code": self.status_code,
+            "event": self.event,
+            "action": self.action,
+            "installation_id": None,
+            "repository_id": None,
+            "throttled_at": None,
+        }
+
+
+@dataclass
 class Fault:
     status: int
     path_contains: str
@@ -176,6 +214,10 @@ class FakeGithub:
         self.webhook_secret = ""
         self.deliveries: list[tuple[int, dict[str, Any]]] = []
         self.token_requests: list[dict[str, Any]] = []  # bodies of installation-token requests
+        # The org webhook's delivery log (every attempt), and redeliveries asked for but not yet sent.
+        self.hook_deliveries: list[HookDelivery] = []
+        self._pending_redeliveries: list[HookDelivery] = []
+        self.webhook_down = False  # deliveries fail to connect, as during an outage of our endpoint
         self.not_modified = 0
         # Called (lock held) after each page of a runner listing is served, with that page's
         # number: a test deletes or adds runners here to play churn during paging.
@@ -265,27 +307,49 @@ class FakeGithub:
         return self.deliver("workflow_job", self.job_payload(job, action))
 
     def deliver(self, event: str, payload: dict[str, Any], body: bytes | None = None) -> int:
-        """POST a signed delivery to the registered webhook URL, as GitHub does; the status."""
+        """POST a signed delivery to the registered webhook URL, as GitHub does; the status.
+        Each attempt goes into the hook's delivery log (`hook_deliveries`)."""
         if self.webhook_url is None:
             return 0
         raw = body if body is not None else json.dumps(payload).encode()
+        action = payload.get("action") if isinstance(payload.get("action"), str) else None
+        status = self._post(event, raw, str(uuid.uuid4()), action, redelivery=False)
+        self.deliveries.append((status, payload))
+        return status
+
+    def _post(self, event: str, raw: bytes, guid: str, action: str | None, redelivery: bool) -> int:
+        assert self.webhook_url is not None
         signature = "sha256=" + hmac.new(self.webhook_secret.encode(), raw, hashlib.sha256).hexdigest()
         request = urllib.request.Request(  # noqa: S310 - loopback only
             self.webhook_url,
             data=raw,
             method="POST",
-            headers={"X-GitHub-Event": event, "X-Hub-Signature-256": signature, "X-GitHub-Delivery": str(next(self._ids))},
+            headers={"X-GitHub-Event": event, "X-Hub-Signature-256": signature, "X-GitHub-Delivery": guid},
         )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                status = int(answer.status)
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        self.deliveries.append((status, payload))
+        if self.webhook_down:
+            status = 0
+        else:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                    status = int(answer.status)
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                status = 0
+        with self._lock:
+            self.hook_deliveries.append(HookDelivery(next(self._ids), guid, self.clock(), status, event, action, redelivery, raw))
         return status
 
+    def send_redeliveries(self) -> int:
+        """Send the redeliveries asked for (GitHub sends them within moments); how many."""
+        with self._lock:
+            pending, self._pending_redeliveries = self._pending_redeliveries, []
+        for original in pending:
+            self._post(original.event, original.body, original.guid, original.action, redelivery=True)
+        return len(pending)
+
     # ---- HTTP -------------------------------------------------------------------------
-    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self.calls.append((method, path))
             for fault in self.faults:
@@ -461,12 +525,67 @@ class FakeGithub:
         runs = sorted({j.run_id for j in self.jobs.values() if j.repo == m.group(1) and j.status == q.get("status", j.status)})
         return 200, {"total_count": len(runs), "workflow_runs": [{"id": r} for r in runs]}
 
+    # ---- the org webhook (read by the redelivery function) --------------------------------
+    def _hooks(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
+        """The org's hooks, as GitHub lists them: a JSON array; the secret is never shown."""
+        if self.webhook_url is None:
+            return 200, []
+        api = f"{self.url}/orgs/{self.org}/hooks/{HOOK_ID}"
+        return 200, [
+            {
+                "id": HOOK_ID,
+                "url": api,
+                "ping_url": f"{api}/pings",
+                "deliveries_url": f"{api}/deliveries",
+                "name": "web",
+                "events": ["workflow_job"],
+                "active": True,
+                "config": {"url": self.webhook_url, "content_type": "json", "insecure_ssl": "0", "secret": "********"},
+                "updated_at": "2026-01-01T00:00:00Z",
+                "created_at": "2026-01-01T00:00:00Z",
+                "type": "Organization",
+            }
+        ]
+
+    def _kept_deliveries(self) -> list[HookDelivery]:
+        return [h for h in self.hook_deliveries if self.clock() - h.delivered_at <= DELIVERIES_KEPT_S]
+
+    def _list_deliveries(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
+        """Newest first, paged by an opaque `cursor` (a `Link` header names the next page),
+        `per_page` at most 100; a cursor GitHub did not hand out is a 400."""
+        if int(m.group(1)) != HOOK_ID or self.webhook_url is None:
+            return 404, {"message": "Not Found"}
+        kept = sorted(self._kept_deliveries(), key=lambda h: h.id, reverse=True)
+        per_page = max(1, min(100, int(q.get("per_page", 30))))
+        start = 0
+        if "cursor" in q:
+            found = re.fullmatch(r"v1_(\d+)", q["cursor"])
+            ids = [h.id for h in kept]
+            if found is None or int(found.group(1)) not in ids:
+                return 400, {"message": "Invalid cursor"}
+            start = ids.index(int(found.group(1)))
+        chunk = kept[start : start + per_page]
+        if start + per_page < len(kept):
+            following = urlencode({"per_page": per_page, "cursor": f"v1_{kept[start + per_page].id}"})
+            self._response_headers["Link"] = f'<{self.url}{m.group(0)}?{following}>; rel="next"'
+        return 200, [h.to_json() for h in chunk]
+
+    def _redeliver(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """202, and the delivery is sent again shortly (here: before the answer is written)."""
+        if int(m.group(1)) != HOOK_ID or self.webhook_url is None:
+            return 404, {"message": "Not Found"}
+        found = next((h for h in self._kept_deliveries() if h.id == int(m.group(2))), None)
+        if found is None:
+            return 404, {"message": "Not Found"}
+        self._pending_redeliveries.append(found)
+        return 202, {}
+
     def _run_jobs(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         jobs = [j.to_json() for j in self.jobs.values() if j.repo == m.group(1) and j.run_id == int(m.group(2))]
         return 200, {"total_count": len(jobs), "jobs": jobs}
 
 
-Action = Callable[[FakeGithub, "re.Match[str]", dict[str, str], dict[str, Any]], tuple[int, dict[str, Any]]]
+Action = Callable[[FakeGithub, "re.Match[str]", dict[str, str], dict[str, Any]], tuple[int, Any]]
 _REPO = r"([\w.-]+/[\w.-]+)"
 _ROUTES: list[tuple[str, str, str, Action]] = [
     # What a runner process does, for our fake runner program (tests/fake_runner.py).
@@ -484,6 +603,10 @@ _ROUTES: list[tuple[str, str, str, Action]] = [
     (rf"/repos/{_REPO}/actions/runs", "GET", "token", FakeGithub._runs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)/jobs", "GET", "token", FakeGithub._run_jobs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)", "GET", "token", FakeGithub._run),
+    # The org webhook, for redelivery (issue 21.2).
+    (r"/orgs/{org}/hooks", "GET", "token", FakeGithub._hooks),
+    (r"/orgs/{org}/hooks/(\d+)/deliveries", "GET", "token", FakeGithub._list_deliveries),
+    (r"/orgs/{org}/hooks/(\d+)/deliveries/(\d+)/attempts", "POST", "token", FakeGithub._redeliver),
 ]
 
 
@@ -494,6 +617,7 @@ def _handler_for(fake: FakeGithub) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload, extra = fake.answer(self.command, self.path, headers, body)
+            fake.send_redeliveries()  # outside the fake's lock: our webhook answers them
             raw = b"" if status in {204, 304} else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")

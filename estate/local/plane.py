@@ -36,6 +36,7 @@ from lambda_src.core.settings import ControlPlaneSettings
 from lambda_src.functions import webhook
 from lambda_src.functions.control_plane import ControlPlane
 from lambda_src.functions.handlers import CachedParameter, SqsQueues
+from lambda_src.functions.redelivery import Redeliverer
 from lambda_src.github.client import GithubClient
 
 REGION = "us-east-1"
@@ -81,6 +82,7 @@ class LocalPlane:
     endpoint: str | None = None  # an already running moto_server (tests share one); else we start our own
     github: FakeGithub = field(init=False)
     plane: ControlPlane = field(init=False)
+    redeliverer: Redeliverer = field(init=False)
     ports: webhook.WebhookPorts = field(init=False)
     settings: ControlPlaneSettings = field(init=False)
     estate: Estate = field(init=False)
@@ -149,6 +151,7 @@ class LocalPlane:
             github=GithubClient(self.github.url, stack.github.org, stack.github.app_id, app_key, clock=self.clock, sleep=lambda s: None),
             clock=self.clock,
         )
+        self.redeliverer = Redeliverer(self.settings, ledger, self.plane.github, self.clock)
         self.ssm = ssm
         return self
 
@@ -168,11 +171,16 @@ class LocalPlane:
         host, port = self._http.server_address[:2]
         url = f"http://{host!s}:{port}/webhook"
         self.github.webhook_url, self.github.webhook_secret = url, self.webhook_secret
+        self.redeliverer.webhook_url = url
         return url
 
     def handle_http(self, headers: dict[str, str], body: bytes) -> webhook.Response:
         event = {"headers": headers, "body": body.decode("utf-8", errors="surrogateescape"), "isBase64Encoded": False}
-        return webhook.handle(event, self.ports, self.clock())
+        try:
+            return webhook.handle(event, self.ports, self.clock())
+        except Exception:  # as handlers.webhook_handler answers when our own storage fails
+            logging.getLogger("runner_estate.local").exception("webhook failed")
+            return webhook.Response(503, {"error": "temporarily unavailable"}, "failed")
 
     # ---- SQS -> scale-up, as the event source mapping does it --------------------------
     def pump(self, on_batch: Callable[[list[dict[str, Any]]], list[str]] | None = None) -> int:

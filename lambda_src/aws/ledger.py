@@ -8,6 +8,7 @@ Items (partition key `pk`):
   lock#<name>    holder, lease_until                                  - one planner per pool at a time
   block#<id>     target, warned                                       - a capacity block's memory
   slot#<id>#<n>  issued_at, seen_at, faulty                           - a node slot's runner
+  redelivery#<guid>  claimed_at, state                               - a webhook delivery we asked GitHub to resend
 Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
 carries `open_key` = "job#<pool>" / "instance#<pool>" / "slot#<pool>" / "repo", the key of a sparse index, so
 planning reads only what is open. Writes are conditional: a job is stored once and only moves
@@ -36,6 +37,7 @@ LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same
 # DynamoDB's item limit: 400 KB, attribute names and values together. moto enforces a kinder
 # size (no per-element overhead in lists), so the adapter checks what it writes itself.
 MAX_ITEM_BYTES = 400 * 1024
+REDELIVERY = "redelivery"  # the open-index key of webhook deliveries already sent again
 
 
 class ItemTooLargeError(ValueError):
@@ -500,6 +502,33 @@ class Ledger:
             UpdateExpression="SET scanned_at = :now",
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":now": now},
+        )
+
+    # ---- webhook redeliveries ---------------------------------------------------------
+    def redelivered(self) -> set[str]:
+        """The guids of deliveries already sent again (within their TTL: longer than the
+        redelivery window, so one that expired is no longer listed for redelivery either)."""
+        return {str(item["pk"]).split("#", 1)[1] for item in self._query(REDELIVERY)}
+
+    def claim_redelivery(self, guid: str, now: float, keep_s: float) -> bool:
+        """Take the one redelivery of `guid`; False when it was taken before (by this pass's
+        predecessor or a concurrent one). A claim whose request failed may be taken again."""
+        stored = self.table.put_if(
+            Item={"pk": f"{REDELIVERY}#{guid}", "claimed_at": now, "state": "claimed", OPEN: REDELIVERY, "expires_at": int(now + keep_s)},
+            ConditionExpression="attribute_not_exists(pk) OR #state = :failed",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":failed": "failed"},
+        )
+        return stored is not None
+
+    def redelivery_failed(self, guid: str) -> None:
+        """GitHub did not take the request: the next pass may try this delivery again."""
+        self.table.update_if(
+            Key={"pk": f"{REDELIVERY}#{guid}"},
+            UpdateExpression=f"SET #state = :failed REMOVE {OPEN}",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":failed": "failed"},
         )
 
     # ---- reads ------------------------------------------------------------------------

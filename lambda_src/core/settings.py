@@ -107,6 +107,7 @@ class ControlPlaneSettings:
     routing: RoutingTable
     installation_id: int | None = None
     ledger_ttl_s: int = 7 * 24 * 3600
+    webhook_id: int | None = None  # the org hook whose failed deliveries are redelivered; None: found by URL
 
     def pool(self, name: str) -> PoolSettings:
         return self.pools[name]

@@ -24,6 +24,7 @@ from lambda_src.functions.metrics import emf_line
 if TYPE_CHECKING:
     from lambda_src.functions.block_manager import BlockManager
     from lambda_src.functions.control_plane import ControlPlane
+    from lambda_src.functions.redelivery import Redeliverer
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 log = logging.getLogger("runner_estate.handlers")
@@ -128,6 +129,14 @@ def _block_manager(account: str) -> BlockManager:
     return BlockManager(settings=s, ledger=plane.ledger, ec2=ec2, jit=plane.jit, github=plane.github, clock=_now)
 
 
+@cache
+def _redeliverer(account: str) -> Redeliverer:
+    from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE, Redeliverer
+
+    plane = _control_plane(account)
+    return Redeliverer(plane.settings, plane.ledger, plane.github, _now, os.environ.get(WEBHOOK_URL_VARIABLE, ""))
+
+
 def _retry_config() -> Any:
     from botocore.config import Config
 
@@ -170,6 +179,13 @@ def reconcile_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def scale_down_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     summary = _control_plane(_account(context)).scale_down().summary()
     _emit("scale_down", _numbers(summary))
+    return summary
+
+
+def redeliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Every few minutes: failed webhook deliveries are sent again, once each."""
+    summary = _redeliverer(_account(context)).run().summary()
+    _emit("redeliver", _numbers(summary))
     return summary
 
 

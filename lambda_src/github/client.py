@@ -196,7 +196,39 @@ class GithubClient:
             jobs += [j for j in listed.get("jobs", []) if j.get("status") == "queued"]
         return jobs, etag
 
+    # ---- the org webhook: its deliveries and redelivery ----------------------------------
+    def org_hooks(self) -> list[dict[str, Any]]:
+        """The org's webhooks (their `id` and `config.url`), every page."""
+        return [hook for page in self._linked_pages(f"/orgs/{self.org}/hooks?per_page=100", 10) for hook in page]
+
+    def hook_deliveries(self, hook_id: int, since: float, max_pages: int) -> list[dict[str, Any]]:
+        """The hook's deliveries, newest first as GitHub lists them, back to `since` (epoch
+        seconds) or `max_pages` pages of 100, whichever comes first."""
+        found: list[dict[str, Any]] = []
+        for page in self._linked_pages(f"/orgs/{self.org}/hooks/{hook_id}/deliveries?per_page=100", max_pages):
+            found += page
+            if page and _delivered_before(page[-1], since):
+                break
+        return found
+
+    def redeliver(self, hook_id: int, delivery_id: int) -> None:
+        """Ask GitHub to send one delivery again (it answers 202 and sends it shortly)."""
+        self.call("POST", f"/orgs/{self.org}/hooks/{hook_id}/deliveries/{delivery_id}/attempts")
+
     # ---- transport --------------------------------------------------------------------
+    def _linked_pages(self, path: str, max_pages: int) -> Iterator[list[dict[str, Any]]]:
+        """A listing that answers a JSON array and pages by its `Link` header (a cursor, or
+        page numbers): at most `max_pages` pages. A next link to another host is not followed:
+        the token goes nowhere but the API."""
+        for _ in range(max_pages):
+            found, headers = self._exchange("GET", path, None, self.token(), {})
+            items = [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+            yield items
+            following = _next_link(headers.get("Link"), self.api_url)
+            if following is None or not items:
+                return
+            path = following
+
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._send(method, path, body, self.token())
 
@@ -216,16 +248,14 @@ class GithubClient:
         count against the rate limit), else (body, new etag)."""
         headers = {"If-None-Match": etag} if etag else {}
         found, answer_headers = self._exchange("GET", path, None, self.token(), headers)
-        return found, answer_headers.get("ETag") or etag
+        return (found if found is None or isinstance(found, dict) else {}), answer_headers.get("ETag") or etag
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None, bearer: str) -> dict[str, Any]:
         found, _ = self._exchange(method, path, body, bearer, {})
-        assert found is not None
+        assert isinstance(found, dict)
         return found
 
-    def _exchange(
-        self, method: str, path: str, body: dict[str, Any] | None, bearer: str, extra: dict[str, str]
-    ) -> tuple[dict[str, Any] | None, Any]:
+    def _exchange(self, method: str, path: str, body: dict[str, Any] | None, bearer: str, extra: dict[str, str]) -> tuple[Any, Any]:
         payload = None if body is None else json.dumps(body).encode()
         headers = {
             "Accept": "application/vnd.github+json",
@@ -275,6 +305,24 @@ def _rate_limit_wait(status: int, headers: Any, now: float) -> float | None:
         reset = headers.get("x-ratelimit-reset")
         return max(1.0, float(reset) - now) if reset and str(reset).isdigit() else 60.0
     return None
+
+
+def _next_link(header: str | None, api_url: str) -> str | None:
+    """The path (and query) of a `Link` header's rel="next" page, when it is on the API's host."""
+    base = api_url.rstrip("/")
+    for part in (header or "").split(","):
+        url, _, params = part.strip().partition(";")
+        if 'rel="next"' in params and url.startswith("<") and url.endswith(">"):
+            target = url[1:-1]
+            return target[len(base) :] if target.startswith(base + "/") else None
+    return None
+
+
+def _delivered_before(item: dict[str, Any], since: float) -> bool:
+    try:
+        return datetime.fromisoformat(str(item["delivered_at"]).replace("Z", "+00:00")).timestamp() < since
+    except (KeyError, ValueError):
+        return False
 
 
 def _message(text: str) -> str:
