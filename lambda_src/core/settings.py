@@ -59,11 +59,14 @@ class PoolSettings:
     max_hourly_usd: float | None = None  # hard_limits.max_hourly_usd: the pool's live hosts may not cost more
     host_hourly_usd: float = 0.0  # the dearest of its types at on-demand price: an upper bound per host
     max_jobs_per_host: int = 1  # estate.reuse_hosts.max_jobs: one-job runners a host may run in turn
+    # How long a host may live (Pool.max_lifetime_minutes): past it, it is drained and terminated. 0: no limit.
+    max_lifetime_s: int = 0
+    keeps_volumes: bool = False  # a block device says delete_on_termination: false; the sweeper leaves its volumes
     # Capacity-block pools only:
     gpus_per_node: int = 0
     slot_gpus: tuple[int, ...] = ()  # GPUs of each slot of a node, in slot order
     slot_labels: tuple[tuple[str, ...], ...] = ()  # each slot's own labels (model, compute capability, size)
-    job_timeout_s: int = 6 * 3600  # the longest job the pool runs: a block stops taking jobs this long before its end
+    job_timeout_s: int = 6 * 3600  # the longest job the pool runs (a block stops taking jobs this long before its end)
     reservation_ids: tuple[str, ...] = ()  # blocks named in config; blocks tagged with the pool are found too
     renew: bool = False  # buy the next block when demand persists
     renew_max_price_usd: float | None = None

@@ -63,6 +63,7 @@ class Report:
     failed_pools: dict[str, str] = field(default_factory=dict)
     repo_errors: dict[str, str] = field(default_factory=dict)  # repositories GitHub would not show us this cycle
     rerouted: list[dict[str, Any]] = field(default_factory=list)  # queued jobs moved on (core/overflow.py)
+    overdue: list[str] = field(default_factory=list)  # hosts retired past their pool's maximum lifetime
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class Report:
             "failed_pools": self.failed_pools,
             "repo_errors": len(self.repo_errors),
             "rerouted": len(self.rerouted),
+            "lifetime_exceeded": len(self.overdue),
             "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
         }
 
@@ -306,12 +308,19 @@ class ControlPlane:
                     continue
                 retire = replace(retire, runner_id=found.id)  # there but offline: deregister it as well
             if retire.runner_id is not None and not self.github.delete_runner(retire.runner_id):
-                log.info("runner %s of %s took a job as we retired it; kept", retire.runner_id, retire.instance_id)
-                if retire.instance_id:
-                    self.ledger.mark(retire.instance_id, idle_since=None)
-                continue
+                if retire.overdue:
+                    log.warning(
+                        "runner %s of %s is busy past the pool's maximum lifetime: terminating it", retire.runner_id, retire.instance_id
+                    )
+                else:
+                    log.info("runner %s of %s took a job as we retired it; kept", retire.runner_id, retire.instance_id)
+                    if retire.instance_id:
+                        self.ledger.mark(retire.instance_id, idle_since=None)
+                    continue
             if retire.instance_id is not None:
                 self._terminate(retire.instance_id)
+                if retire.overdue:
+                    report.overdue.append(retire.instance_id)
             report.retired.append(
                 {"pool": retire.pool, "instance": retire.instance_id, "runner": retire.runner_id, "reason": retire.reason}
             )
