@@ -23,6 +23,7 @@ from lambda_src.aws.ec2_fleet import SPOT_ROLE_METRIC, SPOT_SERVICE
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX
 from lambda_src.core.redelivery import REDELIVERY_PERIOD_S
 from lambda_src.core.settings import SETTINGS_FILE, PoolSettings
+from lambda_src.core.sweeper import SWEEP_PERIOD_S
 from lambda_src.functions.metrics import NAMESPACE as METRIC_NAMESPACE
 from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE
 
@@ -258,6 +259,30 @@ class ScalerFunctions(pulumi.ComponentResource):
             environment={WEBHOOK_URL_VARIABLE: url.function_url},
         )
         self._schedule(name, "redeliver", redeliver, tags, f"rate({int(REDELIVERY_PERIOD_S // 60)} minutes)")
+
+        # What outlived its purpose, found from tags and names (issue 21.3): its own role, which may
+        # end only this environment's volumes, interfaces, ordinary hosts and hosts of removed pools.
+        all_pools = [p.name for p in args.estate.pools]
+        sweep = self._function(
+            name,
+            "sweep",
+            code,
+            300,
+            lambda log_arn: pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn).apply(
+                lambda a: iam_policies.sweeper_policy(
+                    environment=env,
+                    scaled_pools=scaled,
+                    all_pools=all_pools,
+                    log_group_arn=a[0],
+                    app_key_arns=[a[1]],
+                    jit_prefix_arn=a[2],
+                    table_arn=a[3],
+                    region=stack.region,
+                )
+            ),
+            tags,
+        )
+        self._schedule(name, "sweep", sweep, tags, f"rate({int(SWEEP_PERIOD_S // 60)} minutes)")
 
         self._alarms(name, env, tags)
 

@@ -16,7 +16,7 @@ from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
 POOLS = load_estate([EXAMPLE_CONFIGS]).pools
 # Every function the example estate deploys (it has capacity-block pools).
-FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "cb_scale_up", "cb_manager")
+FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "sweep", "cb_scale_up", "cb_manager")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,10 @@ def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registe
         "dynamodb:UpdateItem",
         "dynamodb:Query",
     }
+    # The sweeper deletes and terminates only what carries this environment's tags.
+    for statement in policy_of(scaler, "sweep"):
+        if set(statement["Action"]) & {"ec2:DeleteVolume", "ec2:DeleteNetworkInterface", "ec2:TerminateInstances"}:
+            assert statement["Condition"]["StringEquals"]["aws:ResourceTag/runner-estate:environment"] == "prod"
 
 
 def test_functions_ship_lambda_src_with_the_compiled_settings(scaler: list[Registered]) -> None:

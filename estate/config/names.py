@@ -29,7 +29,7 @@ INSTANCE_ID = "i-" + "0" * 17  # EC2 instance ids are i- and 17 hex digits
 SCALER = "scaler"  # component names as __main__.py registers them
 ALARMS = "alarms"
 CB_FUNCTIONS = ("cb_scale_up", "cb_manager")
-FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver")
+FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "sweep")
 SCALER_ALARMS = (
     "webhook-failing",
     "webhook-unauthorised",
@@ -120,7 +120,7 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
         yield PhysicalName("alarm", f"{p}-{fn.replace('_', '-')}-errors", f"errors alarm of function {fn}")
         yield PhysicalName("iam_role", _auto(f"{SCALER}-{fn}-role"), f"role of function {fn}")
         yield PhysicalName("iam_policy", _auto(f"{SCALER}-{fn}-policy"), f"policy of function {fn}")
-    for label in ("reconcile", "scale-down", "redeliver", *(("cb-manager",) if has_blocks else ())):
+    for label in ("reconcile", "scale-down", "redeliver", "sweep", *(("cb-manager",) if has_blocks else ())):
         yield PhysicalName("event_rule", _auto(f"{SCALER}-{label}-schedule"), f"{label} schedule")
         yield PhysicalName("lambda_permission", _auto(f"{SCALER}-{label}-invoke"), f"{label} schedule's permission")
     for label in SCALER_ALARMS:

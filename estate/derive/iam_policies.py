@@ -114,6 +114,64 @@ def redelivery_policy(log_group_arn: str, app_key_arns: list[str], table_arn: st
     )
 
 
+def sweeper_policy(
+    *,
+    environment: str,
+    scaled_pools: list[str],
+    all_pools: list[str],
+    log_group_arn: str,
+    app_key_arns: list[str],
+    jit_prefix_arn: str,
+    table_arn: str,
+    region: str,
+) -> PolicyDocument:
+    """What the sweeper needs to find and remove what has no live owner: read EC2's and SSM's
+    listings, delete runner configs, and delete or terminate only what carries this
+    environment's tags — volumes and network interfaces, instances of the ordinary pools (past
+    their lifetime), and instances of a pool no longer configured. It can never end a node of a
+    configured capacity-block pool (those are the block manager's)."""
+    ours = {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}
+    return _doc(
+        _logs(log_group_arn),
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arns},
+        {
+            "Sid": "Ledger",
+            "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+            "Resource": [table_arn, f"{table_arn}/index/*"],
+        },
+        # Describe calls take no resource-level scoping; the action list is what limits them.
+        {
+            "Sid": "Describe",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces", "ssm:DescribeParameters"],
+            "Resource": "*",
+        },
+        {"Sid": "RunnerConfigs", "Effect": "Allow", "Action": ["ssm:DeleteParameter"], "Resource": f"{jit_prefix_arn}*"},
+        {
+            "Sid": "TerminateOurs",
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {**ours, "aws:ResourceTag/runner-estate:pool": sorted(scaled_pools)}},
+        },
+        {
+            "Sid": "TerminateRetiredPools",
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances"],
+            "Resource": "*",
+            "Condition": {"StringEquals": ours, "StringNotEquals": {"aws:ResourceTag/runner-estate:pool": sorted(all_pools)}},
+        },
+        {
+            "Sid": "DeleteLeftovers",
+            "Effect": "Allow",
+            "Action": ["ec2:DeleteVolume", "ec2:DeleteNetworkInterface"],
+            "Resource": [f"arn:aws:ec2:{region}:*:volume/*", f"arn:aws:ec2:{region}:*:network-interface/*"],
+            "Condition": {"StringEquals": ours},
+        },
+    )
+
+
 def _control_plane_basics(
     environment: str, pools: list[str], log_group_arn: str, app_key_arn: str, jit_prefix_arn: str, table_arn: str
 ) -> list[dict[str, Any]]:

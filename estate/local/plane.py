@@ -31,12 +31,14 @@ from estate.local.moto_fidelity import make_ssm_strict
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX, Ledger
+from lambda_src.aws.leftovers import LeftoverStore
 from lambda_src.aws.sigv4_client import AwsJsonClient
 from lambda_src.core.settings import ControlPlaneSettings
 from lambda_src.functions import webhook
 from lambda_src.functions.control_plane import ControlPlane
 from lambda_src.functions.handlers import CachedParameter, SqsQueues
 from lambda_src.functions.redelivery import Redeliverer
+from lambda_src.functions.sweeper import Sweeper
 from lambda_src.github.client import GithubClient
 
 REGION = "us-east-1"
@@ -83,6 +85,7 @@ class LocalPlane:
     github: FakeGithub = field(init=False)
     plane: ControlPlane = field(init=False)
     redeliverer: Redeliverer = field(init=False)
+    sweeper: Sweeper = field(init=False)
     ports: webhook.WebhookPorts = field(init=False)
     settings: ControlPlaneSettings = field(init=False)
     estate: Estate = field(init=False)
@@ -152,6 +155,8 @@ class LocalPlane:
             clock=self.clock,
         )
         self.redeliverer = Redeliverer(self.settings, ledger, self.plane.github, self.clock)
+        store = LeftoverStore(self.ec2, ssm, self.settings.environment, self.settings.jit_parameter_prefix)
+        self.sweeper = Sweeper(self.settings, ledger, store, self.plane.github, self.clock)
         self.ssm = ssm
         return self
 

@@ -9,6 +9,7 @@ Items (partition key `pk`):
   block#<id>     target, warned                                       - a capacity block's memory
   slot#<id>#<n>  issued_at, seen_at, faulty                           - a node slot's runner
   redelivery#<guid>  claimed_at, state                               - a webhook delivery we asked GitHub to resend
+  sweep#<kind>:<id>  first_seen                                        - when the sweeper first saw it ownerless
 Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
 carries `open_key` = "job#<pool>" / "instance#<pool>" / "slot#<pool>" / "repo", the key of a sparse index, so
 planning reads only what is open. Writes are conditional: a job is stored once and only moves
@@ -38,6 +39,8 @@ LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same
 # size (no per-element overhead in lists), so the adapter checks what it writes itself.
 MAX_ITEM_BYTES = 400 * 1024
 REDELIVERY = "redelivery"  # the open-index key of webhook deliveries already sent again
+SWEEP = "sweep"  # the open-index key of what the sweeper watches
+SWEEP_MARK_KEEP_S = 2 * 24 * 3600
 
 
 class ItemTooLargeError(ValueError):
@@ -530,6 +533,17 @@ class Ledger:
             ExpressionAttributeNames={"#state": "state"},
             ExpressionAttributeValues={":failed": "failed"},
         )
+
+    # ---- the sweeper's memory: since when something has been ownerless ------------------
+    def sweep_marks(self) -> dict[str, float]:
+        return {str(item["pk"]).split("#", 1)[1]: float(item["first_seen"]) for item in self._query(SWEEP)}
+
+    def mark_sweep(self, key: str, now: float) -> None:
+        self.table.put_item(Item={"pk": f"{SWEEP}#{key}", "first_seen": now, OPEN: SWEEP, "expires_at": int(now + SWEEP_MARK_KEEP_S)})
+
+    def unmark_sweep(self, key: str) -> None:
+        """It has an owner again (or is gone): a later ownerless spell starts its clock anew."""
+        self.table.update_if(Key={"pk": f"{SWEEP}#{key}"}, UpdateExpression=f"REMOVE {OPEN}", ConditionExpression="attribute_exists(pk)")
 
     # ---- reads ------------------------------------------------------------------------
     def _active(self, kind: str, pool: str | None) -> Iterator[dict[str, Any]]:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lambda_src.functions.block_manager import BlockManager
     from lambda_src.functions.control_plane import ControlPlane
     from lambda_src.functions.redelivery import Redeliverer
+    from lambda_src.functions.sweeper import Sweeper
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 log = logging.getLogger("runner_estate.handlers")
@@ -137,6 +138,17 @@ def _redeliverer(account: str) -> Redeliverer:
     return Redeliverer(plane.settings, plane.ledger, plane.github, _now, os.environ.get(WEBHOOK_URL_VARIABLE, ""))
 
 
+@cache
+def _sweeper(account: str) -> Sweeper:
+    from lambda_src.aws.leftovers import LeftoverStore
+    from lambda_src.functions.sweeper import Sweeper
+
+    plane = _control_plane(account)
+    s = plane.settings
+    store = LeftoverStore(plane.fleet.ec2, AwsJsonClient("ssm", s.region), s.environment, s.jit_parameter_prefix)
+    return Sweeper(s, plane.ledger, store, plane.github, _now)
+
+
 def _retry_config() -> Any:
     from botocore.config import Config
 
@@ -186,6 +198,13 @@ def redeliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Every few minutes: failed webhook deliveries are sent again, once each."""
     summary = _redeliverer(_account(context)).run().summary()
     _emit("redeliver", _numbers(summary))
+    return summary
+
+
+def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Every ten minutes: what has no live owner (from tags and names, not the ledger) is removed."""
+    summary = _sweeper(_account(context)).run().summary()
+    _emit("sweep", _numbers(summary))
     return summary
 
 
