@@ -16,7 +16,7 @@ import pulumi_aws as aws
 from components.alarms import alarm_name, dlq_alarm, metric_alarm
 from estate.config.loader import Estate
 from estate.config.pool import Pool
-from estate.config.stack_config import StackConfig
+from estate.config.stack_config import StackConfig, app_key_parameter
 from estate.derive import iam_policies
 from estate.derive.control_config import control_settings, jit_parameter_prefix, pool_settings
 from lambda_src.aws.ec2_fleet import SPOT_ROLE_METRIC, SPOT_SERVICE
@@ -57,6 +57,7 @@ class ScalerFunctionsArgs:
     public_ip: bool
     app_private_key: pulumi.Input[str]  # Pulumi secrets; stored as SSM SecureStrings
     webhook_secret: pulumi.Input[str]
+    extra_app_keys: Mapping[int, pulumi.Input[str]]  # github.extra_apps' keys, by App id (Pulumi secrets)
     tags: dict[str, str]
     alarm_topic_arn: pulumi.Input[str]  # every alarm notifies it (components/alarms.py AlarmTopic)
     lambda_dependencies: Path | None  # PyJWT + cryptography built for the functions' architecture
@@ -149,6 +150,21 @@ class ScalerFunctions(pulumi.ComponentResource):
             )
         )
 
+        # Each extra App's key in a SecureString of its own, read by the same functions as the main one.
+        extra_keys = [
+            aws.ssm.Parameter(
+                f"{name}-app-key-{app_id}",
+                name=app_key_parameter(stack, app_id),
+                type="SecureString",
+                value=pulumi.Output.secret(value),
+                description=f"GitHub App {app_id} private key (github.extra_apps); read only by the scaler functions",
+                tags=tags,
+                opts=self._child,
+            )
+            for app_id, value in sorted(args.extra_app_keys.items())
+        ]
+        app_key_arns = pulumi.Output.all(app_key.arn, *(k.arn for k in extra_keys))
+
         queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds, tags)
                   for pool in args.estate.pools}  # fmt: skip
         by_name = {p.name: p for p in args.estate.pools}
@@ -200,14 +216,14 @@ class ScalerFunctions(pulumi.ComponentResource):
 
         def scaler(launches: bool, with_queues: bool) -> Any:
             def policy(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
-                parts = pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
+                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
                                           pulumi.Output.all(*scaled_queue_arns))  # fmt: skip
                 return parts.apply(
                     lambda a: iam_policies.scaler_policy(
                         environment=env,
                         pools=scaled,
                         log_group_arn=a[0],
-                        app_key_arn=a[1],
+                        app_key_arns=list(a[1]),
                         jit_prefix_arn=a[2],
                         table_arn=a[3],
                         runner_role_arns=list(a[4]),
@@ -224,7 +240,9 @@ class ScalerFunctions(pulumi.ComponentResource):
         scale_down = self._function(name, "scale_down", code, 120, scaler(False, False), tags)
 
         block_pools = [p for p in args.estate.pools if p.capacity_type == "capacity-block"]
-        cb_scale_up = self._block_functions(name, args, code, block_pools, queues, table, app_key, jit_prefix_arn) if block_pools else None
+        cb_scale_up = (
+            self._block_functions(name, args, code, block_pools, queues, table, app_key_arns, jit_prefix_arn) if block_pools else None
+        )
 
         for pool in args.estate.pools:
             concurrency = pool.runner.scale_up_reserved_concurrent_executions
@@ -252,8 +270,8 @@ class ScalerFunctions(pulumi.ComponentResource):
             "redeliver",
             code,
             120,
-            lambda log_arn: pulumi.Output.all(log_arn, app_key.arn, table.arn).apply(
-                lambda a: iam_policies.redelivery_policy(a[0], [a[1]], a[2])
+            lambda log_arn: pulumi.Output.all(log_arn, app_key_arns, table.arn).apply(
+                lambda a: iam_policies.redelivery_policy(a[0], list(a[1]), a[2])
             ),
             tags,
             environment={WEBHOOK_URL_VARIABLE: url.function_url},
@@ -268,13 +286,13 @@ class ScalerFunctions(pulumi.ComponentResource):
             "sweep",
             code,
             300,
-            lambda log_arn: pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn).apply(
+            lambda log_arn: pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn).apply(
                 lambda a: iam_policies.sweeper_policy(
                     environment=env,
                     scaled_pools=scaled,
                     all_pools=all_pools,
                     log_group_arn=a[0],
-                    app_key_arns=[a[1]],
+                    app_key_arns=list(a[1]),
                     jit_prefix_arn=a[2],
                     table_arn=a[3],
                     region=stack.region,
@@ -323,7 +341,7 @@ class ScalerFunctions(pulumi.ComponentResource):
         block_pools: list[Any],
         queues: Mapping[str, aws.sqs.Queue],
         table: aws.dynamodb.Table,
-        app_key: aws.ssm.Parameter,
+        app_key_arns: pulumi.Output[list[str]],
         jit_prefix_arn: pulumi.Output[str],
     ) -> aws.lambda_.Function:
         """cb_scale_up (the capacity-block pools' job queues) and cb_manager (every minute,
@@ -341,14 +359,14 @@ class ScalerFunctions(pulumi.ComponentResource):
 
         def policy(queue_arns: list[pulumi.Output[str]]) -> Any:
             def build(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
-                parts = pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn, pulumi.Output.all(*[w.role_arn for w in wiring]),
-                                          pulumi.Output.all(*queue_arns))  # fmt: skip
+                roles = pulumi.Output.all(*[w.role_arn for w in wiring])
+                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, roles, pulumi.Output.all(*queue_arns))
                 return parts.apply(
                     lambda a: iam_policies.block_manager_policy(
                         environment=stack.environment,
                         pools=[p.name for p in block_pools],
                         log_group_arn=a[0],
-                        app_key_arn=a[1],
+                        app_key_arns=list(a[1]),
                         jit_prefix_arn=a[2],
                         table_arn=a[3],
                         node_role_arns=list(a[4]),

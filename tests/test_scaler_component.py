@@ -83,6 +83,7 @@ def test_secrets_are_secure_strings_and_never_in_function_environments(scaler: l
     assert {p.inputs["type"] for p in params} == {"SecureString"}
     assert {p.inputs["name"] for p in params} == {
         "/runner-estate/prod/github-app/private-key",
+        "/runner-estate/prod/github-app/private-key-2345678",  # the extra App's (github.extra_apps)
         "/runner-estate/prod/github-app/webhook-secret",
     }
     for fn in of_type(scaler, ":Function"):
@@ -114,7 +115,7 @@ def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registe
         (config,) = [s for s in statements if s["Sid"] == "RunnerConfigs"]
         assert config["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/runner-estate/prod/jit/*"
         (key,) = [s for s in statements if s["Sid"] == "AppKey"]
-        assert key["Resource"].endswith(":scaler-app-key")
+        assert [arn.rsplit(":", 1)[1] for arn in key["Resource"]] == ["scaler-app-key", "scaler-app-key-2345678"]  # every App's key
     assert "sqs:ReceiveMessage" in actions(policy_of(scaler, "scale_up"))
     # Redelivery talks to GitHub and keeps its memory in the ledger: nothing of EC2, SSM configs or queues.
     assert actions(policy_of(scaler, "redeliver")) == {

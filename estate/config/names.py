@@ -18,7 +18,7 @@ from estate.config.buildkite_model import BuildkiteQueue
 from estate.config.diagnostics import ConfigError, ConfigWarning
 from estate.config.loader import Estate
 from estate.config.pool import Pool
-from estate.config.stack_config import NAMESPACE, StackConfig
+from estate.config.stack_config import NAMESPACE, StackConfig, app_key_parameter
 
 # Pulumi names a resource without an explicit name `<resource name>-<7 random characters>`; a
 # `name_prefix` gets the provider's 26-character unique suffix (terraform-plugin-sdk
@@ -135,6 +135,13 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
     yield PhysicalName("ssm", f"{jit}{INSTANCE_ID}", "a host's runner config parameter", sample=True)
     secrets = stack.secrets
     yield PhysicalName("ssm", secrets.github_app_private_key, "the App key parameter", key=f"{NAMESPACE}:secrets.github_app_private_key")
+    for app in stack.github.extra_apps:
+        yield PhysicalName(
+            "ssm",
+            app_key_parameter(stack, app.app_id),
+            f"App {app.app_id}'s key parameter",
+            key=f"{NAMESPACE}:secrets.github_app_private_key",
+        )
     yield PhysicalName("ssm", secrets.webhook_secret, "the webhook secret parameter", key=f"{NAMESPACE}:secrets.webhook_secret")
     yield PhysicalName("iam_path", f"/runner-estate/{env}/", "the runner roles' path")
     if estate.queues:

@@ -12,10 +12,10 @@ from typing import Any
 from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.prices import PriceError, PriceTable
-from estate.config.stack_config import StackConfig
+from estate.config.stack_config import StackConfig, app_key_parameter
 from estate.derive.runner_groups import pool_admission
 from lambda_src.core.gpu_slots import slot_labels
-from lambda_src.core.settings import ControlPlaneSettings, IdleWindow, PoolSettings, PoolWindow
+from lambda_src.core.settings import AppSettings, ControlPlaneSettings, IdleWindow, PoolSettings, PoolWindow
 
 # Upstream's default when `minimum_running_time_in_minutes` is unset (Linux runners).
 DEFAULT_MINIMUM_RUNNING_MINUTES = 5
@@ -115,6 +115,7 @@ def control_settings(
         app_id=stack.github.app_id,
         installation_id=stack.github.installation_id,
         webhook_id=stack.github.webhook_id,
+        more_apps=tuple(AppSettings(a.app_id, app_key_parameter(stack, a.app_id), a.installation_id) for a in stack.github.extra_apps),
         api_url=api_url or stack.github.api_url,
         table_name=table_name,
         webhook_secret_parameter=stack.secrets.webhook_secret,

@@ -173,11 +173,12 @@ def sweeper_policy(
 
 
 def _control_plane_basics(
-    environment: str, pools: list[str], log_group_arn: str, app_key_arn: str, jit_prefix_arn: str, table_arn: str
+    environment: str, pools: list[str], log_group_arn: str, app_key_arns: list[str], jit_prefix_arn: str, table_arn: str
 ) -> list[dict[str, Any]]:
-    """What every scaler function does: log, mint GitHub tokens, store runner configs, keep the
-    ledger, and terminate instances — only those tagged as this environment's and as one of the
-    pools this controller owns (the scaler never ends a capacity-block node, nor the reverse)."""
+    """What every scaler function does: log, mint GitHub tokens (with any of the Apps' keys),
+    store runner configs, keep the ledger, and terminate instances — only those tagged as this
+    environment's and as one of the pools this controller owns (the scaler never ends a
+    capacity-block node, nor the reverse)."""
     ours = {
         "StringEquals": {
             "aws:ResourceTag/runner-estate:environment": environment,
@@ -187,7 +188,7 @@ def _control_plane_basics(
     }
     return [
         _logs(log_group_arn),
-        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arns},
         {
             "Sid": "RunnerConfigs",
             "Effect": "Allow",
@@ -225,7 +226,7 @@ def scaler_policy(
     environment: str,
     pools: list[str],
     log_group_arn: str,
-    app_key_arn: str,
+    app_key_arns: list[str],
     jit_prefix_arn: str,
     table_arn: str,
     runner_role_arns: list[str],
@@ -238,7 +239,7 @@ def scaler_policy(
     launching only to the region, not yet to our launch templates (whether CreateFleet carries
     `ec2:LaunchTemplate` cannot be checked offline)."""
     statements: list[dict[str, Any]] = [
-        *_control_plane_basics(environment, pools, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
+        *_control_plane_basics(environment, pools, log_group_arn, app_key_arns, jit_prefix_arn, table_arn),
         # Describe calls take no resource-level scoping; the action list is what limits them.
         {"Sid": "Describe", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"},
     ]
@@ -275,7 +276,7 @@ def block_manager_policy(
     environment: str,
     pools: list[str],
     log_group_arn: str,
-    app_key_arn: str,
+    app_key_arns: list[str],
     jit_prefix_arn: str,
     table_arn: str,
     node_role_arns: list[str],
@@ -287,7 +288,7 @@ def block_manager_policy(
     terminate only this environment's nodes of `pools` (the capacity-block pools), and (only
     where a pool renews) buy a block."""
     statements: list[dict[str, Any]] = [
-        *_control_plane_basics(environment, pools, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
+        *_control_plane_basics(environment, pools, log_group_arn, app_key_arns, jit_prefix_arn, table_arn),
         {
             "Sid": "Describe",
             "Effect": "Allow",

@@ -189,6 +189,30 @@ class Fault:
     path_contains: str
     remaining: int
     headers: dict[str, str] = field(default_factory=dict)
+    app_id: int | None = None  # only calls made with this App's installation token
+
+
+# What our App is granted on the org (docs/deploy.md, step 1), as an installation lists it.
+APP_PERMISSIONS = {"organization_self_hosted_runners": "write", "organization_hooks": "write", "actions": "write", "metadata": "read"}
+
+
+@dataclass
+class FakeApp:
+    """A GitHub App and its installation on the org."""
+
+    app_id: int
+    private_key_pem: str
+    public_key: Any
+    installation_id: int
+    permissions: dict[str, str]
+    repository_selection: str = "all"
+    installed: bool = True
+
+    @classmethod
+    def make(cls, app_id: int, installation_id: int, permissions: dict[str, str] | None = None) -> FakeApp:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+        return cls(app_id, pem.decode(), key.public_key(), installation_id, dict(APP_PERMISSIONS if permissions is None else permissions))
 
 
 class FakeGithub:
@@ -198,11 +222,12 @@ class FakeGithub:
         self.org = org
         self.clock = clock
         self.app_id = app_id
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.private_key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        ).decode()
-        self._public_key = key.public_key()
+        # Our App first; `add_app` installs more (issue 21.4). Each has its own key and installation.
+        self.apps: dict[int, FakeApp] = {app_id: FakeApp.make(app_id, INSTALLATION_ID)}
+        self.private_key_pem = self.apps[app_id].private_key_pem
+        self.token_apps: dict[str, int] = {}  # installation token -> the App it was minted for
+        self.calls_by_app: dict[int, int] = {}  # App id -> requests made with its installation tokens
+        self._caller: int | None = None  # the App of the request being answered
         self.groups = {name: i for i, name in enumerate(dict.fromkeys(["Default", *(groups or [])]), 1)}
         self.runners: dict[int, FakeRunner] = {}
         self.jobs: dict[int, FakeJob] = {}
@@ -242,10 +267,26 @@ class FakeGithub:
         self._server.shutdown()
         self._server.server_close()
 
-    # ---- fault injection --------------------------------------------------------------
-    def fail_next(self, status: int, path_contains: str = "", times: int = 1, headers: dict[str, str] | None = None) -> None:
+    def add_app(self, app_id: int, permissions: dict[str, str] | None = None) -> FakeApp:
+        """Another App, installed on the org (with our App's permissions unless given)."""
         with self._lock:
-            self.faults.append(Fault(status, path_contains, times, headers or {}))
+            app = FakeApp.make(app_id, INSTALLATION_ID + len(self.apps), permissions)
+            self.apps[app_id] = app
+            return app
+
+    # ---- fault injection --------------------------------------------------------------
+    def fail_next(
+        self, status: int, path_contains: str = "", times: int = 1, headers: dict[str, str] | None = None, app_id: int | None = None
+    ) -> None:
+        """The next `times` requests whose path contains `path_contains` (made with `app_id`'s
+        token, when given) are answered `status` with `headers`."""
+        with self._lock:
+            self.faults.append(Fault(status, path_contains, times, headers or {}, app_id))
+
+    def rate_limit(self, app_id: int, times: int = 1_000_000, reset_in_s: float = 3600) -> None:
+        """The App's primary rate limit is spent: 403 with no requests left until the reset."""
+        reset = str(int(self.clock() + reset_in_s))
+        self.fail_next(403, "", times, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}, app_id=app_id)
 
     def calls_to(self, fragment: str) -> int:
         return sum(1 for _, path in self.calls if fragment in path)
@@ -352,13 +393,16 @@ class FakeGithub:
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self.calls.append((method, path))
+            auth = headers.get("authorization", "")
+            self._caller = self.token_apps.get(auth.removeprefix("Bearer ").strip())
+            if self._caller is not None:
+                self.calls_by_app[self._caller] = self.calls_by_app.get(self._caller, 0) + 1
             for fault in self.faults:
-                if fault.remaining > 0 and fault.path_contains in path:
+                if fault.remaining > 0 and fault.path_contains in path and fault.app_id in (None, self._caller):
                     fault.remaining -= 1
                     return fault.status, {"message": "injected fault"}, fault.headers
             url = urlparse(path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            auth = headers.get("authorization", "")
             self._response_headers = {}
             for pattern, route_method, needs, action in _ROUTES:
                 found = re.fullmatch(pattern.replace("{org}", re.escape(self.org)), url.path)
@@ -383,18 +427,23 @@ class FakeGithub:
         token = auth.removeprefix("Bearer ").strip()
         if needs == "jwt":
             try:
+                issuer = str(jwt.decode(token, options={"verify_signature": False}).get("iss", ""))
+                app = self.apps.get(int(issuer)) if issuer.isdigit() else None
+                if app is None:
+                    return "JWT of an unknown App"
                 # Signature checked here; times against our own (possibly virtual) clock below.
                 claims = jwt.decode(
                     token,
-                    self._public_key,
+                    app.public_key,
                     algorithms=["RS256"],
                     options={"require": ["iat", "exp", "iss"], "verify_exp": False, "verify_iat": False},
                 )
             except jwt.PyJWTError as exc:
                 return f"bad JWT: {exc}"
+            self._caller = app.app_id
             now = self.clock()
-            if claims["exp"] - claims["iat"] > 600 or str(claims["iss"]) != str(self.app_id):
-                return "JWT lifetime over 10 minutes or wrong issuer"
+            if claims["exp"] - claims["iat"] > 600:
+                return "JWT lifetime over 10 minutes"
             if not claims["iat"] <= now + 60 < claims["exp"] + 60:
                 return "JWT not valid at this time"
             return None
@@ -412,14 +461,29 @@ class FakeGithub:
 
     # ---- endpoints --------------------------------------------------------------------
     def _installation(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {"id": INSTALLATION_ID, "account": {"login": self.org}}
+        """The calling App's installation on the org, as GitHub describes it; 404 where the App
+        is not installed."""
+        app = self.apps[self._caller or self.app_id]
+        if not app.installed:
+            return 404, {"message": "Not Found"}
+        return 200, {
+            "id": app.installation_id,
+            "account": {"login": self.org, "type": "Organization"},
+            "app_id": app.app_id,
+            "target_type": "Organization",
+            "repository_selection": app.repository_selection,
+            "permissions": dict(app.permissions),
+            "events": ["workflow_job"],
+        }
 
     def _token(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if int(m.group(1)) != INSTALLATION_ID:
+        app = self.apps[self._caller or self.app_id]
+        if int(m.group(1)) != app.installation_id or not app.installed:
             return 404, {"message": "no such installation"}
         self.token_requests.append(d)
         token = f"ghs_fake{next(self._ids)}"
         self.tokens.add(token)
+        self.token_apps[token] = app.app_id
         # Installation tokens live one hour, on this fake's (possibly virtual) clock.
         expires = datetime.fromtimestamp(self.clock() + 3600, UTC).isoformat().replace("+00:00", "Z")
         self.token_expiry[token] = self.clock() + 3600

@@ -39,7 +39,7 @@ from lambda_src.functions.control_plane import ControlPlane
 from lambda_src.functions.handlers import CachedParameter, SqsQueues
 from lambda_src.functions.redelivery import Redeliverer
 from lambda_src.functions.sweeper import Sweeper
-from lambda_src.github.client import GithubClient
+from lambda_src.github.client import GithubApp, GithubClient
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account
@@ -61,14 +61,14 @@ class Clock:
         self._now += seconds
 
 
-def local_stack_config(org: str, runner_groups: dict[str, Any] | None = None) -> StackConfig:
+def local_stack_config(org: str, runner_groups: dict[str, Any] | None = None, extra_apps: int = 0) -> StackConfig:
     """The stack `serve` runs; `runner_groups` as in Pulumi.<stack>.yaml (none: every group
-    admits every private repository)."""
+    admits every private repository); `extra_apps` more GitHub Apps besides App 1234."""
     return parse_stack_config(
         {
             "environment": "local",
             "region": REGION,
-            "github": {"org": org, "app_id": 1234},
+            "github": {"org": org, "app_id": 1234, "extra_apps": [{"app_id": 1235 + k} for k in range(extra_apps)]},
             "secrets": {"github_app_private_key": "/runner-estate/local/app-key", "webhook_secret": "/runner-estate/local/webhook-secret"},
             "runner_groups": runner_groups or {},
         },
@@ -93,6 +93,7 @@ class LocalPlane:
     sqs: Any = field(init=False)
     webhook_secret: str = field(default_factory=lambda: secrets.token_hex(20))
     runner_groups: dict[str, Any] | None = None  # the stack's `runner_groups` (repositories without the org)
+    extra_apps: int = 0  # more GitHub Apps the control plane spreads its calls over (issue 21.4)
     _http: ThreadingHTTPServer | None = None
 
     def start(self) -> LocalPlane:
@@ -100,9 +101,10 @@ class LocalPlane:
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         endpoint = self.endpoint or self._start_moto()
         self.estate = load_estate(self.configs)
-        stack = local_stack_config("example-org", self.runner_groups)
+        stack = local_stack_config("example-org", self.runner_groups, self.extra_apps)
         groups = sorted({p.runner_group for p in self.estate.pools})
         self.github = FakeGithub(stack.github.org, stack.github.app_id, groups, self.clock).start()
+        extra_keys = {a.app_id: self.github.add_app(a.app_id).private_key_pem for a in stack.github.extra_apps}
 
         session = boto3.session.Session(region_name=REGION)
         self.ec2 = session.client("ec2", endpoint_url=endpoint)
@@ -132,6 +134,8 @@ class LocalPlane:
         ssm.call(
             "PutParameter", {"Name": stack.secrets.github_app_private_key, "Value": self.github.private_key_pem, "Type": "SecureString"}
         )
+        for app in self.settings.more_apps:
+            ssm.call("PutParameter", {"Name": app.key_parameter, "Value": extra_keys[app.app_id], "Type": "SecureString"})
 
         secret = CachedParameter(ssm, self.settings.webhook_secret_parameter)
         ledger = Ledger(dynamodb, table, self.settings.ledger_ttl_s, self.clock)
@@ -151,7 +155,15 @@ class LocalPlane:
             ledger=ledger,
             fleet=Ec2Fleet(self.ec2, self.settings.environment),
             jit=JitParameters(ssm, self.settings.jit_parameter_prefix, f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/"),
-            github=GithubClient(self.github.url, stack.github.org, stack.github.app_id, app_key, clock=self.clock, sleep=lambda s: None),
+            github=GithubClient(
+                self.github.url,
+                stack.github.org,
+                stack.github.app_id,
+                app_key,
+                clock=self.clock,
+                sleep=lambda s: None,
+                more_apps=[GithubApp(a.app_id, CachedParameter(ssm, a.key_parameter), a.installation_id) for a in self.settings.more_apps],
+            ),
             clock=self.clock,
         )
         self.redeliverer = Redeliverer(self.settings, ledger, self.plane.github, self.clock)

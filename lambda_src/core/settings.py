@@ -96,6 +96,15 @@ class PoolSettings:
 
 
 @dataclass(frozen=True)
+class AppSettings:
+    """A further GitHub App (issue 21.4): its id, the SecureString of its key, its installation."""
+
+    app_id: int
+    key_parameter: str
+    installation_id: int | None = None
+
+
+@dataclass(frozen=True)
 class ControlPlaneSettings:
     environment: str
     region: str
@@ -111,6 +120,7 @@ class ControlPlaneSettings:
     installation_id: int | None = None
     ledger_ttl_s: int = 7 * 24 * 3600
     webhook_id: int | None = None  # the org hook whose failed deliveries are redelivered; None: found by URL
+    more_apps: tuple[AppSettings, ...] = ()  # Apps the GitHub client spreads its calls over, besides app_id
 
     def pool(self, name: str) -> PoolSettings:
         return self.pools[name]
@@ -134,6 +144,7 @@ class ControlPlaneSettings:
         values = {k: v for k, v in data.items() if k != "version"}
         values["pools"] = {name: PoolSettings.from_dict(p) for name, p in data["pools"].items()}
         values["routing"] = RoutingTable.from_dict(data["routing"])
+        values["more_apps"] = tuple(AppSettings(**a) for a in data.get("more_apps", ()))
         return cls(**values)
 
     @classmethod

@@ -103,7 +103,7 @@ def _control_plane(account: str) -> ControlPlane:
     from lambda_src.aws.ec2_fleet import Ec2Fleet
     from lambda_src.aws.jit_parameters import JitParameters
     from lambda_src.functions.control_plane import ControlPlane
-    from lambda_src.github.client import GithubClient
+    from lambda_src.github.client import GithubApp, GithubClient
 
     s = _settings()
     ssm = AwsJsonClient("ssm", s.region)
@@ -112,7 +112,15 @@ def _control_plane(account: str) -> ControlPlane:
         ledger=Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, _now),
         fleet=Ec2Fleet(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment),
         jit=JitParameters(ssm, s.jit_parameter_prefix, f"arn:aws:ec2:{s.region}:{account}:instance/"),
-        github=GithubClient(s.api_url, s.org, s.app_id, CachedParameter(ssm, s.app_key_parameter), s.installation_id, clock=_now),
+        github=GithubClient(
+            s.api_url,
+            s.org,
+            s.app_id,
+            CachedParameter(ssm, s.app_key_parameter),
+            s.installation_id,
+            clock=_now,
+            more_apps=[GithubApp(a.app_id, CachedParameter(ssm, a.key_parameter), a.installation_id) for a in s.more_apps],
+        ),
         clock=_now,
     )
 
