@@ -14,6 +14,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alarms import alarm_name, dlq_alarm, metric_alarm
+from components.spot_interruptions import HANDLER_TIMEOUT_S as SPOT_HANDLER_TIMEOUT_S
+from components.spot_interruptions import SpotInterruptions, SpotInterruptionsArgs
 from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.stack_config import StackConfig, app_key_parameter
@@ -214,10 +216,10 @@ class ScalerFunctions(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
 
-        def scaler(launches: bool, with_queues: bool) -> Any:
+        def scaler(launches: bool, with_queues: bool, queues: list[pulumi.Output[str]] | None = None) -> Any:
             def policy(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
                 parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
-                                          pulumi.Output.all(*scaled_queue_arns))  # fmt: skip
+                                          pulumi.Output.all(*(scaled_queue_arns if queues is None else queues)))  # fmt: skip
                 return parts.apply(
                     lambda a: iam_policies.scaler_policy(
                         environment=env,
@@ -301,6 +303,23 @@ class ScalerFunctions(pulumi.ComponentResource):
             tags,
         )
         self._schedule(name, "sweep", sweep, tags, f"rate({int(SWEEP_PERIOD_S // 60)} minutes)")
+
+        # EC2's spot interruption warnings and rebalance hints (issue 21.1): their queue only
+        # EventBridge may send to, and a function that drains warned hosts, with the scaler's
+        # permissions minus launching, reading that one queue.
+        if any(p.capacity_type == "spot" for p in args.estate.pools):
+            spot = SpotInterruptions(
+                f"{name}-spot-events", SpotInterruptionsArgs(env, tags, args.alarm_topic_arn), opts=pulumi.ResourceOptions(parent=self)
+            )
+            handler = self._function(name, "spot", code, SPOT_HANDLER_TIMEOUT_S, scaler(False, True, [spot.queue_arn]), tags)
+            aws.lambda_.EventSourceMapping(
+                f"{name}-spot-events",
+                event_source_arn=spot.queue_arn,
+                function_name=handler.arn,
+                batch_size=10,
+                function_response_types=["ReportBatchItemFailures"],
+                opts=self._child,
+            )
 
         self._alarms(name, env, tags)
 

@@ -500,3 +500,22 @@ def test_the_sweeper_ends_hosts_and_removed_pools_never_a_configured_node(world:
     assert terminable(world, SWEEPER, [i for p in CB_POOLS for i in instances[p]]) == []
     staging = {**removed, "runner-estate:environment": "staging"}
     assert terminable(world, SWEEPER, [Instance("i-0eeeeeeeeeeeeeeee", "gone", staging), Instance("i-0ffffffffffffffff", "x", {})]) == []
+
+
+# ---- spot interruption events: only our rule may bring them (21.1) ---------------------------
+
+
+def test_only_our_eventbridge_rule_may_send_a_spot_interruption_warning(world: World) -> None:
+    """A forged warning would retire a host and re-run its job. The queue's own policy denies
+    every sender but the rule, even one whose identity policy allows sqs:SendMessage on it."""
+    arn = world.queues[f"runner-estate-{ENV}-spot-events"]
+    policy = world.queue_policies[arn]
+    (rule_arn,) = policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert rule_arn.startswith(f"arn:aws:events:{REGION}:{ACCOUNT}:rule/")
+    by_rule = Request("sqs:SendMessage", arn, {"aws:SourceArn": rule_arn}, service="events.amazonaws.com")
+    assert decide(by_rule, (), policy) is Decision.ALLOW
+    other_rule = Request("sqs:SendMessage", arn, {"aws:SourceArn": f"{rule_arn}-other"}, service="events.amazonaws.com")
+    assert decide(other_rule, (), policy) is not Decision.ALLOW
+    admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]}
+    insider = Request("sqs:SendMessage", arn, {}, principal=f"arn:aws:iam::{ACCOUNT}:role/admin")
+    assert decide(insider, (admin,), policy) is Decision.EXPLICIT_DENY

@@ -16,7 +16,7 @@ from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
 POOLS = load_estate([EXAMPLE_CONFIGS]).pools
 # Every function the example estate deploys (it has capacity-block pools).
-FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "sweep", "cb_scale_up", "cb_manager")
+FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "sweep", "spot", "cb_scale_up", "cb_manager")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_one_queue_and_dead_letter_queue_with_an_alarm_per_pool(scaler: list[Reg
 def test_scale_up_reads_every_pool_queue_with_partial_batch_failures(scaler: list[Registered]) -> None:
     mappings = of_type(scaler, ":EventSourceMapping")
     block_pools = [p for p in POOLS if p.capacity_type == "capacity-block"]
-    assert len(mappings) == len(POOLS) + 2 * len(block_pools)  # + each capacity-block pool's events and slot-reports queues
+    # + each capacity-block pool's events and slot-reports queues, + the spot interruption events queue
+    assert len(mappings) == len(POOLS) + 2 * len(block_pools) + 1
     assert all(m.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 
@@ -126,6 +127,11 @@ def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registe
         "dynamodb:UpdateItem",
         "dynamodb:Query",
     }
+    # Spot events drain warned hosts: the scaler's rights without launching, and only their own queue.
+    spot = policy_of(scaler, "spot")
+    assert not actions(spot) & {"ec2:CreateFleet", "ec2:RunInstances", "iam:PassRole"}
+    (queue,) = [s for s in spot if s["Sid"] == "PoolQueues"]
+    assert [arn.rsplit(":", 1)[1] for arn in queue["Resource"]] == ["scaler-spot-events-queue"]
     # The sweeper deletes and terminates only what carries this environment's tags.
     for statement in policy_of(scaler, "sweep"):
         if set(statement["Action"]) & {"ec2:DeleteVolume", "ec2:DeleteNetworkInterface", "ec2:TerminateInstances"}:

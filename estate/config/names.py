@@ -111,7 +111,8 @@ def _auto(resource: str) -> str:
 def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
     env, p = stack.environment, prefix(stack.environment)
     has_blocks = any(pool.capacity_type == "capacity-block" for pool in estate.pools)
-    functions = [*FUNCTIONS, *(CB_FUNCTIONS if has_blocks else ())]
+    has_spot = any(pool.capacity_type == "spot" for pool in estate.pools)
+    functions = [*FUNCTIONS, *(("spot",) if has_spot else ()), *(CB_FUNCTIONS if has_blocks else ())]
     yield PhysicalName("dynamodb", f"{p}-ledger", "the ledger table")
     for fn in functions:
         fn_name = f"{p}-{fn.replace('_', '-')}"
@@ -125,6 +126,11 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
         yield PhysicalName("lambda_permission", _auto(f"{SCALER}-{label}-invoke"), f"{label} schedule's permission")
     for label in SCALER_ALARMS:
         yield PhysicalName("alarm", f"{p}-{label}", f"alarm {label}")
+    if has_spot:  # components/spot_interruptions.py
+        yield PhysicalName("sqs", f"{p}-spot-events", "the spot interruption events queue")
+        yield PhysicalName("sqs", f"{p}-spot-events-dlq", "the spot interruption events dead-letter queue")
+        yield PhysicalName("alarm", f"{p}-spot-events-dlq", "the spot interruption events dead-letter alarm")
+        yield PhysicalName("event_rule", _auto(f"{SCALER}-spot-events-rule"), "the spot interruption events rule")
     for fn in ("scale-up", "reconcile"):
         yield PhysicalName("metric_filter", f"{p}-{fn}-spot-role-missing", f"spot-role metric filter of {fn}")
     if stack.alarms.topic_arn is None:

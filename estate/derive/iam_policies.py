@@ -78,6 +78,30 @@ def slot_report_policy(queue_arn: str) -> PolicyDocument:
     return _doc({"Sid": "SlotReports", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": queue_arn})
 
 
+def events_queue_policy(queue_arn: str, rule_arns: list[str]) -> PolicyDocument:
+    """Only our EventBridge rules may deliver to an events queue (a capacity-block pool's, the
+    spot interruptions'): a forged event would drain a block or a host. The deny also stops a
+    principal of this account whose own policy would allow sending (it carries no aws:SourceArn)."""
+    return _doc(
+        {
+            "Sid": "EventBridgeRules",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
+        },
+        {
+            "Sid": "NobodyElse",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arns}},
+        },
+    )
+
+
 def lambda_assume_role_policy() -> PolicyDocument:
     return _doc({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
 

@@ -134,13 +134,18 @@ class FakeJob:
     runner_name: str | None = None
     workflow: str = ".github/workflows/ci.yml"  # the run's own file, run from `main`
     calls: tuple[str, ...] = ()  # reusable workflows the run calls, as OWNER/REPO/PATH@REF
+    run_attempt: int = 1
+    conclusion: str | None = None  # set when it completes (success unless told otherwise)
+    completed_at: str | None = None  # ISO 8601, as GitHub writes it
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "run_id": self.run_id,
+            "run_attempt": self.run_attempt,
             "status": self.status,
-            "conclusion": "success" if self.status == "completed" else None,
+            "conclusion": (self.conclusion or "success") if self.status == "completed" else None,
+            "completed_at": self.completed_at if self.status == "completed" else None,
             "labels": self.labels,
             "runner_name": self.runner_name,
             "name": f"job-{self.id}",
@@ -242,6 +247,8 @@ class FakeGithub:
         # The org webhook's delivery log (every attempt), and redeliveries asked for but not yet sent.
         self.hook_deliveries: list[HookDelivery] = []
         self._pending_redeliveries: list[HookDelivery] = []
+        self._pending_jobs: list[FakeJob] = []  # re-run jobs whose `queued` webhook is still to go out
+        self.reruns: list[int] = []  # job ids GitHub was asked to re-run
         self.webhook_down = False  # deliveries fail to connect, as during an outage of our endpoint
         self.not_modified = 0
         # Called (lock held) after each page of a runner listing is served, with that page's
@@ -293,10 +300,16 @@ class FakeGithub:
 
     # ---- the runner and workflow side -------------------------------------------------
     def queue_job(
-        self, labels: list[str], repo: str = "example-org/app", send: bool = True, workflow: str = ".github/workflows/ci.yml"
+        self,
+        labels: list[str],
+        repo: str = "example-org/app",
+        send: bool = True,
+        workflow: str = ".github/workflows/ci.yml",
+        run_id: int | None = None,
     ) -> FakeJob:
+        """A job of a new run (or of run `run_id`), queued."""
         with self._lock:
-            job = FakeJob(next(self._ids), repo, next(self._ids), labels, workflow=workflow)
+            job = FakeJob(next(self._ids), repo, run_id or next(self._ids), labels, workflow=workflow)
             self.jobs[job.id] = job
         if send:
             self.send_job_event(job, "queued")
@@ -315,12 +328,25 @@ class FakeGithub:
         if send:
             self.send_job_event(job, "in_progress")
 
-    def finish_job(self, job_id: int, send: bool = True) -> None:
+    def finish_job(self, job_id: int, send: bool = True, conclusion: str = "success") -> None:
         """The job ends; its ephemeral runner deregisters itself."""
         with self._lock:
             job = self.jobs[job_id]
-            job.status = "completed"
+            job.status, job.conclusion = "completed", conclusion
+            job.completed_at = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
             self.runners = {i: r for i, r in self.runners.items() if r.name != job.runner_name}
+        if send:
+            self.send_job_event(job, "completed")
+
+    def lose_runner(self, job_id: int, send: bool = True) -> None:
+        """The host running the job went away (a spot interruption): GitHub loses the runner and
+        fails the job; the runner stays registered, offline, until someone deletes it."""
+        with self._lock:
+            job = self.jobs[job_id]
+            runner = self.runner_named(str(job.runner_name))
+            runner.status, runner.busy = "offline", False
+            job.status, job.conclusion = "completed", "failure"
+            job.completed_at = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
         if send:
             self.send_job_event(job, "completed")
 
@@ -381,13 +407,17 @@ class FakeGithub:
             self.hook_deliveries.append(HookDelivery(next(self._ids), guid, self.clock(), status, event, action, redelivery, raw))
         return status
 
-    def send_redeliveries(self) -> int:
-        """Send the redeliveries asked for (GitHub sends them within moments); how many."""
+    def send_pending(self) -> int:
+        """Send what GitHub sends within moments of a request: redeliveries asked for, and the
+        `queued` webhooks of re-run jobs; how many."""
         with self._lock:
             pending, self._pending_redeliveries = self._pending_redeliveries, []
+            queued, self._pending_jobs = self._pending_jobs, []
         for original in pending:
             self._post(original.event, original.body, original.guid, original.action, redelivery=True)
-        return len(pending)
+        for job in queued:
+            self.send_job_event(job, "queued")
+        return len(pending) + len(queued)
 
     # ---- HTTP -------------------------------------------------------------------------
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
@@ -576,6 +606,23 @@ class FakeGithub:
         job = self.jobs.get(int(m.group(2)))
         return (200, job.to_json()) if job and job.repo == m.group(1) else (404, {"message": "Not Found"})
 
+    def _rerun_job(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Re-run one job: it comes back queued as the run's next attempt (a new job id). The
+        App needs Actions write; GitHub re-runs jobs of a run that has completed."""
+        job = self.jobs.get(int(m.group(2)))
+        if job is None or job.repo != m.group(1):
+            return 404, {"message": "Not Found"}
+        if self.apps[self._caller or self.app_id].permissions.get("actions") != "write":
+            return 403, {"message": "Resource not accessible by integration"}
+        if any(j.run_id == job.run_id and j.status != "completed" for j in self.jobs.values()):
+            return 403, {"message": "Unable to re-run this job: its workflow run is still in progress"}
+        again = FakeJob(next(self._ids), job.repo, job.run_id, list(job.labels), workflow=job.workflow, calls=job.calls)
+        again.run_attempt = max(j.run_attempt for j in self.jobs.values() if j.run_id == job.run_id) + 1
+        self.jobs[again.id] = again
+        self.reruns.append(job.id)
+        self._pending_jobs.append(again)
+        return 201, {}
+
     def _run(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """A workflow run as the REST API describes it: its file, branch and the reusable
         workflows it calls."""
@@ -664,6 +711,7 @@ _ROUTES: list[tuple[str, str, str, Action]] = [
     (r"/orgs/{org}/actions/runners/(\d+)", "GET", "token", FakeGithub._get_runner),
     (r"/orgs/{org}/actions/runners/(\d+)", "DELETE", "token", FakeGithub._delete_runner),
     (rf"/repos/{_REPO}/actions/jobs/(\d+)", "GET", "token", FakeGithub._job),
+    (rf"/repos/{_REPO}/actions/jobs/(\d+)/rerun", "POST", "token", FakeGithub._rerun_job),
     (rf"/repos/{_REPO}/actions/runs", "GET", "token", FakeGithub._runs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)/jobs", "GET", "token", FakeGithub._run_jobs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)", "GET", "token", FakeGithub._run),
@@ -681,7 +729,7 @@ def _handler_for(fake: FakeGithub) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload, extra = fake.answer(self.command, self.path, headers, body)
-            fake.send_redeliveries()  # outside the fake's lock: our webhook answers them
+            fake.send_pending()  # outside the fake's lock: our webhook answers them
             raw = b"" if status in {204, 304} else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")

@@ -38,6 +38,7 @@ from lambda_src.functions import webhook
 from lambda_src.functions.control_plane import ControlPlane
 from lambda_src.functions.handlers import CachedParameter, SqsQueues
 from lambda_src.functions.redelivery import Redeliverer
+from lambda_src.functions.spot_events import SpotEvents
 from lambda_src.functions.sweeper import Sweeper
 from lambda_src.github.client import GithubApp, GithubClient
 
@@ -86,6 +87,7 @@ class LocalPlane:
     plane: ControlPlane = field(init=False)
     redeliverer: Redeliverer = field(init=False)
     sweeper: Sweeper = field(init=False)
+    spot_events: SpotEvents = field(init=False)
     ports: webhook.WebhookPorts = field(init=False)
     settings: ControlPlaneSettings = field(init=False)
     estate: Estate = field(init=False)
@@ -169,6 +171,7 @@ class LocalPlane:
         self.redeliverer = Redeliverer(self.settings, ledger, self.plane.github, self.clock)
         store = LeftoverStore(self.ec2, ssm, self.settings.environment, self.settings.jit_parameter_prefix)
         self.sweeper = Sweeper(self.settings, ledger, store, self.plane.github, self.clock)
+        self.spot_events = SpotEvents(self.plane)
         self.ssm = ssm
         return self
 

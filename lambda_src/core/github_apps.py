@@ -18,6 +18,7 @@ REQUIRED_PERMISSIONS: Mapping[str, str] = {"organization_self_hosted_runners": "
 # Without these, one feature stops (named in the finding) and the rest works.
 WANTED_PERMISSIONS: Mapping[str, tuple[str, str]] = {
     "organization_hooks": ("write", "failed webhook deliveries are not redelivered"),
+    "actions": ("write", "jobs whose spot host was interrupted are not re-run"),
 }
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
 

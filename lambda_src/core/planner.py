@@ -86,6 +86,7 @@ class LaunchOrder:
     shortfall: int  # runners wanted beyond the supply, before the caps (<= 0: none)
     room: int  # instances the caps still allow
     reason: str
+    on_demand: int = 0  # of `count`, hosts to launch on-demand: for the retries of spot-interrupted jobs
 
 
 def plan_launches(
@@ -95,21 +96,19 @@ def plan_launches(
     unassigned runners, within `max_instances`. A job another runner already took is no longer queued,
     and the runner it did not take stays unassigned supply, so nothing is counted twice."""
     queued: dict[str, int] = defaultdict(int)
+    steered: dict[str, int] = defaultdict(int)
     for job in jobs:
         if job.state == QUEUED:
             queued[job.pool] += 1
+            steered[job.pool] += job.on_demand
     live: dict[str, int] = defaultdict(int)
     supply: dict[str, int] = defaultdict(int)
     for inst in instances:
         live[inst.pool] += 1
         pool = pools.get(inst.pool)
-        if (
-            pool is not None
-            and not inst.assigned
-            and not inst.spent
-            and not is_stale_boot(pool, inst, now)
-            and not past_lifetime(pool, inst, now)
-        ):
+        if pool is None or inst.assigned or inst.spent or inst.leaving:
+            continue  # a host EC2 warned about takes no new work
+        if not is_stale_boot(pool, inst, now) and not past_lifetime(pool, inst, now):
             supply[inst.pool] += 1
     orders = []
     for name in sorted(only if only is not None else pools):
@@ -130,7 +129,8 @@ def plan_launches(
             reason = cap
         else:
             reason = "launch for queued jobs" if queued[name] else "top up the pool (pool_config)"
-        orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], deficit, room, reason))
+        on_demand = min(count, steered[name]) if pool.capacity_type == "spot" else 0
+        orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], deficit, room, reason, on_demand))
     return orders
 
 
@@ -151,6 +151,7 @@ def may_take_next_runner(pool: PoolSettings, host: Instance, now: float) -> bool
     that a job of the pool's longest would not carry past its maximum lifetime (drained)."""
     return (
         host.spent
+        and not host.leaving
         and host.jobs_done < pool.max_jobs_per_host
         and now - (host.finished_at or 0.0) <= REUSE_WINDOW_S
         and not past_lifetime(pool, host, now, ahead_s=pool.job_timeout_s)
@@ -261,6 +262,11 @@ def plan_scale_down(
             # Drained and retired: its runner is deregistered so it takes no job, then it ends.
             why = f"past its maximum lifetime of {pool.max_lifetime_s // 60} min"
             plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, why, overdue=True))
+            continue
+        if inst.leaving and not (runner is not None and runner.busy) and (not inst.assigned or inst.spent):
+            # EC2 is taking it back: no new work, so its idle runner goes now, not after an idle check.
+            why = "spot interruption warning" if inst.interrupted_at is not None else "rebalance recommendation"
+            plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, f"{why}: takes no new work"))
             continue
         if runner is None or (not runner.online and not runner.busy):
             if inst.assigned and not inst.spent:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lambda_src.functions.block_manager import BlockManager
     from lambda_src.functions.control_plane import ControlPlane
     from lambda_src.functions.redelivery import Redeliverer
+    from lambda_src.functions.spot_events import SpotEvents
     from lambda_src.functions.sweeper import Sweeper
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
@@ -147,6 +148,13 @@ def _redeliverer(account: str) -> Redeliverer:
 
 
 @cache
+def _spot_events(account: str) -> SpotEvents:
+    from lambda_src.functions.spot_events import SpotEvents
+
+    return SpotEvents(_control_plane(account))
+
+
+@cache
 def _sweeper(account: str) -> Sweeper:
     from lambda_src.aws.leftovers import LeftoverStore
     from lambda_src.functions.sweeper import Sweeper
@@ -207,6 +215,14 @@ def redeliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     summary = _redeliverer(_account(context)).run().summary()
     _emit("redeliver", _numbers(summary))
     return summary
+
+
+def spot_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Each batch of the spot-events queue: EC2's interruption warnings and rebalance hints."""
+    records = event.get("Records", [])
+    failures, report = _spot_events(_account(context)).handle(records)
+    _emit("spot", {**_numbers(report.summary()), "failed_events": float(len(failures))})
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
 
 
 def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -234,6 +234,10 @@ class GithubClient:
                 return None
             raise
 
+    def rerun_job(self, repo: str, job_id: int) -> None:
+        """Re-run one job of a completed run (GitHub queues it as the run's next attempt)."""
+        self.call("POST", f"/repos/{repo}/actions/jobs/{job_id}/rerun", {})
+
     def workflow_run(self, repo: str, run_id: int) -> dict[str, Any] | None:
         """A workflow run (its `path`, `head_branch`, `referenced_workflows`); None once gone."""
         try:
