@@ -220,9 +220,10 @@ def test_a_capped_pool_makes_jobs_wait_instead_of_overspending(tmp_path: Path) -
 
 
 def test_spot_interruptions_requeue_the_job_until_it_finishes(tmp_path: Path) -> None:
+    """As the other policies model it; `estate` re-runs once on on-demand (tests/test_sim_interruptions.py)."""
     estate = cpu_estate(tmp_path)
     runs = [
-        simulate(estate, [job(0, 0.0, 600.0)], ["estate"], PRICES, seed=s, spot_interruptions_per_hour=2.0)[1]["estate"] for s in range(8)
+        simulate(estate, [job(0, 0.0, 600.0)], ["philips"], PRICES, seed=s, spot_interruptions_per_hour=2.0)[1]["philips"] for s in range(8)
     ]
     assert any(r.jobs[0].interruptions for r in runs)
     assert all(r.jobs[0].finished_at is not None for r in runs)

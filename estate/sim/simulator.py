@@ -322,11 +322,17 @@ class Simulation:
 
     def terminate(self, host: Host) -> None:
         for slot in host.slots:
-            if slot.job is not None:  # lost with its host: GitHub fails it, the run is retried
+            if slot.job is not None:  # lost with its host
                 job, slot.job = slot.job, None
                 self._slot_of.pop(job, None)
                 slot.busy_s += self.now - _started(job)
-                job.started_at, job.interruptions = None, job.interruptions + 1
+                job.interruptions += 1
+                lost = getattr(self.policy, "on_job_lost", None)
+                if lost is not None:  # GitHub fails it; the policy decides what follows (estate: re-run once)
+                    job.finished_at = self.now
+                    lost(self, job, slot)
+                    continue
+                job.started_at = None  # the run is retried
                 self.queue.insert(0, job)
                 self.policy.on_job_queued(self, job)
         self._end_host(host, self.now)
@@ -390,6 +396,7 @@ class Simulation:
             "idle_gpu_hours": round(idle_gpu_s / 3600, 2),
             "utilisation": round(busy / slot_alive, 4) if slot_alive else 0.0,
             "hosts_launched": len(self.hosts),
+            **(counts(self) if (counts := getattr(self.policy, "counts", None)) is not None else {}),
             "pools": {
                 p: {"cost_usd": round(cost_by_pool[p], 2), "instance_hours": round(hours_by_pool[p], 2)} for p in sorted(cost_by_pool)
             },
