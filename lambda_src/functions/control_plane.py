@@ -277,8 +277,8 @@ class ControlPlane:
             job = self.ledger.job(host.job_id) if host is not None and host.job_id is not None else None
             rerun_before = job is not None and job.run_id is not None and self.ledger.was_rerun(job.repo, job.run_id)
             decision = decide_rerun(interruption, job, now, rerun_before)
+            self.ledger.interruption_checked(iid, now)  # the next cycle's budget goes to the others first
             if decision.action == "ask" and job is not None:  # its `completed` webhook may be lost
-                self.ledger.interruption_checked(iid, now)
                 try:
                     found = self.github.job(job.repo, job.id)
                 except GithubError as exc:
@@ -303,7 +303,6 @@ class ControlPlane:
                 self.github.rerun_job(job.repo, job.id)
             except GithubError as exc:  # e.g. its run is still going: GitHub re-runs jobs of completed runs
                 self.ledger.reopen_interruption(iid)
-                self.ledger.interruption_checked(iid, now)
                 log.info("re-run of job %s (interrupted host %s) refused for now: %s", job.id, iid, exc)
                 if isinstance(exc, RateLimitedError) or exc.status == 0 or exc.status >= 500:
                     return
