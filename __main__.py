@@ -24,7 +24,14 @@ from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunct
 from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
 from estate.config.pool import Pool
-from estate.config.stack_config import NAMESPACE, SECRET_SETTINGS, StackConfig, is_text_setting, parse_stack_config
+from estate.config.stack_config import (
+    NAMESPACE,
+    SECRET_SETTINGS,
+    StackConfig,
+    app_key_setting,
+    is_text_setting,
+    parse_stack_config,
+)
 from estate.derive.control_config import jit_parameter_prefix
 from estate.derive.host_user_data import user_data
 from estate.derive.runner_groups import RunnerGroupPlan, pool_admission
@@ -169,6 +176,7 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
             public_ip=stack.network.runner_subnets == "public",
             app_private_key=secrets.require_secret(SECRET_SETTINGS[0]),
             webhook_secret=secrets.require_secret(SECRET_SETTINGS[1]),
+            extra_app_keys={a.app_id: secrets.require_secret(app_key_setting(a.app_id)) for a in stack.github.extra_apps},
             tags=tags,
             alarm_topic_arn=alarms.topic_arn,
             lambda_dependencies=lambda_dependencies(),

@@ -109,7 +109,7 @@ class CapacityBlockFleet(pulumi.ComponentResource):
             f"{name}-events-policy",
             queue_url=queue.url,
             policy=pulumi.Output.all(queue.arn, *[r.arn for r in rules]).apply(
-                lambda a: json.dumps(_events_queue_policy(a[0], list(a[1:])))
+                lambda a: json.dumps(iam_policies.events_queue_policy(a[0], list(a[1:])))
             ),
             opts=child,
         )
@@ -200,32 +200,6 @@ class CapacityBlockFleet(pulumi.ComponentResource):
         )
         self.reservation_ids.append(reservation.id)
         self.purchase_usd = checked.apply(float)
-
-
-def _events_queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
-    """Only our two rules may deliver to the queue: the deny also stops a principal of this
-    account whose own policy would allow sending (it carries no aws:SourceArn)."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "EventBridgeRules",
-                "Effect": "Allow",
-                "Principal": {"Service": "events.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
-            },
-            {
-                "Sid": "NobodyElse",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arns}},
-            },
-        ],
-    }
 
 
 def _reports_queue_policy(queue_arn: str, node_role_arn: str) -> dict[str, Any]:

@@ -14,15 +14,20 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alarms import alarm_name, dlq_alarm, metric_alarm
+from components.spot_interruptions import HANDLER_TIMEOUT_S as SPOT_HANDLER_TIMEOUT_S
+from components.spot_interruptions import SpotInterruptions, SpotInterruptionsArgs
 from estate.config.loader import Estate
 from estate.config.pool import Pool
-from estate.config.stack_config import StackConfig
+from estate.config.stack_config import StackConfig, app_key_parameter
 from estate.derive import iam_policies
 from estate.derive.control_config import control_settings, jit_parameter_prefix, pool_settings
 from lambda_src.aws.ec2_fleet import SPOT_ROLE_METRIC, SPOT_SERVICE
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX
+from lambda_src.core.redelivery import REDELIVERY_PERIOD_S
 from lambda_src.core.settings import SETTINGS_FILE, PoolSettings
+from lambda_src.core.sweeper import SWEEP_PERIOD_S
 from lambda_src.functions.metrics import NAMESPACE as METRIC_NAMESPACE
+from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE
 
 LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
 LAMBDA_PACKAGES = ("core", "aws", "github", "functions")  # host/ runs on instances, not in Lambda
@@ -54,6 +59,7 @@ class ScalerFunctionsArgs:
     public_ip: bool
     app_private_key: pulumi.Input[str]  # Pulumi secrets; stored as SSM SecureStrings
     webhook_secret: pulumi.Input[str]
+    extra_app_keys: Mapping[int, pulumi.Input[str]]  # github.extra_apps' keys, by App id (Pulumi secrets)
     tags: dict[str, str]
     alarm_topic_arn: pulumi.Input[str]  # every alarm notifies it (components/alarms.py AlarmTopic)
     lambda_dependencies: Path | None  # PyJWT + cryptography built for the functions' architecture
@@ -146,6 +152,21 @@ class ScalerFunctions(pulumi.ComponentResource):
             )
         )
 
+        # Each extra App's key in a SecureString of its own, read by the same functions as the main one.
+        extra_keys = [
+            aws.ssm.Parameter(
+                f"{name}-app-key-{app_id}",
+                name=app_key_parameter(stack, app_id),
+                type="SecureString",
+                value=pulumi.Output.secret(value),
+                description=f"GitHub App {app_id} private key (github.extra_apps); read only by the scaler functions",
+                tags=tags,
+                opts=self._child,
+            )
+            for app_id, value in sorted(args.extra_app_keys.items())
+        ]
+        app_key_arns = pulumi.Output.all(app_key.arn, *(k.arn for k in extra_keys))
+
         queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds, tags)
                   for pool in args.estate.pools}  # fmt: skip
         by_name = {p.name: p for p in args.estate.pools}
@@ -195,16 +216,16 @@ class ScalerFunctions(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
 
-        def scaler(launches: bool, with_queues: bool) -> Any:
+        def scaler(launches: bool, with_queues: bool, queues: list[pulumi.Output[str]] | None = None) -> Any:
             def policy(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
-                parts = pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
-                                          pulumi.Output.all(*scaled_queue_arns))  # fmt: skip
+                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
+                                          pulumi.Output.all(*(scaled_queue_arns if queues is None else queues)))  # fmt: skip
                 return parts.apply(
                     lambda a: iam_policies.scaler_policy(
                         environment=env,
                         pools=scaled,
                         log_group_arn=a[0],
-                        app_key_arn=a[1],
+                        app_key_arns=list(a[1]),
                         jit_prefix_arn=a[2],
                         table_arn=a[3],
                         runner_role_arns=list(a[4]),
@@ -221,7 +242,9 @@ class ScalerFunctions(pulumi.ComponentResource):
         scale_down = self._function(name, "scale_down", code, 120, scaler(False, False), tags)
 
         block_pools = [p for p in args.estate.pools if p.capacity_type == "capacity-block"]
-        cb_scale_up = self._block_functions(name, args, code, block_pools, queues, table, app_key, jit_prefix_arn) if block_pools else None
+        cb_scale_up = (
+            self._block_functions(name, args, code, block_pools, queues, table, app_key_arns, jit_prefix_arn) if block_pools else None
+        )
 
         for pool in args.estate.pools:
             concurrency = pool.runner.scale_up_reserved_concurrent_executions
@@ -242,6 +265,62 @@ class ScalerFunctions(pulumi.ComponentResource):
         for fn, label in ((reconcile, "reconcile"), (scale_down, "scale-down")):
             self._schedule(name, label, fn, tags)
 
+        # Failed webhook deliveries, sent again every few minutes (issue 21.2). It finds the org
+        # hook by the webhook's URL, which cannot be in the settings the webhook is built from.
+        redeliver = self._function(
+            name,
+            "redeliver",
+            code,
+            120,
+            lambda log_arn: pulumi.Output.all(log_arn, app_key_arns, table.arn).apply(
+                lambda a: iam_policies.redelivery_policy(a[0], list(a[1]), a[2])
+            ),
+            tags,
+            environment={WEBHOOK_URL_VARIABLE: url.function_url},
+        )
+        self._schedule(name, "redeliver", redeliver, tags, f"rate({int(REDELIVERY_PERIOD_S // 60)} minutes)")
+
+        # What outlived its purpose, found from tags and names (issue 21.3): its own role, which may
+        # end only this environment's volumes, interfaces, ordinary hosts and hosts of removed pools.
+        all_pools = [p.name for p in args.estate.pools]
+        sweep = self._function(
+            name,
+            "sweep",
+            code,
+            300,
+            lambda log_arn: pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn).apply(
+                lambda a: iam_policies.sweeper_policy(
+                    environment=env,
+                    scaled_pools=scaled,
+                    all_pools=all_pools,
+                    log_group_arn=a[0],
+                    app_key_arns=list(a[1]),
+                    jit_prefix_arn=a[2],
+                    table_arn=a[3],
+                    region=stack.region,
+                )
+            ),
+            tags,
+        )
+        self._schedule(name, "sweep", sweep, tags, f"rate({int(SWEEP_PERIOD_S // 60)} minutes)")
+
+        # EC2's spot interruption warnings and rebalance hints (issue 21.1): their queue only
+        # EventBridge may send to, and a function that drains warned hosts, with the scaler's
+        # permissions minus launching, reading that one queue.
+        if any(p.capacity_type == "spot" for p in args.estate.pools):
+            spot = SpotInterruptions(
+                f"{name}-spot-events", SpotInterruptionsArgs(env, tags, args.alarm_topic_arn), opts=pulumi.ResourceOptions(parent=self)
+            )
+            handler = self._function(name, "spot", code, SPOT_HANDLER_TIMEOUT_S, scaler(False, True, [spot.queue_arn]), tags)
+            aws.lambda_.EventSourceMapping(
+                f"{name}-spot-events",
+                event_source_arn=spot.queue_arn,
+                function_name=handler.arn,
+                batch_size=10,
+                function_response_types=["ReportBatchItemFailures"],
+                opts=self._child,
+            )
+
         self._alarms(name, env, tags)
 
         self.webhook_url = url.function_url
@@ -261,8 +340,8 @@ class ScalerFunctions(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
 
-    def _schedule(self, name: str, label: str, fn: aws.lambda_.Function, tags: dict[str, str]) -> None:
-        rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=SCHEDULE, tags=tags, opts=self._child)
+    def _schedule(self, name: str, label: str, fn: aws.lambda_.Function, tags: dict[str, str], every: str = SCHEDULE) -> None:
+        rule = aws.cloudwatch.EventRule(f"{name}-{label}-schedule", schedule_expression=every, tags=tags, opts=self._child)
         aws.cloudwatch.EventTarget(f"{name}-{label}-target", rule=rule.name, arn=fn.arn, opts=self._child)
         aws.lambda_.Permission(
             f"{name}-{label}-invoke",
@@ -281,7 +360,7 @@ class ScalerFunctions(pulumi.ComponentResource):
         block_pools: list[Any],
         queues: Mapping[str, aws.sqs.Queue],
         table: aws.dynamodb.Table,
-        app_key: aws.ssm.Parameter,
+        app_key_arns: pulumi.Output[list[str]],
         jit_prefix_arn: pulumi.Output[str],
     ) -> aws.lambda_.Function:
         """cb_scale_up (the capacity-block pools' job queues) and cb_manager (every minute,
@@ -299,14 +378,14 @@ class ScalerFunctions(pulumi.ComponentResource):
 
         def policy(queue_arns: list[pulumi.Output[str]]) -> Any:
             def build(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
-                parts = pulumi.Output.all(log_arn, app_key.arn, jit_prefix_arn, table.arn, pulumi.Output.all(*[w.role_arn for w in wiring]),
-                                          pulumi.Output.all(*queue_arns))  # fmt: skip
+                roles = pulumi.Output.all(*[w.role_arn for w in wiring])
+                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, roles, pulumi.Output.all(*queue_arns))
                 return parts.apply(
                     lambda a: iam_policies.block_manager_policy(
                         environment=stack.environment,
                         pools=[p.name for p in block_pools],
                         log_group_arn=a[0],
-                        app_key_arn=a[1],
+                        app_key_arns=list(a[1]),
                         jit_prefix_arn=a[2],
                         table_arn=a[3],
                         node_role_arns=list(a[4]),
@@ -335,12 +414,15 @@ class ScalerFunctions(pulumi.ComponentResource):
     def _alarms(self, name: str, env: str, tags: dict[str, str]) -> None:
         """Fail loudly: the counters the functions emit (lambda_src/functions/metrics.py) that mean
         jobs may be waiting. They notify the alarm topic (runner-estate:alarms; runbook)."""
-        for label, function, metric, periods, threshold, description in (
-            ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)"),
-            ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?"),
-            ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running"),
-            ("repos-unreadable", "reconcile", "repo_errors", 15, 0, "repositories GitHub would not show the App, 15 minutes running"),
-        ):
+        redelivery_period = int(REDELIVERY_PERIOD_S)
+        for label, function, metric, periods, threshold, description, period in (
+            ("webhook-failing", "webhook", "failed", 1, 0, "the webhook could not record deliveries (ledger or queue unavailable)", 60),
+            ("webhook-unauthorised", "webhook", "unauthorised", 1, 5, "deliveries with a bad signature: webhook secret out of step?", 60),
+            ("reconcile-failing", "reconcile", "failed_pools", 3, 0, "pools the reconciler could not launch for, 3 minutes running", 60),
+            ("repos-unreadable", "reconcile", "repo_errors", 15, 0, "repositories GitHub would not show the App, 15 minutes running", 60),
+            ("redelivery-blind", "redeliver", "hook_missing", 1, 0, "no org webhook delivers to us: failed deliveries are not sent again",
+             redelivery_period),
+        ):  # fmt: skip
             metric_alarm(
                 f"{name}-{label}-alarm",
                 name=alarm_name(env, label),
@@ -350,7 +432,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                 metric_name=metric,
                 dimensions={"environment": env, "function": function},
                 statistic="Sum",
-                period=60,
+                period=period,
                 evaluation_periods=periods,
                 threshold=threshold,
                 comparison_operator="GreaterThanThreshold",
@@ -411,7 +493,15 @@ class ScalerFunctions(pulumi.ComponentResource):
         return queue
 
     def _function(
-        self, name: str, role_name: str, code: Any, timeout: int, policy: Any, tags: dict[str, str], protect: bool = False
+        self,
+        name: str,
+        role_name: str,
+        code: Any,
+        timeout: int,
+        policy: Any,
+        tags: dict[str, str],
+        protect: bool = False,
+        environment: Mapping[str, pulumi.Input[str]] | None = None,
     ) -> aws.lambda_.Function:
         fn_name = f"{self._prefix}-{role_name.replace('_', '-')}"
         log = aws.cloudwatch.LogGroup(f"{name}-{role_name}-logs", name=f"/aws/lambda/{fn_name}", retention_in_days=30, tags=tags,
@@ -438,6 +528,7 @@ class ScalerFunctions(pulumi.ComponentResource):
             timeout=timeout,
             memory_size=256,
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log.name),
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(environment)) if environment else None,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=protect, depends_on=[role_policy]),
         )

@@ -30,6 +30,8 @@ from estate.config.stack_config import (
     OPTIONAL_SECRET_SETTINGS,
     SECRET_SETTINGS,
     StackConfig,
+    app_key_setting,
+    is_app_key_setting,
     is_text_setting,
     parse_stack_config,
 )
@@ -276,13 +278,25 @@ def validate_stack_config(config: dict[str, str], path: Path, secret_keys: list[
             raise ConfigError(path.name, None, key, f"must be a secret, not plain text: pulumi config set --secret {key}")
     for key, value in config.items():
         namespace, _, field = key.partition(":")
-        if namespace == NAMESPACE and field in (*SECRET_SETTINGS, *OPTIONAL_SECRET_SETTINGS):
+        if namespace == NAMESPACE and (field in (*SECRET_SETTINGS, *OPTIONAL_SECRET_SETTINGS) or is_app_key_setting(field)):
             continue
         if namespace == NAMESPACE:
             raw[field] = value if is_text_setting(field) else _json_or_text(value)
         elif key == "aws:region":
             raw["region"] = value
-    return parse_stack_config(raw, path.name)
+    stack = parse_stack_config(raw, path.name)
+    # Each extra App's key is a secret of its own (github.extra_apps), and only theirs are accepted.
+    wanted = {f"{NAMESPACE}:{app_key_setting(a.app_id)}" for a in stack.github.extra_apps}
+    for key in sorted(wanted):
+        if key not in config:
+            raise ConfigError(path.name, None, key, f"required secret is missing: pulumi config set --secret {key} < app.private-key.pem")
+        if key not in secret_keys:
+            raise ConfigError(path.name, None, key, f"must be a secret, not plain text: pulumi config set --secret {key}")
+    for key in config:
+        namespace, _, field = key.partition(":")
+        if namespace == NAMESPACE and is_app_key_setting(field) and key not in wanted:
+            raise ConfigError(path.name, None, key, "no App of github.extra_apps has this id: add it there or remove the key")
+    return stack
 
 
 def _json_or_text(value: str) -> Any:

@@ -32,14 +32,18 @@ WORKING_HOURS = INSTANTS["weekday-working-hours"]
 
 
 def fixed_clock(monkeypatch: pytest.MonkeyPatch, start: datetime) -> Clock:
-    """A virtual clock at `start` that moto's EC2 follows too (it stamps LaunchTime with its own
-    clock, which the scaler reads), so no test reads the wall clock through a double."""
+    """A virtual clock at `start` that moto follows too (it stamps an instance's LaunchTime, a
+    volume's CreateTime and a parameter's LastModifiedDate with its own clock, which the scaler
+    and the sweeper read), so no test reads the wall clock through a double."""
+    import moto.ec2.models.elastic_block_store
     import moto.ec2.models.instances
+    import moto.ssm.models
 
     from estate.local.plane import Clock
 
     clock = Clock(start.timestamp())
-    monkeypatch.setattr(moto.ec2.models.instances, "utcnow", lambda: datetime.fromtimestamp(clock(), UTC).replace(tzinfo=None))
+    for module in (moto.ec2.models.instances, moto.ec2.models.elastic_block_store, moto.ssm.models):
+        monkeypatch.setattr(module, "utcnow", lambda: datetime.fromtimestamp(clock(), UTC).replace(tzinfo=None))
     return clock
 
 

@@ -18,7 +18,7 @@ from estate.preview import Registered, run_program
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
 POOLS = load_estate([EXAMPLE_CONFIGS]).pools
-FUNCTIONS = ("webhook", "scale-up", "reconcile", "scale-down", "cb-scale-up", "cb-manager")
+FUNCTIONS = ("webhook", "scale-up", "reconcile", "scale-down", "redeliver", "sweep", "spot", "cb-scale-up", "cb-manager")
 RUNBOOK = (PROJECT_DIR / "docs" / "runbook.md").read_text(encoding="utf-8")
 
 

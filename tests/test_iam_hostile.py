@@ -442,7 +442,7 @@ def test_the_block_manager_ends_its_nodes_and_never_a_scaler_host(world: World, 
     assert terminable(world, role, [i for p in HOST_POOLS for i in instances[p]]) == []
 
 
-@pytest.mark.parametrize("role", [*SCALER, *BLOCK_MANAGER, "scaler-webhook-role"])
+@pytest.mark.parametrize("role", [*SCALER, *BLOCK_MANAGER, "scaler-webhook-role", "scaler-redeliver-role", "scaler-sweep-role"])
 def test_no_controller_ends_an_instance_that_is_not_ours(world: World, role: str) -> None:
     staging = {"runner-estate:managed": "true", "runner-estate:environment": "staging", "runner-estate:pool": HOST_POOLS[0]}
     foreign = [Instance("i-0aaaaaaaaaaaaaaaa", HOST_POOLS[0], {}), Instance("i-0bbbbbbbbbbbbbbbb", HOST_POOLS[0], staging)]
@@ -454,3 +454,68 @@ def test_the_webhook_reads_its_secret_and_never_the_app_key(world: World) -> Non
     verdicts = {s.name: world.decide(role, "ssm:GetParameter", s.arn, tag_context(s.tags, "ssm")) for s in world.secrets}
     assert verdicts["/runner-estate/prod/github-app/webhook-secret"] is Decision.ALLOW
     assert {n for n, d in verdicts.items() if d is Decision.ALLOW} == {"/runner-estate/prod/github-app/webhook-secret"}
+
+
+# ---- what outlived its purpose: only the sweeper removes it, and only ours (21.3) ------------
+
+SWEEPER = "scaler-sweep-role"
+
+
+def _leftover(kind: str, tags: Mapping[str, str]) -> tuple[str, dict[str, ContextValue]]:
+    resource = f"arn:aws:ec2:{REGION}:{ACCOUNT}:{kind}/{kind[:3]}-0123456789abcdef0"
+    return resource, tag_context(tags, "ec2")
+
+
+def test_a_job_cannot_delete_or_list_leftovers(world: World, instances: dict[str, list[Instance]]) -> None:
+    ours = {"runner-estate:managed": "true", "runner-estate:environment": ENV, "runner-estate:pool": HOST_POOLS[0]}
+
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for kind, action in (("volume", "ec2:DeleteVolume"), ("network-interface", "ec2:DeleteNetworkInterface")):
+            for tags in (ours, {}):
+                resource, context = _leftover(kind, tags)
+                yield action, resource, context
+        yield "ssm:DescribeParameters", "*", {}
+        yield "ec2:DescribeVolumes", "*", {}
+
+    assert permitted(world, instances, attempts) == []
+
+
+def test_the_sweeper_deletes_only_this_environments_leftovers(world: World) -> None:
+    role = world.roles[SWEEPER]
+    ours = {"runner-estate:managed": "true", "runner-estate:environment": ENV, "runner-estate:pool": HOST_POOLS[0]}
+    staging = {**ours, "runner-estate:environment": "staging"}
+    for kind, action in (("volume", "ec2:DeleteVolume"), ("network-interface", "ec2:DeleteNetworkInterface")):
+        verdicts = []
+        for tags in (ours, staging, {}):
+            resource, context = _leftover(kind, tags)
+            verdicts.append(world.decide(role, action, resource, {"aws:PrincipalArn": role.arn, **context}))
+        assert verdicts == [Decision.ALLOW, Decision.IMPLICIT_DENY, Decision.IMPLICIT_DENY], action
+
+
+def test_the_sweeper_ends_hosts_and_removed_pools_never_a_configured_node(world: World, instances: dict[str, list[Instance]]) -> None:
+    hosts = [i for p in HOST_POOLS for i in instances[p]]
+    assert terminable(world, SWEEPER, hosts) == [f"{i.pool}/{i.id}" for i in hosts]
+    removed = {**instances[HOST_POOLS[0]][0].tags, "runner-estate:pool": "a-pool-taken-out-of-the-config"}
+    assert terminable(world, SWEEPER, [Instance("i-0dddddddddddddddd", "gone", removed)]) == ["gone/i-0dddddddddddddddd"]
+    assert terminable(world, SWEEPER, [i for p in CB_POOLS for i in instances[p]]) == []
+    staging = {**removed, "runner-estate:environment": "staging"}
+    assert terminable(world, SWEEPER, [Instance("i-0eeeeeeeeeeeeeeee", "gone", staging), Instance("i-0ffffffffffffffff", "x", {})]) == []
+
+
+# ---- spot interruption events: only our rule may bring them (21.1) ---------------------------
+
+
+def test_only_our_eventbridge_rule_may_send_a_spot_interruption_warning(world: World) -> None:
+    """A forged warning would retire a host and re-run its job. The queue's own policy denies
+    every sender but the rule, even one whose identity policy allows sqs:SendMessage on it."""
+    arn = world.queues[f"runner-estate-{ENV}-spot-events"]
+    policy = world.queue_policies[arn]
+    (rule_arn,) = policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert rule_arn.startswith(f"arn:aws:events:{REGION}:{ACCOUNT}:rule/")
+    by_rule = Request("sqs:SendMessage", arn, {"aws:SourceArn": rule_arn}, service="events.amazonaws.com")
+    assert decide(by_rule, (), policy) is Decision.ALLOW
+    other_rule = Request("sqs:SendMessage", arn, {"aws:SourceArn": f"{rule_arn}-other"}, service="events.amazonaws.com")
+    assert decide(other_rule, (), policy) is not Decision.ALLOW
+    admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]}
+    insider = Request("sqs:SendMessage", arn, {}, principal=f"arn:aws:iam::{ACCOUNT}:role/admin")
+    assert decide(insider, (admin,), policy) is Decision.EXPLICIT_DENY

@@ -142,7 +142,9 @@ def test_the_list_is_every_name_the_program_registers() -> None:
     config = yaml.safe_load((PROJECT_DIR / "Pulumi.prod.yaml").read_text())["config"]
     listed = {
         (n.kind, n.name)
-        for n in physical_names(stack(secrets=config["runner-estate:secrets"]), load_estate([EXAMPLE_CONFIGS]))
+        for n in physical_names(
+            stack(secrets=config["runner-estate:secrets"], github=config["runner-estate:github"]), load_estate([EXAMPLE_CONFIGS])
+        )
         if not n.sample and not (n.queue is not None and n.kind == "iam_role")  # per-host names; the template's own role
     }
     assert sorted(registered - listed) == []

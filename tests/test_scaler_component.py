@@ -11,9 +11,12 @@ import pytest
 from estate.config.loader import load_estate
 from estate.preview import Registered, run_program
 from lambda_src.core.settings import ControlPlaneSettings
+from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE
 from tests.conftest import EXAMPLE_CONFIGS, PROJECT_DIR
 
 POOLS = load_estate([EXAMPLE_CONFIGS]).pools
+# Every function the example estate deploys (it has capacity-block pools).
+FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "sweep", "spot", "cb_scale_up", "cb_manager")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,8 @@ def test_one_queue_and_dead_letter_queue_with_an_alarm_per_pool(scaler: list[Reg
 def test_scale_up_reads_every_pool_queue_with_partial_batch_failures(scaler: list[Registered]) -> None:
     mappings = of_type(scaler, ":EventSourceMapping")
     block_pools = [p for p in POOLS if p.capacity_type == "capacity-block"]
-    assert len(mappings) == len(POOLS) + 2 * len(block_pools)  # + each capacity-block pool's events and slot-reports queues
+    # + each capacity-block pool's events and slot-reports queues, + the spot interruption events queue
+    assert len(mappings) == len(POOLS) + 2 * len(block_pools) + 1
     assert all(m.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
 
 
@@ -61,7 +65,7 @@ def test_every_function_alarms_on_its_own_errors(scaler: list[Registered]) -> No
     functions = {f.inputs["name"] for f in of_type(scaler, ":Function")}
     alarmed = {a.inputs["dimensions"]["FunctionName"] for a in of_type(scaler, ":MetricAlarm") if a.inputs["metricName"] == "Errors"}
     assert alarmed == functions
-    assert len(functions) == 6  # webhook, scale_up, reconcile, scale_down, cb_scale_up, cb_manager
+    assert len(functions) == len(FUNCTIONS)
 
 
 def test_ledger_and_webhook_endpoint_are_protected_from_deletion(scaler: list[Registered]) -> None:
@@ -80,14 +84,18 @@ def test_secrets_are_secure_strings_and_never_in_function_environments(scaler: l
     assert {p.inputs["type"] for p in params} == {"SecureString"}
     assert {p.inputs["name"] for p in params} == {
         "/runner-estate/prod/github-app/private-key",
+        "/runner-estate/prod/github-app/private-key-2345678",  # the extra App's (github.extra_apps)
         "/runner-estate/prod/github-app/webhook-secret",
     }
     for fn in of_type(scaler, ":Function"):
-        assert "environment" not in fn.inputs
+        if fn.name == "scaler-redeliver":  # our webhook's URL, how it finds the org hook; nothing secret
+            assert set(fn.inputs["environment"]["variables"]) == {WEBHOOK_URL_VARIABLE}
+        else:
+            assert "environment" not in fn.inputs
 
 
 def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registered]) -> None:
-    assert len(of_type(scaler, ":Role")) == 6  # webhook, scale_up, reconcile, scale_down, cb_scale_up, cb_manager
+    assert len(of_type(scaler, ":Role")) == len(FUNCTIONS)  # one each
     webhook = policy_of(scaler, "webhook")
     assert actions(webhook) == {
         "logs:CreateLogStream",
@@ -108,16 +116,31 @@ def test_one_role_per_function_each_with_only_what_it_needs(scaler: list[Registe
         (config,) = [s for s in statements if s["Sid"] == "RunnerConfigs"]
         assert config["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/runner-estate/prod/jit/*"
         (key,) = [s for s in statements if s["Sid"] == "AppKey"]
-        assert key["Resource"].endswith(":scaler-app-key")
+        assert [arn.rsplit(":", 1)[1] for arn in key["Resource"]] == ["scaler-app-key", "scaler-app-key-2345678"]  # every App's key
     assert "sqs:ReceiveMessage" in actions(policy_of(scaler, "scale_up"))
+    # Redelivery talks to GitHub and keeps its memory in the ledger: nothing of EC2, SSM configs or queues.
+    assert actions(policy_of(scaler, "redeliver")) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "ssm:GetParameter",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+    }
+    # Spot events drain warned hosts: the scaler's rights without launching, and only their own queue.
+    spot = policy_of(scaler, "spot")
+    assert not actions(spot) & {"ec2:CreateFleet", "ec2:RunInstances", "iam:PassRole"}
+    (queue,) = [s for s in spot if s["Sid"] == "PoolQueues"]
+    assert [arn.rsplit(":", 1)[1] for arn in queue["Resource"]] == ["scaler-spot-events-queue"]
+    # The sweeper deletes and terminates only what carries this environment's tags.
+    for statement in policy_of(scaler, "sweep"):
+        if set(statement["Action"]) & {"ec2:DeleteVolume", "ec2:DeleteNetworkInterface", "ec2:TerminateInstances"}:
+            assert statement["Condition"]["StringEquals"]["aws:ResourceTag/runner-estate:environment"] == "prod"
 
 
 def test_functions_ship_lambda_src_with_the_compiled_settings(scaler: list[Registered]) -> None:
     functions = of_type(scaler, ":Function")
-    assert {f.inputs["handler"] for f in functions} == {
-        f"lambda_src.functions.handlers.{n}_handler"
-        for n in ("webhook", "scale_up", "reconcile", "scale_down", "cb_scale_up", "cb_manager")
-    }
+    assert {f.inputs["handler"] for f in functions} == {f"lambda_src.functions.handlers.{n}_handler" for n in FUNCTIONS}
     settings_file = "lambda_src/control_plane.json"
     builds = {json.dumps(sorted(f.inputs["code"].assets)) + f.inputs["code"].assets[settings_file].text for f in functions}
     assert len(builds) == 1  # one build of lambda_src for every function
@@ -156,5 +179,6 @@ def test_alarms_watch_the_counters_that_mean_jobs_may_wait(scaler: list[Register
         ("webhook", "unauthorised"),
         ("reconcile", "failed_pools"),
         ("reconcile", "repo_errors"),
+        ("redeliver", "hook_missing"),
         ("scale_up+reconcile", "spot_role_missing"),  # from both functions' logs (tests/test_spot_role.py)
     }

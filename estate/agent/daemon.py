@@ -107,13 +107,13 @@ class TokenFileClient(GithubClient):
 
     token_file: Path = Path("/nonexistent")
 
-    def token(self) -> str:
+    def token(self, index: int = 0) -> str:
         return read_token_file(self.token_file, self.clock())
 
     def _exchange(
-        self, method: str, path: str, body: dict[str, Any] | None, bearer: str, extra: dict[str, str]
-    ) -> tuple[dict[str, Any] | None, Any]:
-        found, headers = super()._exchange(method, path, body, bearer, extra)
+        self, method: str, path: str, body: dict[str, Any] | None, bearer: str, extra: dict[str, str], may_wait: bool = True
+    ) -> tuple[Any, Any]:
+        found, headers = super()._exchange(method, path, body, bearer, extra, may_wait)
         said = headers.get(TOKEN_EXPIRY_HEADER) if headers is not None else None
         expires = _header_time(said)
         if expires is not None and expires - self.clock() > TOKEN_MAX_LIFETIME_S:

@@ -18,7 +18,7 @@ from estate.config.buildkite_model import BuildkiteQueue
 from estate.config.diagnostics import ConfigError, ConfigWarning
 from estate.config.loader import Estate
 from estate.config.pool import Pool
-from estate.config.stack_config import NAMESPACE, StackConfig
+from estate.config.stack_config import NAMESPACE, StackConfig, app_key_parameter
 
 # Pulumi names a resource without an explicit name `<resource name>-<7 random characters>`; a
 # `name_prefix` gets the provider's 26-character unique suffix (terraform-plugin-sdk
@@ -29,8 +29,15 @@ INSTANCE_ID = "i-" + "0" * 17  # EC2 instance ids are i- and 17 hex digits
 SCALER = "scaler"  # component names as __main__.py registers them
 ALARMS = "alarms"
 CB_FUNCTIONS = ("cb_scale_up", "cb_manager")
-FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down")
-SCALER_ALARMS = ("webhook-failing", "webhook-unauthorised", "reconcile-failing", "repos-unreadable", "spot-role-missing")
+FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down", "redeliver", "sweep")
+SCALER_ALARMS = (
+    "webhook-failing",
+    "webhook-unauthorised",
+    "reconcile-failing",
+    "repos-unreadable",
+    "spot-role-missing",
+    "redelivery-blind",
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,8 @@ def _auto(resource: str) -> str:
 def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
     env, p = stack.environment, prefix(stack.environment)
     has_blocks = any(pool.capacity_type == "capacity-block" for pool in estate.pools)
-    functions = [*FUNCTIONS, *(CB_FUNCTIONS if has_blocks else ())]
+    has_spot = any(pool.capacity_type == "spot" for pool in estate.pools)
+    functions = [*FUNCTIONS, *(("spot",) if has_spot else ()), *(CB_FUNCTIONS if has_blocks else ())]
     yield PhysicalName("dynamodb", f"{p}-ledger", "the ledger table")
     for fn in functions:
         fn_name = f"{p}-{fn.replace('_', '-')}"
@@ -113,11 +121,16 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
         yield PhysicalName("alarm", f"{p}-{fn.replace('_', '-')}-errors", f"errors alarm of function {fn}")
         yield PhysicalName("iam_role", _auto(f"{SCALER}-{fn}-role"), f"role of function {fn}")
         yield PhysicalName("iam_policy", _auto(f"{SCALER}-{fn}-policy"), f"policy of function {fn}")
-    for label in ("reconcile", "scale-down", *(("cb-manager",) if has_blocks else ())):
+    for label in ("reconcile", "scale-down", "redeliver", "sweep", *(("cb-manager",) if has_blocks else ())):
         yield PhysicalName("event_rule", _auto(f"{SCALER}-{label}-schedule"), f"{label} schedule")
         yield PhysicalName("lambda_permission", _auto(f"{SCALER}-{label}-invoke"), f"{label} schedule's permission")
     for label in SCALER_ALARMS:
         yield PhysicalName("alarm", f"{p}-{label}", f"alarm {label}")
+    if has_spot:  # components/spot_interruptions.py
+        yield PhysicalName("sqs", f"{p}-spot-events", "the spot interruption events queue")
+        yield PhysicalName("sqs", f"{p}-spot-events-dlq", "the spot interruption events dead-letter queue")
+        yield PhysicalName("alarm", f"{p}-spot-events-dlq", "the spot interruption events dead-letter alarm")
+        yield PhysicalName("event_rule", _auto(f"{SCALER}-spot-events-rule"), "the spot interruption events rule")
     for fn in ("scale-up", "reconcile"):
         yield PhysicalName("metric_filter", f"{p}-{fn}-spot-role-missing", f"spot-role metric filter of {fn}")
     if stack.alarms.topic_arn is None:
@@ -128,6 +141,13 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
     yield PhysicalName("ssm", f"{jit}{INSTANCE_ID}", "a host's runner config parameter", sample=True)
     secrets = stack.secrets
     yield PhysicalName("ssm", secrets.github_app_private_key, "the App key parameter", key=f"{NAMESPACE}:secrets.github_app_private_key")
+    for app in stack.github.extra_apps:
+        yield PhysicalName(
+            "ssm",
+            app_key_parameter(stack, app.app_id),
+            f"App {app.app_id}'s key parameter",
+            key=f"{NAMESPACE}:secrets.github_app_private_key",
+        )
     yield PhysicalName("ssm", secrets.webhook_secret, "the webhook secret parameter", key=f"{NAMESPACE}:secrets.webhook_secret")
     yield PhysicalName("iam_path", f"/runner-estate/{env}/", "the runner roles' path")
     if estate.queues:

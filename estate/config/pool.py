@@ -25,6 +25,9 @@ _GPU_COUNT_RE = re.compile(r"^\d+gpu$")
 _GPU_WORDS = {"gpu", "nvidia", "cuda"} | set(GPU_MODELS) | {m.architecture for m in GPU_MODELS.values()}
 _POLICY_ARN_RE = re.compile(r"^arn:aws(?:-cn|-us-gov)?:iam::(?:aws|\d{12}):policy/[\w+=,.@/-]+$")
 _SECURITY_GROUP_RE = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+GITHUB_JOB_TIMEOUT_MINUTES = 360  # a job's default `timeout-minutes`
+# Past the longest job, before a host is retired by its lifetime: the job's set-up and the runner's exit.
+LIFETIME_MARGIN_MINUTES = 15
 
 
 def is_gpu_label(label: str) -> bool:
@@ -167,6 +170,28 @@ class Pool:
         return cap if limit is None else min(cap, limit)
 
     @property
+    def job_timeout_minutes(self) -> int:
+        """The longest job the pool runs: `capacity_block.job_timeout_minutes`, else GitHub's
+        default job timeout (a job's `timeout-minutes` may be lower, never higher for us)."""
+        block = self.spec.estate.capacity_block
+        return block.job_timeout_minutes if block is not None else GITHUB_JOB_TIMEOUT_MINUTES
+
+    @property
+    def max_lifetime_minutes(self) -> int | None:
+        """How long one host may live (None: capacity-block nodes live for their block):
+        `estate.max_lifetime_minutes`, else just over the longest its jobs may take — its boot,
+        each job it may run (one, or `reuse_hosts.max_jobs`) at the pool's job timeout, and a
+        margin for the job's own set-up and the runner's exit."""
+        if self.capacity_type == "capacity-block":
+            return None
+        explicit = self.spec.estate.max_lifetime_minutes
+        if explicit is not None:
+            return explicit
+        reuse = self.spec.estate.reuse_hosts
+        jobs = reuse.max_jobs if reuse is not None else 1
+        return self.runner.runner_boot_time_in_minutes + jobs * self.job_timeout_minutes + LIFETIME_MARGIN_MINUTES
+
+    @property
     def runner_hourly_usd(self) -> float | None:
         """The cheapest runner-hour the pool offers (a slot's share of a node); None without a price."""
         prices, known = PriceTable(), []
@@ -219,6 +244,7 @@ class Pool:
                 )
         self._check_gpu_labels()
         self._check_capacity_block()
+        self._check_lifetime()
         self._check_hourly_limit()
         warnings = self._check_slots()
         self._check_matchers()
@@ -298,6 +324,19 @@ class Pool:
             )
         if self.instance_types[0].gpu_model is None:
             raise self.error("runner_config.instance_types[0]", f"{self.instance_types[0].name} is not a GPU type sold in capacity blocks")
+
+    def _check_lifetime(self) -> None:
+        explicit = self.spec.estate.max_lifetime_minutes
+        if explicit is None:
+            return
+        if self.capacity_type == "capacity-block":
+            raise self.error("estate.max_lifetime_minutes", "capacity-block nodes live for their block; the block's end drains them")
+        boot = self.runner.runner_boot_time_in_minutes
+        if explicit <= boot:
+            raise self.error(
+                "estate.max_lifetime_minutes",
+                f"{explicit} minutes is no longer than the boot time ({boot}, runner_boot_time_in_minutes): no job could run",
+            )
 
     def _check_hourly_limit(self) -> None:
         if self.spec.estate.hard_limits.max_hourly_usd is None:

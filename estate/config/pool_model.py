@@ -297,6 +297,9 @@ class EstateSettings(StrictModel):
     allow_public_repositories: bool = False
     allow_imdsv1: bool = False
     reuse_hosts: ReuseHosts | None = None
+    # How long a host may live at most, in minutes: past it, it is drained and terminated whatever
+    # it is doing. Default: just over the longest the pool's jobs may take (estate/config/pool.py).
+    max_lifetime_minutes: int | None = Field(default=None, ge=15, le=7 * 24 * 60)
     # Explicit, reported opt-outs for what no rule here can check: managed policies (other than
     # those refused outright) and security groups given only by id.
     allow_unchecked_managed_policies: bool = False

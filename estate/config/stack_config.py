@@ -21,6 +21,23 @@ DEFAULT_RUNNER_VERSION = "2.329.0"  # actions/runner release the hosts install u
 SECRET_SETTINGS = ("github_app_key", "webhook_secret_value")
 # Secrets needed only by some estates: the Buildkite agent token, when runner_configs/ has queues.
 OPTIONAL_SECRET_SETTINGS = ("buildkite_agent_token",)
+_APP_KEY_SETTING_RE = re.compile(r"^github_app_key_(\d+)$")
+
+
+def app_key_setting(app_id: int) -> str:
+    """The Pulumi secret holding an extra App's private key (`github.extra_apps`)."""
+    return f"github_app_key_{app_id}"
+
+
+def is_app_key_setting(field: str) -> bool:
+    return _APP_KEY_SETTING_RE.match(field) is not None
+
+
+def app_key_parameter(stack: StackConfig, app_id: int) -> str:
+    """The SecureString an App's key is stored in: the main App's is `secrets.github_app_private_key`,
+    each extra App's the same name with `-<app id>`."""
+    base = stack.secrets.github_app_private_key
+    return base if app_id == stack.github.app_id else f"{base}-{app_id}"
 
 
 def _sha256(value: str) -> str:
@@ -33,11 +50,31 @@ def _sha256(value: str) -> str:
 _LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
+class ExtraApp(StrictModel):
+    """Another GitHub App the control plane spreads its calls over (issue 21.4). Its key is the
+    Pulumi secret `github_app_key_<app_id>`, stored as its own SecureString."""
+
+    app_id: int = Field(ge=1)
+    installation_id: int | None = Field(default=None, ge=1)
+
+
 class GitHubSettings(StrictModel):
     org: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$")
     app_id: int = Field(ge=1)
     installation_id: int | None = Field(default=None, ge=1)
     api_url: str = Field(default="https://api.github.com", pattern=r"^https://")
+    # The org webhook whose failed deliveries are sent again; unset, it is found by our URL.
+    webhook_id: int | None = Field(default=None, ge=1)
+    # More Apps, installed on the org with the same permissions: calls go round them all and a
+    # rate-limited one is passed over until its reset (one App's budget caps a large org).
+    extra_apps: list[ExtraApp] = Field(default_factory=list, max_length=9)
+
+    @model_validator(mode="after")
+    def _distinct_apps(self) -> GitHubSettings:
+        ids = [self.app_id, *(a.app_id for a in self.extra_apps)]
+        if len(set(ids)) != len(ids):
+            raise ValueError("extra_apps: each App is given once, and not the main app_id again")
+        return self
 
 
 class SecretNames(StrictModel):

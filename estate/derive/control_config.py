@@ -12,10 +12,10 @@ from typing import Any
 from estate.config.loader import Estate
 from estate.config.pool import Pool
 from estate.config.prices import PriceError, PriceTable
-from estate.config.stack_config import StackConfig
+from estate.config.stack_config import StackConfig, app_key_parameter
 from estate.derive.runner_groups import pool_admission
 from lambda_src.core.gpu_slots import slot_labels
-from lambda_src.core.settings import ControlPlaneSettings, IdleWindow, PoolSettings, PoolWindow
+from lambda_src.core.settings import AppSettings, ControlPlaneSettings, IdleWindow, PoolSettings, PoolWindow
 
 # Upstream's default when `minimum_running_time_in_minutes` is unset (Linux runners).
 DEFAULT_MINIMUM_RUNNING_MINUTES = 5
@@ -60,6 +60,9 @@ def pool_settings(
         max_hourly_usd=limits.max_hourly_usd,
         host_hourly_usd=host_hourly_usd(pool),
         max_jobs_per_host=reuse.max_jobs if (reuse := pool.spec.estate.reuse_hosts) is not None else 1,
+        max_lifetime_s=60 * (pool.max_lifetime_minutes or 0),
+        keeps_volumes=any(not disk.delete_on_termination for disk in rc.block_device_mappings),
+        job_timeout_s=60 * pool.job_timeout_minutes,
         **capacity_block_settings(pool),
         events_queue_arn=events_queue_arn,
         reports_queue_arn=reports_queue_arn,
@@ -77,7 +80,6 @@ def capacity_block_settings(pool: Pool) -> dict[str, Any]:
         "gpus_per_node": pool.gpus_per_node,
         "slot_gpus": tuple(g.gpus for g in layout.groups for _ in range(g.count)),
         "slot_labels": tuple(slot_labels(layout, pool.gpu_labels)),
-        "job_timeout_s": 60 * block.job_timeout_minutes,
         "reservation_ids": tuple(block.reservation_ids),
         "renew": block.renew,
         "renew_max_price_usd": block.max_price_usd,
@@ -112,6 +114,8 @@ def control_settings(
         org=stack.github.org,
         app_id=stack.github.app_id,
         installation_id=stack.github.installation_id,
+        webhook_id=stack.github.webhook_id,
+        more_apps=tuple(AppSettings(a.app_id, app_key_parameter(stack, a.app_id), a.installation_id) for a in stack.github.extra_apps),
         api_url=api_url or stack.github.api_url,
         table_name=table_name,
         webhook_secret_parameter=stack.secrets.webhook_secret,

@@ -78,6 +78,30 @@ def slot_report_policy(queue_arn: str) -> PolicyDocument:
     return _doc({"Sid": "SlotReports", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": queue_arn})
 
 
+def events_queue_policy(queue_arn: str, rule_arns: list[str]) -> PolicyDocument:
+    """Only our EventBridge rules may deliver to an events queue (a capacity-block pool's, the
+    spot interruptions'): a forged event would drain a block or a host. The deny also stops a
+    principal of this account whose own policy would allow sending (it carries no aws:SourceArn)."""
+    return _doc(
+        {
+            "Sid": "EventBridgeRules",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
+        },
+        {
+            "Sid": "NobodyElse",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arns}},
+        },
+    )
+
+
 def lambda_assume_role_policy() -> PolicyDocument:
     return _doc({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
 
@@ -99,12 +123,86 @@ def webhook_policy(log_group_arn: str, secret_arn: str, table_arn: str, queue_ar
     )
 
 
+def redelivery_policy(log_group_arn: str, app_key_arns: list[str], table_arn: str) -> PolicyDocument:
+    """Mint GitHub tokens (to list the org hook's deliveries and ask for redeliveries) and
+    remember in the ledger what was sent again. No EC2, SSM runner configs or queues."""
+    return _doc(
+        _logs(log_group_arn),
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arns},
+        {
+            "Sid": "Ledger",
+            "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+            "Resource": [table_arn, f"{table_arn}/index/*"],
+        },
+    )
+
+
+def sweeper_policy(
+    *,
+    environment: str,
+    scaled_pools: list[str],
+    all_pools: list[str],
+    log_group_arn: str,
+    app_key_arns: list[str],
+    jit_prefix_arn: str,
+    table_arn: str,
+    region: str,
+) -> PolicyDocument:
+    """What the sweeper needs to find and remove what has no live owner: read EC2's and SSM's
+    listings, delete runner configs, and delete or terminate only what carries this
+    environment's tags — volumes and network interfaces, instances of the ordinary pools (past
+    their lifetime), and instances of a pool no longer configured. It can never end a node of a
+    configured capacity-block pool (those are the block manager's)."""
+    ours = {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:managed": "true"}
+    return _doc(
+        _logs(log_group_arn),
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arns},
+        {
+            "Sid": "Ledger",
+            "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+            "Resource": [table_arn, f"{table_arn}/index/*"],
+        },
+        # Describe calls take no resource-level scoping; the action list is what limits them.
+        {
+            "Sid": "Describe",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeNetworkInterfaces", "ssm:DescribeParameters"],
+            "Resource": "*",
+        },
+        {"Sid": "RunnerConfigs", "Effect": "Allow", "Action": ["ssm:DeleteParameter"], "Resource": f"{jit_prefix_arn}*"},
+        {
+            "Sid": "TerminateOurs",
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {**ours, "aws:ResourceTag/runner-estate:pool": sorted(scaled_pools)}},
+        },
+        {
+            "Sid": "TerminateRetiredPools",
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances"],
+            "Resource": "*",
+            "Condition": {"StringEquals": ours, "StringNotEquals": {"aws:ResourceTag/runner-estate:pool": sorted(all_pools)}},
+        },
+        {
+            "Sid": "DeleteLeftovers",
+            "Effect": "Allow",
+            "Action": ["ec2:DeleteVolume", "ec2:DeleteNetworkInterface"],
+            "Resource": [f"arn:aws:ec2:{region}:*:volume/*", f"arn:aws:ec2:{region}:*:network-interface/*"],
+            "Condition": {"StringEquals": ours},
+        },
+    )
+
+
 def _control_plane_basics(
-    environment: str, pools: list[str], log_group_arn: str, app_key_arn: str, jit_prefix_arn: str, table_arn: str
+    environment: str, pools: list[str], log_group_arn: str, app_key_arns: list[str], jit_prefix_arn: str, table_arn: str
 ) -> list[dict[str, Any]]:
-    """What every scaler function does: log, mint GitHub tokens, store runner configs, keep the
-    ledger, and terminate instances — only those tagged as this environment's and as one of the
-    pools this controller owns (the scaler never ends a capacity-block node, nor the reverse)."""
+    """What every scaler function does: log, mint GitHub tokens (with any of the Apps' keys),
+    store runner configs, keep the ledger, and terminate instances — only those tagged as this
+    environment's and as one of the pools this controller owns (the scaler never ends a
+    capacity-block node, nor the reverse)."""
     ours = {
         "StringEquals": {
             "aws:ResourceTag/runner-estate:environment": environment,
@@ -114,7 +212,7 @@ def _control_plane_basics(
     }
     return [
         _logs(log_group_arn),
-        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arn},
+        {"Sid": "AppKey", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": app_key_arns},
         {
             "Sid": "RunnerConfigs",
             "Effect": "Allow",
@@ -152,7 +250,7 @@ def scaler_policy(
     environment: str,
     pools: list[str],
     log_group_arn: str,
-    app_key_arn: str,
+    app_key_arns: list[str],
     jit_prefix_arn: str,
     table_arn: str,
     runner_role_arns: list[str],
@@ -165,7 +263,7 @@ def scaler_policy(
     launching only to the region, not yet to our launch templates (whether CreateFleet carries
     `ec2:LaunchTemplate` cannot be checked offline)."""
     statements: list[dict[str, Any]] = [
-        *_control_plane_basics(environment, pools, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
+        *_control_plane_basics(environment, pools, log_group_arn, app_key_arns, jit_prefix_arn, table_arn),
         # Describe calls take no resource-level scoping; the action list is what limits them.
         {"Sid": "Describe", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"},
     ]
@@ -202,7 +300,7 @@ def block_manager_policy(
     environment: str,
     pools: list[str],
     log_group_arn: str,
-    app_key_arn: str,
+    app_key_arns: list[str],
     jit_prefix_arn: str,
     table_arn: str,
     node_role_arns: list[str],
@@ -214,7 +312,7 @@ def block_manager_policy(
     terminate only this environment's nodes of `pools` (the capacity-block pools), and (only
     where a pool renews) buy a block."""
     statements: list[dict[str, Any]] = [
-        *_control_plane_basics(environment, pools, log_group_arn, app_key_arn, jit_prefix_arn, table_arn),
+        *_control_plane_basics(environment, pools, log_group_arn, app_key_arns, jit_prefix_arn, table_arn),
         {
             "Sid": "Describe",
             "Effect": "Allow",

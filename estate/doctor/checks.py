@@ -23,19 +23,10 @@ from estate.derive.spot_role import SpotRolePlan
 from estate.doctor.facts import AwsFacts, GithubFacts, Hook, Identity, Installation, Quota, Reservation, Unread
 from estate.doctor.quotas import QuotaClass, instance_vcpus, quota_class
 from lambda_src.aws.ec2_fleet import SPOT_ROLE_NAME, spot_role_finding
+from lambda_src.core.github_apps import REQUIRED_PERMISSIONS, WANTED_PERMISSIONS, wanted_level
 
 Status = Literal["ok", "warn", "fail"]
 
-# The App's permissions, as GitHub names them in an installation, and why each is needed (the
-# table in docs/deploy.md, step 1). Runner groups need no `administration`: GitHub's runner-group
-# endpoints take `organization_self_hosted_runners` ("REST API endpoints for self-hosted runner
-# groups"); org webhooks and their deliveries take `organization_hooks`.
-REQUIRED_PERMISSIONS: dict[str, tuple[str, str]] = {
-    "organization_self_hosted_runners": ("write", "JIT runner configs, listing and deleting runners, the runner groups"),
-    "organization_hooks": ("write", "the org `workflow_job` webhook and its deliveries"),
-    "actions": ("read", "the reconciler's job and run lookups"),
-    "metadata": ("read", "repository ids for the runner groups"),
-}
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
 _ENDED = frozenset({"expired", "cancelled", "failed", "payment-failed", "unsupported", "unavailable", "cancelling"})
 DELIVERY_WINDOW = timedelta(days=1)
@@ -426,10 +417,6 @@ def check_permissions(installation: Installation) -> Finding:
     for name, (level, why) in REQUIRED_PERMISSIONS.items():
         if _LEVELS.get(held.get(name, ""), 0) < _LEVELS[level]:
             short.append(f"{name}: {level} ({why}; it has {held.get(name, 'none')})")
-    extra = sorted(f"{k}: {v}" for k, v in held.items() if k not in REQUIRED_PERMISSIONS)
-    over = sorted(
-        f"{k}: {v}" for k, v in held.items() if k in REQUIRED_PERMISSIONS and _LEVELS.get(v, 0) > _LEVELS[REQUIRED_PERMISSIONS[k][0]]
-    )
     if short:
         return Finding(
             "github-permissions",
@@ -437,14 +424,28 @@ def check_permissions(installation: Installation) -> Finding:
             "the App lacks " + "; ".join(short),
             "App settings → Permissions (docs/deploy.md, step 1), then accept the new permissions on the installation",
         )
-    if extra or over:
+    lacking = [
+        f"{name}: {held.get(name, 'none')}, not {level}: {lost}"
+        for name, (level, lost) in WANTED_PERMISSIONS.items()
+        if _LEVELS.get(held.get(name, ""), 0) < _LEVELS[level]
+    ]
+    if lacking:
         return Finding(
             "github-permissions",
             "warn",
-            f"the App holds more than the estate uses: {', '.join(sorted(extra + over))}",
+            "; ".join(lacking),
+            "App settings → Permissions (docs/deploy.md, step 1), then accept the new permissions on the installation",
+        )
+    over = sorted(f"{k}: {v}" for k, v in held.items() if wanted_level(k) is None or _LEVELS.get(v, 0) > _LEVELS[str(wanted_level(k))])
+    if over:
+        return Finding(
+            "github-permissions",
+            "warn",
+            f"the App holds more than the estate uses: {', '.join(over)}",
             "remove them in App settings → Permissions: the App's key can do whatever they allow",
         )
-    held_text = ", ".join(f"{k}: {held[k]}" for k in REQUIRED_PERMISSIONS)
+    names = dict.fromkeys([*REQUIRED_PERMISSIONS, *WANTED_PERMISSIONS])
+    held_text = ", ".join(f"{k}: {held[k]}" for k in names)
     return Finding("github-permissions", "ok", f"{held_text}, nothing else")
 
 

@@ -39,9 +39,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 INSTALLATION_ID = 4242
-# What the fake App is granted by default: the set docs/deploy.md asks for, as GitHub names them
-# in an installation's `permissions`.
-APP_PERMISSIONS = {"organization_self_hosted_runners": "write", "organization_hooks": "write", "actions": "read", "metadata": "read"}
+HOOK_ID = 5150001  # the org webhook `register_webhook` creates
+DELIVERIES_KEPT_S = 3 * 24 * 3600  # GitHub keeps a hook's deliveries (and redelivers them) for 3 days
 
 
 def _iso(seconds: float) -> str:
@@ -142,13 +141,18 @@ class FakeJob:
     runner_name: str | None = None
     workflow: str = ".github/workflows/ci.yml"  # the run's own file, run from `main`
     calls: tuple[str, ...] = ()  # reusable workflows the run calls, as OWNER/REPO/PATH@REF
+    run_attempt: int = 1
+    conclusion: str | None = None  # set when it completes (success unless told otherwise)
+    completed_at: str | None = None  # ISO 8601, as GitHub writes it
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "run_id": self.run_id,
+            "run_attempt": self.run_attempt,
             "status": self.status,
-            "conclusion": "success" if self.status == "completed" else None,
+            "conclusion": (self.conclusion or "success") if self.status == "completed" else None,
+            "completed_at": self.completed_at if self.status == "completed" else None,
             "labels": self.labels,
             "runner_name": self.runner_name,
             "name": f"job-{self.id}",
@@ -156,15 +160,51 @@ class FakeJob:
 
 
 @dataclass
+class HookDelivery:
+    """One attempt of one delivery of the org webhook, as GitHub records it."""
+
+    id: int
+    guid: str
+    delivered_at: float
+    status_code: int  # 0: no answer (connection refused, timeout)
+    event: str
+    action: str | None
+    redelivery: bool
+    body: bytes  # what was sent, sent again on redelivery
+
+    def to_json(self) -> dict[str, Any]:
+        if 200 <= self.status_code < 300:
+            status = "OK"
+        elif self.status_code == 0:
+            status = "failed to connect"
+        else:
+            status = f"Invalid HTTP Response: {self.status_code}"
+        return {
+            "id": self.id,
+            "guid": self.guid,
+            "delivered_at": _iso(self.delivered_at),
+            "redelivery": self.redelivery,
+            "duration": 0.05,
+            "status": status,
+            "status_code": self.status_code,
+            "event": self.event,
+            "action": self.action,
+            "installation_id": None,
+            "repository_id": None,
+            "throttled_at": None,
+        }
+
+
+@dataclass
 class FakeHook:
-    """An organization webhook, with its delivery log newest first (as GitHub lists it)."""
+    """An organization webhook, with its delivery log (every attempt)."""
 
     id: int
     url: str
     events: list[str]
     active: bool = True
     content_type: str = "json"
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[HookDelivery] = field(default_factory=list)  # oldest first
 
     def to_json(self, api: str, org: str) -> dict[str, Any]:
         base = f"{api}/orgs/{org}/hooks/{self.id}"
@@ -189,6 +229,31 @@ class Fault:
     path_contains: str
     remaining: int
     headers: dict[str, str] = field(default_factory=dict)
+    app_id: int | None = None  # only calls made with this App's installation token
+
+
+# What our App is granted on the org (docs/deploy.md, step 1), as an installation lists it.
+APP_PERMISSIONS = {"organization_self_hosted_runners": "write", "organization_hooks": "write", "actions": "write", "metadata": "read"}
+
+
+@dataclass
+class FakeApp:
+    """A GitHub App and its installation on the org."""
+
+    app_id: int
+    private_key_pem: str
+    public_key: Any
+    installation_id: int
+    permissions: dict[str, str]
+    repository_selection: str = "all"
+    installed: bool = True
+    suspended_at: str | None = None
+
+    @classmethod
+    def make(cls, app_id: int, installation_id: int, permissions: dict[str, str] | None = None) -> FakeApp:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+        return cls(app_id, pem.decode(), key.public_key(), installation_id, dict(APP_PERMISSIONS if permissions is None else permissions))
 
 
 class FakeGithub:
@@ -198,11 +263,12 @@ class FakeGithub:
         self.org = org
         self.clock = clock
         self.app_id = app_id
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.private_key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        ).decode()
-        self._public_key = key.public_key()
+        # Our App first; `add_app` installs more (issue 21.4). Each has its own key and installation.
+        self.apps: dict[int, FakeApp] = {app_id: FakeApp.make(app_id, INSTALLATION_ID)}
+        self.private_key_pem = self.apps[app_id].private_key_pem
+        self.token_apps: dict[str, int] = {}  # installation token -> the App it was minted for
+        self.calls_by_app: dict[int, int] = {}  # App id -> requests made with its installation tokens
+        self._caller: int | None = None  # the App of the request being answered
         self.groups = {name: i for i, name in enumerate(dict.fromkeys(["Default", *(groups or [])]), 1)}
         self.runners: dict[int, FakeRunner] = {}
         self.jobs: dict[int, FakeJob] = {}
@@ -214,12 +280,13 @@ class FakeGithub:
         self.webhook_secret = ""
         self.deliveries: list[tuple[int, dict[str, Any]]] = []
         self.token_requests: list[dict[str, Any]] = []  # bodies of installation-token requests
+        # Redeliveries asked for but not yet sent (each hook keeps its own delivery log).
+        self._pending_redeliveries: list[HookDelivery] = []
+        self._pending_jobs: list[FakeJob] = []  # re-run jobs whose `queued` webhook is still to go out
+        self.reruns: list[int] = []  # job ids GitHub was asked to re-run
+        self.webhook_down = False  # deliveries fail to connect, as during an outage of our endpoint
         self.not_modified = 0
-        # What `estate doctor` reads: the installation, org hooks, group settings, repositories.
-        self.installed = True
-        self.installation_permissions = dict(APP_PERMISSIONS)
-        self.repository_selection = "all"
-        self.suspended_at: str | None = None
+        # What `estate doctor` reads: the installation (the Apps'), org hooks, group settings, repositories.
         self.hooks: dict[int, FakeHook] = {}
         self.repositories: dict[str, dict[str, Any]] = {}  # lower-case full name -> GitHub's repository object
         self.group_settings: dict[int, dict[str, Any]] = {}  # group id -> visibility, repository names, allows_public_repositories
@@ -246,20 +313,82 @@ class FakeGithub:
         self._server.shutdown()
         self._server.server_close()
 
-    # ---- fault injection --------------------------------------------------------------
-    def fail_next(self, status: int, path_contains: str = "", times: int = 1, headers: dict[str, str] | None = None) -> None:
+    # ---- our (first) App's installation, as `estate doctor` tests change it ----------------
+    @property
+    def installed(self) -> bool:
+        return self.apps[self.app_id].installed
+
+    @installed.setter
+    def installed(self, value: bool) -> None:
+        self.apps[self.app_id].installed = value
+
+    @property
+    def installation_permissions(self) -> dict[str, str]:
+        return self.apps[self.app_id].permissions
+
+    @installation_permissions.setter
+    def installation_permissions(self, value: dict[str, str]) -> None:
+        self.apps[self.app_id].permissions = value
+
+    @property
+    def suspended_at(self) -> str | None:
+        return self.apps[self.app_id].suspended_at
+
+    @suspended_at.setter
+    def suspended_at(self, value: str | None) -> None:
+        self.apps[self.app_id].suspended_at = value
+
+    def register_webhook(self, url: str, secret: str) -> FakeHook:
+        """Where deliveries go, as `pulumi up` registers the org webhook: the hook HOOK_ID."""
         with self._lock:
-            self.faults.append(Fault(status, path_contains, times, headers or {}))
+            self.webhook_url, self.webhook_secret = url, secret
+            hook = self.hooks.get(HOOK_ID)
+            if hook is None:
+                hook = self.hooks[HOOK_ID] = FakeHook(HOOK_ID, url, ["workflow_job"])
+            hook.url = url
+            return hook
+
+    @property
+    def hook_deliveries(self) -> list[HookDelivery]:
+        """Every attempt to deliver to our webhook, oldest first."""
+        return [d for h in self.hooks.values() if h.url == self.webhook_url for d in h.deliveries]
+
+    def add_app(self, app_id: int, permissions: dict[str, str] | None = None) -> FakeApp:
+        """Another App, installed on the org (with our App's permissions unless given)."""
+        with self._lock:
+            app = FakeApp.make(app_id, INSTALLATION_ID + len(self.apps), permissions)
+            self.apps[app_id] = app
+            return app
+
+    # ---- fault injection --------------------------------------------------------------
+    def fail_next(
+        self, status: int, path_contains: str = "", times: int = 1, headers: dict[str, str] | None = None, app_id: int | None = None
+    ) -> None:
+        """The next `times` requests whose path contains `path_contains` (made with `app_id`'s
+        token, when given) are answered `status` with `headers`."""
+        with self._lock:
+            self.faults.append(Fault(status, path_contains, times, headers or {}, app_id))
+
+    def rate_limit(self, app_id: int, times: int = 1_000_000, reset_in_s: float = 3600) -> None:
+        """The App's primary rate limit is spent: 403 with no requests left until the reset."""
+        reset = str(int(self.clock() + reset_in_s))
+        self.fail_next(403, "", times, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}, app_id=app_id)
 
     def calls_to(self, fragment: str) -> int:
         return sum(1 for _, path in self.calls if fragment in path)
 
     # ---- the runner and workflow side -------------------------------------------------
     def queue_job(
-        self, labels: list[str], repo: str = "example-org/app", send: bool = True, workflow: str = ".github/workflows/ci.yml"
+        self,
+        labels: list[str],
+        repo: str = "example-org/app",
+        send: bool = True,
+        workflow: str = ".github/workflows/ci.yml",
+        run_id: int | None = None,
     ) -> FakeJob:
+        """A job of a new run (or of run `run_id`), queued."""
         with self._lock:
-            job = FakeJob(next(self._ids), repo, next(self._ids), labels, workflow=workflow)
+            job = FakeJob(next(self._ids), repo, run_id or next(self._ids), labels, workflow=workflow)
             self.jobs[job.id] = job
         if send:
             self.send_job_event(job, "queued")
@@ -278,12 +407,25 @@ class FakeGithub:
         if send:
             self.send_job_event(job, "in_progress")
 
-    def finish_job(self, job_id: int, send: bool = True) -> None:
+    def finish_job(self, job_id: int, send: bool = True, conclusion: str = "success") -> None:
         """The job ends; its ephemeral runner deregisters itself."""
         with self._lock:
             job = self.jobs[job_id]
-            job.status = "completed"
+            job.status, job.conclusion = "completed", conclusion
+            job.completed_at = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
             self.runners = {i: r for i, r in self.runners.items() if r.name != job.runner_name}
+        if send:
+            self.send_job_event(job, "completed")
+
+    def lose_runner(self, job_id: int, send: bool = True) -> None:
+        """The host running the job went away (a spot interruption): GitHub loses the runner and
+        fails the job; the runner stays registered, offline, until someone deletes it."""
+        with self._lock:
+            job = self.jobs[job_id]
+            runner = self.runner_named(str(job.runner_name))
+            runner.status, runner.busy = "offline", False
+            job.status, job.conclusion = "completed", "failure"
+            job.completed_at = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
         if send:
             self.send_job_event(job, "completed")
 
@@ -336,15 +478,11 @@ class FakeGithub:
     def record_delivery(
         self, hook: FakeHook, status_code: int, at: float, event: str = "workflow_job", action: str | None = "queued"
     ) -> None:
-        """One delivery in the hook's log, as GitHub records it (status text and code)."""
+        """One delivery in the hook's log at `at`, as GitHub records it (status text and code)."""
         with self._lock:
             did = next(self._ids)
-            status = "OK" if 200 <= status_code < 300 else f"Invalid HTTP Response: {status_code}"
-            hook.deliveries.insert(0, {
-                "id": did, "guid": f"0b989ba4-242f-11e5-81e1-{did:012x}", "delivered_at": _iso(at), "redelivery": False,
-                "duration": 0.27, "status": status, "status_code": status_code, "event": event, "action": action,
-                "installation_id": INSTALLATION_ID, "repository_id": None, "throttled_at": None,
-            })  # fmt: skip
+            body = json.dumps({"action": action}).encode()
+            hook.deliveries.append(HookDelivery(did, f"0b989ba4-242f-11e5-81e1-{did:012x}", at, status_code, event, action, False, body))
 
     # ---- webhooks ---------------------------------------------------------------------
     def job_payload(self, job: FakeJob, action: str) -> dict[str, Any]:
@@ -360,39 +498,67 @@ class FakeGithub:
         return self.deliver("workflow_job", self.job_payload(job, action))
 
     def deliver(self, event: str, payload: dict[str, Any], body: bytes | None = None) -> int:
-        """POST a signed delivery to the registered webhook URL, as GitHub does; the status."""
+        """POST a signed delivery to the registered webhook URL, as GitHub does; the status.
+        Each attempt goes into the hook's delivery log (`hook_deliveries`)."""
         if self.webhook_url is None:
             return 0
         raw = body if body is not None else json.dumps(payload).encode()
+        action = payload.get("action") if isinstance(payload.get("action"), str) else None
+        status = self._post(event, raw, str(uuid.uuid4()), action, redelivery=False)
+        self.deliveries.append((status, payload))
+        return status
+
+    def _post(self, event: str, raw: bytes, guid: str, action: str | None, redelivery: bool) -> int:
+        assert self.webhook_url is not None
         signature = "sha256=" + hmac.new(self.webhook_secret.encode(), raw, hashlib.sha256).hexdigest()
         request = urllib.request.Request(  # noqa: S310 - loopback only
             self.webhook_url,
             data=raw,
             method="POST",
-            headers={"X-GitHub-Event": event, "X-Hub-Signature-256": signature, "X-GitHub-Delivery": str(next(self._ids))},
+            headers={"X-GitHub-Event": event, "X-Hub-Signature-256": signature, "X-GitHub-Delivery": guid},
         )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                status = int(answer.status)
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        self.deliveries.append((status, payload))
-        for hook in list(self.hooks.values()):
-            if hook.url == self.webhook_url:
-                self.record_delivery(hook, status, self.clock(), event, payload.get("action"))
+        if self.webhook_down:
+            status = 0
+        else:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                    status = int(answer.status)
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                status = 0
+        with self._lock:
+            for hook in self.hooks.values():
+                if hook.url == self.webhook_url:
+                    hook.deliveries.append(HookDelivery(next(self._ids), guid, self.clock(), status, event, action, redelivery, raw))
         return status
 
+    def send_pending(self) -> int:
+        """Send what GitHub sends within moments of a request: redeliveries asked for, and the
+        `queued` webhooks of re-run jobs; how many."""
+        with self._lock:
+            pending, self._pending_redeliveries = self._pending_redeliveries, []
+            queued, self._pending_jobs = self._pending_jobs, []
+        for original in pending:
+            self._post(original.event, original.body, original.guid, original.action, redelivery=True)
+        for job in queued:
+            self.send_job_event(job, "queued")
+        return len(pending) + len(queued)
+
     # ---- HTTP -------------------------------------------------------------------------
-    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self.calls.append((method, path))
+            auth = headers.get("authorization", "")
+            self._caller = self.token_apps.get(auth.removeprefix("Bearer ").strip())
+            if self._caller is not None:
+                self.calls_by_app[self._caller] = self.calls_by_app.get(self._caller, 0) + 1
             for fault in self.faults:
-                if fault.remaining > 0 and fault.path_contains in path:
+                if fault.remaining > 0 and fault.path_contains in path and fault.app_id in (None, self._caller):
                     fault.remaining -= 1
                     return fault.status, {"message": "injected fault"}, fault.headers
             url = urlparse(path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            auth = headers.get("authorization", "")
             self._response_headers = {}
             for pattern, route_method, needs, action in _ROUTES:
                 found = re.fullmatch(pattern.replace("{org}", re.escape(self.org)), url.path)
@@ -417,18 +583,23 @@ class FakeGithub:
         token = auth.removeprefix("Bearer ").strip()
         if needs == "jwt":
             try:
+                issuer = str(jwt.decode(token, options={"verify_signature": False}).get("iss", ""))
+                app = self.apps.get(int(issuer)) if issuer.isdigit() else None
+                if app is None:
+                    return "JWT of an unknown App"
                 # Signature checked here; times against our own (possibly virtual) clock below.
                 claims = jwt.decode(
                     token,
-                    self._public_key,
+                    app.public_key,
                     algorithms=["RS256"],
                     options={"require": ["iat", "exp", "iss"], "verify_exp": False, "verify_iat": False},
                 )
             except jwt.PyJWTError as exc:
                 return f"bad JWT: {exc}"
+            self._caller = app.app_id
             now = self.clock()
-            if claims["exp"] - claims["iat"] > 600 or str(claims["iss"]) != str(self.app_id):
-                return "JWT lifetime over 10 minutes or wrong issuer"
+            if claims["exp"] - claims["iat"] > 600:
+                return "JWT lifetime over 10 minutes"
             if not claims["iat"] <= now + 60 < claims["exp"] + 60:
                 return "JWT not valid at this time"
             return None
@@ -446,32 +617,36 @@ class FakeGithub:
 
     # ---- endpoints --------------------------------------------------------------------
     def _installation(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """GitHub's installation object, as the App sees it with its JWT."""
-        if not self.installed:
+        """The calling App's installation on the org, as GitHub describes it; 404 where the App
+        is not installed."""
+        app = self.apps[self._caller or self.app_id]
+        if not app.installed:
             return 404, {"message": "Not Found"}
         return 200, {
-            "id": INSTALLATION_ID,
+            "id": app.installation_id,
             "account": {"login": self.org, "type": "Organization"},
-            "app_id": self.app_id,
-            "app_slug": "runner-estate",
+            "app_id": app.app_id,
+            "app_slug": f"runner-estate-{app.app_id}",
             "target_id": 1,
             "target_type": "Organization",
-            "repository_selection": self.repository_selection,
-            "permissions": dict(self.installation_permissions),
-            "events": [],
-            "suspended_at": self.suspended_at,
+            "repository_selection": app.repository_selection,
+            "permissions": dict(app.permissions),
+            "events": ["workflow_job"],
+            "suspended_at": app.suspended_at,
             "single_file_name": None,
-            "access_tokens_url": f"{self.url}/app/installations/{INSTALLATION_ID}/access_tokens",
+            "access_tokens_url": f"{self.url}/app/installations/{app.installation_id}/access_tokens",
             "created_at": "2026-01-01T00:00:00Z",
             "updated_at": "2026-01-01T00:00:00Z",
         }
 
     def _token(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if int(m.group(1)) != INSTALLATION_ID:
+        app = self.apps[self._caller or self.app_id]
+        if int(m.group(1)) != app.installation_id or not app.installed:
             return 404, {"message": "no such installation"}
         self.token_requests.append(d)
         token = f"ghs_fake{next(self._ids)}"
         self.tokens.add(token)
+        self.token_apps[token] = app.app_id
         # Installation tokens live one hour, on this fake's (possibly virtual) clock.
         expires = datetime.fromtimestamp(self.clock() + 3600, UTC).isoformat().replace("+00:00", "Z")
         self.token_expiry[token] = self.clock() + 3600
@@ -510,24 +685,6 @@ class FakeGithub:
     def _repository(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         repo = self.repositories.get(m.group(1).lower())
         return (200, repo) if repo is not None else (404, {"message": "Not Found"})
-
-    def _hooks(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
-        return 200, [h.to_json(self.url, self.org) for h in sorted(self.hooks.values(), key=lambda h: h.id)]
-
-    def _hook_deliveries(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
-        """One page of a hook's deliveries, newest first, paged by cursor as GitHub pages them."""
-        hook = self.hooks.get(int(m.group(1)))
-        if hook is None:
-            return 404, {"message": "Not Found"}
-        per_page = max(1, min(100, int(q.get("per_page", 30))))
-        ids = [dl["id"] for dl in hook.deliveries]
-        cursor = q.get("cursor", "")
-        start = ids.index(int(cursor.removeprefix("v1_"))) if cursor.removeprefix("v1_") in {str(i) for i in ids} else 0
-        page = hook.deliveries[start : start + per_page]
-        if start + per_page < len(ids):
-            query = urlencode({"per_page": per_page, "cursor": f"v1_{ids[start + per_page]}"})
-            self._response_headers["Link"] = f'<{self.url}{m.group(0)}?{query}>; rel="next"'
-        return 200, page
 
     def _jit(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if d.get("runner_group_id") not in self.groups.values():
@@ -612,6 +769,23 @@ class FakeGithub:
         job = self.jobs.get(int(m.group(2)))
         return (200, job.to_json()) if job and job.repo == m.group(1) else (404, {"message": "Not Found"})
 
+    def _rerun_job(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Re-run one job: it comes back queued as the run's next attempt (a new job id). The
+        App needs Actions write; GitHub re-runs jobs of a run that has completed."""
+        job = self.jobs.get(int(m.group(2)))
+        if job is None or job.repo != m.group(1):
+            return 404, {"message": "Not Found"}
+        if self.apps[self._caller or self.app_id].permissions.get("actions") != "write":
+            return 403, {"message": "Resource not accessible by integration"}
+        if any(j.run_id == job.run_id and j.status != "completed" for j in self.jobs.values()):
+            return 403, {"message": "Unable to re-run this job: its workflow run is still in progress"}
+        again = FakeJob(next(self._ids), job.repo, job.run_id, list(job.labels), workflow=job.workflow, calls=job.calls)
+        again.run_attempt = max(j.run_attempt for j in self.jobs.values() if j.run_id == job.run_id) + 1
+        self.jobs[again.id] = again
+        self.reruns.append(job.id)
+        self._pending_jobs.append(again)
+        return 201, {}
+
     def _run(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """A workflow run as the REST API describes it: its file, branch and the reusable
         workflows it calls."""
@@ -625,12 +799,53 @@ class FakeGithub:
         runs = sorted({j.run_id for j in self.jobs.values() if j.repo == m.group(1) and j.status == q.get("status", j.status)})
         return 200, {"total_count": len(runs), "workflow_runs": [{"id": r} for r in runs]}
 
+    # ---- the org webhook (read by the redelivery function) --------------------------------
+    def _hooks(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
+        """The org's hooks, as GitHub lists them: a JSON array; the secret is never shown."""
+        return 200, [h.to_json(self.url, self.org) for h in sorted(self.hooks.values(), key=lambda h: h.id)]
+
+    def _kept_deliveries(self, hook_id: int) -> list[HookDelivery] | None:
+        """The hook's deliveries GitHub still keeps, newest first; None where there is no such hook."""
+        hook = self.hooks.get(hook_id)
+        if hook is None:
+            return None
+        kept = [h for h in hook.deliveries if self.clock() - h.delivered_at <= DELIVERIES_KEPT_S]
+        return sorted(kept, key=lambda h: (h.delivered_at, h.id), reverse=True)
+
+    def _list_deliveries(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, Any]:
+        """Newest first, paged by an opaque `cursor` (a `Link` header names the next page),
+        `per_page` at most 100; a cursor GitHub did not hand out is a 400."""
+        kept = self._kept_deliveries(int(m.group(1)))
+        if kept is None:
+            return 404, {"message": "Not Found"}
+        per_page = max(1, min(100, int(q.get("per_page", 30))))
+        start = 0
+        if "cursor" in q:
+            found = re.fullmatch(r"v1_(\d+)", q["cursor"])
+            ids = [h.id for h in kept]
+            if found is None or int(found.group(1)) not in ids:
+                return 400, {"message": "Invalid cursor"}
+            start = ids.index(int(found.group(1)))
+        chunk = kept[start : start + per_page]
+        if start + per_page < len(kept):
+            following = urlencode({"per_page": per_page, "cursor": f"v1_{kept[start + per_page].id}"})
+            self._response_headers["Link"] = f'<{self.url}{m.group(0)}?{following}>; rel="next"'
+        return 200, [h.to_json() for h in chunk]
+
+    def _redeliver(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """202, and the delivery is sent again shortly (`send_pending`)."""
+        found = next((h for h in self._kept_deliveries(int(m.group(1))) or [] if h.id == int(m.group(2))), None)
+        if found is None:
+            return 404, {"message": "Not Found"}
+        self._pending_redeliveries.append(found)
+        return 202, {}
+
     def _run_jobs(self, m: re.Match[str], q: dict[str, str], d: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         jobs = [j.to_json() for j in self.jobs.values() if j.repo == m.group(1) and j.run_id == int(m.group(2))]
         return 200, {"total_count": len(jobs), "jobs": jobs}
 
 
-Action = Callable[[FakeGithub, "re.Match[str]", dict[str, str], dict[str, Any]], tuple[int, dict[str, Any]]]
+Action = Callable[[FakeGithub, "re.Match[str]", dict[str, str], dict[str, Any]], tuple[int, Any]]
 _REPO = r"([\w.-]+/[\w.-]+)"
 _ROUTES: list[tuple[str, str, str, Action]] = [
     # What a runner process does, for our fake runner program (tests/fake_runner.py).
@@ -641,17 +856,20 @@ _ROUTES: list[tuple[str, str, str, Action]] = [
     (r"/app/installations/(\d+)/access_tokens", "POST", "jwt", FakeGithub._token),
     (r"/orgs/{org}/actions/runner-groups", "GET", "token", FakeGithub._groups),
     (r"/orgs/{org}/actions/runner-groups/(\d+)/repositories", "GET", "token", FakeGithub._group_repositories),
-    (r"/orgs/{org}/hooks", "GET", "token", FakeGithub._hooks),
-    (r"/orgs/{org}/hooks/(\d+)/deliveries", "GET", "token", FakeGithub._hook_deliveries),
     (r"/orgs/{org}/actions/runners/generate-jitconfig", "POST", "token", FakeGithub._jit),
     (r"/orgs/{org}/actions/runners", "GET", "token", FakeGithub._list_runners),
     (r"/orgs/{org}/actions/runners/(\d+)", "GET", "token", FakeGithub._get_runner),
     (r"/orgs/{org}/actions/runners/(\d+)", "DELETE", "token", FakeGithub._delete_runner),
     (rf"/repos/{_REPO}/actions/jobs/(\d+)", "GET", "token", FakeGithub._job),
+    (rf"/repos/{_REPO}/actions/jobs/(\d+)/rerun", "POST", "token", FakeGithub._rerun_job),
     (rf"/repos/{_REPO}/actions/runs", "GET", "token", FakeGithub._runs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)/jobs", "GET", "token", FakeGithub._run_jobs),
     (rf"/repos/{_REPO}/actions/runs/(\d+)", "GET", "token", FakeGithub._run),
     (rf"/repos/{_REPO}", "GET", "token", FakeGithub._repository),
+    # The org webhook's deliveries and their redelivery (issue 21.2).
+    (r"/orgs/{org}/hooks", "GET", "token", FakeGithub._hooks),
+    (r"/orgs/{org}/hooks/(\d+)/deliveries", "GET", "token", FakeGithub._list_deliveries),
+    (r"/orgs/{org}/hooks/(\d+)/deliveries/(\d+)/attempts", "POST", "token", FakeGithub._redeliver),
 ]
 
 
@@ -662,6 +880,7 @@ def _handler_for(fake: FakeGithub) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload, extra = fake.answer(self.command, self.path, headers, body)
+            fake.send_pending()  # outside the fake's lock: our webhook answers them
             raw = b"" if status in {204, 304} else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")

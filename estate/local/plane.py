@@ -35,13 +35,17 @@ from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX, Ledger
+from lambda_src.aws.leftovers import LeftoverStore
 from lambda_src.aws.sigv4_client import AwsJsonClient
 from lambda_src.core.settings import ControlPlaneSettings
 from lambda_src.functions import webhook
 from lambda_src.functions.block_manager import BlockManager
 from lambda_src.functions.control_plane import ControlPlane
 from lambda_src.functions.handlers import CachedParameter, SqsQueues
-from lambda_src.github.client import GithubClient
+from lambda_src.functions.redelivery import Redeliverer
+from lambda_src.functions.spot_events import SpotEvents
+from lambda_src.functions.sweeper import Sweeper
+from lambda_src.github.client import GithubApp, GithubClient
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account
@@ -63,14 +67,14 @@ class Clock:
         self._now += seconds
 
 
-def local_stack_config(org: str, runner_groups: dict[str, Any] | None = None) -> StackConfig:
+def local_stack_config(org: str, runner_groups: dict[str, Any] | None = None, extra_apps: int = 0) -> StackConfig:
     """The stack `serve` runs; `runner_groups` as in Pulumi.<stack>.yaml (none: every group
-    admits every private repository)."""
+    admits every private repository); `extra_apps` more GitHub Apps besides App 1234."""
     return parse_stack_config(
         {
             "environment": "local",
             "region": REGION,
-            "github": {"org": org, "app_id": 1234},
+            "github": {"org": org, "app_id": 1234, "extra_apps": [{"app_id": 1235 + k} for k in range(extra_apps)]},
             "secrets": {"github_app_private_key": "/runner-estate/local/app-key", "webhook_secret": "/runner-estate/local/webhook-secret"},
             "runner_groups": runner_groups or {},
         },
@@ -86,6 +90,9 @@ class LocalPlane:
     endpoint: str | None = None  # an already running moto_server (tests share one); else we start our own
     github: FakeGithub = field(init=False)
     plane: ControlPlane = field(init=False)
+    redeliverer: Redeliverer = field(init=False)
+    sweeper: Sweeper = field(init=False)
+    spot_events: SpotEvents = field(init=False)
     ports: webhook.WebhookPorts = field(init=False)
     settings: ControlPlaneSettings = field(init=False)
     estate: Estate = field(init=False)
@@ -95,6 +102,7 @@ class LocalPlane:
     runner_groups: dict[str, Any] | None = None  # the stack's `runner_groups` (repositories without the org)
     blocks: BlockManager | None = None  # the capacity-block manager, with `with_blocks()`
     block_ec2: FakeBlockEc2 | None = None
+    extra_apps: int = 0  # more GitHub Apps the control plane spreads its calls over (issue 21.4)
     _http: ThreadingHTTPServer | None = None
 
     def start(self) -> LocalPlane:
@@ -102,9 +110,10 @@ class LocalPlane:
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         endpoint = self.endpoint or self._start_moto()
         self.estate = load_estate(self.configs)
-        stack = local_stack_config("example-org", self.runner_groups)
+        stack = local_stack_config("example-org", self.runner_groups, self.extra_apps)
         groups = sorted({p.runner_group for p in self.estate.pools})
         self.github = FakeGithub(stack.github.org, stack.github.app_id, groups, self.clock).start()
+        extra_keys = {a.app_id: self.github.add_app(a.app_id).private_key_pem for a in stack.github.extra_apps}
 
         session = boto3.session.Session(region_name=REGION)
         self.ec2 = session.client("ec2", endpoint_url=endpoint)
@@ -134,6 +143,8 @@ class LocalPlane:
         ssm.call(
             "PutParameter", {"Name": stack.secrets.github_app_private_key, "Value": self.github.private_key_pem, "Type": "SecureString"}
         )
+        for app in self.settings.more_apps:
+            ssm.call("PutParameter", {"Name": app.key_parameter, "Value": extra_keys[app.app_id], "Type": "SecureString"})
 
         secret = CachedParameter(ssm, self.settings.webhook_secret_parameter)
         ledger = Ledger(dynamodb, table, self.settings.ledger_ttl_s, self.clock)
@@ -153,9 +164,21 @@ class LocalPlane:
             ledger=ledger,
             fleet=Ec2Fleet(self.ec2, self.settings.environment),
             jit=JitParameters(ssm, self.settings.jit_parameter_prefix, f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/"),
-            github=GithubClient(self.github.url, stack.github.org, stack.github.app_id, app_key, clock=self.clock, sleep=lambda s: None),
+            github=GithubClient(
+                self.github.url,
+                stack.github.org,
+                stack.github.app_id,
+                app_key,
+                clock=self.clock,
+                sleep=lambda s: None,
+                more_apps=[GithubApp(a.app_id, CachedParameter(ssm, a.key_parameter), a.installation_id) for a in self.settings.more_apps],
+            ),
             clock=self.clock,
         )
+        self.redeliverer = Redeliverer(self.settings, ledger, self.plane.github, self.clock)
+        store = LeftoverStore(self.ec2, ssm, self.settings.environment, self.settings.jit_parameter_prefix)
+        self.sweeper = Sweeper(self.settings, ledger, store, self.plane.github, self.clock)
+        self.spot_events = SpotEvents(self.plane)
         self.ssm = ssm
         return self
 
@@ -218,12 +241,17 @@ class LocalPlane:
         threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         host, port = self._http.server_address[:2]
         url = f"http://{host!s}:{port}/webhook"
-        self.github.webhook_url, self.github.webhook_secret = url, self.webhook_secret
+        self.github.register_webhook(url, self.webhook_secret)
+        self.redeliverer.webhook_url = url
         return url
 
     def handle_http(self, headers: dict[str, str], body: bytes) -> webhook.Response:
         event = {"headers": headers, "body": body.decode("utf-8", errors="surrogateescape"), "isBase64Encoded": False}
-        return webhook.handle(event, self.ports, self.clock())
+        try:
+            return webhook.handle(event, self.ports, self.clock())
+        except Exception:  # as handlers.webhook_handler answers when our own storage fails
+            logging.getLogger("runner_estate.local").exception("webhook failed")
+            return webhook.Response(503, {"error": "temporarily unavailable"}, "failed")
 
     # ---- SQS -> scale-up, as the event source mapping does it --------------------------
     def pump(self, on_batch: Callable[[list[dict[str, Any]]], list[str]] | None = None) -> int:

@@ -20,6 +20,7 @@ from estate.sim import timings
 from estate.sim.simulator import QUEUE_PREFIX, Host, SimJob, Simulation, Slot
 from lambda_src.core import cron
 from lambda_src.core.fleet_state import QUEUED, GithubRunner, Instance, Job, runner_name
+from lambda_src.core.interruptions import breaker_open_until, on_demand_sibling
 from lambda_src.core.overflow import plan_overflow
 from lambda_src.core.planner import REUSE_WINDOW_S, LaunchOrder, plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
 from lambda_src.core.settings import PoolSettings
@@ -56,6 +57,10 @@ class BasePolicy:
     def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None:
         return
 
+    def on_job_lost(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        """The job's host went away under it (GitHub fails it; `on_job_cancelled` was told too)."""
+        return
+
 
 class EstatePolicy(BasePolicy):
     """Ours: one ephemeral runner per job, decided when the `queued` webhook reaches scale-up
@@ -76,8 +81,74 @@ class EstatePolicy(BasePolicy):
         self.moved_on: set[int] = set()  # jobs an in_progress or completed webhook has closed
         self.hosts: dict[str, Instance] = {}  # the ledger's hosts
         self.waiting: dict[str, float] = {}  # reusable host -> when it powers off unless given a runner
+        # Spot interruptions, as the control plane handles them (core/interruptions.py): a job lost
+        # with its host fails; the reconciler re-runs it once, when its run has completed, and
+        # steers the retry to on-demand; a pool interrupted twice in 15 minutes goes on-demand.
+        self.to_rerun: list[SimJob] = []
+        self.retries: dict[SimJob, SimJob] = {}  # retry -> the interrupted job
+        self.on_demand_jobs: set[int] = set()  # retries its own pool launches on-demand for (no sibling)
+        self.lost_again = 0  # retries interrupted too: not re-run twice
+        self.extra_cost_usd = 0.0  # interrupted attempts' and retries' instance time
+        self.warnings: dict[str, list[float]] = {}
+        self.off_spot: dict[str, float] = {}
+        self.breaker_opened = 0
         sim.provision_blocks()
         sim.every(60.0, self.cycle)
+
+    def on_job_lost(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
+        """GitHub fails the job of a reclaimed host; the control plane re-runs it once."""
+        self.extra_cost_usd += slot.host.price_per_hour * (sim.now - (job.started_at or sim.now)) / 3600
+        pool = slot.host.pool
+        if slot.host.market == "spot" and pool in self.settings:
+            self.warnings.setdefault(pool, []).append(sim.now)
+            until = breaker_open_until(self.warnings[pool], sim.now)
+            if until is not None and self.off_spot.get(pool, 0.0) <= sim.now:
+                self.breaker_opened += 1
+            if until is not None:
+                self.off_spot[pool] = until
+        if job in self.retries:
+            self.lost_again += 1  # a run is re-run for an interruption once
+        else:
+            self.to_rerun.append(job)
+
+    def _rerun_interrupted(self, sim: Simulation) -> None:
+        """GitHub re-runs a job of a completed run: each cycle, those whose run has ended."""
+        for job in list(self.to_rerun):
+            run = [j for j in sim.jobs if job.trace.run is not None and j.trace.run == job.trace.run] or [job]
+            if any(j.finished_at is None and j.cancelled_at is None and j.expired_at is None for j in run):
+                continue
+            self.to_rerun.remove(job)
+            retry = SimJob(job.trace, len(sim.jobs), job.labels, job.pool, sim.now)
+            view = Job(retry.index, job.pool or "", QUEUED, sim.now, labels=tuple(job.labels))
+            sibling = on_demand_sibling(sim.routing, self.settings, view) if job.pool in self.settings else None
+            if sibling is not None:
+                retry.pool = sibling
+            elif job.pool in self.settings:
+                self.on_demand_jobs.add(retry.index)
+            sim.jobs.append(retry)
+            self.retries[retry] = job
+            sim.queue.append(retry)
+            self.on_job_queued(sim, retry)
+        sim.assign()
+
+    def counts(self, sim: Simulation) -> dict[str, object]:
+        """What interruptions cost under the control plane's handling: re-runs, their extra cost
+        (the lost attempts' and the retries' instance time) and extra wait (failure to retry start)."""
+        waits = sorted(r.started_at - (o.finished_at or r.queued_at) for r, o in self.retries.items() if r.started_at is not None)
+        hosts = {h.id: h for h in sim.hosts}
+        extra = self.extra_cost_usd
+        for retry in self.retries:
+            if retry.started_at is not None and retry.runs:
+                host = hosts[retry.runs[-1][0]]
+                end = retry.finished_at or host.ended_at or sim.end
+                extra += host.price_per_hour * (end - retry.started_at) / 3600
+        return {
+            "reruns": len(self.retries),
+            "reruns_interrupted_again": self.lost_again,
+            "rerun_extra_cost_usd": round(extra, 2),
+            "rerun_extra_wait_s": {"mean": round(sum(waits) / len(waits), 1) if waits else 0.0, "max": round(max(waits, default=0.0), 1)},
+            "spot_breaker_opened": self.breaker_opened,
+        }
 
     # ---- webhooks, each CONTROL_PLANE_LATENCY_S after GitHub sent it ------------------------
     def on_job_queued(self, sim: Simulation, job: SimJob) -> None:
@@ -87,7 +158,8 @@ class EstatePolicy(BasePolicy):
     def _queued(self, sim: Simulation, job: SimJob) -> None:
         if job.index in self.moved_on or job.pool is None:  # a late `queued` never undoes a later state
             return
-        self.queued[job.index] = Job(job.index, job.pool, QUEUED, job.queued_at, labels=tuple(job.labels))
+        on_demand = job.index in self.on_demand_jobs  # a re-run its own pool launches on-demand for
+        self.queued[job.index] = Job(job.index, job.pool, QUEUED, job.queued_at, labels=tuple(job.labels), on_demand=on_demand)
         self.scale_up(sim, job.pool)
 
     def on_job_started(self, sim: Simulation, job: SimJob, slot: Slot) -> None:
@@ -138,11 +210,18 @@ class EstatePolicy(BasePolicy):
     def _instances(self, sim: Simulation) -> list[Instance]:
         return [self.hosts[h.id] for h in sim.live_hosts() if h.id in self.hosts]
 
-    def _launch(self, sim: Simulation, pool: str, count: int) -> None:
-        prefix = self.settings[pool].name_prefix
-        for host in sim.launch(pool, count):
-            name = runner_name(prefix, ENVIRONMENT, pool, host.id)
-            self.hosts[host.id] = Instance(host.id, pool, host.launched_at, jit_at=sim.now, runner_name=name)
+    def _launch(self, sim: Simulation, order: LaunchOrder) -> None:
+        """The order's on-demand part (retries) on-demand, all of it while the pool's breaker is
+        open; each host recorded in the ledger with its first runner's name."""
+        on_demand = order.count if self.off_spot.get(order.pool, 0.0) > sim.now else order.on_demand
+        if on_demand and self.settings[order.pool].capacity_type == "spot":
+            made = sim.launch(order.pool, on_demand, market="on-demand") + sim.launch(order.pool, order.count - on_demand)
+        else:
+            made = sim.launch(order.pool, order.count)
+        prefix = self.settings[order.pool].name_prefix
+        for host in made:
+            name = runner_name(prefix, ENVIRONMENT, order.pool, host.id)
+            self.hosts[host.id] = Instance(host.id, order.pool, host.launched_at, jit_at=sim.now, runner_name=name)
 
     def _orders(self, sim: Simulation) -> list[LaunchOrder]:
         """Every scaled pool's launch order, after the jobs capped pools cannot launch for have
@@ -167,7 +246,7 @@ class EstatePolicy(BasePolicy):
         if orders[pool].count < orders[pool].shortfall:  # capped: what it cannot launch for moves on now
             orders = {o.pool: o for o in self._orders(sim) if o.pool == pool or o.count}
         for order in orders.values():
-            self._launch(sim, order.pool, order.count)
+            self._launch(sim, order)
 
     def _reuse_spent_hosts(self, sim: Simulation, pool: PoolSettings) -> None:
         """As control_plane._reuse_spent_hosts: a waiting spent host gets a next runner config
@@ -186,9 +265,10 @@ class EstatePolicy(BasePolicy):
             sim.at(slot.free_from, sim.assign)
 
     def cycle(self, sim: Simulation) -> None:
-        # Reconcile: what is queued and not covered, for every pool.
+        # Reconcile: interrupted jobs re-run, then what is queued and not covered, for every pool.
+        self._rerun_interrupted(sim)
         for order in self._orders(sim):
-            self._launch(sim, order.pool, order.count)
+            self._launch(sim, order)
         # Scale-down, from one runner listing: the runners that are online (registered, not
         # yet exited), busy as GitHub says.
         instances = self._instances(sim)

@@ -90,7 +90,7 @@ class Host:
 class Policy(Protocol):
     """What a scaler hears of GitHub: a job queued, started on a slot, done on a slot (finished,
     failed or cancelled there), or gone from the queue unstarted (cancelled, expired, or lost
-    with a spot-interrupted host)."""
+    with a spot-interrupted host: then `on_job_lost` follows, with the slot it ran on)."""
 
     name: str
 
@@ -99,6 +99,7 @@ class Policy(Protocol):
     def on_job_started(self, sim: Simulation, job: SimJob, slot: Slot) -> None: ...
     def on_job_done(self, sim: Simulation, job: SimJob, slot: Slot) -> None: ...
     def on_job_cancelled(self, sim: Simulation, job: SimJob) -> None: ...
+    def on_job_lost(self, sim: Simulation, job: SimJob, slot: Slot) -> None: ...
 
 
 @dataclass
@@ -340,14 +341,15 @@ class Simulation:
             return
         for slot in host.slots:
             if slot.job is not None:
-                # Lost with its host. GitHub fails the job (and fail-fast cancels its run); no
-                # control plane modelled here re-runs it (neither ours nor upstream's today).
+                # Lost with its host. GitHub fails the job (and fail-fast cancels its run); the
+                # estate's control plane re-runs it once (its policy's on_job_lost), upstream's does not.
                 job, slot.job = slot.job, None
                 self._slot_of.pop(job, None)
                 slot.busy_s += self.now - _started(job)
                 job.interruptions += 1
                 job.lost_at = job.finished_at = self.now
                 self.policy.on_job_cancelled(self, job)
+                self.policy.on_job_lost(self, job, slot)
                 self._fail_fast(job)
         self._end_host(host, self.now)
         self.assign()
@@ -436,6 +438,7 @@ class Simulation:
             "idle_gpu_hours": round(idle_gpu_s / 3600, 2),
             "utilisation": round(busy / slot_alive, 4) if slot_alive else 0.0,
             "hosts_launched": len(self.hosts),
+            **(counts(self) if (counts := getattr(self.policy, "counts", None)) is not None else {}),
             "pools": {
                 p: {"cost_usd": round(cost_by_pool[p], 2), "instance_hours": round(hours_by_pool[p], 2)} for p in sorted(cost_by_pool)
             },

@@ -8,6 +8,11 @@ Items (partition key `pk`):
   lock#<name>    holder, lease_until                                  - one planner per pool at a time
   block#<id>     target, warned                                       - a capacity block's memory
   slot#<id>#<n>  issued_at, seen_at, faulty                           - a node slot's runner
+  redelivery#<guid>  claimed_at, state                               - a webhook delivery we asked GitHub to resend
+  sweep#<kind>:<id>  first_seen                                        - when the sweeper first saw it ownerless
+  interrupt#<id>     pool, interrupted_at, state, checked_at           - a warned spot host whose job may be re-run
+  breaker#<pool>     warnings, open_until                              - a pool's spot interruptions; off spot until
+  steer#<repo>#<run> after_attempt, pool                               - a re-run job's retry goes on-demand
 Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
 carries `open_key` = "job#<pool>" / "instance#<pool>" / "slot#<pool>" / "repo", the key of a sparse index, so
 planning reads only what is open. Writes are conditional: a job is stored once and only moves
@@ -23,6 +28,7 @@ from typing import Any
 
 from lambda_src.aws.sigv4_client import AwsError
 from lambda_src.core.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, BlockRecord, Instance, Job, SlotRecord, instance_id_of
+from lambda_src.core.interruptions import Interruption
 
 # A run's workflow files, as stored: bounded like every other field (a run calls at most 20
 # reusable workflows, GitHub's nesting and count limits; a ref is owner/repo/path@ref).
@@ -36,6 +42,11 @@ LOCK_WAIT_S = 10.0  # how long a planner waits for another one planning the same
 # DynamoDB's item limit: 400 KB, attribute names and values together. moto enforces a kinder
 # size (no per-element overhead in lists), so the adapter checks what it writes itself.
 MAX_ITEM_BYTES = 400 * 1024
+REDELIVERY = "redelivery"  # the open-index key of webhook deliveries already sent again
+SWEEP = "sweep"  # the open-index key of what the sweeper watches
+SWEEP_MARK_KEEP_S = 2 * 24 * 3600
+INTERRUPT = "interrupt"  # the open-index key of warned hosts whose job is still to be judged
+STEER = "steer"  # the open-index key of runs whose re-run goes on-demand
 
 
 class ItemTooLargeError(ValueError):
@@ -224,6 +235,12 @@ class Ledger:
             sets["runner_name"] = job.runner_name
         if job.run_id is not None:
             first["run_id"] = job.run_id
+        if job.run_attempt is not None:
+            first["run_attempt"] = job.run_attempt
+        if job.state == COMPLETED:
+            if job.conclusion is not None:
+                sets["conclusion"] = job.conclusion
+            sets["completed_at"] = job.completed_at if job.completed_at is not None else now
         if job.state == QUEUED:
             sets[OPEN] = f"job#{job.pool}"
         clauses = [f"#{k} = :{k}" for k in sets] + [f"#{k} = if_not_exists(#{k}, :{k})" for k in first]
@@ -266,6 +283,19 @@ class Ledger:
             run_id=None if item.get("run_id") is None else int(item["run_id"]),
             run_workflows=None if item.get("run_workflows") is None else tuple(item["run_workflows"]),
             public=bool(item.get("public", False)),
+            run_attempt=None if item.get("run_attempt") is None else int(item["run_attempt"]),
+            conclusion=item.get("conclusion"),
+            completed_at=_num(item.get("completed_at")),
+            on_demand=bool(item.get("on_demand", False)),
+        )
+
+    def job_on_demand(self, job_id: int) -> None:
+        """The job is the retry of an interrupted one: its pool launches on-demand for it."""
+        self.table.update_if(
+            Key={"pk": f"job#{job_id}"},
+            UpdateExpression="SET on_demand = :yes",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":yes": True},
         )
 
     def job_run_workflows(self, job_id: int, files: tuple[str, ...]) -> None:
@@ -353,7 +383,21 @@ class Ledger:
             generation=int(item.get("generation", 0)),
             jobs_done=int(item.get("jobs_done", 0)),
             finished_at=_num(item.get("finished_at")),
+            interrupted_at=_num(item.get("interrupted_at")),
+            rebalance_at=_num(item.get("rebalance_at")),
         )
+
+    def mark_leaving(self, instance_id: str, field: str, now: float) -> bool:
+        """Record EC2's warning (`interrupted_at`) or hint (`rebalance_at`) for a host, once;
+        False when it was recorded before (SQS delivers at least once) or the host is unknown."""
+        stored = self.table.update_if(
+            Key={"pk": f"instance#{instance_id}"},
+            UpdateExpression="SET #f = :now",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#f)",
+            ExpressionAttributeNames={"#f": field},
+            ExpressionAttributeValues={":now": now},
+        )
+        return stored is not None
 
     def assign(self, instance_id: str, job_id: int) -> None:
         self._set_if_exists(instance_id, {"job_id": job_id})
@@ -501,6 +545,164 @@ class Ledger:
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":now": now},
         )
+
+    # ---- webhook redeliveries ---------------------------------------------------------
+    def redelivered(self) -> set[str]:
+        """The guids of deliveries already sent again (within their TTL: longer than the
+        redelivery window, so one that expired is no longer listed for redelivery either)."""
+        return {str(item["pk"]).split("#", 1)[1] for item in self._query(REDELIVERY)}
+
+    def claim_redelivery(self, guid: str, now: float, keep_s: float) -> bool:
+        """Take the one redelivery of `guid`; False when it was taken before (by this pass's
+        predecessor or a concurrent one). A claim whose request failed may be taken again."""
+        stored = self.table.put_if(
+            Item={"pk": f"{REDELIVERY}#{guid}", "claimed_at": now, "state": "claimed", OPEN: REDELIVERY, "expires_at": int(now + keep_s)},
+            ConditionExpression="attribute_not_exists(pk) OR #state = :failed",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":failed": "failed"},
+        )
+        return stored is not None
+
+    def redelivery_failed(self, guid: str) -> None:
+        """GitHub did not take the request: the next pass may try this delivery again."""
+        self.table.update_if(
+            Key={"pk": f"{REDELIVERY}#{guid}"},
+            UpdateExpression=f"SET #state = :failed REMOVE {OPEN}",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":failed": "failed"},
+        )
+
+    # ---- spot interruptions ------------------------------------------------------------
+    def add_interruption(self, instance_id: str, pool: str, now: float) -> None:
+        """A warned host whose job the reconciler judges (re-run or not) until it is closed."""
+        self.table.put_if(
+            Item={
+                "pk": f"{INTERRUPT}#{instance_id}",
+                "pool": pool,
+                "interrupted_at": now,
+                "state": "pending",
+                OPEN: INTERRUPT,
+                "expires_at": int(now + self.ttl_s),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def interruptions(self) -> list[Interruption]:
+        return [
+            Interruption(str(i["pk"]).split("#", 1)[1], str(i["pool"]), float(i["interrupted_at"]), _num(i.get("checked_at")))
+            for i in self._query(INTERRUPT)
+        ]
+
+    def interruption_checked(self, instance_id: str, now: float) -> None:
+        self.table.update_if(
+            Key={"pk": f"{INTERRUPT}#{instance_id}"},
+            UpdateExpression="SET checked_at = :now",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": now},
+        )
+
+    def close_interruption(self, instance_id: str, outcome: str, reason: str) -> bool:
+        """Judged for good (`rerun` or `skipped`, with why); False when another invocation did first."""
+        stored = self.table.update_if(
+            Key={"pk": f"{INTERRUPT}#{instance_id}"},
+            UpdateExpression=f"SET #state = :outcome, reason = :why REMOVE {OPEN}",
+            ConditionExpression="#state = :pending",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":outcome": outcome, ":why": reason[:200], ":pending": "pending"},
+        )
+        return stored is not None
+
+    def reopen_interruption(self, instance_id: str) -> None:
+        """The re-run was claimed but GitHub refused it for now: judge it again next cycle."""
+        self.table.update_if(
+            Key={"pk": f"{INTERRUPT}#{instance_id}"},
+            UpdateExpression=f"SET #state = :pending, {OPEN} = :open",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":pending": "pending", ":open": INTERRUPT},
+        )
+
+    def spot_warned(self, pool: str, now: float) -> list[float]:
+        """Add a warning to the pool's breaker; the warnings it remembers, this one included."""
+        answer = self.table.update_item(
+            Key={"pk": f"breaker#{pool}"},
+            UpdateExpression="SET warnings = list_append(if_not_exists(warnings, :none), :one), expires_at = :expires",
+            ExpressionAttributeValues={":none": [], ":one": [now], ":expires": int(now + 86400)},
+            ReturnValues="ALL_NEW",
+        )
+        return [float(from_attr(v)) for v in answer.get("Attributes", {}).get("warnings", {}).get("L", [])]
+
+    def open_breaker(self, pool: str, until: float) -> bool:
+        """Keep the pool off spot until `until`; False when it already was (as long)."""
+        stored = self.table.update_if(
+            Key={"pk": f"breaker#{pool}"},
+            UpdateExpression="SET open_until = :until",
+            ConditionExpression="attribute_not_exists(open_until) OR open_until < :until",
+            ExpressionAttributeValues={":until": until},
+        )
+        return stored is not None
+
+    def forget_warnings(self, pool: str, keep: list[float]) -> None:
+        """Bound the breaker's memory (a warning appended meanwhile may be dropped: it is old news soon)."""
+        self.table.update_item(
+            Key={"pk": f"breaker#{pool}"}, UpdateExpression="SET warnings = :keep", ExpressionAttributeValues={":keep": keep}
+        )
+
+    def off_spot_until(self, pool: str) -> float:
+        """Until when the pool's breaker keeps it off spot (0: it is not)."""
+        item = self.table.get_item(Key={"pk": f"breaker#{pool}"}, ConsistentRead=True).get("Item") or {}
+        return float(item.get("open_until", 0.0))
+
+    def steer(self, repo: str, run_id: int, after_attempt: int, pool: str, until: float) -> None:
+        """Attempts of the run after `after_attempt` (the re-run) go to on-demand capacity.
+        Written before the re-run is asked for, so the retry's webhook finds it."""
+        self.table.put_item(
+            Item={
+                "pk": f"steer#{repo}#{run_id}",
+                "after_attempt": after_attempt,
+                "pool": pool,
+                "until": until,
+                "rerun": False,
+                OPEN: STEER,
+                "expires_at": int(until + 86400),
+            }
+        )
+
+    def steered_rerun(self, repo: str, run_id: int) -> None:
+        """GitHub took the re-run: the run has had its one re-run for an interruption."""
+        self.table.update_if(
+            Key={"pk": f"steer#{repo}#{run_id}"},
+            UpdateExpression="SET rerun = :yes",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":yes": True},
+        )
+
+    def steering(self, now: float) -> dict[tuple[str, int], int]:
+        """Runs whose later attempts go on-demand now: (repository, run id) -> the attempt re-run.
+        One query a cycle (few items: a re-run steers for hours, then drops out)."""
+        found = {}
+        for item in self._query(STEER):
+            if float(item.get("until", 0.0)) >= now:
+                repo, _, run = str(item["pk"]).split("#", 1)[1].rpartition("#")
+                found[(repo, int(run))] = int(item["after_attempt"])
+        return found
+
+    def was_rerun(self, repo: str, run_id: int) -> bool:
+        """The run was re-run for an interruption before (while the record lives: a day past its steering)."""
+        item = self.table.get_item(Key={"pk": f"steer#{repo}#{run_id}"}, ConsistentRead=True).get("Item") or {}
+        return bool(item.get("rerun", False))
+
+    # ---- the sweeper's memory: since when something has been ownerless ------------------
+    def sweep_marks(self) -> dict[str, float]:
+        return {str(item["pk"]).split("#", 1)[1]: float(item["first_seen"]) for item in self._query(SWEEP)}
+
+    def mark_sweep(self, key: str, now: float) -> None:
+        self.table.put_item(Item={"pk": f"{SWEEP}#{key}", "first_seen": now, OPEN: SWEEP, "expires_at": int(now + SWEEP_MARK_KEEP_S)})
+
+    def unmark_sweep(self, key: str) -> None:
+        """It has an owner again (or is gone): a later ownerless spell starts its clock anew."""
+        self.table.update_if(Key={"pk": f"{SWEEP}#{key}"}, UpdateExpression=f"REMOVE {OPEN}", ConditionExpression="attribute_exists(pk)")
 
     # ---- reads ------------------------------------------------------------------------
     def _active(self, kind: str, pool: str | None) -> Iterator[dict[str, Any]]:

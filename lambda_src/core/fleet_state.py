@@ -31,6 +31,10 @@ class Job:
     run_id: int | None = None  # the workflow run it belongs to
     run_workflows: tuple[str, ...] | None = None  # that run's workflow files, once asked of GitHub (routing.JobOrigin)
     public: bool = False  # from a public repository: only pools whose group admits public ones may take it
+    run_attempt: int | None = None  # which attempt of its run (a re-run job comes back as a later attempt)
+    conclusion: str | None = None  # once completed: success, failure, cancelled, ...
+    completed_at: float | None = None  # when GitHub says it completed
+    on_demand: bool = False  # steered to on-demand capacity (the re-run of a spot-interrupted job)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,13 @@ class Instance:
     generation: int = 0  # which runner config the host runs: 0 at launch, k after k reuses
     jobs_done: int = 0  # jobs its runners have finished
     finished_at: float | None = None  # its current runner finished a job; cleared by a reuse
+    interrupted_at: float | None = None  # EC2's two-minute spot interruption warning came for it
+    rebalance_at: float | None = None  # EC2 recommended moving off it (an early hint of interruption)
+
+    @property
+    def leaving(self) -> bool:
+        """EC2 warned it is (or may soon be) reclaimed: it takes no new work."""
+        return self.interrupted_at is not None or self.rebalance_at is not None
 
     @property
     def assigned(self) -> bool:

@@ -19,7 +19,7 @@ log = logging.getLogger("runner_estate.jobs")
 def job_message(job: Job, delivery: str) -> str:
     """The SQS body for one queued job: a wake-up call, since the ledger holds the state."""
     body = {"job_id": job.id, "pool": job.pool, "repo": job.repo, "labels": list(job.labels), "delivery": delivery}
-    return json.dumps({**body, "run_id": job.run_id, "public": job.public})
+    return json.dumps({**body, "run_id": job.run_id, "run_attempt": job.run_attempt, "public": job.public})
 
 
 def job_from_message(body: str, pools: Mapping[str, PoolSettings], now: float) -> Job:
@@ -28,6 +28,7 @@ def job_from_message(body: str, pools: Mapping[str, PoolSettings], now: float) -
     if not isinstance(data, dict) or not isinstance(data.get("job_id"), int) or data.get("pool") not in pools:
         raise ValueError(f"not a job message for a known pool: {body[:200]!r}")
     run_id = data.get("run_id")
+    attempt = data.get("run_attempt")
     return Job(
         int(data["job_id"]),
         str(data["pool"]),
@@ -37,6 +38,7 @@ def job_from_message(body: str, pools: Mapping[str, PoolSettings], now: float) -
         tuple(data.get("labels", [])),
         run_id=run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None,
         public=data.get("public") is True,
+        run_attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
     )
 
 

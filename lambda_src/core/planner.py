@@ -67,6 +67,12 @@ def is_stale_boot(pool: PoolSettings, instance: Instance, now: float) -> bool:
     return instance.registered_at is None and now - instance.runner_since > pool.boot_timeout_s
 
 
+def past_lifetime(pool: PoolSettings, instance: Instance, now: float, ahead_s: float = 0.0) -> bool:
+    """Whether the host has lived (or, `ahead_s` from now, will have lived) past the pool's
+    maximum lifetime: it takes no new work then, and is retired once it has."""
+    return pool.max_lifetime_s > 0 and now + ahead_s - instance.launched_at >= pool.max_lifetime_s
+
+
 # ---- scale-up ---------------------------------------------------------------------------
 
 
@@ -80,6 +86,7 @@ class LaunchOrder:
     shortfall: int  # runners wanted beyond the supply, before the caps (<= 0: none)
     room: int  # instances the caps still allow
     reason: str
+    on_demand: int = 0  # of `count`, hosts to launch on-demand: for the retries of spot-interrupted jobs
 
 
 def plan_launches(
@@ -89,15 +96,19 @@ def plan_launches(
     unassigned runners, within `max_instances`. A job another runner already took is no longer queued,
     and the runner it did not take stays unassigned supply, so nothing is counted twice."""
     queued: dict[str, int] = defaultdict(int)
+    steered: dict[str, int] = defaultdict(int)
     for job in jobs:
         if job.state == QUEUED:
             queued[job.pool] += 1
+            steered[job.pool] += job.on_demand
     live: dict[str, int] = defaultdict(int)
     supply: dict[str, int] = defaultdict(int)
     for inst in instances:
         live[inst.pool] += 1
         pool = pools.get(inst.pool)
-        if pool is not None and not inst.assigned and not inst.spent and not is_stale_boot(pool, inst, now):
+        if pool is None or inst.assigned or inst.spent or inst.leaving:
+            continue  # a host EC2 warned about takes no new work
+        if not is_stale_boot(pool, inst, now) and not past_lifetime(pool, inst, now):
             supply[inst.pool] += 1
     orders = []
     for name in sorted(only if only is not None else pools):
@@ -118,7 +129,8 @@ def plan_launches(
             reason = cap
         else:
             reason = "launch for queued jobs" if queued[name] else "top up the pool (pool_config)"
-        orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], deficit, room, reason))
+        on_demand = min(count, steered[name]) if pool.capacity_type == "spot" else 0
+        orders.append(LaunchOrder(name, count, queued[name], top_up, supply[name], deficit, room, reason, on_demand))
     return orders
 
 
@@ -135,8 +147,15 @@ def plan_reuse(pool: PoolSettings, host: Instance, jobs: Iterable[Job], instance
 
 
 def may_take_next_runner(pool: PoolSettings, host: Instance, now: float) -> bool:
-    """A spent host of a reusing pool, within its job limit, that still waits for a config."""
-    return host.spent and host.jobs_done < pool.max_jobs_per_host and now - (host.finished_at or 0.0) <= REUSE_WINDOW_S
+    """A spent host of a reusing pool, within its job limit, that still waits for a config, and
+    that a job of the pool's longest would not carry past its maximum lifetime (drained)."""
+    return (
+        host.spent
+        and not host.leaving
+        and host.jobs_done < pool.max_jobs_per_host
+        and now - (host.finished_at or 0.0) <= REUSE_WINDOW_S
+        and not past_lifetime(pool, host, now, ahead_s=pool.job_timeout_s)
+    )
 
 
 def reuse_pending(pool: PoolSettings, order: LaunchOrder, instances: Iterable[Instance], now: float) -> bool:
@@ -195,6 +214,9 @@ class Retirement:
     # shifts as ephemeral runners are deleted): the shell asks GitHub for this runner by name
     # first and keeps the host if it is there.
     confirm_absence: str | None = None
+    # Past the pool's maximum lifetime: terminated even if its runner is busy (its job has run
+    # longer than the pool's longest job may), and counted.
+    overdue: bool = False
 
 
 @dataclass
@@ -216,7 +238,8 @@ def plan_scale_down(
     """Which hosts and runners to retire. `instances` are our live hosts; `runners` is one
     listing of the org's runners. Never retires a busy runner or a host whose job has begun
     (the ledger's `in_progress`), and a host is never retired on its runner's absence from the
-    listing alone (see `Retirement.confirm_absence`)."""
+    listing alone (see `Retirement.confirm_absence`) — except a host past the pool's maximum
+    lifetime, which ends whatever it is doing (`Retirement.overdue`)."""
     plan = ScaleDownPlan()
     by_name = {r.name: r for r in runners}
     queued: dict[str, int] = defaultdict(int)
@@ -235,6 +258,16 @@ def plan_scale_down(
         live_names.add(name)
         runner = by_name.get(name)
         age = now - inst.launched_at
+        if past_lifetime(pool, inst, now):
+            # Drained and retired: its runner is deregistered so it takes no job, then it ends.
+            why = f"past its maximum lifetime of {pool.max_lifetime_s // 60} min"
+            plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, why, overdue=True))
+            continue
+        if inst.leaving and not (runner is not None and runner.busy) and (not inst.assigned or inst.spent):
+            # EC2 is taking it back: no new work, so its idle runner goes now, not after an idle check.
+            why = "spot interruption warning" if inst.interrupted_at is not None else "rebalance recommendation"
+            plan.retire.append(Retirement(pool.name, inst.id, runner.id if runner else None, f"{why}: takes no new work"))
+            continue
         if runner is None or (not runner.online and not runner.busy):
             if inst.assigned and not inst.spent:
                 continue  # its job is running: the job's end retires the host, not a listing

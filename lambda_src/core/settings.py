@@ -59,11 +59,14 @@ class PoolSettings:
     max_hourly_usd: float | None = None  # hard_limits.max_hourly_usd: the pool's live hosts may not cost more
     host_hourly_usd: float = 0.0  # the dearest of its types at on-demand price: an upper bound per host
     max_jobs_per_host: int = 1  # estate.reuse_hosts.max_jobs: one-job runners a host may run in turn
+    # How long a host may live (Pool.max_lifetime_minutes): past it, it is drained and terminated. 0: no limit.
+    max_lifetime_s: int = 0
+    keeps_volumes: bool = False  # a block device says delete_on_termination: false; the sweeper leaves its volumes
     # Capacity-block pools only:
     gpus_per_node: int = 0
     slot_gpus: tuple[int, ...] = ()  # GPUs of each slot of a node, in slot order
     slot_labels: tuple[tuple[str, ...], ...] = ()  # each slot's own labels (model, compute capability, size)
-    job_timeout_s: int = 6 * 3600  # the longest job the pool runs: a block stops taking jobs this long before its end
+    job_timeout_s: int = 6 * 3600  # the longest job the pool runs (a block stops taking jobs this long before its end)
     reservation_ids: tuple[str, ...] = ()  # blocks named in config; blocks tagged with the pool are found too
     renew: bool = False  # buy the next block when demand persists
     renew_max_price_usd: float | None = None
@@ -93,6 +96,15 @@ class PoolSettings:
 
 
 @dataclass(frozen=True)
+class AppSettings:
+    """A further GitHub App (issue 21.4): its id, the SecureString of its key, its installation."""
+
+    app_id: int
+    key_parameter: str
+    installation_id: int | None = None
+
+
+@dataclass(frozen=True)
 class ControlPlaneSettings:
     environment: str
     region: str
@@ -107,6 +119,8 @@ class ControlPlaneSettings:
     routing: RoutingTable
     installation_id: int | None = None
     ledger_ttl_s: int = 7 * 24 * 3600
+    webhook_id: int | None = None  # the org hook whose failed deliveries are redelivered; None: found by URL
+    more_apps: tuple[AppSettings, ...] = ()  # Apps the GitHub client spreads its calls over, besides app_id
 
     def pool(self, name: str) -> PoolSettings:
         return self.pools[name]
@@ -130,6 +144,7 @@ class ControlPlaneSettings:
         values = {k: v for k, v in data.items() if k != "version"}
         values["pools"] = {name: PoolSettings.from_dict(p) for name, p in data["pools"].items()}
         values["routing"] = RoutingTable.from_dict(data["routing"])
+        values["more_apps"] = tuple(AppSettings(**a) for a in data.get("more_apps", ()))
         return cls(**values)
 
     @classmethod

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from lambda_src.aws.ec2_fleet import Ec2Fleet
+from lambda_src.aws.ec2_fleet import Ec2Fleet, LaunchResult
 from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import Ledger, planning_lock
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
+from lambda_src.core.interruptions import STEER_S, decide_rerun, job_from_github, on_demand_sibling
 from lambda_src.core.job_messages import jobs_by_pool
 from lambda_src.core.overflow import apply_moves, origin_of, plan_overflow
 from lambda_src.core.planner import (
@@ -47,6 +48,7 @@ STALE_JOB_S = 120.0  # a queued job this old is checked against GitHub (its late
 # one is scanned within ceil(n / 10) cycles (docs/runbook.md states the bound).
 MAX_JOB_CHECKS = 30
 MAX_REPO_SCANS = 10
+MAX_RERUN_CHECKS = 10  # warned hosts whose job is judged per cycle (each may cost a GitHub call or two)
 REPO_SCAN_WINDOW_S = 3600.0  # repositories with a job this recently are scanned for jobs we never heard of
 
 
@@ -63,6 +65,11 @@ class Report:
     failed_pools: dict[str, str] = field(default_factory=dict)
     repo_errors: dict[str, str] = field(default_factory=dict)  # repositories GitHub would not show us this cycle
     rerouted: list[dict[str, Any]] = field(default_factory=list)  # queued jobs moved on (core/overflow.py)
+    overdue: list[str] = field(default_factory=list)  # hosts retired past their pool's maximum lifetime
+    reruns: list[int] = field(default_factory=list)  # spot-interrupted jobs re-run (GitHub's single-job re-run)
+    rerun_skipped: list[int] = field(default_factory=list)  # jobs of warned hosts that ended on their own
+    steered: list[int] = field(default_factory=list)  # retries of re-run jobs sent to on-demand capacity
+    off_spot: dict[str, float] = field(default_factory=dict)  # pools the breaker keeps off spot, until when
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,11 @@ class Report:
             "failed_pools": self.failed_pools,
             "repo_errors": len(self.repo_errors),
             "rerouted": len(self.rerouted),
+            "lifetime_exceeded": len(self.overdue),
+            "reruns": len(self.reruns),
+            "reruns_skipped": len(self.rerun_skipped),
+            "steered_on_demand": len(self.steered),
+            "off_spot": len(self.off_spot),
             "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
         }
 
@@ -107,6 +119,7 @@ class ControlPlane:
             return failures
         report = Report()
         live = self.sync_hosts(now, report)
+        by_pool = self._steer_retries(by_pool, now, report)
         refused = self._refused_by_workflow(by_pool)
         if refused:  # moved to a pool whose group admits them, or dropped, before anything launches
             queued = {j.id: j for j in self.ledger.queued_jobs()} | refused  # the index may not show the workflows yet
@@ -126,6 +139,35 @@ class ControlPlane:
             self._overflow(self.ledger.queued_jobs(), live, now, report, plan_targets=True)
         log.info("scale-up: %s", json.dumps(report.summary()))
         return failures
+
+    def _steer_retries(self, by_pool: dict[str, list[tuple[str, Job]]], now: float, report: Report) -> dict[str, list[tuple[str, Job]]]:
+        """The retry of a job re-run after a spot interruption goes to on-demand capacity: moved
+        to the pool's on-demand sibling, or marked for an on-demand launch of its own pool."""
+        steering = self.ledger.steering(now)
+        steered: dict[str, list[tuple[str, Job]]] = {}
+        for items in by_pool.values():
+            for message, job in items:
+                target, job = self._steer(job, steering, report)
+                steered.setdefault(target, []).append((message, job))
+        return steered
+
+    def _steer(self, job: Job, steering: Mapping[tuple[str, int], int], report: Report) -> tuple[str, Job]:
+        if job.run_id is None or job.on_demand or job.pool not in self.scaled_pools:
+            return job.pool, job
+        after = steering.get((job.repo, job.run_id))
+        if after is None or (job.run_attempt or 1) <= after:
+            return job.pool, job
+        sibling = on_demand_sibling(self.settings.routing, self.scaled_pools, job)
+        if sibling is not None and sibling != job.pool and self.ledger.move_job(job.id, job.pool, sibling):
+            log.info("job %s, the retry of a spot-interrupted job, goes to on-demand pool %s", job.id, sibling)
+            report.steered.append(job.id)
+            return sibling, replace(job, pool=sibling)
+        if sibling is None and self.scaled_pools[job.pool].capacity_type == "spot":
+            self.ledger.job_on_demand(job.id)
+            log.info("job %s, the retry of a spot-interrupted job, gets an on-demand host of pool %s", job.id, job.pool)
+            report.steered.append(job.id)
+            return job.pool, replace(job, on_demand=True)
+        return job.pool, job
 
     def _refused_by_workflow(self, by_pool: Mapping[str, list[tuple[str, Job]]]) -> dict[int, Job]:
         """The message jobs whose pool's runner group does not admit any workflow of their run
@@ -160,13 +202,15 @@ class ControlPlane:
                 stored = self.ledger.job(job.id)
                 if stored is None or stored.state == QUEUED:
                     ledger_jobs[job.id] = job
+            elif job.on_demand:  # just steered: the index may not show it yet
+                ledger_jobs[job.id] = replace(ledger_jobs[job.id], on_demand=True)
         if self.settings.pools[pool].max_jobs_per_host > 1:
             live = self._reuse_spent_hosts(self.settings.pools[pool], list(ledger_jobs.values()), live, report, now)
         (order,) = plan_launches(self.settings.pools, ledger_jobs.values(), live, now, only=[pool])
         report.orders[pool] = order
         if order.count:
             # Same messages and same shortfall -> same token: EC2 answers a retry with the first launch.
-            self._launch(self.settings.pools[pool], order.count, f"{token}-{order.count}", report, now)
+            self._launch(self.settings.pools[pool], order.count, f"{token}-{order.count}", report, now, order.on_demand)
 
     def _reuse_spent_hosts(self, pool: PoolSettings, jobs: list[Job], live: list[Instance], report: Report, now: float) -> list[Instance]:
         """Give spent hosts their next one-job config where the planner says a waiting job
@@ -199,9 +243,12 @@ class ControlPlane:
         now = self.clock()
         report = Report()
         self._refresh_stale_jobs(now, report)
+        self._rerun_interrupted(now, report)
         self._find_unheard_jobs(now, report)
         live = self.sync_hosts(now, report)
         queued = name_run_workflows(self.ledger.queued_jobs(), self.settings.routing, self.github, self.ledger)
+        if steering := self.ledger.steering(now):  # retries whose webhook scale-up has not handled yet
+            queued = [self._steer(j, steering, report)[1] for j in queued]
         jobs = self._overflow(queued, live, now, report)
         for order in plan_launches(self.scaled_pools, jobs, live, now):
             report.orders[order.pool] = order
@@ -213,8 +260,58 @@ class ControlPlane:
                 except Exception as exc:  # one pool's failure must not starve the others
                     log.exception("reconcile launch for pool %s failed", order.pool)
                     report.failed_pools[order.pool] = str(exc)[:200]
+        for name, pool in sorted(self.scaled_pools.items()):
+            if pool.capacity_type == "spot" and (until := self.ledger.off_spot_until(name)) > now:
+                report.off_spot[name] = until
+                log.info("pool %s is off spot for %.0f more min (circuit breaker)", name, (until - now) / 60)
         log.info("reconcile: %s", json.dumps(report.summary()))
         return report
+
+    def _rerun_interrupted(self, now: float, report: Report) -> None:
+        """Judge the jobs of hosts EC2 warned it would reclaim: re-run (once) the one that failed
+        because its host went away, never one that ended on its own (core/interruptions.py)."""
+        pending = self.ledger.interruptions()
+        for interruption in least_recently_done(((i, i.checked_at) for i in pending), MAX_RERUN_CHECKS):
+            iid = interruption.instance_id
+            host = self.ledger.instance(iid)
+            job = self.ledger.job(host.job_id) if host is not None and host.job_id is not None else None
+            rerun_before = job is not None and job.run_id is not None and self.ledger.was_rerun(job.repo, job.run_id)
+            decision = decide_rerun(interruption, job, now, rerun_before)
+            self.ledger.interruption_checked(iid, now)  # the next cycle's budget goes to the others first
+            if decision.action == "ask" and job is not None:  # its `completed` webhook may be lost
+                try:
+                    found = self.github.job(job.repo, job.id)
+                except GithubError as exc:
+                    if self._github_unusable(job.repo, exc, report):
+                        return
+                    continue
+                job = None if found is None else job_from_github(found, job)
+                decision = decide_rerun(interruption, job, now, rerun_before)
+            if decision.action in {"wait", "ask"}:
+                continue
+            if decision.action == "skip":
+                if self.ledger.close_interruption(iid, "skipped", decision.reason) and job is not None:
+                    report.rerun_skipped.append(job.id)
+                log.info("job %s of interrupted host %s is not re-run: %s", job.id if job else "-", iid, decision.reason)
+                continue
+            assert job is not None
+            if not self.ledger.close_interruption(iid, "rerun", decision.reason):
+                continue  # another invocation judged it
+            if job.run_id is not None:  # before asking, so the retry's webhook finds it
+                self.ledger.steer(job.repo, job.run_id, job.run_attempt or 1, interruption.pool, now + STEER_S)
+            try:
+                self.github.rerun_job(job.repo, job.id)
+            except GithubError as exc:  # e.g. its run is still going: GitHub re-runs jobs of completed runs
+                self.ledger.reopen_interruption(iid)
+                log.info("re-run of job %s (interrupted host %s) refused for now: %s", job.id, iid, exc)
+                if isinstance(exc, RateLimitedError) or exc.status == 0 or exc.status >= 500:
+                    return
+                continue
+            if job.run_id is not None:
+                self.ledger.steered_rerun(job.repo, job.run_id)
+            report.reruns.append(job.id)
+            log.warning("re-ran job %s of %s: %s (its host %s was a spot interruption); the retry goes on-demand", job.id, job.repo,
+                        decision.reason, iid, extra={"rerun": 1, "pool": interruption.pool})  # fmt: skip
 
     def _overflow(self, jobs: list[Job], live: list[Instance], now: float, report: Report, plan_targets: bool = False) -> list[Job]:
         """Move queued jobs a pool cannot take now to the next pool that serves them, or stop
@@ -306,12 +403,19 @@ class ControlPlane:
                     continue
                 retire = replace(retire, runner_id=found.id)  # there but offline: deregister it as well
             if retire.runner_id is not None and not self.github.delete_runner(retire.runner_id):
-                log.info("runner %s of %s took a job as we retired it; kept", retire.runner_id, retire.instance_id)
-                if retire.instance_id:
-                    self.ledger.mark(retire.instance_id, idle_since=None)
-                continue
+                if retire.overdue:
+                    log.warning(
+                        "runner %s of %s is busy past the pool's maximum lifetime: terminating it", retire.runner_id, retire.instance_id
+                    )
+                else:
+                    log.info("runner %s of %s took a job as we retired it; kept", retire.runner_id, retire.instance_id)
+                    if retire.instance_id:
+                        self.ledger.mark(retire.instance_id, idle_since=None)
+                    continue
             if retire.instance_id is not None:
                 self._terminate(retire.instance_id)
+                if retire.overdue:
+                    report.overdue.append(retire.instance_id)
             report.retired.append(
                 {"pool": retire.pool, "instance": retire.instance_id, "runner": retire.runner_id, "reason": retire.reason}
             )
@@ -346,9 +450,23 @@ class ControlPlane:
             self.jit.delete(iid)
         return live
 
-    def _launch(self, pool: PoolSettings, count: int, token: str, report: Report, now: float) -> None:
-        result = self.fleet.launch(pool, count, token)
-        log.info("pool %s: asked %d, got %s (errors %s)", pool.name, count, result.instance_ids, result.errors)
+    def _launch(self, pool: PoolSettings, count: int, token: str, report: Report, now: float, on_demand: int = 0) -> None:
+        """Launch `count` hosts of the pool, `on_demand` of them on-demand (retries of interrupted
+        jobs), all of them while the pool's circuit breaker keeps it off spot."""
+        if pool.capacity_type == "spot" and (until := self.ledger.off_spot_until(pool.name)) > now:
+            on_demand = count
+            report.off_spot[pool.name] = until
+            log.warning("pool %s is off spot until %.0f (repeated interruptions): launching %d on-demand", pool.name, until, count)
+        result = LaunchResult()
+        for part, n, part_token in (
+            (replace(pool, capacity_type="on-demand"), min(on_demand, count), f"{token}-od"),
+            (pool, count - min(on_demand, count), token),
+        ):
+            if n > 0:
+                got = self.fleet.launch(part, n, part_token)
+                result.instance_ids += got.instance_ids
+                result.errors += got.errors
+        log.info("pool %s: asked %d (%d on-demand), got %s (errors %s)", pool.name, count, on_demand, result.instance_ids, result.errors)
         report.launched.setdefault(pool.name, [])
         failed: Exception | None = None
         for iid in result.instance_ids:

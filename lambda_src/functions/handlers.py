@@ -24,6 +24,9 @@ from lambda_src.functions.metrics import emf_line
 if TYPE_CHECKING:
     from lambda_src.functions.block_manager import BlockManager
     from lambda_src.functions.control_plane import ControlPlane
+    from lambda_src.functions.redelivery import Redeliverer
+    from lambda_src.functions.spot_events import SpotEvents
+    from lambda_src.functions.sweeper import Sweeper
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 log = logging.getLogger("runner_estate.handlers")
@@ -101,7 +104,7 @@ def _control_plane(account: str) -> ControlPlane:
     from lambda_src.aws.ec2_fleet import Ec2Fleet
     from lambda_src.aws.jit_parameters import JitParameters
     from lambda_src.functions.control_plane import ControlPlane
-    from lambda_src.github.client import GithubClient
+    from lambda_src.github.client import GithubApp, GithubClient
 
     s = _settings()
     ssm = AwsJsonClient("ssm", s.region)
@@ -110,7 +113,15 @@ def _control_plane(account: str) -> ControlPlane:
         ledger=Ledger(AwsJsonClient("dynamodb", s.region), s.table_name, s.ledger_ttl_s, _now),
         fleet=Ec2Fleet(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment),
         jit=JitParameters(ssm, s.jit_parameter_prefix, f"arn:aws:ec2:{s.region}:{account}:instance/"),
-        github=GithubClient(s.api_url, s.org, s.app_id, CachedParameter(ssm, s.app_key_parameter), s.installation_id, clock=_now),
+        github=GithubClient(
+            s.api_url,
+            s.org,
+            s.app_id,
+            CachedParameter(ssm, s.app_key_parameter),
+            s.installation_id,
+            clock=_now,
+            more_apps=[GithubApp(a.app_id, CachedParameter(ssm, a.key_parameter), a.installation_id) for a in s.more_apps],
+        ),
         clock=_now,
     )
 
@@ -126,6 +137,32 @@ def _block_manager(account: str) -> BlockManager:
     s = plane.settings
     ec2 = BlockEc2(boto3.client("ec2", region_name=s.region, config=_retry_config()), s.environment)
     return BlockManager(settings=s, ledger=plane.ledger, ec2=ec2, jit=plane.jit, github=plane.github, clock=_now)
+
+
+@cache
+def _redeliverer(account: str) -> Redeliverer:
+    from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE, Redeliverer
+
+    plane = _control_plane(account)
+    return Redeliverer(plane.settings, plane.ledger, plane.github, _now, os.environ.get(WEBHOOK_URL_VARIABLE, ""))
+
+
+@cache
+def _spot_events(account: str) -> SpotEvents:
+    from lambda_src.functions.spot_events import SpotEvents
+
+    return SpotEvents(_control_plane(account))
+
+
+@cache
+def _sweeper(account: str) -> Sweeper:
+    from lambda_src.aws.leftovers import LeftoverStore
+    from lambda_src.functions.sweeper import Sweeper
+
+    plane = _control_plane(account)
+    s = plane.settings
+    store = LeftoverStore(plane.fleet.ec2, AwsJsonClient("ssm", s.region), s.environment, s.jit_parameter_prefix)
+    return Sweeper(s, plane.ledger, store, plane.github, _now)
 
 
 def _retry_config() -> Any:
@@ -170,6 +207,28 @@ def reconcile_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def scale_down_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     summary = _control_plane(_account(context)).scale_down().summary()
     _emit("scale_down", _numbers(summary))
+    return summary
+
+
+def redeliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Every few minutes: failed webhook deliveries are sent again, once each."""
+    summary = _redeliverer(_account(context)).run().summary()
+    _emit("redeliver", _numbers(summary))
+    return summary
+
+
+def spot_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Each batch of the spot-events queue: EC2's interruption warnings and rebalance hints."""
+    records = event.get("Records", [])
+    failures, report = _spot_events(_account(context)).handle(records)
+    _emit("spot", {**_numbers(report.summary()), "failed_events": float(len(failures))})
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+
+def sweep_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Every ten minutes: what has no live owner (from tags and names, not the ledger) is removed."""
+    summary = _sweeper(_account(context)).run().summary()
+    _emit("sweep", _numbers(summary))
     return summary
 
 

@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from lambda_src.aws.ledger import ItemTooLargeError
@@ -46,6 +47,10 @@ _REPOSITORY_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1
 MAX_RUNNER_NAME_CHARS = 255
 MAX_JOB_ID = 2**63 - 1  # GitHub's ids are positive 64-bit integers
 _ACTIONS = {"queued": QUEUED, "in_progress": IN_PROGRESS, "completed": COMPLETED}
+# A completed job's conclusions, as GitHub names them; anything else is not stored.
+CONCLUSIONS = frozenset(
+    {"success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required", "stale", "startup_failure"}
+)
 
 log = logging.getLogger("runner_estate.webhook")
 
@@ -195,6 +200,8 @@ def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | No
         raise IgnoredJobError("not_admitted", str(matches[0].refusal))
     runner = wj.get("runner_name")
     run_id = wj.get("run_id")
+    attempt = wj.get("run_attempt")
+    conclusion = wj.get("conclusion") if action == "completed" else None
     return action, Job(
         id=job_id,
         pool=pools[0],
@@ -205,7 +212,20 @@ def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | No
         runner_name=runner if runner and _is_text(runner, MAX_RUNNER_NAME_CHARS) else None,
         run_id=run_id if isinstance(run_id, int) and not isinstance(run_id, bool) and 0 < run_id <= MAX_JOB_ID else None,
         public=origin.public,
+        run_attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and 0 < attempt <= 10_000 else None,
+        conclusion=conclusion if conclusion in CONCLUSIONS else None,
+        completed_at=_timestamp(wj.get("completed_at")) if action == "completed" else None,
     )
+
+
+def _timestamp(value: object) -> float | None:
+    """An ISO 8601 time from a payload, as epoch seconds; None if it is not one."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _printable(text: str) -> str:
