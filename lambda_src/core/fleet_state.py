@@ -31,6 +31,9 @@ class Job:
     run_id: int | None = None  # the workflow run it belongs to
     run_workflows: tuple[str, ...] | None = None  # that run's workflow files, once asked of GitHub (routing.JobOrigin)
     public: bool = False  # from a public repository: only pools whose group admits public ones may take it
+    workflow: str = ""  # the run's workflow name as GitHub shows it (`workflow_name`), for cost reports
+    started_at: float | None = None  # when a runner took it (GitHub's `started_at`)
+    completed_at: float | None = None  # when it ended (GitHub's `completed_at`)
 
 
 @dataclass(frozen=True)
