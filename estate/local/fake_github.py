@@ -142,6 +142,10 @@ class FakeJob:
     runner_name: str | None = None
     workflow: str = ".github/workflows/ci.yml"  # the run's own file, run from `main`
     calls: tuple[str, ...] = ()  # reusable workflows the run calls, as OWNER/REPO/PATH@REF
+    # GitHub's times of the job (on the fake's clock): queued, taken by a runner, ended.
+    created_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +156,11 @@ class FakeJob:
             "labels": self.labels,
             "runner_name": self.runner_name,
             "name": f"job-{self.id}",
+            "workflow_name": "CI",
+            # As GitHub: a queued job's started_at repeats its creation time.
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.created_at if self.started_at is None else self.started_at),
+            "completed_at": None if self.completed_at is None else _iso(self.completed_at),
         }
 
 
@@ -259,7 +268,7 @@ class FakeGithub:
         self, labels: list[str], repo: str = "example-org/app", send: bool = True, workflow: str = ".github/workflows/ci.yml"
     ) -> FakeJob:
         with self._lock:
-            job = FakeJob(next(self._ids), repo, next(self._ids), labels, workflow=workflow)
+            job = FakeJob(next(self._ids), repo, next(self._ids), labels, workflow=workflow, created_at=self.clock())
             self.jobs[job.id] = job
         if send:
             self.send_job_event(job, "queued")
@@ -274,7 +283,7 @@ class FakeGithub:
     def start_job(self, job_id: int, runner_name: str, send: bool = True) -> None:
         with self._lock:
             runner, job = self.runner_named(runner_name), self.jobs[job_id]
-            runner.busy, job.status, job.runner_name = True, "in_progress", runner_name
+            runner.busy, job.status, job.runner_name, job.started_at = True, "in_progress", runner_name, self.clock()
         if send:
             self.send_job_event(job, "in_progress")
 
@@ -282,7 +291,7 @@ class FakeGithub:
         """The job ends; its ephemeral runner deregisters itself."""
         with self._lock:
             job = self.jobs[job_id]
-            job.status = "completed"
+            job.status, job.completed_at = "completed", self.clock()
             self.runners = {i: r for i, r in self.runners.items() if r.name != job.runner_name}
         if send:
             self.send_job_event(job, "completed")
@@ -666,7 +675,9 @@ def _handler_for(fake: FakeGithub) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(raw)))
-            for k, v in extra.items():
+            # GitHub states the caller's hourly budget on every answer (5,000 for an installation).
+            rate = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": str(max(0, 5000 - len(fake.calls)))}
+            for k, v in {**rate, **extra}.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(raw)
