@@ -24,6 +24,7 @@ from lambda_src.aws.jit_parameters import JitParameters
 from lambda_src.aws.ledger import Ledger, planning_lock
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.core.job_messages import jobs_by_pool
+from lambda_src.core.observe import PoolView, pool_views
 from lambda_src.core.overflow import apply_moves, origin_of, plan_overflow
 from lambda_src.core.planner import (
     LaunchOrder,
@@ -63,6 +64,7 @@ class Report:
     failed_pools: dict[str, str] = field(default_factory=dict)
     repo_errors: dict[str, str] = field(default_factory=dict)  # repositories GitHub would not show us this cycle
     rerouted: list[dict[str, Any]] = field(default_factory=list)  # queued jobs moved on (core/overflow.py)
+    views: dict[str, PoolView] = field(default_factory=dict)  # each pool as the cycle left it (metrics; core/observe.py)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class ControlPlane:
     clock: Callable[[], float]
     sleep: Callable[[float], None] = time.sleep
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+    last_report: Report | None = field(default=None, init=False)  # scale-up's, for the handler's metrics
 
     def planning(self, pool: str) -> AbstractContextManager[list[tuple[str, float]]]:
         return planning_lock(self.ledger, pool, self.holder, self.sleep)
@@ -105,7 +108,7 @@ class ControlPlane:
         by_pool, failures = jobs_by_pool(records, self.settings.pools, now)
         if not by_pool:
             return failures
-        report = Report()
+        report = self.last_report = Report()
         live = self.sync_hosts(now, report)
         refused = self._refused_by_workflow(by_pool)
         if refused:  # moved to a pool whose group admits them, or dropped, before anything launches
@@ -213,6 +216,9 @@ class ControlPlane:
                 except Exception as exc:  # one pool's failure must not starve the others
                     log.exception("reconcile launch for pool %s failed", order.pool)
                     report.failed_pools[order.pool] = str(exc)[:200]
+        known = {i.id for i in live}  # hosts launched this cycle are booting already
+        launched = [Instance(iid, pool, now) for pool, ids in report.launched.items() for iid in ids if iid not in known]
+        report.views = pool_views(self.settings.pools, jobs, [*live, *launched], now)
         log.info("reconcile: %s", json.dumps(report.summary()))
         return report
 
