@@ -31,6 +31,10 @@ ALARMS = "alarms"
 CB_FUNCTIONS = ("cb_scale_up", "cb_manager")
 FUNCTIONS = ("webhook", "scale_up", "reconcile", "scale_down")
 SCALER_ALARMS = ("webhook-failing", "webhook-unauthorised", "reconcile-failing", "repos-unreadable", "spot-role-missing")
+# components/estate_alarms.py: per pool (launching per job, or capacity blocks), and with a budget.
+POOL_ALARMS = ("jobs-waiting", "launch-failures", "at-cap")
+BLOCK_POOL_ALARMS = ("jobs-waiting", "launch-failures", "block-ending-busy", "faulty-gpu")
+BUDGET_ALARMS = ("spend-rate",)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,10 @@ LIMITS: dict[str, Limit] = {
         "SSM parameter name requirements: the name, with its full ARN, has at most 1011 characters and 15 levels",
     ),
     "cloudformation": Limit("CloudFormation stack name", 128, "CloudFormation: a stack name has at most 128 characters"),
+    "dashboard": Limit(
+        "CloudWatch dashboard name", 255, "CloudWatch PutDashboard: a dashboard name has up to 255 characters (A-Z, a-z, 0-9, - and _)"
+    ),
+    "budget": Limit("AWS Budgets budget name", 100, "botocore budgets CreateBudget.BudgetName", ("budgets", "BudgetName")),
 }
 # Not an AWS name: GitHub refuses runner names over 64 characters (actions/runner#1710). Warned
 # about, not refused: the runner name's form (lambda_src/core/fleet_state.py) is not ours to change here.
@@ -95,6 +103,18 @@ class PhysicalName:
 
 def prefix(environment: str) -> str:
     return f"runner-estate-{environment}"
+
+
+def ledger_table(environment: str) -> str:
+    return f"{prefix(environment)}-ledger"
+
+
+def dead_letter_queues(environment: str, pool: Pool) -> list[str]:
+    """A pool's dead-letter queues: its job queue's, and a capacity-block pool's events queue's."""
+    found = [f"{prefix(environment)}-{pool.name}-dlq"]
+    if pool.capacity_type == "capacity-block":
+        found.append(f"{prefix(environment)}-{pool.name}-events-dlq")
+    return found
 
 
 def _auto(resource: str) -> str:
@@ -120,6 +140,11 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
         yield PhysicalName("alarm", f"{p}-{label}", f"alarm {label}")
     for fn in ("scale-up", "reconcile"):
         yield PhysicalName("metric_filter", f"{p}-{fn}-spot-role-missing", f"spot-role metric filter of {fn}")
+    yield PhysicalName("dashboard", p, "the dashboard")
+    if stack.budget is not None:
+        yield PhysicalName("budget", p, "the stack's budget")
+        for label in BUDGET_ALARMS:
+            yield PhysicalName("alarm", f"{p}-{label}", f"alarm {label}")
     if stack.alarms.topic_arn is None:
         yield PhysicalName("sns", f"{p}-alarms", "the alarm topic")
         if stack.alarms.kms_key is None:
@@ -143,6 +168,8 @@ def _pool_names(stack: StackConfig, pool: Pool) -> Iterator[PhysicalName]:
     yield named("sqs", f"{p}-{name}", "the pool's job queue")
     yield named("sqs", f"{p}-{name}-dlq", "the pool's dead-letter queue")
     yield named("alarm", f"{p}-{name}-dlq", "the pool's dead-letter alarm")
+    for label in BLOCK_POOL_ALARMS if pool.capacity_type == "capacity-block" else POOL_ALARMS:
+        yield named("alarm", f"{p}-{name}-{label}", f"the pool's {label} alarm")
     yield named("iam_role", _auto(f"{name}-role"), "the pool's instance role")
     yield named("iam_profile", _auto(f"{name}-profile"), "the pool's instance profile")
     yield named("iam_policy", _auto(f"{name}-runner-config"), "the pool's runner-config policy")
