@@ -22,6 +22,7 @@ from estate.derive.control_config import control_settings, jit_parameter_prefix,
 from lambda_src.aws.ec2_fleet import SPOT_ROLE_METRIC, SPOT_SERVICE
 from lambda_src.aws.ledger import OPEN, OPEN_INDEX
 from lambda_src.core.settings import SETTINGS_FILE, PoolSettings
+from lambda_src.core.tags import POOL
 from lambda_src.functions.metrics import NAMESPACE as METRIC_NAMESPACE
 
 LAMBDA_SRC = Path(__file__).resolve().parent.parent / "lambda_src"
@@ -146,7 +147,8 @@ class ScalerFunctions(pulumi.ComponentResource):
             )
         )
 
-        queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds, tags)
+        queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds,
+                                         {**tags, POOL: pool.name})
                   for pool in args.estate.pools}  # fmt: skip
         by_name = {p.name: p for p in args.estate.pools}
         settings_json = pulumi.Output.all(
