@@ -15,6 +15,7 @@ from lambda_src.core.fleet_state import QUEUED, Job
 from lambda_src.core.metric_catalog import FUNCTION_METRICS, POOL_METRICS, UNITS, metrics_of, pool_kind
 from lambda_src.functions import handlers
 from lambda_src.functions.metrics import pool_line
+from tests.conftest import PROJECT_DIR
 from tests.fake_block_ec2 import FakeBlockEc2
 from tests.test_handlers import CONTEXT, wired  # noqa: F401 - the fixture, shared
 
@@ -126,3 +127,16 @@ def test_the_block_manager_emits_slots_hours_left_and_block_use(wired: LocalPlan
     (usage,) = [i for i in wired.plane.ledger.items(("usage#",)) if i["pool"] == "gpu-h100-cb"]
     assert usage["paid_gpu_s"] == 2 * 60 * pool.gpus_per_node  # two cycles of the minute schedule
     assert usage["busy_gpu_s"] == 0
+
+
+def test_the_docs_list_every_metric_and_how_many_a_pool_costs() -> None:
+    text = (PROJECT_DIR / "docs" / "observability.md").read_text(encoding="utf-8")
+    for metric in (*POOL_METRICS, *FUNCTION_METRICS):
+        assert f"`{metric.name}`" in text, metric.name
+    counts = {kind: len(metrics_of(kind)) for kind in ("cpu", "gpu", "capacity-block")}
+    assert (
+        f"{counts['cpu']} custom metrics per CPU pool, {counts['gpu']} per GPU pool of spot or on-demand hosts, "
+        f"{counts['capacity-block']} per\ncapacity-block pool"
+    ) in text
+    for kind, count in counts.items():
+        assert f"${0.30 * count:.2f}" in text, kind  # at $0.30 a metric-month

@@ -178,3 +178,20 @@ def test_a_bad_duration_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["report", "--since", "a week"])
     assert "not a duration like 90m, 24h, 7d or 2w" in capsys.readouterr().err
+
+
+def test_a_capacity_block_job_is_charged_its_slots_share_while_it_ran(local: LocalPlane) -> None:
+    from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, Instance, Job, slot_runner_name
+
+    pool = local.settings.pools["gpu-h100-cb"]
+    ledger = local.plane.ledger
+    ledger.add_instance(Instance("i-0123456789abcdef0", pool.name, local.clock() - 7200, block="cr-0a1b2c3d4e5f60718"))
+    slot = len(pool.slot_gpus) - 1  # a 1-GPU slot of the 1x4+4x1 layout
+    runner = slot_runner_name(pool.name_prefix, "local", pool.name, "i-0123456789abcdef0", slot)
+    start = local.clock()
+    ledger.record_job(Job(77, pool.name, IN_PROGRESS, start - 60, "org/r", runner_name=runner, started_at=start, workflow="GPU"))
+    ledger.record_job(Job(77, pool.name, COMPLETED, start - 60, "org/r", runner_name=runner, completed_at=start + 1800))
+    item = ledger.table.get_item(Key={"pk": "job#77"})["Item"]
+    share = pool.slot_gpus[slot] / pool.gpus_per_node
+    assert item["host_s"] == pytest.approx(1800 * share)
+    assert item["cost_usd"] == pytest.approx(0.5 * pool.hourly_usd * share, rel=1e-4)

@@ -32,6 +32,9 @@ def status(target: Target, as_json: bool, clock: Callable[[], float] = time.time
 
 def report(target: Target, since: str, as_json: bool, plot: Path | None, clock: Callable[[], float] = time.time) -> int:
     window = parse_duration(since)
+    if window > target.settings.ledger_ttl_s:
+        days = target.settings.ledger_ttl_s / 86400
+        print(f"warning: the ledger keeps jobs and hosts {days:g} days; older ones are gone from this report", file=sys.stderr)
     reader = Reader(target, clock)
     until = clock()
     found = build_report(reader.items(), target.settings.pools, until - window, until, prices=target.prices)
