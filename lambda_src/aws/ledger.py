@@ -289,8 +289,14 @@ class Ledger:
             if host is not None and pool is not None:
                 cost = host_job_cost(pool, host.runner_since, end)
         elif (slot := slot_of(job.runner_name)) is not None:
-            node = self.instance(slot[0])
-            pool = None if node is None else self.pools.get(node.pool)
+            # The node's pool from the runner's name (<prefix><env>-<pool>-<node>-s<n>), the longest
+            # pool name that fits: the webhook may write the ledger but not read it.
+            suffix = f"-{slot[0]}-s{slot[1]}"
+            pool = max(
+                (p for p in self.pools.values() if p.slot_gpus and job.runner_name.endswith(f"-{p.name}{suffix}")),
+                key=lambda p: len(p.name),
+                default=None,
+            )
             started = item.get("started_at")
             if pool is not None and started is not None:
                 cost = slot_job_cost(pool, slot[1], float(started), end)
