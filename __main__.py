@@ -15,8 +15,11 @@ import pulumi_aws as aws
 from pulumi.runtime.mocks import MockMonitor
 
 from components.alarms import AlarmTopic, AlarmTopicArgs
+from components.budget import StackBudget, StackBudgetArgs
 from components.buildkite_queue import BuildkiteQueues, BuildkiteQueuesArgs
 from components.capacity_block_fleet import CapacityBlockFleet, CapacityBlockFleetArgs
+from components.dashboard import Dashboard, DashboardArgs
+from components.estate_alarms import AlarmedPool, EstateAlarms, EstateAlarmsArgs
 from components.github_org_settings import GitHubOrgSettings, GitHubOrgSettingsArgs
 from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
@@ -33,12 +36,13 @@ from estate.config.stack_config import (
     parse_stack_config,
 )
 from estate.derive.control_config import jit_parameter_prefix
+from estate.derive.dashboard import dashboard_body, dashboard_pools
 from estate.derive.host_user_data import user_data
 from estate.derive.runner_groups import RunnerGroupPlan, pool_admission
 from estate.derive.spot_role import SpotRolePlan
 from estate.derive.stack_plan import plan_stack
 from estate.project import stack_configs
-from lambda_src.core.tags import estate_tags
+from lambda_src.core.tags import POOL, estate_tags
 
 PROJECT_DIR = Path(__file__).resolve().parent
 LAMBDA_DEPENDENCIES = PROJECT_DIR / "build" / "lambda-deps"
@@ -109,6 +113,20 @@ def build_buildkite_queues(
     return queues.stack_ids
 
 
+def build_monitoring(
+    stack: StackConfig, estate: Estate, topic_arn: pulumi.Output[str], tags: dict[str, str], opts: pulumi.ResourceOptions
+) -> Dashboard:
+    """The dashboard, the alarms on the estate's own metrics, and the stack's budget (issue 22)."""
+    env = stack.environment
+    spend_alarm = stack.budget.spend_alarm_usd_per_hour if stack.budget is not None else None
+    pools = [AlarmedPool(p.name, p.capacity_type == "capacity-block", 60 * p.spec.estate.wait_alarm_minutes) for p in estate.pools]
+    EstateAlarms("estate-alarms", EstateAlarmsArgs(env, pools, topic_arn, tags, spend_alarm), opts=opts)
+    if stack.budget is not None:
+        StackBudget("budget", StackBudgetArgs(env, stack.budget, topic_arn, tags), opts=opts)
+    body = dashboard_body(env, stack.region, dashboard_pools(env, estate), spend_alarm)
+    return Dashboard("dashboard", DashboardArgs(env, body), opts=opts)
+
+
 class FleetCommon(TypedDict):
     """What every pool's fleet is given, whichever kind it is."""
 
@@ -134,7 +152,9 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
     with_provider = pulumi.ResourceOptions(providers=[provider])
 
     # Every alarm of the estate notifies this topic (or the existing one the stack names).
-    alarms = AlarmTopic("alarms", AlarmTopicArgs(stack.environment, stack.region, stack.alarms, tags), opts=with_provider)
+    alarms = AlarmTopic(
+        "alarms", AlarmTopicArgs(stack.environment, stack.region, stack.alarms, tags, budgets=stack.budget is not None), opts=with_provider
+    )
     network = Network(
         "network",
         NetworkArgs(stack.environment, stack.region, stack.network, availability_zones(stack, provider), tags),
@@ -151,7 +171,7 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
             "security_group_id": network.security_group_id,
             "public_ip": stack.network.runner_subnets == "public",
             "log_retention_days": stack.log_retention_days,
-            "tags": tags,
+            "tags": {**tags, POOL: pool.name},  # cost allocation by pool (docs/observability.md)
             "jit_prefix_arn": jit_prefix_arn,
         }
         sha256 = stack.runner_sha256.get(pool.runner.runner_architecture)
@@ -201,12 +221,14 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
     )
 
     queues = build_buildkite_queues(stack, estate, network, tags, with_provider)
+    dashboard = build_monitoring(stack, estate, alarms.topic_arn, tags, with_provider)
 
     pulumi.export("environment", stack.environment)
     pulumi.export("buildkite_stacks", queues)
     pulumi.export("runner_group_ids", org_settings.runner_group_ids)
     pulumi.export("webhook_url", scaler.webhook_url)
     pulumi.export("alarm_topic_arn", alarms.topic_arn)
+    pulumi.export("dashboard_name", dashboard.dashboard_name)
     pulumi.export("ledger_table", scaler.table_name)
     pulumi.export("region", stack.region)
     pulumi.export("github_org", stack.github.org)

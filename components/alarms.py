@@ -72,11 +72,24 @@ def dlq_alarm(
     )
 
 
-def topic_policy(topic_arn: str, account: str, region: str) -> dict[str, Any]:
-    """Only CloudWatch alarms of this account (and region) may publish to the topic."""
+def topic_policy(topic_arn: str, account: str, region: str, budgets: bool = False) -> dict[str, Any]:
+    """Only CloudWatch alarms of this account (and region) may publish to the topic, and, where
+    the stack has a budget, AWS Budgets for this account's budgets."""
+    budget_statement = {
+        "Sid": "BudgetsOfThisAccount",
+        "Effect": "Allow",
+        "Principal": {"Service": "budgets.amazonaws.com"},
+        "Action": "sns:Publish",
+        "Resource": topic_arn,
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": account},
+            "ArnLike": {"aws:SourceArn": f"arn:aws:budgets::{account}:*"},
+        },
+    }
     return {
         "Version": "2012-10-17",
         "Statement": [
+            *([budget_statement] if budgets else []),
             {
                 "Sid": "CloudWatchAlarmsOfThisAccount",
                 "Effect": "Allow",
@@ -87,15 +100,24 @@ def topic_policy(topic_arn: str, account: str, region: str) -> dict[str, Any]:
                     "StringEquals": {"aws:SourceAccount": account},
                     "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{region}:{account}:alarm:*"},
                 },
-            }
+            },
         ],
     }
 
 
-def key_policy(account: str, region: str) -> dict[str, Any]:
+def key_policy(account: str, region: str, budgets: bool = False) -> dict[str, Any]:
     """The topic key: the account administers it (IAM decides who), SNS uses it for the
-    account's principals, and CloudWatch may encrypt alarm notifications for this account."""
+    account's principals, and CloudWatch (and, with a budget, AWS Budgets) may encrypt
+    notifications for this account."""
     root = f"arn:aws:iam::{account}:root"
+    budget_statement = {
+        "Sid": "BudgetsOfThisAccount",
+        "Effect": "Allow",
+        "Principal": {"Service": "budgets.amazonaws.com"},
+        "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+    }
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -142,6 +164,7 @@ def key_policy(account: str, region: str) -> dict[str, Any]:
                 "Resource": "*",
                 "Condition": {"StringEquals": {"aws:SourceAccount": account}},
             },
+            *([budget_statement] if budgets else []),
         ],
     }
 
@@ -152,6 +175,7 @@ class AlarmTopicArgs:
     region: str
     settings: AlarmSettings
     tags: dict[str, str]
+    budgets: bool = False  # the stack's budget notifies the topic too (components/budget.py)
 
 
 class AlarmTopic(pulumi.ComponentResource):
@@ -179,7 +203,7 @@ class AlarmTopic(pulumi.ComponentResource):
                 description=f"runner-estate {env}: encrypts the alarm topic; CloudWatch may use it for this account's alarms",
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
-                policy=account.apply(lambda a: json.dumps(key_policy(a, args.region))),
+                policy=account.apply(lambda a: json.dumps(key_policy(a, args.region, args.budgets))),
                 tags=args.tags,
                 opts=child,
             )
@@ -189,7 +213,7 @@ class AlarmTopic(pulumi.ComponentResource):
         aws.sns.TopicPolicy(
             f"{name}-topic-policy",
             arn=topic.arn,
-            policy=pulumi.Output.all(topic.arn, account).apply(lambda a: json.dumps(topic_policy(a[0], a[1], args.region))),
+            policy=pulumi.Output.all(topic.arn, account).apply(lambda a: json.dumps(topic_policy(a[0], a[1], args.region, args.budgets))),
             opts=child,
         )
         for address in s.emails:

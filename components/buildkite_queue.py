@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from estate.config.buildkite_model import BuildkiteQueue as QueueConfig
+from lambda_src.core.tags import POOL
 
 TEMPLATE_URL = "https://s3.amazonaws.com/buildkite-aws-stack/{version}/aws-stack.yml"
 # The template creates IAM roles with names and nests an AutoScaling scaler application.
@@ -85,7 +86,8 @@ class BuildkiteQueue(pulumi.ComponentResource):
             template_url=TEMPLATE_URL.format(version=queue.settings.stack_version),
             parameters=parameters,
             capabilities=CAPABILITIES,
-            tags={**args.tags, **extra_tags, "buildkite:queue": queue.settings.queue},
+            # The queue is the estate's "pool" for cost allocation; the stack passes its tags to what it creates.
+            tags={**args.tags, **extra_tags, "buildkite:queue": queue.settings.queue, POOL: queue.name},
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.stack_id = stack.id

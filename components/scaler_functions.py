@@ -26,6 +26,7 @@ from lambda_src.aws.ledger import OPEN, OPEN_INDEX
 from lambda_src.core.redelivery import REDELIVERY_PERIOD_S
 from lambda_src.core.settings import SETTINGS_FILE, PoolSettings
 from lambda_src.core.sweeper import SWEEP_PERIOD_S
+from lambda_src.core.tags import POOL
 from lambda_src.functions.metrics import NAMESPACE as METRIC_NAMESPACE
 from lambda_src.functions.redelivery import WEBHOOK_URL_VARIABLE
 
@@ -167,7 +168,8 @@ class ScalerFunctions(pulumi.ComponentResource):
         ]
         app_key_arns = pulumi.Output.all(app_key.arn, *(k.arn for k in extra_keys))
 
-        queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds, tags)
+        queues = {pool.name: self._queue(name, pool.name, pool.spec.redrive_build_queue, pool.runner.job_queue_retention_in_seconds,
+                                         {**tags, POOL: pool.name})
                   for pool in args.estate.pools}  # fmt: skip
         by_name = {p.name: p for p in args.estate.pools}
         settings_json = pulumi.Output.all(

@@ -405,8 +405,52 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise RuntimeError(f"serve needs {exc.name or 'moto'}: pip install 'runner-estate[serve]'") from None
     from estate.local.serve import serve
 
-    serve([_configs(args)], args.port)
+    serve([_configs(args)], args.port, session=Path(args.session) if args.session else None)
     return 0
+
+
+def _serve_session(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if value == "":
+        from estate.local.serve import default_session_path
+
+        return default_session_path()
+    return Path(value)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from estate.ops.gather import CredentialsError
+    from estate.ops.main import status, target_of
+
+    try:
+        target = target_of(PROJECT_DIR, args.stack, _serve_session(args.serve), Path(args.app_key_file) if args.app_key_file else None)
+        return status(target, args.json)
+    except CredentialsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CREDENTIALS
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from estate.ops.gather import CredentialsError
+    from estate.ops.main import report, target_of
+
+    try:
+        target = target_of(PROJECT_DIR, args.stack, _serve_session(args.serve))
+        return report(target, args.since, args.json, Path(args.plot) if args.plot else None)
+    except CredentialsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CREDENTIALS
+
+
+def _duration(text: str) -> str:
+    from estate.ops.report_view import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -534,7 +578,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the control plane locally on loopback (moto + a fake GitHub); prints webhook and secret")
     p.add_argument("--port", type=int, default=0, help="webhook port on 127.0.0.1 (default: any free port)")
     p.add_argument("--configs", help=f"pool files directory (default the project's {DEFAULT_CONFIGS})")
+    p.add_argument("--session", help="where to say how to reach it, for status/report --serve (default ~/.cache/runner-estate/serve.json)")
     p.set_defaults(func=_cmd_serve)
+    for name, help_text in (
+        ("status", "the live estate on one screen: per pool queued/booting/idle/busy, the oldest waiting job and why, blocks, failures"),
+        ("report", "what the estate cost over a window: per pool, repository and workflow; idle paid GPU-hours; capacity-block use"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--stack", help="a deployed stack: reads Pulumi.<stack>.yaml and the stack's AWS account (default prod)")
+        where.add_argument(
+            "--serve", nargs="?", const="", metavar="SESSION", help="a running `estate serve` (its session file; default its default)"
+        )
+        p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+        if name == "status":
+            p.add_argument("--app-key-file", help="the App's private key (.pem); default: the copy the deploy stored in SSM")
+            p.set_defaults(func=_cmd_status)
+        else:
+            p.add_argument("--since", required=True, type=_duration, metavar="DURATION", help="the window: 90m, 24h, 7d, 2w")
+            p.add_argument("--plot", metavar="PNG", help="also write cost per pool, the dearest repositories and block use as a PNG")
+            p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -57,6 +57,10 @@ RULES = (
     Rule("estate.doctor.facts", (), ()),
     # ...and the shell that reads them (boto3, the GitHub client) and loads the stack as `preview` does.
     Rule("estate.doctor", ("estate.config", "estate.derive", "estate.preview", "lambda_src"), None),
+    # `status` and `report`: pure views over what was read, under a shell that reads a stack as `preview` does.
+    Rule("estate.ops.status_view", ("lambda_src.core",), ()),
+    Rule("estate.ops.report_view", ("lambda_src.core",), ()),
+    Rule("estate.ops", ("estate.config", "estate.derive", "estate.preview", "lambda_src"), None),
     Rule("estate", ("estate", "lambda_src", "policy"), None),  # the CLI, preview and guard on top
     Rule("components", ("components", "estate", "lambda_src"), None),
     Rule("policy", (), None),  # Pulumi runs the pack as its own program: it stands alone

@@ -33,6 +33,7 @@ MODELS: list[type[BaseModel]] = [
     stack_config.NetworkSettings,
     stack_config.RunnerGroupSettings,
     stack_config.AlarmSettings,
+    stack_config.BudgetSettings,
     buildkite_model.BuildkiteQueueSettings,
 ]
 

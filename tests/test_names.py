@@ -117,6 +117,7 @@ NAMED = {
     "aws:sns/topic:Topic": "sns",
     "aws:kms/alias:Alias": "kms_alias",
     "aws:cloudformation/stack:Stack": "cloudformation",
+    "aws:budgets/budget:Budget": "budget",
 }
 
 
@@ -125,6 +126,8 @@ def registered_names(records: list[Registered]) -> set[tuple[str, str]]:
     for r in records:
         if r.type in NAMED:
             found.add((NAMED[r.type], r.inputs["name"]))
+        elif r.type == "aws:cloudwatch/dashboard:Dashboard":
+            found.add(("dashboard", r.inputs["dashboardName"]))
         elif r.type == "aws:ec2/launchTemplate:LaunchTemplate":
             found.add(("launch_template", r.inputs["namePrefix"] + PREFIX_SUFFIX))
         elif r.type in AUTONAMED and "name" not in r.inputs:
@@ -143,7 +146,8 @@ def test_the_list_is_every_name_the_program_registers() -> None:
     listed = {
         (n.kind, n.name)
         for n in physical_names(
-            stack(secrets=config["runner-estate:secrets"], github=config["runner-estate:github"]), load_estate([EXAMPLE_CONFIGS])
+            stack(secrets=config["runner-estate:secrets"], github=config["runner-estate:github"], budget=config["runner-estate:budget"]),
+            load_estate([EXAMPLE_CONFIGS]),
         )
         if not n.sample and not (n.queue is not None and n.kind == "iam_role")  # per-host names; the template's own role
     }

@@ -11,7 +11,7 @@ this list in step with what the program registers and each limit with botocore's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from estate.config.buildkite_model import BuildkiteQueue
@@ -38,6 +38,10 @@ SCALER_ALARMS = (
     "spot-role-missing",
     "redelivery-blind",
 )
+# components/estate_alarms.py: per pool (launching per job, or capacity blocks), and with a budget.
+POOL_ALARMS = ("jobs-waiting", "launch-failures", "at-cap")
+BLOCK_POOL_ALARMS = ("jobs-waiting", "launch-failures", "block-ending-busy", "faulty-gpu")
+BUDGET_ALARMS = ("spend-rate",)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ LIMITS: dict[str, Limit] = {
         "SSM parameter name requirements: the name, with its full ARN, has at most 1011 characters and 15 levels",
     ),
     "cloudformation": Limit("CloudFormation stack name", 128, "CloudFormation: a stack name has at most 128 characters"),
+    "dashboard": Limit(
+        "CloudWatch dashboard name", 255, "CloudWatch PutDashboard: a dashboard name has up to 255 characters (A-Z, a-z, 0-9, - and _)"
+    ),
+    "budget": Limit("AWS Budgets budget name", 100, "botocore budgets CreateBudget.BudgetName", ("budgets", "BudgetName")),
 }
 # Not an AWS name: GitHub refuses runner names over 64 characters (actions/runner#1710). Warned
 # about, not refused: the runner name's form (lambda_src/core/fleet_state.py) is not ours to change here.
@@ -104,15 +112,39 @@ def prefix(environment: str) -> str:
     return f"runner-estate-{environment}"
 
 
+def ledger_table(environment: str) -> str:
+    return f"{prefix(environment)}-ledger"
+
+
+def dead_letter_queues(environment: str, pool: Pool) -> list[str]:
+    """A pool's dead-letter queues: its job queue's, and a capacity-block pool's events queue's."""
+    found = [f"{prefix(environment)}-{pool.name}-dlq"]
+    if pool.capacity_type == "capacity-block":
+        found.append(f"{prefix(environment)}-{pool.name}-events-dlq")
+    return found
+
+
 def _auto(resource: str) -> str:
     return resource + AUTONAME_SUFFIX
+
+
+def functions_of(capacity_types: Iterable[str]) -> list[str]:
+    """The estate's Lambda functions (as `fn` names), given its pools' capacity types: a spot
+    pool brings the spot-events function, a capacity-block pool the block functions."""
+    kinds = set(capacity_types)
+    return [*FUNCTIONS, *(("spot",) if "spot" in kinds else ()), *(CB_FUNCTIONS if "capacity-block" in kinds else ())]
+
+
+def spot_events_dead_letter_queue(environment: str) -> str:
+    """The spot-events queue's dead-letter queue (an estate with a spot pool has one)."""
+    return f"{prefix(environment)}-spot-events-dlq"
 
 
 def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
     env, p = stack.environment, prefix(stack.environment)
     has_blocks = any(pool.capacity_type == "capacity-block" for pool in estate.pools)
     has_spot = any(pool.capacity_type == "spot" for pool in estate.pools)
-    functions = [*FUNCTIONS, *(("spot",) if has_spot else ()), *(CB_FUNCTIONS if has_blocks else ())]
+    functions = functions_of(pool.capacity_type for pool in estate.pools)
     yield PhysicalName("dynamodb", f"{p}-ledger", "the ledger table")
     for fn in functions:
         fn_name = f"{p}-{fn.replace('_', '-')}"
@@ -128,11 +160,16 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
         yield PhysicalName("alarm", f"{p}-{label}", f"alarm {label}")
     if has_spot:  # components/spot_interruptions.py
         yield PhysicalName("sqs", f"{p}-spot-events", "the spot interruption events queue")
-        yield PhysicalName("sqs", f"{p}-spot-events-dlq", "the spot interruption events dead-letter queue")
+        yield PhysicalName("sqs", spot_events_dead_letter_queue(env), "the spot interruption events dead-letter queue")
         yield PhysicalName("alarm", f"{p}-spot-events-dlq", "the spot interruption events dead-letter alarm")
         yield PhysicalName("event_rule", _auto(f"{SCALER}-spot-events-rule"), "the spot interruption events rule")
     for fn in ("scale-up", "reconcile"):
         yield PhysicalName("metric_filter", f"{p}-{fn}-spot-role-missing", f"spot-role metric filter of {fn}")
+    yield PhysicalName("dashboard", p, "the dashboard")
+    if stack.budget is not None:
+        yield PhysicalName("budget", p, "the stack's budget")
+        for label in BUDGET_ALARMS:
+            yield PhysicalName("alarm", f"{p}-{label}", f"alarm {label}")
     if stack.alarms.topic_arn is None:
         yield PhysicalName("sns", f"{p}-alarms", "the alarm topic")
         if stack.alarms.kms_key is None:
@@ -163,6 +200,8 @@ def _pool_names(stack: StackConfig, pool: Pool) -> Iterator[PhysicalName]:
     yield named("sqs", f"{p}-{name}", "the pool's job queue")
     yield named("sqs", f"{p}-{name}-dlq", "the pool's dead-letter queue")
     yield named("alarm", f"{p}-{name}-dlq", "the pool's dead-letter alarm")
+    for label in BLOCK_POOL_ALARMS if pool.capacity_type == "capacity-block" else POOL_ALARMS:
+        yield named("alarm", f"{p}-{name}-{label}", f"the pool's {label} alarm")
     yield named("iam_role", _auto(f"{name}-role"), "the pool's instance role")
     yield named("iam_profile", _auto(f"{name}-profile"), "the pool's instance profile")
     yield named("iam_policy", _auto(f"{name}-runner-config"), "the pool's runner-config policy")

@@ -273,6 +273,9 @@ class CapacityBlockSettings(StrictModel):
         return self
 
 
+DEFAULT_WAIT_ALARM_MINUTES = 20
+
+
 class HardLimits(StrictModel):
     """Ceilings no planner may cross, whatever the queue says."""
 
@@ -307,6 +310,9 @@ class EstateSettings(StrictModel):
     # Jobs run as an unprivileged user; these two are explicit opt-outs, reported by `validate`.
     allow_job_sudo: bool = False
     job_groups: list[Annotated[str, AfterValidator(check_group_name)]] = Field(default_factory=list)
+    # Alarm `runner-estate-<env>-<pool>-jobs-waiting` fires when a job of the pool has waited this
+    # long (a day at most: GitHub fails a job no runner takes within 24 hours).
+    wait_alarm_minutes: int = Field(default=DEFAULT_WAIT_ALARM_MINUTES, ge=1, le=1440)
 
 
 class RedriveSettings(StrictModel):

@@ -118,6 +118,15 @@ _KMS_KEY_RE = re.compile(
 AWS_MANAGED_SNS_KEY = "alias/aws/sns"
 
 
+def _check_emails(value: list[str]) -> list[str]:
+    for address in value:
+        if not _EMAIL_RE.match(address):
+            raise ValueError(f"{address!r} is not an email address")
+    if len({a.lower() for a in value}) != len(value):
+        raise ValueError("an address is given twice")
+    return value
+
+
 class AlarmSettings(StrictModel):
     """Where alarm notifications go: our topic with these subscriptions, or an existing topic."""
 
@@ -129,12 +138,7 @@ class AlarmSettings(StrictModel):
     @field_validator("emails")
     @classmethod
     def _emails(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if not _EMAIL_RE.match(address):
-                raise ValueError(f"{address!r} is not an email address")
-        if len({a.lower() for a in value}) != len(value):
-            raise ValueError("an address is given twice")
-        return value
+        return _check_emails(value)
 
     @field_validator("https_endpoint")
     @classmethod
@@ -174,6 +178,37 @@ class AlarmSettings(StrictModel):
     @property
     def notifies_anyone(self) -> bool:
         return bool(self.topic_arn or self.emails or self.https_endpoint)
+
+
+# AWS's hours in a month for monthly pricing (730 = 8,760 / 12): a budget's hourly pace.
+HOURS_PER_MONTH = 730
+# The spend-rate alarm's default: twice the budget's hourly pace, held for three hours.
+SPEND_ALARM_FACTOR = 2.0
+
+
+class BudgetSettings(StrictModel):
+    """The stack's AWS Budget: a monthly cost limit, with notifications at 80 % and 100 % of actual
+    spend and 100 % of forecast spend, to the alarm topic (and `emails`)."""
+
+    monthly_usd: float = Field(gt=0, le=100_000_000)
+    emails: list[str] = Field(default_factory=list, max_length=10)  # AWS Budgets: at most 10 email subscribers
+    # Which costs count: those tagged with this environment (cost-allocation tags, activated
+    # once per account), or the whole account's.
+    scope: Literal["environment", "account"] = "environment"
+    # Alarm `spend-rate` when the estate's live hosts and blocks cost more an hour than this
+    # for three hours; default twice the budget's pace (monthly_usd / 730).
+    alarm_usd_per_hour: float | None = Field(default=None, gt=0)
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        return _check_emails(value)
+
+    @property
+    def spend_alarm_usd_per_hour(self) -> float:
+        if self.alarm_usd_per_hour is not None:
+            return self.alarm_usd_per_hour
+        return round(SPEND_ALARM_FACTOR * self.monthly_usd / HOURS_PER_MONTH, 4)
 
 
 Endpoint = Literal["s3", "ssm", "ssmmessages", "ec2messages", "logs", "ec2", "sqs", "ecr.api", "ecr.dkr"]
@@ -243,6 +278,7 @@ class StackConfig(StrictModel):
     # the pools' upstream key (estate/derive/spot_role.py).
     create_service_linked_role_spot: bool | None = None
     alarms: AlarmSettings = AlarmSettings()
+    budget: BudgetSettings | None = None
 
     @field_validator("log_retention_days")
     @classmethod
@@ -260,10 +296,14 @@ def is_text_setting(field: str) -> bool:
 
 def stack_warnings(stack: StackConfig, file: str) -> list[ConfigWarning]:
     """What the stack accepts but should not leave as it is."""
-    if stack.alarms.notifies_anyone:
-        return []
-    message = "alarms notify nobody: give emails, an https_endpoint or an existing topic_arn (the topic is created either way)"
-    return [ConfigWarning(file, None, f"{NAMESPACE}:alarms", message)]
+    found = []
+    if not stack.alarms.notifies_anyone:
+        message = "alarms notify nobody: give emails, an https_endpoint or an existing topic_arn (the topic is created either way)"
+        found.append(ConfigWarning(file, None, f"{NAMESPACE}:alarms", message))
+    if stack.budget is None:
+        message = "no budget: set monthly_usd to get an AWS Budget and the spend-rate alarm (docs/observability.md)"
+        found.append(ConfigWarning(file, None, f"{NAMESPACE}:budget", message))
+    return found
 
 
 def parse_stack_config(raw: Mapping[str, Any], file: str) -> StackConfig:

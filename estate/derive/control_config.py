@@ -59,6 +59,8 @@ def pool_settings(
         queue_url=queue_url,
         max_hourly_usd=limits.max_hourly_usd,
         host_hourly_usd=host_hourly_usd(pool),
+        hourly_usd=expected_hourly_usd(pool),
+        host_gpus=max(t.gpu_count for t in pool.instance_types),
         max_jobs_per_host=reuse.max_jobs if (reuse := pool.spec.estate.reuse_hosts) is not None else 1,
         max_lifetime_s=60 * (pool.max_lifetime_minutes or 0),
         keeps_volumes=any(not disk.delete_on_termination for disk in rc.block_device_mappings),
@@ -98,6 +100,18 @@ def host_hourly_usd(pool: Pool) -> float:
         return max(prices.hourly(t.name, "on-demand") for t in pool.instance_types)
     except PriceError:
         return 0.0
+
+
+def expected_hourly_usd(pool: Pool) -> float:
+    """What one host-hour of the pool is expected to cost in its own market (spot, on-demand or
+    the capacity block's rate), averaged over its types: the price per-job costs and the spend
+    rate use. 0 when a type has no price (costs then read 0; `prices --refresh` fetches one)."""
+    prices = PriceTable()
+    try:
+        found = [prices.hourly(t.name, pool.capacity_type) for t in pool.instance_types]
+    except PriceError:
+        return 0.0
+    return round(sum(found) / len(found), 6)
 
 
 def control_settings(

@@ -143,7 +143,10 @@ class FakeJob:
     calls: tuple[str, ...] = ()  # reusable workflows the run calls, as OWNER/REPO/PATH@REF
     run_attempt: int = 1
     conclusion: str | None = None  # set when it completes (success unless told otherwise)
-    completed_at: str | None = None  # ISO 8601, as GitHub writes it
+    # GitHub's times of the job (on the fake's clock): queued, taken by a runner, ended.
+    created_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,10 +155,14 @@ class FakeJob:
             "run_attempt": self.run_attempt,
             "status": self.status,
             "conclusion": (self.conclusion or "success") if self.status == "completed" else None,
-            "completed_at": self.completed_at if self.status == "completed" else None,
             "labels": self.labels,
             "runner_name": self.runner_name,
             "name": f"job-{self.id}",
+            "workflow_name": "CI",
+            # As GitHub: a queued job's started_at repeats its creation time.
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.created_at if self.started_at is None else self.started_at),
+            "completed_at": None if self.completed_at is None else _iso(self.completed_at),
         }
 
 
@@ -388,7 +395,7 @@ class FakeGithub:
     ) -> FakeJob:
         """A job of a new run (or of run `run_id`), queued."""
         with self._lock:
-            job = FakeJob(next(self._ids), repo, run_id or next(self._ids), labels, workflow=workflow)
+            job = FakeJob(next(self._ids), repo, run_id or next(self._ids), labels, workflow=workflow, created_at=self.clock())
             self.jobs[job.id] = job
         if send:
             self.send_job_event(job, "queued")
@@ -403,7 +410,7 @@ class FakeGithub:
     def start_job(self, job_id: int, runner_name: str, send: bool = True) -> None:
         with self._lock:
             runner, job = self.runner_named(runner_name), self.jobs[job_id]
-            runner.busy, job.status, job.runner_name = True, "in_progress", runner_name
+            runner.busy, job.status, job.runner_name, job.started_at = True, "in_progress", runner_name, self.clock()
         if send:
             self.send_job_event(job, "in_progress")
 
@@ -411,8 +418,7 @@ class FakeGithub:
         """The job ends; its ephemeral runner deregisters itself."""
         with self._lock:
             job = self.jobs[job_id]
-            job.status, job.conclusion = "completed", conclusion
-            job.completed_at = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
+            job.status, job.conclusion, job.completed_at = "completed", conclusion, self.clock()
             self.runners = {i: r for i, r in self.runners.items() if r.name != job.runner_name}
         if send:
             self.send_job_event(job, "completed")
@@ -425,7 +431,7 @@ class FakeGithub:
             runner = self.runner_named(str(job.runner_name))
             runner.status, runner.busy = "offline", False
             job.status, job.conclusion = "completed", "failure"
-            job.completed_at = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
+            job.completed_at = self.clock()
         if send:
             self.send_job_event(job, "completed")
 
@@ -779,7 +785,9 @@ class FakeGithub:
             return 403, {"message": "Resource not accessible by integration"}
         if any(j.run_id == job.run_id and j.status != "completed" for j in self.jobs.values()):
             return 403, {"message": "Unable to re-run this job: its workflow run is still in progress"}
-        again = FakeJob(next(self._ids), job.repo, job.run_id, list(job.labels), workflow=job.workflow, calls=job.calls)
+        again = FakeJob(
+            next(self._ids), job.repo, job.run_id, list(job.labels), workflow=job.workflow, calls=job.calls, created_at=self.clock()
+        )
         again.run_attempt = max(j.run_attempt for j in self.jobs.values() if j.run_id == job.run_id) + 1
         self.jobs[again.id] = again
         self.reruns.append(job.id)
@@ -885,7 +893,9 @@ def _handler_for(fake: FakeGithub) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(raw)))
-            for k, v in extra.items():
+            # GitHub states the caller's hourly budget on every answer (5,000 for an installation).
+            rate = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": str(max(0, 5000 - len(fake.calls)))}
+            for k, v in {**rate, **extra}.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(raw)

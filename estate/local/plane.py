@@ -51,6 +51,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account
 MAX_RECEIVE_COUNT = 3
 MOTO_AMI = "ami-12c6146b"  # in moto's bundled catalogue of public images
+SESSION_FORMAT = "runner-estate-serve/1"
 
 
 class Clock:
@@ -67,19 +68,21 @@ class Clock:
         self._now += seconds
 
 
+def local_stack_raw(org: str, runner_groups: dict[str, Any] | None = None, extra_apps: int = 0) -> dict[str, Any]:
+    """The stack `serve` runs, as a stack file's settings; `runner_groups` as in
+    Pulumi.<stack>.yaml (none: every group admits every private repository); `extra_apps` more
+    GitHub Apps besides App 1234."""
+    return {
+        "environment": "local",
+        "region": REGION,
+        "github": {"org": org, "app_id": 1234, "extra_apps": [{"app_id": 1235 + k} for k in range(extra_apps)]},
+        "secrets": {"github_app_private_key": "/runner-estate/local/app-key", "webhook_secret": "/runner-estate/local/webhook-secret"},
+        "runner_groups": runner_groups or {},
+    }
+
+
 def local_stack_config(org: str, runner_groups: dict[str, Any] | None = None, extra_apps: int = 0) -> StackConfig:
-    """The stack `serve` runs; `runner_groups` as in Pulumi.<stack>.yaml (none: every group
-    admits every private repository); `extra_apps` more GitHub Apps besides App 1234."""
-    return parse_stack_config(
-        {
-            "environment": "local",
-            "region": REGION,
-            "github": {"org": org, "app_id": 1234, "extra_apps": [{"app_id": 1235 + k} for k in range(extra_apps)]},
-            "secrets": {"github_app_private_key": "/runner-estate/local/app-key", "webhook_secret": "/runner-estate/local/webhook-secret"},
-            "runner_groups": runner_groups or {},
-        },
-        "local",
-    )
+    return parse_stack_config(local_stack_raw(org, runner_groups, extra_apps), "local")
 
 
 @dataclass
@@ -104,11 +107,13 @@ class LocalPlane:
     block_ec2: FakeBlockEc2 | None = None
     extra_apps: int = 0  # more GitHub Apps the control plane spreads its calls over (issue 21.4)
     _http: ThreadingHTTPServer | None = None
+    aws_url: str = ""  # the moto_server it runs against
 
     def start(self) -> LocalPlane:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         endpoint = self.endpoint or self._start_moto()
+        self.aws_url = endpoint
         self.estate = load_estate(self.configs)
         stack = local_stack_config("example-org", self.runner_groups, self.extra_apps)
         groups = sorted({p.runner_group for p in self.estate.pools})
@@ -147,7 +152,7 @@ class LocalPlane:
             ssm.call("PutParameter", {"Name": app.key_parameter, "Value": extra_keys[app.app_id], "Type": "SecureString"})
 
         secret = CachedParameter(ssm, self.settings.webhook_secret_parameter)
-        ledger = Ledger(dynamodb, table, self.settings.ledger_ttl_s, self.clock)
+        ledger = Ledger(dynamodb, table, self.settings.ledger_ttl_s, self.clock, self.settings.pools)
         queues = SqsQueues(AwsJsonClient("sqs", REGION, endpoint_url=endpoint), self.settings)
         self.ports = webhook.WebhookPorts(
             lambda: secret().encode(),
@@ -233,6 +238,21 @@ class LocalPlane:
         self.github.stop()
         if self.moto is not None:
             self.moto.stop()
+
+    def session(self) -> dict[str, Any]:
+        """What `estate status --serve` and `estate report --serve` need to read this plane as
+        they read a real stack: where AWS and GitHub answer, the stack's settings and the names
+        it gave the ledger and queues (the credentials are moto's, which accepts any)."""
+        return {
+            "format": SESSION_FORMAT,
+            "aws_url": self.aws_url,
+            "credentials": {"access_key": "testing", "secret_key": "testing"},
+            "stack": local_stack_raw("example-org", self.runner_groups, self.extra_apps),
+            "configs": [str(Path(c).resolve()) for c in self.configs],
+            "api_url": self.github.url,
+            "table": self.settings.table_name,
+            "dlqs": {p: [f"local-{p}-dlq"] for p in self.settings.pools},
+        }
 
     # ---- the webhook endpoint ---------------------------------------------------------
     def serve_webhook(self, port: int = 0) -> str:

@@ -13,6 +13,10 @@ Items (partition key `pk`):
   interrupt#<id>     pool, interrupted_at, state, checked_at           - a warned spot host whose job may be re-run
   breaker#<pool>     warnings, open_until                              - a pool's spot interruptions; off spot until
   steer#<repo>#<run> after_attempt, pool                               - a re-run job's retry goes on-demand
+  failure#<pool> message, at, count                                  - the pool's last launch failure
+  usage#<pool>#<hour>  paid_gpu_s, busy_gpu_s                        - capacity-block GPU time per hour
+A finished job also keeps what it cost (`cost_usd`, `host_s`: lambda_src/core/costs.py) with its
+`workflow`, `started_at` and `completed_at`, for `estate report`.
 Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
 carries `open_key` = "job#<pool>" / "instance#<pool>" / "slot#<pool>" / "repo", the key of a sparse index, so
 planning reads only what is open. Writes are conditional: a job is stored once and only moves
@@ -21,14 +25,27 @@ forward (queued -> in_progress -> completed), whatever order GitHub delivers eve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from lambda_src.aws.sigv4_client import AwsError
-from lambda_src.core.fleet_state import COMPLETED, JOB_STATE_RANK, QUEUED, BlockRecord, Instance, Job, SlotRecord, instance_id_of
+from lambda_src.core.costs import JobCost, host_job_cost, slot_job_cost
+from lambda_src.core.fleet_state import (
+    COMPLETED,
+    JOB_STATE_RANK,
+    QUEUED,
+    BlockRecord,
+    Instance,
+    Job,
+    SlotRecord,
+    instance_id_of,
+    slot_of,
+)
 from lambda_src.core.interruptions import Interruption
+from lambda_src.core.settings import PoolSettings
 
 # A run's workflow files, as stored: bounded like every other field (a run calls at most 20
 # reusable workflows, GitHub's nesting and count limits; a ref is owner/repo/path@ref).
@@ -220,6 +237,9 @@ class Ledger:
     table_name: str
     ttl_s: int
     clock: Any  # () -> float
+    # The pools' compiled settings, for what a finished job cost (PoolSettings.hourly_usd); without
+    # them no cost is recorded.
+    pools: Mapping[str, PoolSettings] = field(default_factory=dict)
 
     @property
     def table(self) -> _Table:
@@ -237,6 +257,10 @@ class Ledger:
             first["run_id"] = job.run_id
         if job.run_attempt is not None:
             first["run_attempt"] = job.run_attempt
+        if job.workflow:
+            first["workflow"] = job.workflow
+        if job.started_at is not None:
+            first["started_at"] = job.started_at
         if job.state == COMPLETED:
             if job.conclusion is not None:
                 sets["conclusion"] = job.conclusion
@@ -252,6 +276,7 @@ class Ledger:
             ConditionExpression="attribute_not_exists(pk) OR #rank < :rank",
             ExpressionAttributeNames={f"#{k}": k for k in fields},
             ExpressionAttributeValues={f":{k}": v for k, v in {**sets, **first}.items()},
+            ReturnValues="ALL_NEW",
         )
         if stored is None:
             return False
@@ -259,9 +284,44 @@ class Ledger:
             self._touch_repo(job.repo, now)
         if job.state != QUEUED and job.runner_name:
             iid = instance_id_of(job.runner_name)
-            if iid is not None:
-                (self.finish if job.state == COMPLETED else self.assign)(iid, job.id)
+            if iid is not None and job.state != COMPLETED:
+                self.assign(iid, job.id)
+            elif job.state == COMPLETED:
+                self._finished(job, from_item(stored.get("Attributes", {})), now)
         return True
+
+    def _finished(self, job: Job, item: dict[str, Any], now: float) -> None:
+        """A job's `completed`, stored once: its host is spent, and the job is charged what it
+        cost (core/costs.py), a host of its own from its runner's start or a node slot's share."""
+        assert job.runner_name is not None
+        end = job.completed_at or now
+        cost: JobCost | None = None
+        pool: PoolSettings | None = None
+        iid = instance_id_of(job.runner_name)
+        if iid is not None:
+            host = self.finish(iid, job.id)
+            pool = None if host is None else self.pools.get(host.pool)
+            if host is not None and pool is not None:
+                cost = host_job_cost(pool, host.runner_since, end)
+        elif (slot := slot_of(job.runner_name)) is not None:
+            # The node's pool from the runner's name (<prefix><env>-<pool>-<node>-s<n>), the longest
+            # pool name that fits: the webhook may write the ledger but not read it.
+            suffix = f"-{slot[0]}-s{slot[1]}"
+            pool = max(
+                (p for p in self.pools.values() if p.slot_gpus and job.runner_name.endswith(f"-{p.name}{suffix}")),
+                key=lambda p: len(p.name),
+                default=None,
+            )
+            started = item.get("started_at")
+            if pool is not None and started is not None:
+                cost = slot_job_cost(pool, slot[1], float(started), end)
+        if cost is not None and pool is not None:  # the pool whose host ran it (GitHub may give a job to any matching runner)
+            self.table.update_if(
+                Key={"pk": f"job#{job.id}"},
+                UpdateExpression="SET cost_usd = :usd, host_s = :s, cost_pool = :pool",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":usd": cost.usd, ":s": cost.host_s, ":pool": pool.name},
+            )
 
     def queued_jobs(self, pool: str | None = None) -> list[Job]:
         return [self._job(item) for item in self._active("job#", pool)]
@@ -402,15 +462,18 @@ class Ledger:
     def assign(self, instance_id: str, job_id: int) -> None:
         self._set_if_exists(instance_id, {"job_id": job_id})
 
-    def finish(self, instance_id: str, job_id: int) -> None:
+    def finish(self, instance_id: str, job_id: int) -> Instance | None:
         """The host's runner finished `job_id` (each job's `completed` is stored once, so
-        counted once): the host is spent until it is given another config."""
-        self.table.update_if(
+        counted once): the host is spent until it is given another config. Returns the host as
+        it was before (None when the ledger does not know it)."""
+        old = self.table.update_if(
             Key={"pk": f"instance#{instance_id}"},
             UpdateExpression="SET jobs_done = if_not_exists(jobs_done, :zero) + :one, finished_at = :now, job_id = :job",
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":zero": 0, ":one": 1, ":now": self.clock(), ":job": job_id},
+            ReturnValues="ALL_OLD",
         )
+        return None if old is None or not old.get("Attributes") else self._instance(from_item(old["Attributes"]))
 
     def reuse(self, instance_id: str, generation: int, runner_name: str, now: float) -> bool:
         """Record that a spent host was given runner config `generation`. False when another
@@ -703,6 +766,59 @@ class Ledger:
     def unmark_sweep(self, key: str) -> None:
         """It has an owner again (or is gone): a later ownerless spell starts its clock anew."""
         self.table.update_if(Key={"pk": f"{SWEEP}#{key}"}, UpdateExpression=f"REMOVE {OPEN}", ConditionExpression="attribute_exists(pk)")
+
+    # ---- what operators read: failures, capacity-block use, everything ------------------
+    def record_failure(self, pool: str, message: str, now: float) -> None:
+        """A pool's launch (or cycle) failed: the last message is kept, with how often, for a day."""
+        self.table.update_item(
+            Key={"pk": f"failure#{pool}"},
+            UpdateExpression=f"SET #pool = :pool, message = :m, #at = :now, {OPEN} = :open, expires_at = :exp ADD #count :one",
+            ExpressionAttributeNames={"#pool": "pool", "#at": "at", "#count": "count"},
+            ExpressionAttributeValues={
+                ":pool": pool,
+                ":m": message[:300],
+                ":now": now,
+                ":open": "failure",
+                ":exp": int(now + 24 * 3600),
+                ":one": 1,
+            },
+        )
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Each pool's last failure of the last day: {pool, message, at, count}."""
+        return sorted(({k: item[k] for k in ("pool", "message", "at", "count") if k in item} for item in self._query("failure")),
+                      key=lambda f: -float(f.get("at", 0)))  # fmt: skip
+
+    def add_usage(self, pool: str, at: float, paid_gpu_s: float, busy_gpu_s: float) -> None:
+        """GPU time a pool's capacity blocks were paid for and ran jobs, added to the hour of `at`."""
+        hour = datetime.fromtimestamp(at, UTC).strftime("%Y%m%d%H")
+        self.table.update_item(
+            Key={"pk": f"usage#{pool}#{hour}"},
+            UpdateExpression="SET #pool = :pool, #hour = :start, expires_at = :exp ADD paid_gpu_s :paid, busy_gpu_s :busy",
+            ExpressionAttributeNames={"#pool": "pool", "#hour": "hour"},
+            ExpressionAttributeValues={
+                ":pool": pool,
+                ":start": float(int(at // 3600) * 3600),
+                ":exp": int(at + self.ttl_s),
+                ":paid": round(paid_gpu_s, 3),
+                ":busy": round(busy_gpu_s, 3),
+            },
+        )
+
+    def items(self, kinds: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        """Every item whose key starts with one of `kinds` (`job#`, `instance#`, `usage#`), open or
+        not: one paged scan of the table, for `estate report`."""
+        values = {f":k{i}": kind for i, kind in enumerate(kinds)}
+        kwargs: dict[str, Any] = {
+            "FilterExpression": " OR ".join(f"begins_with(pk, {name})" for name in values),
+            "ExpressionAttributeValues": values,
+        }
+        while True:
+            page = self.table.scan(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # ---- reads ------------------------------------------------------------------------
     def _active(self, kind: str, pool: str | None) -> Iterator[dict[str, Any]]:

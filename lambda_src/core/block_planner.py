@@ -174,7 +174,7 @@ def plan_blocks(
     _plan_launches(plan, pool, by_block, records, live_nodes, queued_jobs - free_slots, per_node, now)
     for block in by_block.values():
         plan.report[block.id] = _block_report(block, pool, records.get(block.id, BlockRecord()), live_nodes[block.id],
-                                              by_name, environment, now)  # fmt: skip
+                                              by_name, environment, now, slots)  # fmt: skip
     busy = sum(r["busy_gpus"] for r in plan.report.values())
     paid = sum(r["paid_gpus"] for r in plan.report.values() if r["phase"] == "accepting")
     plan.renew = should_renew(pool, by_block.values(), queued_jobs, busy / paid if paid else 0.0, now)
@@ -246,15 +246,19 @@ def _block_report(
     runners: Mapping[str, GithubRunner],
     environment: str,
     now: float,
+    slots: Mapping[tuple[str, int], SlotRecord] | None = None,
 ) -> dict[str, Any]:
-    """GPUs the block pays for, and how many run a job right now."""
+    """GPUs the block pays for, how many run a job right now, and its slots by state."""
     gpus_per_node = sum(pool.slot_gpus)
-    busy = sum(
-        gpus
-        for node in nodes
-        for index, gpus in enumerate(pool.slot_gpus)
-        if (r := runners.get(slot_runner_name(pool.name_prefix, environment, pool.name, node.id, index))) is not None and r.busy
-    )
+    busy = busy_slots = faulty_slots = 0
+    for node in nodes:
+        for index, gpus in enumerate(pool.slot_gpus):
+            runner = runners.get(slot_runner_name(pool.name_prefix, environment, pool.name, node.id, index))
+            if runner is not None and runner.busy:
+                busy += gpus
+                busy_slots += 1
+            elif (slots or {}).get((node.id, index), SlotRecord()).faulty:
+                faulty_slots += 1
     win = window(block, pool, record.warned, now)
     paid = block.total * pool.gpus_per_node
     return {
@@ -267,6 +271,9 @@ def _block_report(
         "unlaunched_gpus": (block.total - len(nodes)) * pool.gpus_per_node,
         "unslotted_gpus": len(nodes) * (pool.gpus_per_node - gpus_per_node),
         "hours_left": round(max(0.0, block.end - now) / 3600, 2),
+        "busy_slots": busy_slots,
+        "faulty_slots": faulty_slots,
+        "idle_slots": len(nodes) * len(pool.slot_gpus) - busy_slots - faulty_slots,
     }
 
 

@@ -33,8 +33,10 @@ class Job:
     public: bool = False  # from a public repository: only pools whose group admits public ones may take it
     run_attempt: int | None = None  # which attempt of its run (a re-run job comes back as a later attempt)
     conclusion: str | None = None  # once completed: success, failure, cancelled, ...
-    completed_at: float | None = None  # when GitHub says it completed
     on_demand: bool = False  # steered to on-demand capacity (the re-run of a spot-interrupted job)
+    workflow: str = ""  # the run's workflow name as GitHub shows it (`workflow_name`), for cost reports
+    started_at: float | None = None  # when a runner took it (GitHub's `started_at`)
+    completed_at: float | None = None  # when it ended (GitHub's `completed_at`)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class PoolSettings:
     queue_url: str = ""
     max_hourly_usd: float | None = None  # hard_limits.max_hourly_usd: the pool's live hosts may not cost more
     host_hourly_usd: float = 0.0  # the dearest of its types at on-demand price: an upper bound per host
+    # What one host-hour is expected to cost in the pool's own market (spot, on-demand or the
+    # block's rate), averaged over its types: per-job cost in the ledger and the spend rate.
+    hourly_usd: float = 0.0
+    host_gpus: int = 0  # GPUs of one host (its types' most): idle paid GPU-hours
     max_jobs_per_host: int = 1  # estate.reuse_hosts.max_jobs: one-job runners a host may run in turn
     # How long a host may live (Pool.max_lifetime_minutes): past it, it is drained and terminated. 0: no limit.
     max_lifetime_s: int = 0

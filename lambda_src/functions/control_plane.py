@@ -25,6 +25,7 @@ from lambda_src.aws.ledger import Ledger, planning_lock
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.core.interruptions import STEER_S, decide_rerun, job_from_github, on_demand_sibling
 from lambda_src.core.job_messages import jobs_by_pool
+from lambda_src.core.observe import PoolView, pool_views
 from lambda_src.core.overflow import apply_moves, origin_of, plan_overflow
 from lambda_src.core.planner import (
     LaunchOrder,
@@ -70,6 +71,7 @@ class Report:
     rerun_skipped: list[int] = field(default_factory=list)  # jobs of warned hosts that ended on their own
     steered: list[int] = field(default_factory=list)  # retries of re-run jobs sent to on-demand capacity
     off_spot: dict[str, float] = field(default_factory=dict)  # pools the breaker keeps off spot, until when
+    views: dict[str, PoolView] = field(default_factory=dict)  # each pool as the cycle left it (metrics; core/observe.py)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -102,6 +104,7 @@ class ControlPlane:
     clock: Callable[[], float]
     sleep: Callable[[float], None] = time.sleep
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+    last_report: Report | None = field(default=None, init=False)  # scale-up's, for the handler's metrics
 
     def planning(self, pool: str) -> AbstractContextManager[list[tuple[str, float]]]:
         return planning_lock(self.ledger, pool, self.holder, self.sleep)
@@ -117,7 +120,7 @@ class ControlPlane:
         by_pool, failures = jobs_by_pool(records, self.settings.pools, now)
         if not by_pool:
             return failures
-        report = Report()
+        report = self.last_report = Report()
         live = self.sync_hosts(now, report)
         by_pool = self._steer_retries(by_pool, now, report)
         refused = self._refused_by_workflow(by_pool)
@@ -264,6 +267,9 @@ class ControlPlane:
             if pool.capacity_type == "spot" and (until := self.ledger.off_spot_until(name)) > now:
                 report.off_spot[name] = until
                 log.info("pool %s is off spot for %.0f more min (circuit breaker)", name, (until - now) / 60)
+        known = {i.id for i in live}  # hosts launched this cycle are booting already
+        launched = [Instance(iid, pool, now) for pool, ids in report.launched.items() for iid in ids if iid not in known]
+        report.views = pool_views(self.settings.pools, jobs, [*live, *launched], now)
         log.info("reconcile: %s", json.dumps(report.summary()))
         return report
 

@@ -46,6 +46,9 @@ _REPOSITORY_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1
 # id and suffix); a longer or non-text name is not one of ours and is not stored.
 MAX_RUNNER_NAME_CHARS = 255
 MAX_JOB_ID = 2**63 - 1  # GitHub's ids are positive 64-bit integers
+# A workflow's display name (`workflow_name`), kept for cost reports; GitHub bounds names of
+# workflows by their file, ours: longer ones are cut, never refused.
+MAX_WORKFLOW_NAME_CHARS = 200
 _ACTIONS = {"queued": QUEUED, "in_progress": IN_PROGRESS, "completed": COMPLETED}
 # A completed job's conclusions, as GitHub names them; anything else is not stored.
 CONCLUSIONS = frozenset(
@@ -81,6 +84,7 @@ class Response:
     status: int
     body: dict[str, Any]
     outcome: str = ""  # what was counted: queued, duplicate, ignored, unauthorised, ...
+    wait_s: float | None = None  # a job that started: how long it was queued (GitHub's created_at to started_at)
 
     def to_lambda(self) -> dict[str, Any]:
         return {"statusCode": self.status, "headers": {"content-type": "application/json"}, "body": json.dumps(self.body)}
@@ -202,6 +206,7 @@ def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | No
     run_id = wj.get("run_id")
     attempt = wj.get("run_attempt")
     conclusion = wj.get("conclusion") if action == "completed" else None
+    workflow = wj.get("workflow_name")
     return action, Job(
         id=job_id,
         pool=pools[0],
@@ -214,18 +219,22 @@ def job_from_payload(payload: Any, routing: RoutingTable) -> tuple[str, Job | No
         public=origin.public,
         run_attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and 0 < attempt <= 10_000 else None,
         conclusion=conclusion if conclusion in CONCLUSIONS else None,
-        completed_at=_timestamp(wj.get("completed_at")) if action == "completed" else None,
+        workflow=str(workflow)[:MAX_WORKFLOW_NAME_CHARS] if _is_text(workflow, 10 * MAX_WORKFLOW_NAME_CHARS) else "",
+        # A queued job's payload repeats its creation time as started_at: only a taken job started.
+        started_at=timestamp(wj.get("started_at")) if action != "queued" else None,
+        completed_at=timestamp(wj.get("completed_at")) if action == "completed" else None,
     )
 
 
-def _timestamp(value: object) -> float | None:
-    """An ISO 8601 time from a payload, as epoch seconds; None if it is not one."""
-    if not isinstance(value, str) or len(value) > 40:
+def timestamp(value: object) -> float | None:
+    """An ISO 8601 time from a payload (`2024-05-01T10:00:00Z`) as epoch seconds; None when absent or not a time."""
+    if not isinstance(value, str) or not 0 < len(value) <= 40:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        found = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return found.timestamp() if found.tzinfo is not None else None
 
 
 def _printable(text: str) -> str:
@@ -281,7 +290,10 @@ def handle(event: Mapping[str, Any], ports: WebhookPorts, now: float) -> Respons
             log.exception("enqueue failed for job %s (delivery %s); left to the reconciler", job.id, delivery)
             return _count(ports, "enqueue_failed", Response(202, {"pool": job.pool, "deferred": True}))
     log.info("delivery %s: job %s %s -> pool %s", delivery, job.id, job.state, job.pool)
-    return _count(ports, job.state, Response(202, {"pool": job.pool, "job": job.id, "state": job.state}))
+    created = timestamp(payload["workflow_job"].get("created_at"))
+    waited = job.started_at - created if job.state == IN_PROGRESS and job.started_at and created else None
+    answer = Response(202, {"pool": job.pool, "job": job.id, "state": job.state}, wait_s=None if waited is None else max(0.0, waited))
+    return _count(ports, job.state, answer)
 
 
 def _reusing_pool(ports: WebhookPorts, job: Job) -> str | None:
@@ -292,4 +304,4 @@ def _reusing_pool(ports: WebhookPorts, job: Job) -> str | None:
 
 def _count(ports: WebhookPorts, key: str, response: Response) -> Response:
     ports.counters[key] = ports.counters.get(key, 0) + 1
-    return Response(response.status, response.body, key)
+    return replace(response, outcome=key)

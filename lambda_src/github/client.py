@@ -86,6 +86,9 @@ class GithubClient:
     timeout_s: float = 10.0
     calls: int = 0
     more_apps: list[GithubApp] = field(default_factory=list)  # further Apps, installed on the same org
+    # GitHub's x-ratelimit-remaining on the last answer that carried it: the headroom the
+    # functions report as a metric (None until GitHub has said).
+    rate_remaining: int | None = None
     _token: _Token | None = field(default=None, repr=False)  # this client's own App's token
     _groups: dict[str, int] = field(default_factory=dict, repr=False)
     _tokens: dict[int, _Token] = field(default_factory=dict, repr=False)  # further Apps' tokens, by index
@@ -388,9 +391,11 @@ class GithubClient:
             request = urllib.request.Request(self.api_url.rstrip("/") + path, data=payload, headers=headers, method=method)  # noqa: S310 - api_url is validated config (https, or loopback in tests)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310
+                    self._note_rate(answer.headers)
                     raw = answer.read()
                     return (json.loads(raw) if raw else {}), answer.headers
             except urllib.error.HTTPError as exc:
+                self._note_rate(exc.headers)
                 if exc.code == 304:
                     return None, exc.headers
                 text = exc.read().decode(errors="replace")[:200]
@@ -412,6 +417,11 @@ class GithubClient:
             self.sleep(wait)
             delay *= 2
         raise AssertionError("unreachable")
+
+    def _note_rate(self, headers: Any) -> None:
+        remaining = headers.get("x-ratelimit-remaining") if headers is not None else None
+        if remaining is not None and str(remaining).isdigit():
+            self.rate_remaining = int(remaining)
 
 
 def _rate_limit_wait(status: int, headers: Any, now: float) -> float | None:
