@@ -34,7 +34,7 @@ from estate.doctor.facts import Quota
 from estate.doctor.gather import AwsClients, read_quota
 from estate.doctor.main import doctor
 from estate.doctor.quotas import CLASSES, instance_vcpus, quota_class
-from estate.local.fake_github import INSTALLATION_ID, FakeGithub
+from estate.local.fake_github import INSTALLATION_ID, FakeApp, FakeGithub
 from lambda_src.github.client import GithubClient
 from tests.conftest import WORKING_HOURS
 
@@ -58,7 +58,7 @@ config:
     org: example-org
     app_id: 1234
     installation_id: {installation}
-  runner-estate:github_app_key:
+{extra_apps}  runner-estate:github_app_key:
     secure: v1:PLACEHOLDER0000000:a2V5
   runner-estate:webhook_secret_value:
     secure: v1:PLACEHOLDER0000001:c2VjcmV0
@@ -172,6 +172,7 @@ class World:
         self.installation = INSTALLATION_ID
         self.repositories = ["kernels"]
         self.stack_extra = ""
+        self.extra_apps: dict[int, int] = {}  # github.extra_apps: App id -> the installation_id the stack gives
         (root / "runner_configs").mkdir()
         self.pools = {"cpu-spot": CPU_SPOT, "gpu-a10g": GPU_ON_DEMAND, "gpu-h100-cb": _block_pool(f"reservation_ids: [{RESERVATION}]")}
         self.quotas: dict[str, Any] = {SPOT_STANDARD: 640.0, ON_DEMAND_G: 64.0}  # a value, or an error code
@@ -220,10 +221,26 @@ class World:
         )
         return url
 
+    def add_app(self, app_id: int, permissions: dict[str, str] | None = None) -> FakeApp:
+        """Another App in github.extra_apps, installed on the org (with our App's permissions unless
+        given), its key stored in SSM as `pulumi up` stores it."""
+        app = self.github.add_app(app_id, permissions)
+        self.extra_apps[app_id] = app.installation_id
+        boto3.client("ssm", region_name=self.region).put_parameter(
+            Name=f"/runner-estate/sandbox/github-app/private-key-{app_id}", Value=app.private_key_pem, Type="SecureString"
+        )
+        return app
+
     # ---- running the doctor -------------------------------------------------------------
     def write(self) -> None:
+        apps = "".join(f"      - {{app_id: {a}, installation_id: {i}}}\n" for a, i in self.extra_apps.items())
+        keys = "".join(f"  runner-estate:github_app_key_{a}:\n    secure: v1:PLACEHOLDER000000{a}:a2V5\n" for a in self.extra_apps)
         stack = STACK.format(
-            region=self.region, installation=self.installation, repositories=", ".join(self.repositories), extra=self.stack_extra
+            region=self.region,
+            installation=self.installation,
+            extra_apps=f"    extra_apps:\n{apps}" if apps else "",
+            repositories=", ".join(self.repositories),
+            extra=self.stack_extra + keys,
         )
         (self.root / "Pulumi.sandbox.yaml").write_text(stack, encoding="utf-8")
         for old in (self.root / "runner_configs").glob("*.yaml"):
@@ -657,6 +674,71 @@ def test_a_token_github_will_not_mint_fails(world: World) -> None:
     assert found["github-token"].status == "fail"
     assert "answered 403" in found["github-token"].detail
     assert "webhook" not in found
+
+
+# ---- several Apps (github.extra_apps): each installed as ours is -----------------------------------
+def test_extra_apps_installed_as_ours_is_are_ok(world: World) -> None:
+    world.add_app(1235)
+    world.add_app(1236)
+    found = world.run()["github-apps"]
+    assert (found.status, found.detail, found.fix) == ("ok", "3 Apps installed with the same permissions", None)
+
+
+def test_an_extra_app_not_installed_fails_naming_it(world: World) -> None:
+    world.add_app(1235)
+    world.add_app(1236).installed = False
+    found = world.run()
+    assert found["github-apps"].status == "fail"
+    assert found["github-apps"].detail == "App 1236 is not installed on the organisation: install it with the same permissions"
+    assert found["github-apps"].fix == (
+        "install App 1236 on example-org with App 1234's permissions and repositories (docs/deploy.md, *Several GitHub Apps*)"
+    )
+    assert found["github-app"].status == "ok"  # ours is fine: only the one App is named
+
+
+def test_an_extra_app_with_weaker_permissions_fails_naming_it_and_each_difference(world: World) -> None:
+    world.add_app(1235, {"organization_self_hosted_runners": "read", "organization_hooks": "write", "actions": "write", "metadata": "read"})
+    found = world.run()["github-apps"]
+    assert found.status == "fail"
+    assert "App 1235 has organization_self_hosted_runners: read; the control plane needs write" in found.detail
+    assert "App 1235 is not installed with App 1234's permissions: organization_self_hosted_runners: read (App 1234: write)" in found.detail
+    assert found.fix is not None
+    assert "install App 1235 on example-org" in found.fix
+
+
+def test_an_extra_app_that_sees_other_repositories_fails(world: World) -> None:
+    world.add_app(1235).repository_selection = "selected"
+    found = world.run()["github-apps"]
+    assert found.status == "fail"
+    assert found.detail.startswith("App 1235 sees selected repositories, App 1234 all")
+
+
+def test_an_extra_app_whose_key_is_not_in_ssm_says_which_parameter(world: World) -> None:
+    world.add_app(1235)
+    world.add_app(1236)
+    boto3.client("ssm", region_name=world.region).delete_parameter(Name="/runner-estate/sandbox/github-app/private-key-1236")
+    found = world.run()["github-apps"]
+    assert found.status == "warn"
+    assert found.detail == (
+        "could not read App 1236's installation: its key, SSM /runner-estate/sandbox/github-app/private-key-1236,"
+        " does not exist (`pulumi up` stores it)"
+    )
+    assert found.fix == (
+        "`pulumi config set --secret runner-estate:github_app_key_1236 < its .pem`, then `pulumi up`"
+        " (docs/deploy.md, *Several GitHub Apps*)"
+    )
+
+
+def test_an_extra_app_the_stack_gives_another_installation_id_fails(world: World) -> None:
+    world.add_app(1235)
+    world.extra_apps[1235] = 99
+    found = world.run()["github-apps"]
+    assert found.status == "fail"
+    assert f"App 1235 is installation {INSTALLATION_ID + 1}, but github.extra_apps gives installation_id 99" in found.detail
+
+
+def test_without_extra_apps_there_is_no_github_apps_check(world: World) -> None:
+    assert "github-apps" not in world.run()
 
 
 # ---- 7. the org webhook and its deliveries -------------------------------------------------------

@@ -17,13 +17,13 @@ from typing import Any, Literal
 from estate.config.loader import Estate
 from estate.config.names import prefix
 from estate.config.pool import Pool
-from estate.config.stack_config import NAMESPACE, StackConfig
+from estate.config.stack_config import NAMESPACE, StackConfig, app_key_parameter, app_key_setting
 from estate.derive.runner_groups import RunnerGroupPlan
 from estate.derive.spot_role import SpotRolePlan
 from estate.doctor.facts import AwsFacts, GithubFacts, Hook, Identity, Installation, Quota, Reservation, Unread
 from estate.doctor.quotas import QuotaClass, instance_vcpus, quota_class
 from lambda_src.aws.ec2_fleet import SPOT_ROLE_NAME, spot_role_finding
-from lambda_src.core.github_apps import REQUIRED_PERMISSIONS, WANTED_PERMISSIONS, wanted_level
+from lambda_src.core.github_apps import REQUIRED_PERMISSIONS, WANTED_PERMISSIONS, installation_findings, wanted_level
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -377,7 +377,7 @@ def _offerings_finding(aws: AwsFacts, pool: Pool, region: str) -> Finding:
 
 
 # ---- GitHub -------------------------------------------------------------------------------------
-GITHUB_LATER = "the GitHub checks after it (permissions, token, webhook, runner groups) were not run"
+GITHUB_LATER = "the GitHub checks after it (permissions, the other Apps, token, webhook, runner groups) were not run"
 
 
 def check_app(gh: GithubFacts, stack: StackConfig) -> Finding:
@@ -447,6 +447,68 @@ def check_permissions(installation: Installation) -> Finding:
     names = dict.fromkeys([*REQUIRED_PERMISSIONS, *WANTED_PERMISSIONS])
     held_text = ", ".join(f"{k}: {held[k]}" for k in names)
     return Finding("github-permissions", "ok", f"{held_text}, nothing else")
+
+
+SEVERAL_APPS = "docs/deploy.md, *Several GitHub Apps*"
+
+
+def check_apps(gh: GithubFacts, stack: StackConfig) -> Finding | None:
+    """github.extra_apps: every App installed on the org as ours is (the control plane's calls go
+    round them all, so one granted less fails the calls that land on it). None without extra Apps."""
+    apps = gh.apps
+    if apps is None:
+        return None
+    github = stack.github
+    same = f"install App {{}} on {github.org} with App {github.app_id}'s permissions and repositories ({SEVERAL_APPS})"
+    ours = f"App {github.app_id}'s settings → Permissions (docs/deploy.md, step 1), then accept them on every App's installation"
+    read = {
+        app_id: None if seen is None else {"permissions": seen.permissions, "repository_selection": seen.repository_selection}
+        for app_id, seen in apps.items()
+        if not isinstance(seen, Unread)
+    }
+    verdicts: list[tuple[Status, str, str | None]] = []
+    for level, detail in installation_findings(read):
+        named = [app_id for app_id in read if detail.startswith(f"App {app_id} ")]
+        fix = None
+        if named and level != "ok":
+            fix = same.format(named[0]) if named[0] != github.app_id else ours
+        verdicts.append((_status(level), detail, fix))
+    configured = {extra.app_id: extra.installation_id for extra in github.extra_apps}
+    for app_id, seen in apps.items():
+        if isinstance(seen, Unread):
+            store = f"`pulumi config set --secret {NAMESPACE}:{app_key_setting(app_id)} < its .pem`, then `pulumi up` ({SEVERAL_APPS})"
+            fix = {
+                "no-key": store,
+                "401": f"GitHub refused the key in SSM {app_key_parameter(stack, app_id)} for App {app_id}: {store}",
+                "bad-key": f"SSM {app_key_parameter(stack, app_id)} holds no RSA private key: {store}",
+            }.get(seen.code)
+            verdicts.append(("warn", f"could not read App {app_id}'s installation: {seen.reason}", fix))
+        elif seen is not None and app_id in configured:
+            if seen.suspended:
+                verdicts.append(
+                    (
+                        "fail",
+                        f"App {app_id}'s installation {seen.id} is suspended",
+                        f"unsuspend App {app_id}'s installation (Organization settings → GitHub Apps)",
+                    )
+                )
+            wanted = configured[app_id]
+            if wanted is not None and wanted != seen.id:
+                verdicts.append(
+                    (
+                        "fail",
+                        f"App {app_id} is installation {seen.id}, but github.extra_apps gives installation_id {wanted}",
+                        f"set installation_id: {seen.id} for App {app_id} in {NAMESPACE}:github.extra_apps",
+                    )
+                )
+    status = worst(s for s, _, _ in verdicts)
+    shown = [text for s, text, _ in verdicts if s != "ok"] or [text for _, text, _ in verdicts]
+    fixes = [fix for s, _, fix in verdicts if s == status and fix]
+    return Finding("github-apps", status, "; ".join(shown), "; ".join(dict.fromkeys(fixes)) or None)
+
+
+def _status(level: str) -> Status:
+    return "fail" if level == "fail" else "warn" if level == "warn" else "ok"
 
 
 def check_token(gh: GithubFacts) -> Finding | None:
@@ -622,7 +684,11 @@ def run_checks(
     found.append(check_app(gh, stack))
     if isinstance(gh.installation, Installation):
         found.append(check_permissions(gh.installation))
-    found += [f for f in (check_token(gh), check_webhook(gh, aws, stack), check_deliveries(gh, now, stack)) if f is not None]
+    found += [
+        f
+        for f in (check_apps(gh, stack), check_token(gh), check_webhook(gh, aws, stack), check_deliveries(gh, now, stack))
+        if f is not None
+    ]
     deployed = None if isinstance(aws.webhook_url, Unread) else aws.webhook_url is not None
     found += check_runner_groups(gh, groups, deployed, stack)
     return found

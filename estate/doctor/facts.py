@@ -132,3 +132,7 @@ class GithubFacts:
     deliveries: Deliveries | Unread | None = None  # of our hook, when there is one
     groups: dict[str, RunnerGroup] | Unread | None = None
     repositories: dict[str, Repository | Unread | None] = field(default_factory=dict)  # by name; None: GitHub answered 404
+    # Every App's installation on the org by App id, ours first, each read with that App's own JWT;
+    # None for an App GitHub says is not installed, Unread where its key or its installation could
+    # not be read. Only a stack with github.extra_apps has it (and only once ours was read).
+    apps: dict[int, Installation | Unread | None] | None = None

@@ -5,7 +5,7 @@ error becomes an `Unread` with the service's own words, never an exception."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from estate.config.loader import Estate
 from estate.config.names import prefix
-from estate.config.stack_config import StackConfig
+from estate.config.stack_config import StackConfig, app_key_parameter
 from estate.derive.runner_groups import RunnerGroupPlan
 from estate.doctor.checks import DELIVERY_WINDOW, block_pools, image_query, our_hook, quota_plan
 from estate.doctor.facts import (
@@ -222,11 +222,33 @@ def read_app_key(clients: AwsClients, aws: AwsFacts, stack: StackConfig, key_fil
     name = stack.secrets.github_app_private_key
     if not aws.reachable:
         return Unread(f"no App key: give --app-key-file (its deployed copy, SSM {name}, needs AWS credentials)", "no-key")
-    found = _aws(lambda: clients.ssm.get_parameter(Name=name, WithDecryption=True))
+    found = _secure_string(clients, name)
     if isinstance(found, Unread):
         why = "does not exist before the first deploy" if found.code == "ParameterNotFound" else f"could not be read ({found.reason})"
         return Unread(f"no App key: give --app-key-file (SSM {name} {why})", "no-key")
-    return str(found["Parameter"]["Value"])
+    return found
+
+
+def read_extra_app_keys(clients: AwsClients, aws: AwsFacts, stack: StackConfig) -> dict[int, str | Unread]:
+    """Each github.extra_apps App's key, by App id, from the SecureString a deploy stored it in
+    (`app_key_parameter`); one that cannot be read is an Unread naming its parameter."""
+    keys: dict[int, str | Unread] = {}
+    for app in stack.github.extra_apps:
+        name = app_key_parameter(stack, app.app_id)
+        if not aws.reachable:
+            keys[app.app_id] = Unread(f"its key, SSM {name}, needs AWS credentials to be read", "no-key")
+            continue
+        found = _secure_string(clients, name)
+        if isinstance(found, Unread):
+            why = "does not exist (`pulumi up` stores it)" if found.code == "ParameterNotFound" else f"could not be read ({found.reason})"
+            found = Unread(f"its key, SSM {name}, {why}", "no-key")
+        keys[app.app_id] = found
+    return keys
+
+
+def _secure_string(clients: AwsClients, name: str) -> str | Unread:
+    found = _aws(lambda: clients.ssm.get_parameter(Name=name, WithDecryption=True))
+    return found if isinstance(found, Unread) else str(found["Parameter"]["Value"])
 
 
 def _github(call: Callable[[], T]) -> T | Unread:
@@ -248,7 +270,10 @@ def gather_github(
     plans: list[RunnerGroupPlan],
     now: datetime,
     clock: Callable[[], float] = time.time,
+    *,
+    extra_keys: Mapping[int, str | Unread] | None = None,
 ) -> GithubFacts:
+    """`extra_keys`: each github.extra_apps App's key by App id (read_extra_app_keys)."""
     if isinstance(key, Unread):
         return GithubFacts(key)
     org = stack.github.org
@@ -258,24 +283,48 @@ def gather_github(
     found = _github(client.installation)
     if isinstance(found, Unread):
         return GithubFacts(found)
-    installation = Installation(
-        id=int(found["id"]),
-        app_id=int(found.get("app_id", stack.github.app_id)),
-        permissions={str(k): str(v) for k, v in (found.get("permissions") or {}).items()},
-        repository_selection=str(found.get("repository_selection", "")),
-        suspended=found.get("suspended_at") is not None,
-    )
+    installation = _installation(found, stack.github.app_id)
+    apps: dict[int, Installation | Unread | None] | None = None
+    if stack.github.extra_apps:
+        apps = {stack.github.app_id: installation}
+        for extra in stack.github.extra_apps:
+            apps[extra.app_id] = _app_installation(api_url, org, extra.app_id, (extra_keys or {}).get(extra.app_id), clock)
     if client.installation_id is None:
         client.installation_id = installation.id
     minted = _github(client.token_with_expiry)
     if isinstance(minted, Unread):
-        return GithubFacts(installation, minted)
+        return GithubFacts(installation, minted, apps=apps)
     expires = datetime.fromtimestamp(minted[1], UTC)
     hooks = _github(lambda: [_hook(h) for page in client.listing(f"/orgs/{org}/hooks?per_page=100") for h in page])
     ours = our_hook(hooks, webhook_url) if isinstance(hooks, list) else None
     deliveries = _github(lambda: _deliveries(client, org, ours.id, now)) if ours is not None else None
     repositories = {name: _repository(client, org, name) for plan in plans for name in plan.repositories}
-    return GithubFacts(installation, expires, hooks, deliveries, _github(lambda: _groups(client, org, plans)), repositories)
+    groups = _github(lambda: _groups(client, org, plans))
+    return GithubFacts(installation, expires, hooks, deliveries, groups, repositories, apps)
+
+
+def _installation(found: dict[str, Any], app_id: int) -> Installation:
+    return Installation(
+        id=int(found["id"]),
+        app_id=int(found.get("app_id", app_id)),
+        permissions={str(k): str(v) for k, v in (found.get("permissions") or {}).items()},
+        repository_selection=str(found.get("repository_selection", "")),
+        suspended=found.get("suspended_at") is not None,
+    )
+
+
+def _app_installation(
+    api_url: str, org: str, app_id: int, key: str | Unread | None, clock: Callable[[], float]
+) -> Installation | Unread | None:
+    """A further App's installation, read with its own JWT (GithubClient.app_installations);
+    None: GitHub says it is not installed on the org."""
+    if key is None:
+        return Unread("its key was not read", "no-key")
+    if isinstance(key, Unread):
+        return key
+    client = GithubClient(api_url, org, app_id, lambda: key, clock=clock, attempts=2, max_wait_s=5)
+    found = _github(lambda: client.app_installations()[app_id])
+    return found if found is None or isinstance(found, Unread) else _installation(found, app_id)
 
 
 def _hook(raw: dict[str, Any]) -> Hook:

@@ -14,7 +14,7 @@ from estate.config.loader import load_estate
 from estate.derive.runner_groups import plan_runner_groups
 from estate.derive.spot_role import plan_spot_role
 from estate.doctor.checks import Finding, render, run_checks
-from estate.doctor.gather import AwsClients, gather_aws, gather_github, read_app_key
+from estate.doctor.gather import AwsClients, gather_aws, gather_github, read_app_key, read_extra_app_keys
 from estate.preview import read_stack_file, stack_file, validate_stack_config
 
 
@@ -39,7 +39,8 @@ def doctor(
     now = datetime.fromtimestamp(clock(), UTC)
     aws = gather_aws(clients, stack, estate)
     key = read_app_key(clients, aws, stack, app_key_file)
-    gh = gather_github(stack, key, github_url or stack.github.api_url, aws.webhook_url, groups, now, clock)
+    extra_keys = read_extra_app_keys(clients, aws, stack)
+    gh = gather_github(stack, key, github_url or stack.github.api_url, aws.webhook_url, groups, now, clock, extra_keys=extra_keys)
     return run_checks(stack, estate, groups, spot, aws, gh, now)
 
 
