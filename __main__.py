@@ -21,6 +21,7 @@ from components.capacity_block_fleet import CapacityBlockFleet, CapacityBlockFle
 from components.dashboard import Dashboard, DashboardArgs
 from components.estate_alarms import AlarmedPool, EstateAlarms, EstateAlarmsArgs
 from components.github_org_settings import GitHubOrgSettings, GitHubOrgSettingsArgs
+from components.image_pipeline import ImagePipeline, ImagePipelineArgs
 from components.network import Network, NetworkArgs
 from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from components.scaler_functions import PoolWiring, ScalerFunctions, ScalerFunctionsArgs
@@ -38,6 +39,7 @@ from estate.config.stack_config import (
 from estate.derive.control_config import jit_parameter_prefix
 from estate.derive.dashboard import dashboard_body, dashboard_pools
 from estate.derive.host_user_data import user_data
+from estate.derive.images import ImagePlan
 from estate.derive.runner_groups import RunnerGroupPlan, pool_admission
 from estate.derive.spot_role import SpotRolePlan
 from estate.derive.stack_plan import plan_stack
@@ -145,7 +147,7 @@ def wiring(fleet: RunnerFleet | CapacityBlockFleet) -> PoolWiring:
     return PoolWiring(fleet.launch_template_id, fleet.role_arn)
 
 
-def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spot_role: SpotRolePlan) -> None:
+def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spot_role: SpotRolePlan, images: ImagePlan) -> None:
     tags = {**stack.tags, **estate_tags(stack.environment)}
     # Tags are set on each resource (not provider default_tags) so the preview shows them.
     provider = aws.Provider("aws", region=stack.region)
@@ -160,6 +162,14 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
         NetworkArgs(stack.environment, stack.region, stack.network, availability_zones(stack, provider), tags),
         opts=with_provider,
     )
+    # The estate's images, one per family its pools boot (none where the stack builds no images).
+    pipeline = None
+    if images.families:
+        pipeline = ImagePipeline(
+            "images",
+            ImagePipelineArgs(stack, images, network.runner_subnet_ids, network.security_group_id, tags),
+            opts=with_provider,
+        )
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(provider=provider)).account_id
     jit_prefix_arn = pulumi.Output.concat("arn:aws:ssm:", stack.region, ":", account, ":parameter", jit_parameter_prefix(stack.environment))
     fleets: dict[str, RunnerFleet | CapacityBlockFleet] = {}
@@ -174,15 +184,25 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
             "tags": {**tags, POOL: pool.name},  # cost allocation by pool (docs/observability.md)
             "jit_prefix_arn": jit_prefix_arn,
         }
-        sha256 = stack.runner_sha256.get(pool.runner.runner_architecture)
+        sha256 = stack.runner_checksum(pool.runner.runner_architecture)
+        boot = images.boot[pool.name]
+        ready = [pipeline.images[boot.family]] if pipeline is not None and boot.family is not None else []
         if pool.capacity_type == "capacity-block":
             args = CapacityBlockFleetArgs(
-                **common, jit_prefix=jit_prefix, runner_version=stack.runner_version, runner_sha256=sha256, alarm_topic_arn=alarms.topic_arn
+                **common,
+                jit_prefix=jit_prefix,
+                runner_version=stack.runner_version,
+                runner_sha256=sha256,
+                alarm_topic_arn=alarms.topic_arn,
+                boot=boot,
+                images=images,
+                image_ready=ready,
             )
             fleets[pool.name] = CapacityBlockFleet(pool.name, args, opts=with_provider)
         else:
-            script = user_data(pool, jit_prefix, stack.runner_version, sha256)
-            fleets[pool.name] = RunnerFleet(pool.name, RunnerFleetArgs(**common, user_data=script), opts=with_provider)
+            script = user_data(pool, jit_prefix, stack.runner_version, sha256, baked=boot.path == "baked")
+            fleet_args = RunnerFleetArgs(**common, user_data=script, boot=boot, images=images, image_ready=ready)
+            fleets[pool.name] = RunnerFleet(pool.name, fleet_args, opts=with_provider)
 
     secrets = pulumi.Config(NAMESPACE)
     scaler = ScalerFunctions(
@@ -201,6 +221,7 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
             alarm_topic_arn=alarms.topic_arn,
             lambda_dependencies=lambda_dependencies(),
             create_spot_role=spot_role.create,
+            image_parameters={n: b.parameter for n, b in images.boot.items() if b.parameter is not None},
         ),
         opts=with_provider,
     )
@@ -244,9 +265,19 @@ def build(stack: StackConfig, estate: Estate, groups: list[RunnerGroupPlan], spo
                 "launch_template_id": fleets[pool.name].launch_template_id,
                 "role_arn": fleets[pool.name].role_arn,
                 "log_groups": fleets[pool.name].log_group_names,
+                "image": images.boot[pool.name].family or "stock",
             }
             for pool in estate.pools
         },
+    )
+    pulumi.export(
+        "images",
+        {
+            f.name: {"parameter": f.parameter, "pipeline_arn": pipeline.pipeline_arns[f.name], "pools": list(f.pools)}
+            for f in images.families
+        }
+        if pipeline is not None
+        else {},
     )
     pulumi.export(
         "capacity_block_purchases_usd",
@@ -266,7 +297,7 @@ def main() -> None:
         raise pulumi.RunError(str(exc)) from exc
     for warning in plan.warnings:
         pulumi.log.warn(str(warning))
-    build(stack, estate, plan.groups, plan.spot_role)
+    build(stack, estate, plan.groups, plan.spot_role, plan.images)
 
 
 main()

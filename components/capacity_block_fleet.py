@@ -12,7 +12,8 @@ come from the node it names)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -23,6 +24,7 @@ from components.runner_fleet import RunnerFleet, RunnerFleetArgs
 from estate.config.pool import Pool
 from estate.derive import iam_policies
 from estate.derive.host_user_data import node_user_data
+from estate.derive.images import STOCK, BootImage, ImagePlan
 from lambda_src.core.block_planner import CB_DETAIL_TYPES, CB_WARNING_TYPES, STATE_CHANGE
 from lambda_src.core.tags import POOL
 
@@ -43,6 +45,9 @@ class CapacityBlockFleetArgs:
     runner_version: str
     runner_sha256: str | None
     alarm_topic_arn: pulumi.Input[str]  # the events DLQ's alarm notifies it
+    boot: BootImage = STOCK
+    images: ImagePlan = field(default_factory=lambda: ImagePlan((), {}))
+    image_ready: Sequence[pulumi.Resource] = field(default=())
 
 
 class CapacityBlockFleet(pulumi.ComponentResource):
@@ -125,8 +130,13 @@ class CapacityBlockFleet(pulumi.ComponentResource):
                 tags=tags,
                 jit_prefix_arn=args.jit_prefix_arn,
                 user_data=reports.url.apply(
-                    lambda url: node_user_data(pool, args.jit_prefix, args.runner_version, args.runner_sha256, url)
+                    lambda url: node_user_data(
+                        pool, args.jit_prefix, args.runner_version, args.runner_sha256, url, baked=args.boot.path == "baked"
+                    )
                 ),
+                boot=args.boot,
+                images=args.images,
+                image_ready=args.image_ready,
             ),
             opts=child,
         )

@@ -1,17 +1,24 @@
 """RunnerFleet: everything one pool needs so the scaler can launch its instances on demand —
-a hardened launch template and a least-privilege instance role. Nothing launches at deploy."""
+a hardened launch template and a least-privilege instance role. Nothing launches at deploy.
+
+The template boots the pool's image (estate/derive/images.py): the estate's baked image of its
+family, named `resolve:ssm:<parameter>` so every launch takes the newest build, or the stock
+AMI its filter selects. Disks made from a snapshot (an image's root) are initialized at the
+pool's rate, so a host's first reads do not wait on blocks loaded lazily from S3."""
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
 from estate.config.pool import Pool
 from estate.derive.iam_policies import cloudwatch_agent_policy, ec2_assume_role_policy, jit_parameter_policy, session_manager_policy
+from estate.derive.images import STOCK, BootImage, ImagePlan, LaunchDisk, launch_disks
 from lambda_src.core.tags import runner_tags
 
 # EC2 names CPU architectures differently from runner labels.
@@ -28,6 +35,9 @@ class RunnerFleetArgs:
     tags: dict[str, str]
     jit_prefix_arn: pulumi.Input[str]  # "arn:aws:ssm:<region>:<account>:parameter/runner-estate/<env>/jit/"
     user_data: pulumi.Input[str]  # the host bootstrap or node slot manager script (estate/derive/host_user_data.py); no credentials in it
+    boot: BootImage = STOCK  # what the hosts boot (estate/derive/images.boot_image)
+    images: ImagePlan = field(default_factory=lambda: ImagePlan((), {}))
+    image_ready: Sequence[pulumi.Resource] = field(default=())  # the deploy-time build of the pool's image
 
 
 class RunnerFleet(pulumi.ComponentResource):
@@ -66,11 +76,18 @@ class RunnerFleet(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(f"{name}-extra-policy-{i}", role=role.name, policy_arn=arn, opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, path=role.path, tags=args.tags, opts=child)
 
+        image_id: pulumi.Input[str]
+        disks: pulumi.Input[list[LaunchDisk]]
+        if args.boot.image_id is not None:
+            image_id, disks = args.boot.image_id, launch_disks(pool, args.boot, args.images, None)[0]
+        else:
+            ami = self._ami(pool, child)
+            image_id, disks = ami.id, ami.root_device_name.apply(lambda root: launch_disks(pool, args.boot, args.images, root)[0])
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             name_prefix=f"{args.environment}-{pool.name}-",
             description=f"runner-estate {args.environment} pool {pool.name}",
-            image_id=self._ami(pool, child).id,
+            image_id=image_id,
             update_default_version=True,
             user_data=pulumi.Output.from_input(args.user_data).apply(lambda text: base64.b64encode(text.encode()).decode()),
             # An ephemeral runner powers its host off after its one job; that must end the bill.
@@ -83,22 +100,7 @@ class RunnerFleet(pulumi.ComponentResource):
                 http_put_response_hop_limit=rc.runner_metadata_options.http_put_response_hop_limit,
                 instance_metadata_tags=rc.runner_metadata_options.instance_metadata_tags,
             ),
-            block_device_mappings=[
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=disk.device_name,
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=disk.volume_size,
-                        volume_type=disk.volume_type,
-                        encrypted="true",
-                        delete_on_termination="true" if disk.delete_on_termination else "false",
-                        iops=disk.iops,
-                        throughput=disk.throughput,
-                        kms_key_id=disk.kms_key_id,
-                        snapshot_id=disk.snapshot_id,
-                    ),
-                )
-                for disk in rc.block_device_mappings
-            ],
+            block_device_mappings=pulumi.Output.from_input(disks).apply(_block_devices),
             network_interfaces=[
                 aws.ec2.LaunchTemplateNetworkInterfaceArgs(
                     device_index=0,
@@ -123,7 +125,8 @@ class RunnerFleet(pulumi.ComponentResource):
                 for kind in ("instance", "volume", "network-interface")
             ],
             tags={**args.tags, **pool.opt_out_tags},
-            opts=child,
+            # A baked image's parameter names a build of this recipe before any launch can use it.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.image_ready)),
         )
 
         self.launch_template_id = template.id
@@ -171,3 +174,23 @@ class RunnerFleet(pulumi.ComponentResource):
             self.log_group_names.append(group_name)
         policy = pulumi.Output.all(*[g.arn for g in groups]).apply(lambda arns: json.dumps(cloudwatch_agent_policy(list(arns))))
         aws.iam.RolePolicy(f"{name}-cloudwatch-agent", role=role.id, policy=policy, opts=child)
+
+
+def _block_devices(disks: list[LaunchDisk]) -> list[aws.ec2.LaunchTemplateBlockDeviceMappingArgs]:
+    return [
+        aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+            device_name=disk.device_name,
+            ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                volume_size=disk.volume_size,
+                volume_type=disk.volume_type,
+                encrypted="true",
+                delete_on_termination="true" if disk.delete_on_termination else "false",
+                iops=disk.iops,
+                throughput=disk.throughput,
+                kms_key_id=disk.kms_key_id,
+                snapshot_id=disk.snapshot_id,
+                volume_initialization_rate=disk.initialization_rate,
+            ),
+        )
+        for disk in disks
+    ]

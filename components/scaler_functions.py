@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class ScalerFunctionsArgs:
     lambda_dependencies: Path | None  # PyJWT + cryptography built for the functions' architecture
     # Create the account-wide Spot service-linked role (estate/derive/spot_role.py decides).
     create_spot_role: bool = False
+    # Pool -> the SSM parameter its launch template resolves its baked image from (estate/derive/images.py).
+    image_parameters: Mapping[str, str] = field(default_factory=dict)
 
 
 def lambda_archive(settings_json: str, dependencies: Path | None) -> pulumi.AssetArchive:
@@ -79,7 +81,7 @@ def lambda_archive(settings_json: str, dependencies: Path | None) -> pulumi.Asse
     return pulumi.AssetArchive(assets)
 
 
-def _pool_settings(pool: Pool, deployed: Mapping[str, Any], public_ip: bool) -> PoolSettings:
+def _pool_settings(pool: Pool, deployed: Mapping[str, Any], public_ip: bool, image_parameter: str) -> PoolSettings:
     """One pool's settings with the deploy-time ids filled in."""
     name = pool.name
     return pool_settings(
@@ -91,6 +93,7 @@ def _pool_settings(pool: Pool, deployed: Mapping[str, Any], public_ip: bool) -> 
         reports_queue_arn=deployed["reports"].get(name, ""),
         security_group_ids=[deployed["security_group"]],
         public_ip=public_ip,
+        image_parameter=image_parameter,
     )
 
 
@@ -186,7 +189,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                     stack,
                     args.estate,
                     table_name=v["table"],
-                    pools={n: _pool_settings(by_name[n], v, args.public_ip) for n in by_name},
+                    pools={n: _pool_settings(by_name[n], v, args.public_ip, args.image_parameters.get(n, "")) for n in by_name},
                 ).to_dict(),
                 sort_keys=True,
             )
@@ -198,6 +201,7 @@ class ScalerFunctions(pulumi.ComponentResource):
         scaled = [p.name for p in args.estate.pools if p.capacity_type != "capacity-block"]
         scaled_queue_arns = [queues[n].arn for n in scaled]
         runner_roles = [args.pools[n].role_arn for n in scaled]
+        self._account = account
 
         webhook = self._function(
             name,
@@ -221,7 +225,8 @@ class ScalerFunctions(pulumi.ComponentResource):
         def scaler(launches: bool, with_queues: bool, queues: list[pulumi.Output[str]] | None = None) -> Any:
             def policy(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
                 parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
-                                          pulumi.Output.all(*(scaled_queue_arns if queues is None else queues)))  # fmt: skip
+                                          pulumi.Output.all(*(scaled_queue_arns if queues is None else queues)),
+                                          self._image_parameter_arns(args, scaled))  # fmt: skip
                 return parts.apply(
                     lambda a: iam_policies.scaler_policy(
                         environment=env,
@@ -234,6 +239,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                         region=stack.region,
                         launches=launches,
                         queue_arns=list(a[5]) if with_queues else None,
+                        image_parameter_arns=list(a[6]),
                     )
                 )
 
@@ -354,6 +360,13 @@ class ScalerFunctions(pulumi.ComponentResource):
             opts=self._child,
         )
 
+    def _image_parameter_arns(self, args: ScalerFunctionsArgs, pools: list[str]) -> pulumi.Output[list[str]]:
+        """The baked images `pools` launch from: EC2 resolves a launch template's `resolve:ssm:`
+        image with the launching function's own ssm:GetParameters."""
+        names = sorted({args.image_parameters[n] for n in pools if n in args.image_parameters})
+        region = args.stack.region
+        return pulumi.Output.all(*[pulumi.Output.concat("arn:aws:ssm:", region, ":", self._account, ":parameter", n) for n in names])
+
     def _block_functions(
         self,
         name: str,
@@ -380,8 +393,9 @@ class ScalerFunctions(pulumi.ComponentResource):
 
         def policy(queue_arns: list[pulumi.Output[str]]) -> Any:
             def build(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
+                images = self._image_parameter_arns(args, [p.name for p in block_pools])
                 roles = pulumi.Output.all(*[w.role_arn for w in wiring])
-                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, roles, pulumi.Output.all(*queue_arns))
+                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, roles, pulumi.Output.all(*queue_arns), images)
                 return parts.apply(
                     lambda a: iam_policies.block_manager_policy(
                         environment=stack.environment,
@@ -394,6 +408,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                         region=stack.region,
                         queue_arns=list(a[5]),
                         buys_blocks=buys,
+                        image_parameter_arns=list(a[6]),
                     )
                 )
 

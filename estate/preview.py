@@ -86,6 +86,7 @@ class Registered:
     urn: str = ""
     id: str | None = None
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)  # URNs of its `depends_on` (and input) resources
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": _plain(self.inputs)}
@@ -163,7 +164,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:ec2/getAmi:getAmi":  # noqa: S105 - an invoke token
             arch = next((f["values"][0] for f in args.args.get("filters", []) if f["name"] == "architecture"), "x86_64")
             digest = hashlib.sha256(json.dumps(args.args, sort_keys=True).encode()).hexdigest()
-            return {"id": f"ami-{digest[:17]}", "architecture": arch}, []
+            # Amazon's own images boot from /dev/xvda, Ubuntu's and the Deep Learning AMIs' from /dev/sda1.
+            root = "/dev/xvda" if "amazon" in args.args.get("owners", []) else "/dev/sda1"
+            return {"id": f"ami-{digest[:17]}", "architecture": arch, "rootDeviceName": root}, []
+        if token == "aws:ssm/getParameter:getParameter":  # noqa: S105 - an invoke token
+            # A public image parameter (an image's parent): an image id, as AWS's parameters hold.
+            name = str(args.args["name"])
+            ami = f"ami-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
+            return {
+                "name": name,
+                "type": "String",
+                "value": ami,
+                "insecureValue": ami,
+                "id": name,
+                "arn": f"arn:aws:ssm:{self.region}::parameter{name}",
+            }, []
         if token == "aws:ec2/getCapacityBlockOffering:getCapacityBlockOffering":  # noqa: S105 - an invoke token
             return self._offering(args.args), []
         return {}, []
@@ -232,6 +247,7 @@ class RecordingMonitor(MockMonitor):
                 urn=response.urn,
                 id=response.id or None,
                 property_dependencies=dependencies,
+                dependencies=list(request.dependencies),
             )
             with self._lock:
                 self.records.append(record)

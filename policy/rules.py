@@ -39,6 +39,10 @@ ONE_ATTACHMENT = (
 )
 ATTACHMENT_LISTS = {ROLE: "managedPolicyArns", "aws:iam/rolePolicyAttachmentsExclusive:RolePolicyAttachmentsExclusive": "policyArns"}
 ANYWHERE = {"0.0.0.0/0", "::/0"}
+IMAGE_COMPONENT = "aws:imagebuilder/component:Component"
+IMAGE_RECIPE = "aws:imagebuilder/imageRecipe:ImageRecipe"
+IMAGE_INFRASTRUCTURE = "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration"
+IMAGE_DISTRIBUTION = "aws:imagebuilder/distributionConfiguration:DistributionConfiguration"
 
 # Shapes of credentials that must never sit in user-data or a function's environment.
 SECRET_PATTERNS = (
@@ -101,6 +105,55 @@ def _encrypted(kind: str, props: Props) -> Iterator[str]:
         yield "rootBlockDevice is not encrypted"
     if kind == VOLUME and not props.get("encrypted"):
         yield "volume is not encrypted"
+
+
+def _image_volumes_encrypted(kind: str, props: Props) -> Iterator[str]:
+    """An image's volumes are its snapshots: every EBS mapping of a recipe is encrypted."""
+    if kind != IMAGE_RECIPE:
+        return
+    for i, disk in enumerate(props.get("blockDeviceMappings") or []):
+        ebs = disk.get("ebs") if isinstance(disk, Mapping) else None
+        if ebs is not None and str(ebs.get("encrypted")).lower() != "true":
+            yield f"blockDeviceMappings[{i}] ({disk.get('deviceName')}) is not encrypted: the image's snapshot would not be"
+    if not props.get("blockDeviceMappings"):
+        yield "no blockDeviceMappings: the image keeps its parent's volumes, encrypted or not"
+
+
+def _image_builds_imdsv2(kind: str, props: Props) -> Iterator[str]:
+    if kind == IMAGE_INFRASTRUCTURE:
+        tokens = (props.get("instanceMetadataOptions") or {}).get("httpTokens")
+        if tokens != "required":
+            yield f"instanceMetadataOptions.httpTokens is {tokens!r}: build instances hold the build role; IMDSv2 needs 'required'"
+
+
+def _image_builds_no_key_pair(kind: str, props: Props) -> Iterator[str]:
+    if kind == IMAGE_INFRASTRUCTURE:
+        if props.get("keyPair"):
+            yield f"keyPair {props.get('keyPair')!r}: an SSH key would open the build instances (and its public half may stay in the image)"
+        if props.get("terminateInstanceOnFailure") is False:
+            yield "terminateInstanceOnFailure is false: a failed build's instance would stay up with the build role"
+
+
+def _images_private(kind: str, props: Props) -> Iterator[str]:
+    if kind != IMAGE_DISTRIBUTION:
+        return
+    for i, dist in enumerate(props.get("distributions") or []):
+        ami = (dist.get("amiDistributionConfiguration") or {}) if isinstance(dist, Mapping) else {}
+        groups = (ami.get("launchPermission") or {}).get("userGroups") or []
+        if "all" in groups:
+            yield f"distributions[{i}] shares the image with every AWS account (launchPermission.userGroups all)"
+
+
+def _no_secret_in_images(kind: str, props: Props) -> Iterator[str]:
+    places: list[tuple[str, str]] = []
+    if kind == IMAGE_COMPONENT:
+        places.append(("data", str(props.get("data") or "")))
+    if kind == IMAGE_RECIPE and props.get("userDataBase64"):
+        places.append(("userDataBase64", _decoded(str(props["userDataBase64"]))))
+    for where, text in places:
+        for pattern in SECRET_PATTERNS:
+            if pattern.search(text):
+                yield f"{where} holds something shaped like a credential ({pattern.pattern}): it would be baked into every image"
 
 
 def _documents(kind: str, props: Props) -> Iterator[str]:
@@ -254,7 +307,10 @@ def _no_open_ingress(kind: str, props: Props) -> Iterator[str]:
 
 
 def _decoded_user_data(props: Props) -> str:
-    text = str(props.get("userData") or "")
+    return _decoded(str(props.get("userData") or ""))
+
+
+def _decoded(text: str) -> str:
     try:
         return base64.b64decode(text, validate=True).decode("utf-8", errors="replace")
     except (binascii.Error, ValueError):
@@ -329,6 +385,23 @@ RULES: tuple[Rule, ...] = (
     # Advisory: a stack may open a group to public repositories on purpose (every pool in it
     # must say estate.allow_public_repositories); the preview still says so.
     Rule("runner-groups-not-public", "Runner groups are closed to public repositories.", False, _runner_group_not_public),
+    Rule(
+        "image-volumes-encrypted", "Every volume of an image recipe (the image's snapshots) is encrypted.", True, _image_volumes_encrypted
+    ),
+    Rule("image-builds-imdsv2", "Image build and test instances require IMDSv2 session tokens.", True, _image_builds_imdsv2),
+    Rule(
+        "image-builds-no-key-pair",
+        "Image build instances get no SSH key pair and are ended when a build fails.",
+        True,
+        _image_builds_no_key_pair,
+    ),
+    Rule("images-private", "Images are not shared with every AWS account.", True, _images_private),
+    Rule(
+        "no-secrets-in-images",
+        "No credential-shaped text in image components or recipe user-data (it would be in every image).",
+        True,
+        _no_secret_in_images,
+    ),
 )
 
 
@@ -376,7 +449,8 @@ class StackRule:
 
 # Where instances and launch templates name their security groups.
 _GROUP_PROPERTIES = {LAUNCH_TEMPLATE: ("networkInterfaces", "vpcSecurityGroupIds", "securityGroupNames"),
-                     INSTANCE: ("vpcSecurityGroupIds", "securityGroups")}  # fmt: skip
+                     INSTANCE: ("vpcSecurityGroupIds", "securityGroups"),
+                     IMAGE_INFRASTRUCTURE: ("securityGroupIds",)}  # fmt: skip  # image build instances are hosts too
 
 
 def _group_values(kind: str, props: Props) -> list[Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from estate.config.loader import load_estate, load_pool
-from estate.derive.host_user_data import node_user_data, user_data
+from estate.derive.host_user_data import _without_docs, node_user_data, user_data
 from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
 from lambda_src.host import bootstrap as host_bootstrap
 from tests.conftest import EXAMPLE_CONFIGS, MINIMAL_POOL, write_pool
@@ -178,6 +178,7 @@ def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
         "lambda_src/host/__init__.py",
         "lambda_src/host/bootstrap.py",
         "lambda_src/host/common.py",
+        "lambda_src/host/first_job.py",
         "lambda_src/host/job_users.py",
         "lambda_src/host/runner_files.py",
     ]
@@ -186,6 +187,38 @@ def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
     )
     assert helped.returncode == 0, helped.stderr
     assert "--runner-sha256 " + "ab" * 32 in script
+
+
+def test_the_bundle_drops_only_what_python_never_evaluates() -> None:
+    """Docstrings, function annotations and local variables' annotations go (user-data has 16 KiB);
+    a dataclass's fields and a module's annotated names keep theirs."""
+    source = '''"""Module doc."""
+from dataclasses import dataclass
+LIMIT: int = 3
+
+
+@dataclass
+class Slot:
+    """Class doc."""
+    index: int = 0
+
+    def users(self, prefix: str) -> list[str]:
+        """Method doc."""
+        found: list[str] = []
+        for i in range(self.index):
+            name: str = f"{prefix}{i}"
+            found.append(name)
+        return found
+'''
+    code = _without_docs(source).decode()
+    assert "doc" not in code
+    for kept in ("LIMIT: int = 3", "index: int = 0"):
+        assert kept in code
+    for stripped in ("def users(self, prefix):", "found = []", "name = f"):
+        assert stripped in code
+    namespace: dict[str, object] = {}
+    exec(compile(code, "bundled", "exec"), namespace)  # noqa: S102 - our own test source
+    assert namespace["Slot"](2).users("u") == ["u0", "u1"]  # type: ignore[operator]
 
 
 def test_capacity_block_node_user_data_runs_the_slot_manager_from_its_bundle(tmp_path: Path) -> None:

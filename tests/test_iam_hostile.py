@@ -253,8 +253,13 @@ def tag_context(tags: Mapping[str, str], service: str) -> dict[str, ContextValue
     return found | {f"{service}:ResourceTag/{k}": v for k, v in tags.items()}
 
 
+IMAGE_BUILD_ROLE = "images-build-role"  # held by Image Builder's build and test instances: no job runs there
+
+
 def jobs(world: World, instances: dict[str, list[Instance]]) -> Iterator[Job]:
-    held = [r for r in world.roles.values() if r.trusted == "ec2.amazonaws.com"]
+    ec2_roles = [r for r in world.roles.values() if r.trusted == "ec2.amazonaws.com"]
+    assert {r.name for r in ec2_roles if r.pool is None} == {IMAGE_BUILD_ROLE}
+    held = [r for r in ec2_roles if r.pool is not None]
     assert {r.pool for r in held} == set(POOLS), "every pool's hosts hold a role of the program"
     for role in held:
         assert role.pool is not None
@@ -409,6 +414,46 @@ def test_a_job_cannot_pass_roles_launch_or_change_the_control_plane(world: World
         for function in world.functions:
             for action in ("lambda:InvokeFunction", "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration"):
                 yield action, function, {}
+
+    assert permitted(world, instances, attempts) == []
+
+
+# ---- the image builds (issue 20) --------------------------------------------------------------
+
+
+def test_an_image_build_reads_no_secret_and_touches_no_instance_queue_or_ledger(world: World, instances: dict[str, list[Instance]]) -> None:
+    """A build runs downloads from the internet as root: its role may run the SSM agent, read
+    components and write build logs, and reach nothing of the estate."""
+    role = world.roles[IMAGE_BUILD_ROLE]
+    context: dict[str, ContextValue] = {"aws:PrincipalArn": role.arn, "aws:RequestedRegion": REGION}
+    attempts: list[tuple[str, str, dict[str, ContextValue]]] = []
+    for secret in world.secrets:
+        attempts += [(a, secret.arn, tag_context(secret.tags, "ssm")) for a in (*READ_PARAMETER, "ssm:PutParameter")]
+    for pool in instances.values():
+        for host in pool:
+            attempts += [(a, host.arn, tag_context(host.tags, "ec2")) for a in EC2_ON_INSTANCES]
+            attempts.append(("ssm:GetParameter", runner_config(host).arn, tag_context(runner_config(host).tags, "ssm")))
+    attempts += [(a, arn, {}) for arn in world.queues.values() for a in ("sqs:SendMessage", "sqs:ReceiveMessage")]
+    attempts += [(f"dynamodb:{a}", world.table_arn, {}) for a in ("PutItem", "GetItem", "Scan")]
+    attempts += [("iam:PassRole", r.arn, {"iam:PassedToService": r.trusted}) for r in world.roles.values()]
+    attempts.append(("ssm:PutParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/runner-estate/prod/images/cpu-x86_64", {}))
+    allowed = [f"{a} {r}" for a, r, c in attempts if world.decide(role, a, r, {**context, **c}) is Decision.ALLOW]
+    assert allowed == []
+    component = f"arn:aws:imagebuilder:{REGION}:{ACCOUNT}:component/images-cpu-x86_64-os-abc1234/1.0.0/1"
+    assert world.decide(role, "imagebuilder:GetComponent", component, context) is Decision.ALLOW  # the positive control
+
+
+def test_only_the_launching_functions_resolve_the_images(world: World, instances: dict[str, list[Instance]]) -> None:
+    """EC2 resolves `resolve:ssm:` with the caller's ssm:GetParameters: the scaler (and the block
+    manager) may read the image parameters, and nothing else there; no job may."""
+    parameter = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/runner-estate/prod/images/nvidia-x86_64"
+    for name in ("scaler-scale_up-role", "scaler-reconcile-role", "scaler-cb_scale_up-role"):
+        role = world.roles[name]
+        assert world.decide(role, "ssm:GetParameters", parameter, {"aws:RequestedRegion": REGION}) is Decision.ALLOW, name
+        assert world.decide(role, "ssm:PutParameter", parameter, {"aws:RequestedRegion": REGION}) is not Decision.ALLOW, name
+
+    def attempts(job: Job) -> Iterator[Attempt]:
+        yield from ((a, parameter, {}) for a in (*READ_PARAMETER, "ssm:PutParameter"))
 
     assert permitted(world, instances, attempts) == []
 

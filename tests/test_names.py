@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,13 @@ AUTONAMED = {
     "aws:iam/instanceProfile:InstanceProfile": "iam_profile",
     "aws:cloudwatch/eventRule:EventRule": "event_rule",
     "aws:lambda/permission:Permission": "lambda_permission",
+    "aws:imagebuilder/component:Component": "imagebuilder",
+    "aws:imagebuilder/imageRecipe:ImageRecipe": "imagebuilder",
+    "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration": "imagebuilder",
+    "aws:imagebuilder/distributionConfiguration:DistributionConfiguration": "imagebuilder",
+    "aws:imagebuilder/imagePipeline:ImagePipeline": "imagebuilder",
 }
+HOST_PROGRAM_PART = re.compile(r"-host-programs-[0-9]+$")  # as many as the bundle's size needs: names.py lists a sample
 NAMED = {
     "aws:dynamodb/table:Table": "dynamodb",
     "aws:ssm/parameter:Parameter": "ssm",
@@ -130,7 +137,7 @@ def registered_names(records: list[Registered]) -> set[tuple[str, str]]:
             found.add(("dashboard", r.inputs["dashboardName"]))
         elif r.type == "aws:ec2/launchTemplate:LaunchTemplate":
             found.add(("launch_template", r.inputs["namePrefix"] + PREFIX_SUFFIX))
-        elif r.type in AUTONAMED and "name" not in r.inputs:
+        elif r.type in AUTONAMED and "name" not in r.inputs and not HOST_PROGRAM_PART.search(r.name):
             found.add((AUTONAMED[r.type], r.name + AUTONAME_SUFFIX))
         if r.type == "aws:iam/role:Role" and "path" in r.inputs:
             found.add(("iam_path", r.inputs["path"]))

@@ -46,6 +46,11 @@ PARAMETERS = "arn:aws:ssm:us-east-1:123456789012:parameter"
 READ_ALL_PARAMETERS = {"Sid": "Params", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": "*"}
 
 
+RECIPE_DISK = [{"deviceName": "/dev/sda1", "ebs": {"encrypted": "true"}}]
+RECIPE = {"blockDeviceMappings": RECIPE_DISK}
+BUILD_INFRA = {"instanceMetadataOptions": {"httpTokens": "required"}, "terminateInstanceOnFailure": True}
+
+
 def attach(arn: str) -> dict[str, Any]:
     return {"role": "pool-role", "policyArn": arn}
 
@@ -120,6 +125,29 @@ def attach(arn: str) -> dict[str, Any]:
             policy({"Sid": "N", "Effect": "Allow", "Action": "ssm:GetParameter", "NotResource": f"{PARAMETERS}/x"}),
             ["no-wildcard-iam-actions", "no-broad-secret-reads"],
         ),
+        # issue 20: the estate's images
+        (rules.IMAGE_RECIPE, {"blockDeviceMappings": [{"deviceName": "/dev/sda1", "ebs": {"encrypted": "true"}}]}, []),
+        (
+            rules.IMAGE_RECIPE,
+            {"blockDeviceMappings": [{"deviceName": "/dev/sda1", "ebs": {"volumeSize": 30}}]},
+            ["image-volumes-encrypted"],
+        ),
+        (rules.IMAGE_RECIPE, {"parentImage": "ami-0123456789abcdef0"}, ["image-volumes-encrypted"]),
+        (rules.IMAGE_RECIPE, {"blockDeviceMappings": [{"deviceName": "/dev/sdb", "noDevice": True}, *RECIPE_DISK]}, []),
+        (rules.IMAGE_INFRASTRUCTURE, BUILD_INFRA, []),
+        (rules.IMAGE_INFRASTRUCTURE, {**BUILD_INFRA, "instanceMetadataOptions": {"httpTokens": "optional"}}, ["image-builds-imdsv2"]),
+        (rules.IMAGE_INFRASTRUCTURE, {**BUILD_INFRA, "instanceMetadataOptions": None}, ["image-builds-imdsv2"]),
+        (rules.IMAGE_INFRASTRUCTURE, {**BUILD_INFRA, "keyPair": "ops"}, ["image-builds-no-key-pair"]),
+        (rules.IMAGE_INFRASTRUCTURE, {**BUILD_INFRA, "terminateInstanceOnFailure": False}, ["image-builds-no-key-pair"]),
+        (rules.IMAGE_DISTRIBUTION, {"distributions": [{"region": "us-east-1", "amiDistributionConfiguration": {"name": "x"}}]}, []),
+        (
+            rules.IMAGE_DISTRIBUTION,
+            {"distributions": [{"region": "us-east-1", "amiDistributionConfiguration": {"launchPermission": {"userGroups": ["all"]}}}]},
+            ["images-private"],
+        ),
+        (rules.IMAGE_COMPONENT, {"data": "phases: [{name: build, steps: []}]"}, []),
+        (rules.IMAGE_COMPONENT, {"data": "commands: [export GH=ghp_" + "a" * 36 + "]"}, ["no-secrets-in-images"]),
+        (rules.IMAGE_RECIPE, {**RECIPE, "userDataBase64": base64.b64encode(b"AKIAABCDEFGHIJKLMNOP").decode()}, ["no-secrets-in-images"]),
     ],
 )
 def test_rules(kind: str, props: dict[str, Any], expected: list[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pwd
 import stat
@@ -19,12 +20,14 @@ import pytest
 
 from lambda_src.aws.sigv4_client import AwsError
 from lambda_src.host import bootstrap as host_bootstrap
+from lambda_src.host.first_job import job_dir_from_record
 from lambda_src.host.job_users import HostSetupError, clearable_home, tidy_after_job
 from lambda_src.host.runner_files import (
     RunnerTamperedError,
     fresh_job_dir,
     install_runner,
     manifest_path,
+    record_runner,
     verify_runner,
 )
 from lambda_src.host.slot_manager import slot_runner_dirs
@@ -188,6 +191,20 @@ def test_a_runner_the_operator_put_in_place_is_used_only_when_asked_and_only_if_
         install_runner(shared, "2.329.0", "x64", None, releases, adopt=True)
 
 
+def test_each_file_is_recorded_with_its_own_digest_in_the_order_of_the_tree(tmp_path: Path) -> None:
+    """Files are hashed several at a time, largest first; the record still lists the tree in order."""
+    tree = tmp_path / "r"
+    for i, size in enumerate([10, 3 << 20, 0, 70_000, 1 << 20]):
+        (tree / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        (tree / f"d{i % 2}" / f"f{i}").write_bytes(bytes([i]) * size)
+    entries = record_runner(tree, "2.329.0", "x64")["entries"]
+    assert [entry[1] for entry in entries] == ["d0", "d0/f0", "d0/f2", "d0/f4", "d1", "d1/f1", "d1/f3"]
+    for kind, name, *detail in entries:
+        if kind == "f":
+            assert detail[1] == hashlib.sha256((tree / name).read_bytes()).hexdigest(), name
+    assert verify_runner(tree)["entries"] == entries
+
+
 # ---- one fresh folder per job --------------------------------------------------------------
 
 
@@ -221,6 +238,52 @@ def test_the_job_user_is_given_the_folders_of_its_job_never_the_runners_files(tm
     assert all(path.is_dir() and not path.is_symlink() for path, _ in given)
     assert {folder, folder / "_work", folder / "_diag", folder / "bin"} <= {path for path, _ in given}
     assert all(folder in (path, *path.parents) for path, _ in given)  # nothing outside the job's folder
+
+
+def test_a_folder_linked_from_the_record_alone_is_the_one_a_checked_install_gives(tmp_path: Path) -> None:
+    directory = installed(tmp_path)
+    record = job_dir_from_record(directory, tmp_path / "early", None)
+    fresh_job_dir(directory, tmp_path / "job", None)
+    assert record == verify_runner(directory)
+
+    def tree(root: Path) -> list[tuple[str, int, int]]:
+        """Each entry's name and mode, and a file's inode: the install's own file, linked."""
+        return sorted(
+            (p.relative_to(root).as_posix(), p.lstat().st_mode, p.lstat().st_ino if stat.S_ISREG(p.lstat().st_mode) else 0)
+            for p in root.rglob("*")
+        )
+
+    assert tree(tmp_path / "early") == tree(tmp_path / "job")
+
+
+def _record(*entries: list[object]) -> dict[str, object]:
+    return {"version": "2.329.0", "arch": "x64", "entries": list(entries)}
+
+
+HOSTILE_RECORDS: dict[str, object] = {
+    "a path out of the folder": _record(["d", "../escape", 0o755]),
+    "an absolute path": _record(["d", "{outside}", 0o755]),
+    "an absolute path at the top": _record(["f", "/runner-estate-test-not-there", 0o755, "0" * 64]),
+    "a folder's own parent": _record(["d", "bin", 0o755], ["d", "bin/..", 0o755]),
+    "an entry under a link": _record(["l", "out", "../escape"], ["d", "out/inside", 0o755]),
+    "an entry before its folder": _record(["f", "escape/run.sh", 0o755, "0" * 64], ["d", "escape", 0o755]),
+    "an entry of no known kind": _record(["p", "escape", 0o755]),
+    "a malformed entry": _record(["d"]),
+    "no list of entries": {"version": "2.329.0", "arch": "x64", "entries": {"run.sh": "f"}},
+    "no record at all": [["d", "escape", 0o755]],
+}
+
+
+@pytest.mark.parametrize("record", HOSTILE_RECORDS.values(), ids=HOSTILE_RECORDS.keys())
+def test_a_record_that_no_install_could_have_links_nothing(tmp_path: Path, record: object) -> None:
+    """The early folder (a host's first job) is built before the tree is checked against the
+    record: whatever the record says, nothing is written outside the job's folder."""
+    directory = installed(tmp_path)
+    manifest_path(directory).write_text(json.dumps(record).replace("{outside}", str(tmp_path / "escape")))
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(RunnerTamperedError):
+        job_dir_from_record(directory, tmp_path / "job" / "early", None)
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_slot_folders_sit_beside_the_install_and_are_built_per_job(tmp_path: Path) -> None:

@@ -42,6 +42,11 @@ SCALER_ALARMS = (
 POOL_ALARMS = ("jobs-waiting", "launch-failures", "at-cap")
 BLOCK_POOL_ALARMS = ("jobs-waiting", "launch-failures", "block-ending-busy", "faulty-gpu")
 BUDGET_ALARMS = ("spend-rate",)
+IMAGES = "images"  # the ImagePipeline component's name in __main__.py
+# Each image family's build steps (estate/derive/image_components.py); the host programs come in
+# parts, `host-programs-N`, as many as their size needs: a sample name stands for them.
+IMAGE_STEPS = ("os", "docker", "host-programs", "runner", "finish")
+IMAGE_PART_SAMPLE = "host-programs-99"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,11 @@ LIMITS: dict[str, Limit] = {
         "CloudWatch dashboard name", 255, "CloudWatch PutDashboard: a dashboard name has up to 255 characters (A-Z, a-z, 0-9, - and _)"
     ),
     "budget": Limit("AWS Budgets budget name", 100, "botocore budgets CreateBudget.BudgetName", ("budgets", "BudgetName")),
+    "imagebuilder": Limit(
+        "Image Builder resource name",
+        128,
+        "Image Builder names (botocore imagebuilder shape ResourceName): 1+126+1 characters by its pattern, 128 at most",
+    ),
 }
 # Not an AWS name: GitHub refuses runner names over 64 characters (actions/runner#1710). Warned
 # about, not refused: the runner name's form (lambda_src/core/fleet_state.py) is not ours to change here.
@@ -189,6 +199,33 @@ def _stack_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
     yield PhysicalName("iam_path", f"/runner-estate/{env}/", "the runner roles' path")
     if estate.queues:
         yield PhysicalName("ssm", f"/runner-estate/{env}/buildkite/agent-token", "the Buildkite agent token parameter")
+    yield from _image_names(stack, estate)
+
+
+def _image_names(stack: StackConfig, estate: Estate) -> Iterator[PhysicalName]:
+    """The image pipeline's names: per family its pools boot (estate/derive/images.py), its
+    parameter and Image Builder resources; per architecture a build infrastructure; one role."""
+    if not stack.images.build:
+        return
+    families = sorted({f for f in (p.image_family for p in estate.pools) if f is not None})
+    if not families:
+        return
+    yield PhysicalName("iam_role", _auto(f"{IMAGES}-build-role"), "the image builds' role")
+    yield PhysicalName("iam_policy", _auto(f"{IMAGES}-build-policy"), "the image builds' policy")
+    yield PhysicalName("iam_profile", _auto(f"{IMAGES}-build-profile"), "the image builds' instance profile")
+    for arch in sorted({f.partition("-")[2] for f in families}):
+        yield PhysicalName("imagebuilder", _auto(f"{IMAGES}-{arch}-infrastructure"), f"the {arch} image builds' infrastructure")
+    for family in families:
+        pools = [p for p in estate.pools if p.image_family == family]
+        yield PhysicalName("ssm", f"/runner-estate/{stack.environment}/images/{family}", f"the {family} image's parameter")
+        steps = [*IMAGE_STEPS, *(["nvidia"] if family.startswith("nvidia-") else [])]
+        if stack.images.container_images or any(p.spec.estate.image.container_images for p in pools):
+            steps.append("container-images")
+        for step in steps:
+            yield PhysicalName("imagebuilder", _auto(f"{IMAGES}-{family}-{step}"), f"the {family} image's {step} component")
+        yield PhysicalName("imagebuilder", _auto(f"{IMAGES}-{family}-{IMAGE_PART_SAMPLE}"), f"a {family} host-programs part", sample=True)
+        for kind in ("recipe", "distribution", "pipeline"):
+            yield PhysicalName("imagebuilder", _auto(f"{IMAGES}-{family}-{kind}"), f"the {family} image's {kind}")
 
 
 def _pool_names(stack: StackConfig, pool: Pool) -> Iterator[PhysicalName]:

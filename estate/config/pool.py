@@ -154,6 +154,32 @@ class Pool:
         return f"/runner-estate/{environment}/{self.name}/{log.log_group_name}" if log.prefix_log_group else log.log_group_name
 
     @property
+    def image_architecture(self) -> str:
+        """The CPU architecture as EC2 and Image Builder name it: x86_64 or arm64."""
+        return "x86_64" if self.runner.runner_architecture == "x64" else "arm64"
+
+    @property
+    def accelerator(self) -> str:
+        """`nvidia` when the pool's instances have NVIDIA GPUs (its image needs the driver), else `cpu`."""
+        return "nvidia" if any(t.gpu_model is not None for t in self.instance_types) else "cpu"
+
+    @property
+    def image_family(self) -> str | None:
+        """The baked image family the pool asks for (`estate.image`; by default its architecture
+        and GPU kind), or None for `source: ami`. Whether the stack builds images is the stack's
+        to say: estate/derive/images.py decides what hosts really boot."""
+        choice = self.spec.estate.image
+        if choice.source == "ami":
+            return None
+        return choice.family or f"{self.accelerator}-{self.image_architecture}"
+
+    @property
+    def names_its_ami(self) -> bool:
+        """Whether the file selects an AMI itself (any of upstream's spellings)."""
+        rc = self.runner
+        return bool({"ami", "ami_owners", "ami_filter"} & rc.model_fields_set)
+
+    @property
     def imdsv2_required(self) -> bool:
         """IMDSv2 unless the pool opted out explicitly with our own key."""
         return not self.spec.estate.allow_imdsv1
@@ -243,13 +269,14 @@ class Pool:
                     f"{itype.name} is an {itype.architecture} type but runner_architecture is {rc.runner_architecture}",
                 )
         self._check_gpu_labels()
+        image_warnings = self._check_image()
         self._check_capacity_block()
         self._check_lifetime()
         self._check_hourly_limit()
         warnings = self._check_slots()
         self._check_matchers()
         warnings += self._check_managed_policies() + self._check_security_groups()
-        return self.dropped_type_warnings + warnings + self._unacted_warnings() + self._security_warnings()
+        return self.dropped_type_warnings + warnings + image_warnings + self._unacted_warnings() + self._security_warnings()
 
     def _check_managed_policies(self) -> list[ConfigWarning]:
         """The same verdict as the policy pack (policy.rules.managed_policy_finding): refused
@@ -308,6 +335,32 @@ class Pool:
                     raise self.error(
                         key, f"label {label!r} does not fit {itype.name}, whose GPU is {itype.gpu_model.label} ({itype.gpu_model.sm})"
                     )
+
+    def _check_image(self) -> list[ConfigWarning]:
+        """A family of the pool's architecture, with the NVIDIA driver where the pool has GPUs; a
+        file's own AMI that a baked image replaces is said out loud."""
+        family = self.image_family
+        if family is None:
+            return []
+        accelerator, _, architecture = family.partition("-")
+        if architecture != self.image_architecture:
+            raise self.error(
+                "estate.image.family", f"{family} is an {architecture} image but runner_architecture is {self.runner.runner_architecture}"
+            )
+        if self.accelerator == "nvidia" and accelerator != "nvidia":
+            gpus = next(t.name for t in self.instance_types if t.gpu_model is not None)
+            raise self.error("estate.image.family", f"{family} has no NVIDIA driver but {gpus} has GPUs: name nvidia-{architecture}")
+        if not self.names_its_ami:
+            return []
+        key = next(k for k in ("ami", "ami_owners", "ami_filter") if k in self.runner.model_fields_set)
+        return [
+            self.warning(
+                f"runner_config.{key}",
+                f"not used while the stack builds images (runner-estate:images.build, the default): the pool boots the estate's"
+                f" {family} image, with the runner, host programs, Docker{' and the NVIDIA driver' if accelerator == 'nvidia' else ''}"
+                " preinstalled (docs/images.md); set estate.image: {source: ami} to boot this AMI instead",
+            )
+        ]
 
     def _check_capacity_block(self) -> None:
         if self.spec.estate.capacity_block is None:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from estate.config.stack_config import ContainerImage
 from estate.config.strict_model import StrictModel
 from estate.config.upstream_types import TfBool, TfInt, TfStr
 from lambda_src.core import cron
@@ -290,6 +291,44 @@ class ReuseHosts(StrictModel):
     max_jobs: int = Field(ge=2, le=100)  # jobs one host runs, one after another, at most
 
 
+# The images the estate builds (components/image_pipeline.py): one per architecture and GPU kind,
+# named `<cpu|nvidia>-<x86_64|arm64>`.
+IMAGE_FAMILIES = ("cpu-x86_64", "cpu-arm64", "nvidia-x86_64", "nvidia-arm64")
+# EBS's Provisioned Rate for Volume Initialization, MiB/s (botocore ec2
+# LaunchTemplateEbsBlockDeviceRequest.VolumeInitializationRate: "Valid range: 100 - 300").
+VOLUME_INITIALIZATION_RATES = (100, 300)
+
+
+class ImageChoice(StrictModel):
+    """What the pool's hosts boot: the estate's baked image of a family (the default, its
+    family following the pool's architecture and GPUs), or `source: ami`, the image
+    `runner_config.ami` selects (the stock path: runner downloaded at boot)."""
+
+    source: Literal["baked", "ami"] = "baked"
+    family: str | None = None
+    container_images: list[ContainerImage] = Field(default_factory=list)  # pulled into the family's image
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: str | None) -> str | None:
+        if value is not None and value not in IMAGE_FAMILIES:
+            raise ValueError(f"{value!r} is not an image family; the estate builds {', '.join(IMAGE_FAMILIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _baked_only(self) -> ImageChoice:
+        if self.source == "ami" and (self.family is not None or self.container_images):
+            raise ValueError("family and container_images choose a baked image; source: ami boots runner_config.ami as it is")
+        return self
+
+
+def _initialization_rate(value: int | None) -> int | None:
+    low, high = VOLUME_INITIALIZATION_RATES
+    if value is not None and value != 0 and not low <= value <= high:
+        raise ValueError(f"{value} MiB/s: EBS initializes volumes at {low}-{high} MiB/s (0 leaves it to EBS's default)")
+    return value
+
+
 class EstateSettings(StrictModel):
     """Our extension keys, kept under their own top-level key so upstream tools ignore them."""
 
@@ -313,6 +352,10 @@ class EstateSettings(StrictModel):
     # Alarm `runner-estate-<env>-<pool>-jobs-waiting` fires when a job of the pool has waited this
     # long (a day at most: GitHub fails a job no runner takes within 24 hours).
     wait_alarm_minutes: int = Field(default=DEFAULT_WAIT_ALARM_MINUTES, ge=1, le=1440)
+    image: ImageChoice = ImageChoice()
+    # MiB/s at which EBS loads the snapshot-backed disks of a host (its image's root): unset, the
+    # maximum on a baked image's root; 0, EBS's default lazy loading.
+    volume_initialization_rate: Annotated[int | None, AfterValidator(_initialization_rate)] = None
 
 
 class RedriveSettings(StrictModel):

@@ -13,9 +13,20 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 
 from estate.config.diagnostics import ConfigError, ConfigWarning, first_problem
 from estate.config.strict_model import StrictModel
+from lambda_src.core.cron import CronError, parse_schedule
+from lambda_src.core.instance_catalog import parse_instance_type, unknown_type_message
 
 NAMESPACE = "runner-estate"
 DEFAULT_RUNNER_VERSION = "2.329.0"  # actions/runner release the hosts install unless a stack or the agent says otherwise
+# SHA-256 of the release tarballs, as GitHub publishes them in the release's notes
+# (https://github.com/actions/runner/releases/tag/v2.329.0): a stack that keeps the default
+# version needs no `runner_sha256`, and its images and hosts still check what they download.
+KNOWN_RUNNER_SHA256: dict[str, dict[str, str]] = {
+    "2.329.0": {
+        "x64": "194f1e1e4bd02f80b7e9633fc546084d8d4e19f3928a324d512ea53430102e1d",
+        "arm64": "56768348b3d643a6a29d4ad71e9bdae0dc0ef1eb01afe0f7a8ee097b039bfaaf",
+    }
+}
 # Pulumi secrets (`pulumi config set --secret`), stored by ScalerFunctions as SSM SecureStrings
 # under the names in `secrets`. They never enter StackConfig, so no report can print them.
 SECRET_SETTINGS = ("github_app_key", "webhook_secret_value")
@@ -261,6 +272,120 @@ class NetworkSettings(StrictModel):
         return self.vpc_id is None
 
 
+ImageArchitecture = Literal["x86_64", "arm64"]
+# Canonical's public SSM parameters for its newest Ubuntu 24.04 LTS server images, gp3 root
+# ("Find Ubuntu images on AWS", documentation.ubuntu.com/aws): the default parent of every image.
+UBUNTU_PARENTS: dict[ImageArchitecture, str] = {
+    "x86_64": "ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
+    "arm64": "ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id",
+}
+# Image Builder's build and test instances: general purpose, no GPU (a driver builds and loads
+# its module without one; nvidia-smi cannot be tried there).
+DEFAULT_BUILD_INSTANCE_TYPES: dict[ImageArchitecture, list[str]] = {
+    "x86_64": ["m7i.2xlarge", "m6i.2xlarge"],
+    "arm64": ["m7g.2xlarge", "m6g.2xlarge"],
+}
+# An image reference `docker pull` takes: [registry/]name[:tag][@sha256:digest]. It reaches a
+# root shell on the build instance (quoted there too).
+_CONTAINER_IMAGE_RE = re.compile(
+    r"^[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+_PARENT_RE = re.compile(r"^(?:ssm:/[A-Za-z0-9_./-]+|ami-[0-9a-f]{8,17})$")
+
+
+def check_container_image(value: str) -> str:
+    if len(value) > 255 or not _CONTAINER_IMAGE_RE.match(value):
+        raise ValueError(f"{value!r} is not a container image reference ([registry/]name[:tag][@sha256:digest], lower case)")
+    return value
+
+
+ContainerImage = Annotated[str, AfterValidator(check_container_image)]
+
+
+class NvidiaSettings(StrictModel):
+    """What GPU images install from Ubuntu's archive (the `-server` driver branches, open kernel
+    modules prebuilt and signed for the AWS kernel; ubuntu.com/server/docs, "NVIDIA drivers
+    installation") and NVIDIA's container-toolkit repository (NVIDIA Container Toolkit install
+    guide, docs.nvidia.com/datacenter/cloud-native/container-toolkit)."""
+
+    driver_branch: str = Field(default="570", pattern=r"^[0-9]{3}$")
+    # An exact driver release within the branch (e.g. 570.172.08), held with an APT pin; unset:
+    # the branch's newest at build time.
+    driver_version: str | None = Field(default=None, pattern=r"^[0-9]{3}\.[0-9]+(?:\.[0-9]+)?$")
+    container_toolkit_version: str = Field(default="1.17.8-1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+(?:~rc\.[0-9]+)?-[0-9]+$")
+    fabric_manager: bool = True  # NVSwitch nodes (p4d, p5, p6) need it; it idles elsewhere
+
+    @model_validator(mode="after")
+    def _version_in_branch(self) -> NvidiaSettings:
+        if self.driver_version is not None and not self.driver_version.startswith(self.driver_branch + "."):
+            raise ValueError(f"driver_version {self.driver_version} is not of driver_branch {self.driver_branch}")
+        return self
+
+
+class RootVolumes(StrictModel):
+    """The images' root volume in GiB: what a host gets at least, and room for pulled images."""
+
+    cpu: int = Field(default=32, ge=8, le=16000)
+    nvidia: int = Field(default=96, ge=8, le=16000)
+
+
+class ImageSettings(StrictModel):
+    """The estate's own images (components/image_pipeline.py): one per architecture and GPU kind
+    its pools use, rebuilt on a schedule, followed by the launch templates through SSM."""
+
+    build: bool = True  # false: no pipeline; every pool boots its runner_config.ami (the stock path)
+    schedule: str = "cron(0 4 ? * SUN *)"  # Image Builder cron: a fresh build (OS updates, newest parent) weekly
+    schedule_timezone: str = "Etc/UTC"
+    parents: dict[ImageArchitecture, str] = Field(default_factory=lambda: dict(UBUNTU_PARENTS))
+    build_instance_types: dict[ImageArchitecture, list[str]] = Field(default_factory=lambda: dict(DEFAULT_BUILD_INSTANCE_TYPES))
+    root_volume_gb: RootVolumes = RootVolumes()
+    container_images: list[ContainerImage] = Field(default_factory=list)  # pulled into every image (pools add their own)
+    # Docker Engine from Docker's apt repository (docs.docker.com/engine/install/ubuntu).
+    docker_version: str = Field(default="28.3.3", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    nvidia: NvidiaSettings = NvidiaSettings()
+    kms_key: str | None = None  # the images' EBS key; default: the account's EBS default key (aws/ebs)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not value.startswith("cron("):
+            raise ValueError(f"{value!r}: Image Builder takes cron(minutes hours day-of-month month day-of-week year)")
+        try:
+            parse_schedule(value)
+        except CronError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("parents")
+    @classmethod
+    def _parents(cls, value: dict[ImageArchitecture, str]) -> dict[ImageArchitecture, str]:
+        for arch, parent in value.items():
+            if not _PARENT_RE.match(parent):
+                raise ValueError(f"{arch}: {parent!r} is neither ssm:/<parameter> nor an AMI id")
+        return {**UBUNTU_PARENTS, **value}
+
+    @field_validator("build_instance_types")
+    @classmethod
+    def _instance_types(cls, value: dict[ImageArchitecture, list[str]]) -> dict[ImageArchitecture, list[str]]:
+        for arch, names in value.items():
+            if not names:
+                raise ValueError(f"{arch}: name at least one instance type")
+            for name in names:
+                itype = parse_instance_type(name)
+                if itype is None:
+                    raise ValueError(f"{arch}: {unknown_type_message(name)}")
+                if {"x64": "x86_64"}.get(itype.architecture, itype.architecture) != arch:
+                    raise ValueError(f"{arch}: {name} is an {itype.architecture} type")
+        return {**DEFAULT_BUILD_INSTANCE_TYPES, **value}
+
+    @field_validator("kms_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not _KMS_KEY_RE.match(value):
+            raise ValueError(f"{value!r} is not a KMS key (key ARN, key id, alias/NAME or alias ARN)")
+        return value
+
+
 class StackConfig(StrictModel):
     # No fixed length: estate/config/names.py refuses an environment whose names would not fit.
     environment: str = Field(pattern=r"^[a-z][a-z0-9-]*[a-z0-9]$")
@@ -279,6 +404,7 @@ class StackConfig(StrictModel):
     create_service_linked_role_spot: bool | None = None
     alarms: AlarmSettings = AlarmSettings()
     budget: BudgetSettings | None = None
+    images: ImageSettings = ImageSettings()
 
     @field_validator("log_retention_days")
     @classmethod
@@ -286,6 +412,12 @@ class StackConfig(StrictModel):
         if value not in _LOG_RETENTION_DAYS:
             raise ValueError(f"{value} is not a CloudWatch retention; pick one of {', '.join(map(str, _LOG_RETENTION_DAYS))}")
         return value
+
+    def runner_checksum(self, arch: str) -> str | None:
+        """The runner release's SHA-256 for `arch` (x64, arm64): the stack's, else GitHub's
+        published digest of the default version; None when neither is known."""
+        configured: dict[str, str] = {str(k): v for k, v in self.runner_sha256.items()}
+        return configured.get(arch) or KNOWN_RUNNER_SHA256.get(self.runner_version, {}).get(arch)
 
 
 def is_text_setting(field: str) -> bool:

@@ -35,6 +35,7 @@ def pool_settings(
     reports_queue_arn: str = "",
     security_group_ids: Sequence[str] = (),
     public_ip: bool = False,
+    image_parameter: str = "",
 ) -> PoolSettings:
     rc, limits = pool.runner, pool.spec.estate.hard_limits
     cap = rc.runners_maximum_count if limits.max_instances is None else min(rc.runners_maximum_count, limits.max_instances)
@@ -65,6 +66,7 @@ def pool_settings(
         max_lifetime_s=60 * (pool.max_lifetime_minutes or 0),
         keeps_volumes=any(not disk.delete_on_termination for disk in rc.block_device_mappings),
         job_timeout_s=60 * pool.job_timeout_minutes,
+        image_parameter=image_parameter,
         **capacity_block_settings(pool),
         events_queue_arn=events_queue_arn,
         reports_queue_arn=reports_queue_arn,

@@ -102,6 +102,34 @@ def events_queue_policy(queue_arn: str, rule_arns: list[str]) -> PolicyDocument:
     )
 
 
+def image_build_policy(region: str, account: str) -> PolicyDocument:
+    """The Image Builder build and test instances' role: what AWS's EC2InstanceProfileForImageBuilder
+    and AmazonSSMManagedInstanceCore grant that a build uses — Run Command through the SSM agent
+    (the actions Session Manager needs too), reading this account's components, writing the
+    builds' logs — and nothing else: no parameter, secret or instance of the estate."""
+    return _doc(
+        {"Sid": "SsmAgent", "Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS), "Resource": "*"},
+        {
+            "Sid": "Components",
+            "Effect": "Allow",
+            "Action": ["imagebuilder:GetComponent"],
+            "Resource": f"arn:aws:imagebuilder:{region}:{account}:component/*",
+        },
+        {
+            "Sid": "BuildLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/imagebuilder/*",
+        },
+    )
+
+
+def image_parameter_read(parameter_arns: list[str]) -> dict[str, Any]:
+    """EC2 resolves a launch template's `resolve:ssm:` image with the launching principal's
+    ssm:GetParameters (EC2 User Guide, "Use a Systems Manager parameter instead of an AMI ID")."""
+    return {"Sid": "ImageParameters", "Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": parameter_arns}
+
+
 def lambda_assume_role_policy() -> PolicyDocument:
     return _doc({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
 
@@ -257,6 +285,7 @@ def scaler_policy(
     region: str,
     launches: bool,
     queue_arns: list[str] | None = None,
+    image_parameter_arns: list[str] | None = None,
 ) -> PolicyDocument:
     """What scale-up, reconcile and scale-down need. Terminating is limited to instances tagged
     as this environment's and as one of `pools` (the ordinary pools); tagging to create calls;
@@ -283,6 +312,8 @@ def scaler_policy(
             },
             {"Sid": "PassRunnerRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": runner_role_arns},
         ]
+        if image_parameter_arns:
+            statements.append(image_parameter_read(image_parameter_arns))
     if queue_arns:
         statements.append(
             {
@@ -307,6 +338,7 @@ def block_manager_policy(
     region: str,
     queue_arns: list[str],
     buys_blocks: bool,
+    image_parameter_arns: list[str] | None = None,
 ) -> PolicyDocument:
     """What cb_scale_up and cb_manager need: launch nodes into capacity blocks, read them,
     terminate only this environment's nodes of `pools` (the capacity-block pools), and (only
@@ -335,6 +367,8 @@ def block_manager_policy(
             "Resource": queue_arns,
         },
     ]
+    if image_parameter_arns:
+        statements.append(image_parameter_read(image_parameter_arns))
     if buys_blocks:
         statements.append(
             {

@@ -11,6 +11,7 @@ from estate.config.diagnostics import ConfigError, ConfigWarning
 from estate.config.loader import Estate
 from estate.config.names import check_names
 from estate.config.stack_config import NAMESPACE, StackConfig, check_unique_environment, stack_warnings
+from estate.derive.images import ImagePlan, plan_images
 from estate.derive.runner_groups import RunnerGroupPlan, plan_runner_groups
 from estate.derive.spot_role import SpotRolePlan, plan_spot_role
 
@@ -19,7 +20,8 @@ from estate.derive.spot_role import SpotRolePlan, plan_spot_role
 class StackPlan:
     groups: list[RunnerGroupPlan]
     spot_role: SpotRolePlan
-    warnings: tuple[ConfigWarning, ...]  # the stack's, the pools', the groups', the names': every config warning
+    images: ImagePlan
+    warnings: tuple[ConfigWarning, ...]  # the stack's, the pools', the groups', the images', the names': every config warning
 
 
 def plan_stack(stack: StackConfig, estate: Estate, project_dir: Path, stack_name: str) -> StackPlan:
@@ -32,7 +34,9 @@ def plan_stack(stack: StackConfig, estate: Estate, project_dir: Path, stack_name
     check_unique_environment(project_dir, stack_name, stack.environment)
     groups, group_warnings = plan_runner_groups(stack, estate, stack_file)
     spot_role, spot_warnings = plan_spot_role(stack, estate, stack_file)
+    # Which image each pool boots, and the images to build; a pool that cannot boot its image stops here.
+    images, image_warnings = plan_images(stack, estate, stack_file)
     # Every physical name within its service's limit, before anything is registered.
     name_warnings = check_names(stack, estate, stack_file)
-    warnings = (*stack_warnings(stack, stack_file), *estate.warnings, *group_warnings, *spot_warnings, *name_warnings)
-    return StackPlan(groups, spot_role, warnings)
+    warnings = (*stack_warnings(stack, stack_file), *estate.warnings, *group_warnings, *spot_warnings, *image_warnings, *name_warnings)
+    return StackPlan(groups, spot_role, images, warnings)

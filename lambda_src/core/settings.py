@@ -66,6 +66,9 @@ class PoolSettings:
     # How long a host may live (Pool.max_lifetime_minutes): past it, it is drained and terminated. 0: no limit.
     max_lifetime_s: int = 0
     keeps_volumes: bool = False  # a block device says delete_on_termination: false; the sweeper leaves its volumes
+    # The SSM parameter naming the newest build of the pool's baked image (estate/derive/images.py),
+    # which its launch template resolves at each launch; "" where hosts boot a stock AMI.
+    image_parameter: str = ""
     # Capacity-block pools only:
     gpus_per_node: int = 0
     slot_gpus: tuple[int, ...] = ()  # GPUs of each slot of a node, in slot order

@@ -8,6 +8,9 @@ MANAGED = "runner-estate:managed"
 ENVIRONMENT = "runner-estate:environment"
 POOL = "runner-estate:pool"
 LABELS = "runner-estate:labels"
+# On Image Builder's build and test instances and the images it makes: which family. Build
+# instances carry no MANAGED tag, so no controller ever counts, adopts or ends one.
+IMAGE_FAMILY = "runner-estate:image-family"
 
 _TAG_VALUE_MAX = 256
 

@@ -3,6 +3,10 @@ host's one-job runner config from SSM, delete it, run the runner once, then powe
 with `estate.reuse_hosts` lets the host wait a little for a next one-job config (the scaler
 stores one only when a job is waiting), tidy up, and run again, up to its job limit.
 
+Nothing waits that need not (issue 20.3; bench/boot_bench.py): while the host asks IMDS who
+it is, the runner install is checked against its record and the first job's folder linked
+from that record (lambda_src/host/first_job.py); the config is fetched once the check has passed.
+
 Stdlib only (Ubuntu images have python3 but no AWS CLI). Credentials and identity come from
 IMDSv2; the config is passed to the runner in its environment (readable only by that user
 and root), never on a command line, in user-data or in a log.
@@ -15,15 +19,30 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
 from lambda_src.host.common import JIT_ENV, Imds, add_host_arguments, download, not_written_yet, start_runner
+from lambda_src.host.first_job import CheckedInstall, FirstJob, checked_install
 from lambda_src.host.job_users import tidy_after_job
-from lambda_src.host.runner_files import fresh_job_dir, install_runner
+from lambda_src.host.runner_files import install_runner
 
 log = logging.getLogger("runner_estate.host")
-__all__ = ["JIT_ENV", "Imds", "download", "fetch_runner_config", "install_runner", "main", "run_once", "serve_jobs", "start_runner"]
+__all__ = [
+    "JIT_ENV",
+    "CheckedInstall",
+    "FirstJob",
+    "Imds",
+    "download",
+    "fetch_runner_config",
+    "install_runner",
+    "main",
+    "prepared_runner",
+    "run_once",
+    "serve_jobs",
+    "start_runner",
+]
 
 
 def fetch_runner_config(
@@ -89,6 +108,13 @@ def serve_jobs(
     return ran
 
 
+def prepared_runner(directory: Path, version: str, arch: str, sha256: str | None, fetch: Callable[[str], bytes] | None = None) -> Path:
+    """The runner install, checked against its manifest: on a baked image (lambda_src/host/bake.py
+    put it there) nothing is downloaded; elsewhere, or if the image holds another version, the
+    release is downloaded and checked against its checksum."""
+    return checked_install(directory, version, arch, sha256, fetch or download).directory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     add_host_arguments(parser)
@@ -99,24 +125,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     imds = Imds(args.imds_url)
-    instance_id = imds.get("meta-data/instance-id")
-    region = imds.get("meta-data/placement/region")
-    ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
-    pristine = install_runner(Path(args.runner_dir), args.runner_version, args.runner_arch, args.runner_sha256, download)
     folder = Path(f"{args.runner_dir}-job")  # built afresh for each job, removed after it
+    with ThreadPoolExecutor(2) as pool:
+        runner = Path(args.runner_dir)
+        jobs = FirstJob(pool, runner, folder, args.runner_version, args.runner_arch, args.runner_sha256, args.run_as, download)
+        instance_id = imds.get("meta-data/instance-id")
+        region = imds.get("meta-data/placement/region")
+        ssm = AwsJsonClient("ssm", region, credentials=imds.credentials)
 
-    def run(config: str) -> int:
-        fresh_job_dir(pristine, folder, args.run_as)
-        return run_once([str(folder / "run.sh")], config, args.run_as, cwd=folder)
+        def run(config: str) -> int:
+            ready = jobs.folder_for_job()
+            return run_once([str(ready / "run.sh")], config, args.run_as, cwd=ready)
 
-    ran = serve_jobs(
-        fetch=lambda wait_s: fetch_runner_config(ssm, f"{args.parameter_prefix}{instance_id}", wait_s),
-        run=run,
-        tidy=lambda: tidy_after_job(args.run_as, folder),
-        first_wait_s=args.wait,
-        reuse_wait_s=args.reuse_wait,
-        max_jobs=args.max_jobs,
-    )
+        def fetch(wait_s: float) -> str:
+            jobs.checked_install()  # no config is taken (and deleted) for an install that fails its check
+            return fetch_runner_config(ssm, f"{args.parameter_prefix}{instance_id}", wait_s)
+
+        ran = serve_jobs(
+            fetch=fetch,
+            run=run,
+            tidy=lambda: tidy_after_job(args.run_as, folder),
+            first_wait_s=args.wait,
+            reuse_wait_s=args.reuse_wait,
+            max_jobs=args.max_jobs,
+        )
     log.info("%s ran %d job(s)", instance_id, ran)
     return 0
 

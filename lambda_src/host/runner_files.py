@@ -7,6 +7,8 @@ beside it: every folder, file (mode and SHA-256) and link. Before each start the
 checked against that record, and the job gets a new folder of hard links to the checked
 files plus its own `_work` and `_diag` (the runner keeps its registration there too); the
 folder is removed after the job. A folder that merely holds a `run.sh` is never trusted.
+A host's first job may have its folder linked from the record while the check runs
+(lambda_src/host/first_job.py); it is used only if the check then passes against that record.
 Stdlib only.
 """
 
@@ -22,6 +24,7 @@ import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +66,17 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Files are hashed this many at a time: hashlib lets go of the GIL while it hashes, and a
+# freshly booted host reads its image's blocks from EBS faster with several reads in flight.
+HASH_THREADS = max(2, min(16, os.cpu_count() or 2))
+
+
 def _entries(directory: Path, owners: Collection[int]) -> list[list[Any]]:
     """What the tree holds, parents before children: ["d", path, mode], ["f", path, mode,
     sha256], ["l", path, target]."""
     _checked(directory, owners)
     found: list[list[Any]] = []
+    files: list[tuple[int, list[Any], Path]] = []  # size, its entry (its digest still to come), path
 
     def walk(folder: Path, prefix: str) -> None:
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -79,11 +88,16 @@ def _entries(directory: Path, owners: Collection[int]) -> list[list[Any]]:
                 found.append(["d", name, stat.S_IMODE(info.st_mode)])
                 walk(path, name + "/")
             elif stat.S_ISREG(info.st_mode):
-                found.append(["f", name, stat.S_IMODE(info.st_mode), _digest(path)])
+                found.append(["f", name, stat.S_IMODE(info.st_mode)])
+                files.append((info.st_size, found[-1], path))
             else:
                 raise RunnerTamperedError(f"{path} is neither a file, a folder nor a link")
 
     walk(directory, "")
+    files.sort(key=lambda item: -item[0])  # largest first, so no big binary is left to finish on its own
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        for (_, entry, _), digest in zip(files, pool.map(_digest, [path for _, _, path in files]), strict=True):
+            entry.append(digest)
     return found
 
 
@@ -108,13 +122,14 @@ def verify_runner(directory: Path, owners: Collection[int] | None = None) -> dic
     return manifest
 
 
-def record_runner(directory: Path, version: str, arch: str) -> None:
-    """Write the install's manifest beside it (owner-writable only)."""
+def record_runner(directory: Path, version: str, arch: str) -> dict[str, Any]:
+    """Write the install's manifest beside it (owner-writable only); returns it."""
     manifest = {"version": version, "arch": arch, "entries": _entries(directory, _owners(None))}
     partial = manifest_path(directory).with_suffix(".partial")
     partial.write_text(json.dumps(manifest), encoding="utf-8")
     partial.chmod(0o644)
     partial.replace(manifest_path(directory))
+    return manifest
 
 
 def _remove(path: Path) -> None:
@@ -131,16 +146,25 @@ def install_runner(
     checked against `sha256`, made writable by its owner only and recorded. Whatever else the
     folder holds is set aside. `adopt`: an unrecorded runner already there (the agent's
     operator put it there) is recorded and used, if no one but its owner may write it."""
+    installed_runner(directory, version, arch, sha256, fetch, adopt)
+    return directory
+
+
+def installed_runner(
+    directory: Path, version: str, arch: str, sha256: str | None, fetch: Callable[[str], bytes], adopt: bool = False
+) -> dict[str, Any]:
+    """install_runner, returning the record the install in `directory` was just checked against
+    (or recorded with, after a download)."""
     try:
         manifest = verify_runner(directory)
         if (manifest.get("version"), manifest.get("arch")) == (version, arch):
-            return directory
+            return manifest
         log.info("%s holds runner %s for %s; installing %s", directory, manifest.get("version"), manifest.get("arch"), version)
     except RunnerTamperedError as exc:
         if adopt and (directory / "run.sh").exists() and not manifest_path(directory).exists():
-            record_runner(directory, version, arch)
+            adopted = record_runner(directory, version, arch)
             log.warning("%s: using the runner already there, not checked against a release checksum", directory)
-            return directory
+            return adopted
         if directory.exists() or manifest_path(directory).exists():
             log.warning("%s is not used (%s); installing a checked download", directory, exc)
     url = RUNNER_URL.format(version=version, arch="x64" if arch == "x64" else "arm64")
@@ -162,8 +186,7 @@ def install_runner(
     _remove(manifest_path(directory))
     _remove(directory)
     partial.rename(directory)
-    record_runner(directory, version, arch)
-    return directory
+    return record_runner(directory, version, arch)
 
 
 def give_folder(path: Path, user: str) -> None:
@@ -184,12 +207,19 @@ def _own_name() -> str | None:
 def fresh_job_dir(pristine: Path, folder: Path, user: str | None, chown: Callable[[Path, str], None] = give_folder) -> Path:
     """A new `folder` for one job: the checked install as hard links (its files stay the
     install's, unwritable to the job) in folders the job's `user` owns, mode 700 at the top."""
-    manifest = verify_runner(pristine)
+    return build_job_dir(pristine, folder, user, verify_runner(pristine)["entries"], chown)
+
+
+def build_job_dir(
+    pristine: Path, folder: Path, user: str | None, entries: list[list[Any]], chown: Callable[[Path, str], None] = give_folder
+) -> Path:
+    """`folder` built afresh from `entries`, an install's record, as fresh_job_dir describes; the
+    caller answers for the entries (fresh_job_dir: checked against the tree)."""
     _remove(folder)
     folder.mkdir(parents=True)
     folder.chmod(0o700)
     owned = [folder]
-    for kind, name, *detail in manifest["entries"]:
+    for kind, name, *detail in entries:
         target = folder / name
         if kind == "d":
             target.mkdir()
