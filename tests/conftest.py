@@ -6,6 +6,7 @@ import os
 import textwrap
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ FLASHINFER_CONFIGS = SHARED_FIXTURES / "terraform-aws-github-runner" / "flashinf
 EXAMPLE_CONFIGS = PROJECT_DIR / "runner_configs"
 
 if TYPE_CHECKING:
-    from estate.local.plane import Clock
+    from estate.local.plane import Clock, LocalPlane
 
 # Every clock in the tests is fixed. The control-plane suites run at each of these instants (UTC):
 # the example estate's pool_config fires on weekdays 14-23 UTC, so its answer depends on the hour.
@@ -45,6 +46,20 @@ def fixed_clock(monkeypatch: pytest.MonkeyPatch, start: datetime) -> Clock:
     for module in (moto.ec2.models.instances, moto.ec2.models.elastic_block_store, moto.ssm.models):
         monkeypatch.setattr(module, "utcnow", lambda: datetime.fromtimestamp(clock(), UTC).replace(tzinfo=None))
     return clock
+
+
+@contextmanager
+def served_example_plane(moto_url: str, monkeypatch: pytest.MonkeyPatch, at: datetime, **options: Any) -> Iterator[LocalPlane]:
+    """The example estate's control plane on loopback with its webhook listening, its clock fixed
+    at `at`; `options` go to LocalPlane (e.g. extra_apps)."""
+    from estate.local.plane import LocalPlane
+
+    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, at), endpoint=moto_url, **options).start()
+    try:
+        plane.serve_webhook()
+        yield plane
+    finally:
+        plane.stop()
 
 
 needs_shared = pytest.mark.skipif(not FLASHINFER_CONFIGS.is_dir(), reason="../shared/fixtures is not beside this checkout")

@@ -17,7 +17,7 @@ from estate.local.plane import LocalPlane
 from estate.preview import read_stack_file, validate_stack_config
 from lambda_src.core.github_apps import installation_findings
 from lambda_src.github.client import GithubApp, GithubClient, RateLimitedError
-from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, PROJECT_DIR, fixed_clock
+from tests.conftest import INSTANTS, PROJECT_DIR, served_example_plane
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
 POOL = "gpu-t4-spot"
@@ -176,10 +176,8 @@ def test_extra_apps_are_distinct_and_each_key_is_a_secret_of_its_own(tmp_path: P
 
 @pytest.fixture(params=sorted(INSTANTS))
 def local(request: pytest.FixtureRequest, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, INSTANTS[request.param]), endpoint=moto_url, extra_apps=2)
-    plane.start().serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, INSTANTS[request.param], extra_apps=2) as plane:
+        yield plane
 
 
 def test_jobs_keep_launching_while_one_apps_budget_is_spent(local: LocalPlane) -> None:

@@ -5,7 +5,6 @@ and counted, whatever its job is doing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from estate.local.plane import LocalPlane
 from lambda_src.core.fleet_state import GithubRunner, Instance, runner_name
 from lambda_src.core.planner import may_take_next_runner, plan_launches, plan_scale_down
 from lambda_src.core.settings import PoolSettings
-from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, MINIMAL_POOL, fixed_clock, write_pool
+from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, MINIMAL_POOL, served_example_plane, write_pool
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
 POOL = "gpu-t4-spot"
@@ -98,11 +97,8 @@ def test_a_host_near_its_lifetime_takes_no_next_job_and_is_no_supply() -> None:
 
 @pytest.fixture(params=sorted(INSTANTS))
 def local(request: pytest.FixtureRequest, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    instant: datetime = INSTANTS[request.param]
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, instant), endpoint=moto_url).start()
-    plane.serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, INSTANTS[request.param]) as plane:
+        yield plane
 
 
 def test_a_job_that_runs_past_the_hosts_lifetime_ends_with_its_host_and_is_counted(local: LocalPlane) -> None:

@@ -13,7 +13,7 @@ from estate.local.fake_github import HOOK_ID
 from estate.local.plane import LocalPlane
 from lambda_src.core.redelivery import MAX_REDELIVERIES, REDELIVERY_WINDOW_S, Delivery, delivery_from_api, hook_for, plan_redeliveries
 from lambda_src.functions.redelivery import Redeliverer
-from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, WORKING_HOURS, fixed_clock
+from tests.conftest import INSTANTS, WORKING_HOURS, served_example_plane
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
 POOL = "gpu-t4-spot"
@@ -81,19 +81,15 @@ def test_the_hook_is_found_by_our_url_whatever_its_trailing_slash() -> None:
 
 @pytest.fixture(params=sorted(INSTANTS))
 def local(request: pytest.FixtureRequest, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, INSTANTS[request.param]), endpoint=moto_url).start()
-    plane.serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, INSTANTS[request.param]) as plane:
+        yield plane
 
 
 @pytest.fixture
 def one(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
     """The same plane at one fixed instant, for the cases whose answer does not depend on the hour."""
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, WORKING_HOURS), endpoint=moto_url).start()
-    plane.serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, WORKING_HOURS) as plane:
+        yield plane
 
 
 def ledger_down(monkeypatch: pytest.MonkeyPatch, local: LocalPlane) -> None:

@@ -32,7 +32,16 @@ from lambda_src.core.interruptions import (
 from lambda_src.core.planner import may_take_next_runner, plan_launches, plan_scale_down, scaled_pools
 from lambda_src.core.settings import PoolSettings
 from lambda_src.functions.webhook import job_from_payload
-from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, SHARED_FIXTURES, WORKING_HOURS, fixed_clock, needs_shared, write_pool
+from tests.conftest import (
+    EXAMPLE_CONFIGS,
+    INSTANTS,
+    SHARED_FIXTURES,
+    WORKING_HOURS,
+    fixed_clock,
+    needs_shared,
+    served_example_plane,
+    write_pool,
+)
 from tests.test_control_plane import with_ec2_faults
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
@@ -155,18 +164,14 @@ def test_a_steered_job_launches_on_demand_in_a_spot_pool() -> None:
 
 @pytest.fixture(params=sorted(INSTANTS))
 def local(request: pytest.FixtureRequest, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, INSTANTS[request.param]), endpoint=moto_url).start()
-    plane.serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, INSTANTS[request.param]) as plane:
+        yield plane
 
 
 @pytest.fixture
 def one(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, WORKING_HOURS), endpoint=moto_url).start()
-    plane.serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, WORKING_HOURS) as plane:
+        yield plane
 
 
 def event(local: LocalPlane, instance_id: str, kind: str = WARNING) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from lambda_src.core.sweeper import (
     runner_owner,
 )
 from lambda_src.core.tags import runner_tags
-from tests.conftest import EXAMPLE_CONFIGS, INSTANTS, WORKING_HOURS, fixed_clock
+from tests.conftest import INSTANTS, WORKING_HOURS, served_example_plane
 
 T4 = ["self-hosted", "linux", "x64", "gpu", "t4"]
 POOL = "gpu-t4-spot"
@@ -118,18 +118,14 @@ def test_a_host_past_its_lifetime_and_the_grace_is_ended_whatever_the_ledger_say
 
 @pytest.fixture(params=sorted(INSTANTS))
 def local(request: pytest.FixtureRequest, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, INSTANTS[request.param]), endpoint=moto_url).start()
-    plane.serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, INSTANTS[request.param]) as plane:
+        yield plane
 
 
 @pytest.fixture
 def one(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlane]:
-    plane = LocalPlane([str(EXAMPLE_CONFIGS)], clock=fixed_clock(monkeypatch, WORKING_HOURS), endpoint=moto_url).start()
-    plane.serve_webhook()
-    yield plane
-    plane.stop()
+    with served_example_plane(moto_url, monkeypatch, WORKING_HOURS) as plane:
+        yield plane
 
 
 def parameter_names(local: LocalPlane) -> list[str]:

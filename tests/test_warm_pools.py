@@ -1,0 +1,119 @@
+"""The warm-pool decisions (lambda_src/core/warm_pools.py): sizes from the pool's own demand
+history, the EBS budget, what is retired and what a launch starts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from lambda_src.core.warm_pools import (
+    DEMAND_BUCKET_S,
+    OFF,
+    SCHEDULED,
+    WEEK_S,
+    WarmInstance,
+    WarmSettings,
+    WarmWindow,
+    demand_bucket,
+    percentile,
+    pick_warm,
+    plan_warm_pool,
+    target_size,
+    weekly_samples,
+    within_budget,
+)
+
+NOW = datetime(2026, 11, 30, 14, 0, tzinfo=UTC).timestamp()  # a Monday, 14:00 UTC
+
+
+def history(per_week: list[int], at: float = NOW) -> dict[int, int]:
+    """Launches in the first bucket of the same Monday 14:00 window, `per_week[k-1]` k weeks ago."""
+    return {demand_bucket(at - k * WEEK_S): n for k, n in enumerate(per_week, 1) if n}
+
+
+def test_a_pool_that_launched_at_this_hour_on_past_mondays_keeps_that_many_warm() -> None:
+    settings = WarmSettings(maximum=10, percentile=0.9, weeks=4)
+    assert target_size(settings, history([3, 5, 4, 2]), NOW) == 5
+
+
+def test_launches_at_other_hours_or_weekdays_do_not_count() -> None:
+    tuesday = {demand_bucket(NOW - WEEK_S + 24 * 3600): 9, demand_bucket(NOW - WEEK_S - 3 * 3600): 9}
+    assert target_size(WarmSettings(), tuesday, NOW) == 0
+
+
+def test_the_window_spans_the_lookahead() -> None:
+    later_in_window = {demand_bucket(NOW - WEEK_S) + 1: 2, demand_bucket(NOW - WEEK_S) + 2: 1}
+    assert weekly_samples(later_in_window, NOW, lookahead_s=3 * DEMAND_BUCKET_S, weeks=1) == [3]
+    assert weekly_samples(later_in_window, NOW, lookahead_s=DEMAND_BUCKET_S, weeks=1) == [0]
+
+
+def test_a_new_pool_with_no_history_keeps_none_warm() -> None:
+    assert target_size(WarmSettings(), {}, NOW) == 0
+
+
+def test_the_size_is_bounded_by_the_pools_maximum() -> None:
+    assert target_size(WarmSettings(maximum=2), history([8, 8, 8, 8]), NOW) == 2
+
+
+def test_one_busy_week_in_four_does_not_set_the_size_at_a_lower_percentile() -> None:
+    assert target_size(WarmSettings(percentile=0.5, maximum=50), history([40, 1, 1, 1]), NOW) == 1
+    assert target_size(WarmSettings(percentile=1.0, maximum=50), history([40, 1, 1, 1]), NOW) == 40
+
+
+def test_nearest_rank_percentile() -> None:
+    assert percentile([1, 2, 3, 4], 0.9) == 4
+    assert percentile([1, 2, 3, 4], 0.5) == 2
+    assert percentile([], 0.9) == 0
+
+
+def test_scheduled_sizes_hold_while_their_cron_matches() -> None:
+    weekdays = WarmSettings(mode=SCHEDULED, maximum=5, windows=(WarmWindow("* 8-17 * * MON-FRI", "UTC", 3),))
+    assert target_size(weekdays, {}, NOW) == 3
+    assert target_size(weekdays, {}, NOW + 5 * 3600) == 0  # 19:00
+
+
+def test_off_keeps_none_whatever_the_demand() -> None:
+    assert target_size(WarmSettings(mode=OFF), history([9, 9, 9, 9]), NOW) == 0
+
+
+def test_the_ebs_budget_trims_the_pool_holding_the_most_first() -> None:
+    trimmed = within_budget({"gpu": 4, "cpu": 4}, {"gpu": 200.0, "cpu": 30.0}, budget_gib=500.0)
+    assert trimmed == {"gpu": 1, "cpu": 4}  # 200 + 120 <= 500 after three GPU instances go
+    assert within_budget({"gpu": 4}, {"gpu": 200.0}, None) == {"gpu": 4}
+
+
+def warm(iid: str, launched_at: float, image: str = "ami-new", ready: bool = True, pool: str = "cpu") -> WarmInstance:
+    return WarmInstance(iid, pool, launched_at, image, ready)
+
+
+def test_superseded_and_aged_instances_are_retired_and_replaced() -> None:
+    settings = WarmSettings(max_age_s=3600)
+    plan = plan_warm_pool(
+        "cpu", settings, [warm("i-old-image", NOW - 60, "ami-old"), warm("i-aged", NOW - 7200), warm("i-ok", NOW - 60)], 3, "ami-new", NOW
+    )
+    assert set(plan.retire) == {"i-old-image", "i-aged"}
+    assert plan.launch == 2
+
+
+def test_beyond_the_target_the_oldest_go() -> None:
+    plan = plan_warm_pool(
+        "cpu", WarmSettings(), [warm("i-a", NOW - 300), warm("i-b", NOW - 200), warm("i-c", NOW - 100)], 1, "ami-new", NOW
+    )
+    assert plan.retire == ("i-a", "i-b")
+    assert plan.launch == 0
+
+
+def test_another_pools_warm_instances_are_not_this_pools() -> None:
+    plan = plan_warm_pool("cpu", WarmSettings(), [warm("i-gpu", NOW - 60, pool="gpu")], 1, "ami-new", NOW)
+    assert (plan.retire, plan.launch) == ((), 1)
+
+
+def test_a_launch_starts_ready_instances_of_the_newest_image_oldest_first() -> None:
+    pool = [
+        warm("i-new", NOW - 10),
+        warm("i-older", NOW - 500),
+        warm("i-booting", NOW - 900, ready=False),
+        warm("i-stale", NOW - 999, "ami-old"),
+    ]
+    assert pick_warm(pool, "cpu", 5, "ami-new") == ["i-older", "i-new"]
+    assert pick_warm(pool, "cpu", 1, "ami-new") == ["i-older"]
+    assert pick_warm(pool, "gpu", 1, "ami-new") == []
