@@ -3,8 +3,18 @@ history, the EBS budget, what is retired and what a launch starts."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
+
+from estate.config.diagnostics import ConfigError
+from estate.config.loader import load_estate
+from estate.config.pool import Pool
+from estate.derive.control_config import pool_settings
+from lambda_src.core.settings import PoolSettings
 from lambda_src.core.warm_pools import (
     DEMAND_BUCKET_S,
     OFF,
@@ -21,6 +31,7 @@ from lambda_src.core.warm_pools import (
     weekly_samples,
     within_budget,
 )
+from tests.conftest import MINIMAL_POOL, write_pool
 
 NOW = datetime(2026, 11, 30, 14, 0, tzinfo=UTC).timestamp()  # a Monday, 14:00 UTC
 
@@ -117,3 +128,43 @@ def test_a_launch_starts_ready_instances_of_the_newest_image_oldest_first() -> N
     assert pick_warm(pool, "cpu", 5, "ami-new") == ["i-older", "i-new"]
     assert pick_warm(pool, "cpu", 1, "ami-new") == ["i-older"]
     assert pick_warm(pool, "gpu", 1, "ami-new") == []
+
+
+# ---- a pool file's `estate.warm_pool` ---------------------------------------------------------
+
+
+def load_one(tmp_path: Path, extra: str = "") -> Pool:
+    write_pool(tmp_path, "cpu", MINIMAL_POOL + extra)
+    (pool,) = load_estate([str(tmp_path)]).pools
+    return pool
+
+
+def test_an_upstream_pool_file_gets_an_adaptive_warm_pool_of_its_baked_image(tmp_path: Path) -> None:
+    warm = load_one(tmp_path).warm_settings
+    assert (warm.mode, warm.maximum, warm.weeks) == ("adaptive", 4, 4)
+    assert warm.volume_gib == 30.0  # the default root volume
+
+
+def test_a_stock_image_pool_keeps_none_warm(tmp_path: Path) -> None:
+    assert load_one(tmp_path, "estate:\n  image:\n    source: ami\n").warm_settings.mode == "off"
+
+
+def test_a_warm_pool_on_a_stock_image_is_refused_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"estate\.warm_pool.*baked image"):
+        load_one(tmp_path, "estate:\n  image:\n    source: ami\n  warm_pool:\n    mode: adaptive\n")
+
+
+def test_a_scheduled_warm_pool_needs_windows(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mode scheduled needs windows"):
+        load_one(tmp_path, "estate:\n  warm_pool:\n    mode: scheduled\n")
+
+
+def test_scheduled_windows_reach_the_control_plane_settings_and_survive_its_json(tmp_path: Path) -> None:
+    pool = load_one(
+        tmp_path,
+        "estate:\n  warm_pool:\n    mode: scheduled\n    maximum: 6\n    windows:\n      - {cron: '* 8-17 * * MON-FRI', size: 2}\n",
+    )
+    settings = pool_settings(pool)
+    assert settings.warm.windows == (WarmWindow("* 8-17 * * MON-FRI", "UTC", 2),)
+    again = PoolSettings.from_dict(json.loads(json.dumps(asdict(settings))))
+    assert again.warm == settings.warm

@@ -10,11 +10,12 @@ from pydantic import BaseModel
 
 from estate.config.diagnostics import ConfigError, ConfigWarning
 from estate.config.key_support import MATCHING_VALUES, UNACTED_KEYS
-from estate.config.pool_model import LogFile, PoolFile, RunnerConfig
+from estate.config.pool_model import LogFile, PoolFile, RunnerConfig, WarmPool
 from estate.config.prices import PriceError, PriceTable
 from lambda_src.core.gpu_slots import LayoutError, SlotLayout, parse_layout, whole_node
 from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType, parse_instance_type, unknown_type_message
 from lambda_src.core.routing import Admission, PoolRoute, normalise
+from lambda_src.core.warm_pools import WarmSettings, WarmWindow
 from policy.rules import IMDSV1_OPT_OUT_TAG, managed_policy_finding
 
 POOL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -218,6 +219,25 @@ class Pool:
         return self.runner.runner_boot_time_in_minutes + jobs * self.job_timeout_minutes + LIFETIME_MARGIN_MINUTES
 
     @property
+    def warm_settings(self) -> WarmSettings:
+        """The pool's stopped warm pool as the control plane sizes it: `estate.warm_pool`, else
+        adaptive for a pool booting a baked image (off for a stock image or capacity blocks)."""
+        chosen = self.spec.estate.warm_pool
+        baked = self.spec.estate.image.source == "baked"
+        if chosen is None:
+            chosen = WarmPool(mode="adaptive" if baked and self.capacity_type != "capacity-block" else "off")
+        return WarmSettings(
+            mode=chosen.mode,
+            maximum=chosen.maximum,
+            windows=tuple(WarmWindow(w.cron, w.time_zone, w.size) for w in chosen.windows),
+            lookahead_s=60 * chosen.lookahead_minutes,
+            weeks=chosen.weeks,
+            percentile=chosen.percentile,
+            max_age_s=3600 * chosen.max_age_hours,
+            volume_gib=float(sum(d.volume_size for d in self.runner.block_device_mappings)),
+        )
+
+    @property
     def runner_hourly_usd(self) -> float | None:
         """The cheapest runner-hour the pool offers (a slot's share of a node); None without a price."""
         prices, known = PriceTable(), []
@@ -272,11 +292,23 @@ class Pool:
         image_warnings = self._check_image()
         self._check_capacity_block()
         self._check_lifetime()
+        self._check_warm_pool()
         self._check_hourly_limit()
         warnings = self._check_slots()
         self._check_matchers()
         warnings += self._check_managed_policies() + self._check_security_groups()
         return self.dropped_type_warnings + warnings + image_warnings + self._unacted_warnings() + self._security_warnings()
+
+    def _check_warm_pool(self) -> None:
+        """A warm instance is a stopped host of the pool's baked image: none for capacity blocks
+        (nodes live for their block) or a stock image (it would download at every start)."""
+        chosen = self.spec.estate.warm_pool
+        if chosen is None or chosen.mode == "off":
+            return
+        if self.capacity_type == "capacity-block":
+            raise self.error("estate.warm_pool", "a capacity-block pool has no warm pool: its nodes live for their block")
+        if self.spec.estate.image.source != "baked":
+            raise self.error("estate.warm_pool", "warm instances boot the pool's baked image; this pool has image.source: ami")
 
     def _check_managed_policies(self) -> list[ConfigWarning]:
         """The same verdict as the policy pack (policy.rules.managed_policy_finding): refused

@@ -291,6 +291,46 @@ class ReuseHosts(StrictModel):
     max_jobs: int = Field(ge=2, le=100)  # jobs one host runs, one after another, at most
 
 
+class WarmPoolWindow(StrictModel):
+    """`warm_pool.windows`: while `cron` matches (as `idle_config`'s), keep `size` warm instances."""
+
+    cron: str
+    time_zone: str = "UTC"
+    size: int = Field(ge=0, le=100)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        return _parses(cron.parse, value)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_time_zone(value)
+
+
+class WarmPool(StrictModel):
+    """Stopped warm instances of the pool's baked image (issue 20.2; lambda_src/core/warm_pools.py).
+    `adaptive` (the default for a pool booting a baked image) sizes them from the pool's own
+    launches at this weekday and time over the last `weeks`; `scheduled` from `windows`."""
+
+    mode: Literal["adaptive", "scheduled", "off"] = "adaptive"
+    maximum: int = Field(default=4, ge=0, le=100)
+    windows: list[WarmPoolWindow] = Field(default_factory=list)
+    lookahead_minutes: int = Field(default=10, ge=5, le=120)
+    weeks: int = Field(default=4, ge=1, le=8)
+    percentile: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_age_hours: int = Field(default=168, ge=1, le=720)
+
+    @model_validator(mode="after")
+    def _windows_when_scheduled(self) -> WarmPool:
+        if self.mode == "scheduled" and not self.windows:
+            raise ValueError("mode scheduled needs windows: [{cron, time_zone, size}]")
+        if self.mode != "scheduled" and self.windows:
+            raise ValueError(f"windows size a scheduled warm pool; this one is {self.mode}")
+        return self
+
+
 # The images the estate builds (components/image_pipeline.py): one per architecture and GPU kind,
 # named `<cpu|nvidia>-<x86_64|arm64>`.
 IMAGE_FAMILIES = ("cpu-x86_64", "cpu-arm64", "nvidia-x86_64", "nvidia-arm64")
@@ -356,6 +396,8 @@ class EstateSettings(StrictModel):
     # MiB/s at which EBS loads the snapshot-backed disks of a host (its image's root): unset, the
     # maximum on a baked image's root; 0, EBS's default lazy loading.
     volume_initialization_rate: Annotated[int | None, AfterValidator(_initialization_rate)] = None
+    # Stopped warm instances; unset: adaptive where the pool boots a baked image, off otherwise.
+    warm_pool: WarmPool | None = None
 
 
 class RedriveSettings(StrictModel):

@@ -67,6 +67,7 @@ def pool_settings(
         keeps_volumes=any(not disk.delete_on_termination for disk in rc.block_device_mappings),
         job_timeout_s=60 * pool.job_timeout_minutes,
         image_parameter=image_parameter,
+        warm=pool.warm_settings,
         **capacity_block_settings(pool),
         events_queue_arn=events_queue_arn,
         reports_queue_arn=reports_queue_arn,

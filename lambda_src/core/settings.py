@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lambda_src.core.fleet_state import owning_pool
 from lambda_src.core.routing import RoutingTable
+from lambda_src.core.warm_pools import WarmSettings, WarmWindow
 
 SETTINGS_FILE = "control_plane.json"
 FORMAT_VERSION = 1
@@ -69,6 +70,7 @@ class PoolSettings:
     # The SSM parameter naming the newest build of the pool's baked image (estate/derive/images.py),
     # which its launch template resolves at each launch; "" where hosts boot a stock AMI.
     image_parameter: str = ""
+    warm: WarmSettings = field(default_factory=lambda: WarmSettings(mode="off"))  # its stopped warm pool (core/warm_pools.py)
     # Capacity-block pools only:
     gpus_per_node: int = 0
     slot_gpus: tuple[int, ...] = ()  # GPUs of each slot of a node, in slot order
@@ -99,6 +101,10 @@ class PoolSettings:
         values["slot_labels"] = tuple(tuple(labels) for labels in values.get("slot_labels", ()))
         values["idle_windows"] = tuple(IdleWindow(**w) for w in values.get("idle_windows", ()))
         values["pool_windows"] = tuple(PoolWindow(**w) for w in values.get("pool_windows", ()))
+        if "warm" in values:
+            warm = dict(values["warm"])
+            warm["windows"] = tuple(WarmWindow(**w) for w in warm.get("windows", ()))
+            values["warm"] = WarmSettings(**warm)
         return cls(**values)
 
 
