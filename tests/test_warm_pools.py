@@ -24,6 +24,7 @@ from lambda_src.core.warm_pools import (
     WarmSettings,
     WarmWindow,
     demand_bucket,
+    held_size,
     percentile,
     pick_warm,
     plan_warm_pool,
@@ -168,3 +169,14 @@ def test_scheduled_windows_reach_the_control_plane_settings_and_survive_its_json
     assert settings.warm.windows == (WarmWindow("* 8-17 * * MON-FRI", "UTC", 2),)
     again = PoolSettings.from_dict(json.loads(json.dumps(asdict(settings))))
     assert again.warm == settings.warm
+
+
+def test_an_instance_the_target_wants_again_within_the_hold_is_kept_not_relaunched() -> None:
+    # Demand at 14:30 on past Mondays: at 14:00 the 10-minute target is 0, the hold sees 3.
+    launches = {demand_bucket(NOW + 1800 - k * WEEK_S): 3 for k in range(1, 5)}
+    settings = WarmSettings(maximum=10)
+    assert target_size(settings, launches, NOW) == 0
+    assert held_size(settings, launches, NOW) == 3
+    pool = [warm("i-a", NOW - 300), warm("i-b", NOW - 200), warm("i-c", NOW - 100), warm("i-d", NOW - 50)]
+    plan = plan_warm_pool("cpu", settings, pool, 0, "ami-new", NOW, keep=held_size(settings, launches, NOW))
+    assert (plan.launch, plan.retire) == (0, ("i-a",))

@@ -44,6 +44,10 @@ class WarmSettings:
     weeks: int = 4  # how many past weeks the demand history is read over
     percentile: float = 0.9  # of the weeks' launches in that window
     max_age_s: int = 7 * 24 * 3600  # a warm instance older than this is replaced
+    # A warm instance stays while the target within this much ahead still wants it: without it,
+    # the adaptive target's minute-to-minute moves would retire and relaunch (each launch pays a
+    # boot and a full volume initialization) instances wanted again minutes later.
+    hold_s: int = 3600
     volume_gib: float = 0.0  # EBS GiB a warm instance holds (for the budget)
 
 
@@ -100,6 +104,13 @@ def target_size(settings: WarmSettings, launches: Mapping[int, int], now: float)
     return max(0, min(settings.maximum, wanted))
 
 
+def held_size(settings: WarmSettings, launches: Mapping[int, int], now: float) -> int:
+    """The most warm instances the target asks for from now to `hold_s` ahead: what a pool
+    keeps (it launches only up to `target_size` now)."""
+    steps = range(0, settings.hold_s + 1, DEMAND_BUCKET_S)
+    return max(target_size(settings, launches, now + step) for step in steps)
+
+
 def within_budget(targets: Mapping[str, int], volume_gib: Mapping[str, float], budget_gib: float | None) -> dict[str, int]:
     """The targets, trimmed one instance at a time from the pool holding the most EBS until all
     warm instances together fit `budget_gib` (None: no budget)."""
@@ -116,13 +127,22 @@ def within_budget(targets: Mapping[str, int], volume_gib: Mapping[str, float], b
     return trimmed
 
 
-def plan_warm_pool(pool: str, settings: WarmSettings, warm: Iterable[WarmInstance], target: int, newest_image: str, now: float) -> WarmPlan:
+def plan_warm_pool(
+    pool: str,
+    settings: WarmSettings,
+    warm: Iterable[WarmInstance],
+    target: int,
+    newest_image: str,
+    now: float,
+    keep: int | None = None,
+) -> WarmPlan:
     """Retire what is superseded (another image than the newest), older than the maximum age,
-    or beyond the target (oldest first); launch what brings the pool back to its target."""
+    or beyond `keep` (at least the target; `held_size` where the caller has the history), oldest
+    first; launch what brings the pool back to its target."""
     mine = [w for w in warm if w.pool == pool]
     stale = [w for w in mine if (newest_image and w.image_id != newest_image) or now - w.launched_at > settings.max_age_s]
     fresh = sorted((w for w in mine if w not in stale), key=lambda w: (w.launched_at, w.id))
-    excess = fresh[: max(0, len(fresh) - target)]
+    excess = fresh[: max(0, len(fresh) - max(target, keep or 0))]
     kept = len(fresh) - len(excess)
     return WarmPlan(pool, target, max(0, target - kept), tuple(w.id for w in [*stale, *excess]))
 
