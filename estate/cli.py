@@ -263,7 +263,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from estate.config.loader import load_estate
     from estate.config.prices import PriceError, PriceTable
     from estate.sim.policies import POLICIES
-    from estate.sim.simulate import plot, seeded_command, simulate, table
+    from estate.sim.simulate import generated_history, plot, seeded_command, simulate, table
     from estate.sim.workload import WORKLOADS, pr_trace, read_trace
 
     plot_path = _simulate_arguments(args)
@@ -299,7 +299,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seeded_command(args, estate, prices, names)
         return 0
     trace = read_trace(Path(args.trace)) if args.trace else pr_trace(WORKLOADS[workload], args.seed, days, failed_run_share=failed_runs)
-    report, sims = simulate(estate, trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors)
+    history = None if args.trace else generated_history(estate, WORKLOADS[workload], args.seed, failed_runs)
+    report, sims = simulate(estate, trace, names, prices, args.seed, args.spot_interruptions, args.capacity_errors, launch_history=history)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
     else:
@@ -506,8 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=_above_zero, help="length of the generated trace in days, more than 0 (default 1)")
     p.add_argument(
         "--workload",
-        choices=["flashinfer", "sharded"],
-        help="generated trace: FlashInfer's PR Test run (default), or a suite sharded into many short GPU jobs",
+        choices=["flashinfer", "sharded", "many-short"],
+        help="generated trace: FlashInfer's PR Test run (default), a suite sharded into short GPU jobs, or many short CPU and GPU jobs",
     )
     p.add_argument("--failed-runs", type=_share, help="share of generated runs that fail and are cancelled (default 0.3)")
     p.add_argument(

@@ -26,6 +26,7 @@ from estate.sim.timings import (
     CONTROL_PLANE_LATENCY_S,
     EC2_PENDING_S,
     PHILIPS_EPHEMERAL_TAIL_S,
+    ami_path,
     image_path,
 )
 from estate.sim.workload import TraceJob
@@ -34,7 +35,8 @@ from tests.conftest import MINIMAL_POOL, write_pool
 CPU = ("self-hosted", "linux", "x64", "cpu")
 PRICES = PriceTable()
 LAT = CONTROL_PLANE_LATENCY_S
-BOOT_CPU = BOOT_S["cpu-stock"]
+BOOT_CPU = BOOT_S["cpu-stock"]  # MINIMAL_POOL's AMI, as the peers boot it
+ESTATE_BOOT_CPU = BOOT_S["cpu-estate-image"]  # the estate boots its baked image
 CAPPED = MINIMAL_POOL.replace("runners_maximum_count: 4", "runners_maximum_count: 1")
 REUSED = "  enable_ephemeral_runners: false\n"
 EPHEMERAL = "  enable_ephemeral_runners: true\n"
@@ -98,7 +100,7 @@ def test_a_launch_refused_for_capacity_is_tried_again(tmp_path: Path, policy: st
     sim = FirstLaunchRefused(pool_estate(tmp_path), [job(0, 0.0)], POLICIES[policy](), PRICES).run()
     (host,) = sim.hosts
     assert host.launched_at == pytest.approx(retried_at)
-    assert wait(sim) == pytest.approx(retried_at + BOOT_CPU)
+    assert wait(sim) == pytest.approx(retried_at + (ESTATE_BOOT_CPU if policy == "estate" else BOOT_CPU))
 
 
 @pytest.mark.parametrize(("extra", "hosts"), [(EPHEMERAL, 2), (EPHEMERAL + "  enable_job_queued_check: true\n", 1), (REUSED, 1)])
@@ -234,23 +236,30 @@ DLAMI = "  ami:\n    owners: ['898082745236']\n    filter:\n      name: ['Deep L
 RUNNER_AMI = "  ami:\n    owners: [self]\n    filter:\n      name: ['github-runner-ubuntu-*']\n"
 
 
+STOCK = "estate:\n  image: {source: ami}\n"  # a top-level key, after runner_config
+
+
 @pytest.mark.parametrize(
-    ("text", "extra", "path"),
+    ("text", "extra", "ami", "estate_path"),
     [
-        (MINIMAL_POOL, "", "cpu-stock"),
-        (MINIMAL_POOL, RUNNER_AMI, "cpu-baked"),
-        (GPU_POOL, DLAMI, "gpu-driver-in-image"),
-        (GPU_POOL, "", "gpu-driver-at-boot"),
+        (MINIMAL_POOL, "", "cpu-stock", "cpu-estate-image"),
+        (MINIMAL_POOL, RUNNER_AMI, "cpu-baked", "cpu-estate-image"),
+        (MINIMAL_POOL, STOCK, "cpu-stock", "cpu-stock"),
+        (GPU_POOL, DLAMI, "gpu-driver-in-image", "gpu-estate-image"),
+        (GPU_POOL, "", "gpu-driver-at-boot", "gpu-estate-image"),
+        (GPU_POOL, DLAMI + STOCK, "gpu-driver-in-image", "gpu-driver-in-image"),
     ],
 )
-def test_boot_comes_from_the_pools_image_path(tmp_path: Path, text: str, extra: str, path: str) -> None:
+def test_boot_comes_from_the_pools_image_path(tmp_path: Path, text: str, extra: str, ami: str, estate_path: str) -> None:
+    # The estate boots its baked image unless the pool says `source: ami`; upstream boots the
+    # pool file's AMI whatever `estate:` says.
     estate = pool_estate(tmp_path, text, extra)
     pool: Pool = estate.pools[0]
-    assert image_path(pool) == path
+    assert (image_path(pool), ami_path(pool)) == (estate_path, ami)
     labels = ("self-hosted", "linux", "x64", "gpu") if "gpu" in text else CPU
     trace = [TraceJob("j0", 0.0, labels, 600.0)]
-    assert wait(run(estate, trace, "estate")) == pytest.approx(LAT + BOOT_S[path])
-    assert wait(run(estate, trace, "philips-ephemeral")) == pytest.approx(LAT + BOOT_S[path])
+    assert wait(run(estate, trace, "estate")) == pytest.approx(LAT + BOOT_S[estate_path])
+    assert wait(run(estate, trace, "philips-ephemeral")) == pytest.approx(LAT + BOOT_S[ami])
 
 
 @pytest.mark.parametrize(("policy", "before_launch"), [("estate", LAT), ("philips-ephemeral", LAT), ("buildkite", 0.0)])

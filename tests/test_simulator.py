@@ -15,7 +15,7 @@ from estate.config.diagnostics import ConfigError
 from estate.config.loader import Estate, load_estate
 from estate.config.prices import PriceTable
 from estate.sim.parameter_store import runner_config_cost_usd
-from estate.sim.policies import NEXT_RUNNER_S, POLICIES, REUSE_WAIT_S
+from estate.sim.policies import NEXT_RUNNER_S, POLICIES, REUSE_WAIT_S, EstatePolicy
 from estate.sim.simulate import simulate, table
 from estate.sim.simulator import Simulation
 from estate.sim.timings import BOOT_S, BUILDKITE_BOOT_S, BUILDKITE_TERMINATE_TAIL_S, CONTROL_PLANE_LATENCY_S, ESTATE_SHUTDOWN_TAIL_S
@@ -25,7 +25,8 @@ from tests.conftest import EXAMPLE_CONFIGS, FLASHINFER_CONFIGS, MINIMAL_POOL, SH
 CPU = ("self-hosted", "linux", "x64", "cpu")
 PRICES = PriceTable()
 M7I_2XL = PRICES.hourly("m7i.2xlarge", "spot")
-BOOT_CPU = BOOT_S["cpu-stock"]  # MINIMAL_POOL: a CPU pool on a stock image
+BOOT_CPU = BOOT_S["cpu-stock"]  # MINIMAL_POOL's AMI: a stock image, as the peers boot it
+ESTATE_BOOT_CPU = BOOT_S["cpu-estate-image"]  # MINIMAL_POOL under the estate: its baked image (the default)
 LAT = CONTROL_PLANE_LATENCY_S
 ALL = list(POLICIES)
 
@@ -88,7 +89,11 @@ def test_cost_is_billed_instance_time_times_price_plus_parameter_store(example_r
     alive = {h.id: (h.ended_at or sim.end) - h.launched_at for h in sim.hosts}
     billed = {h.id: alive[h.id] if h.market == "capacity-block" else max(60.0, alive[h.id]) for h in sim.hosts}
     instances = sum(billed[h.id] / 3600 * h.price_per_hour for h in sim.hosts)
-    assert sim.report()["cost_usd"] == pytest.approx(instances + runner_config_cost_usd(sim.runner_configs), abs=0.01)
+    # The estate also pays its image builds and its warm instances' EBS (`extra_costs`).
+    extra = 0.0
+    if isinstance(sim.policy, EstatePolicy):
+        extra = sum(sum(by.values()) for by in sim.policy.extra_costs(sim).values())
+    assert sim.report()["cost_usd"] == pytest.approx(instances + runner_config_cost_usd(sim.runner_configs) + extra, abs=0.01)
     assert sim.report()["billed_hours"] >= sim.report()["instance_hours"]
 
 
@@ -153,9 +158,9 @@ def test_the_estate_pays_for_nothing_beyond_ideal_but_host_boots(workload: str) 
 
 def test_estate_launches_when_the_webhook_arrives_and_its_host_leaves_after_the_job(tmp_path: Path) -> None:
     sim = run(cpu_estate(tmp_path), [job(0, 100.0)], "estate")
-    assert wait(sim) == pytest.approx(LAT + BOOT_CPU)
+    assert wait(sim) == pytest.approx(LAT + ESTATE_BOOT_CPU)
     (host,) = sim.hosts
-    done = 100.0 + LAT + BOOT_CPU + 600.0
+    done = 100.0 + LAT + ESTATE_BOOT_CPU + 600.0
     assert host.leaving_at == pytest.approx(done)  # ephemeral: its runner is gone with the job
     assert host.ended_at == pytest.approx(done + ESTATE_SHUTDOWN_TAIL_S)  # billed through `shutdown -h now`
 
@@ -268,7 +273,7 @@ def test_a_failing_job_cancels_its_runs_other_jobs_where_they_are(tmp_path: Path
     # Pool capped at 4 hosts: the fifth job is still queued when the first fails.
     jobs = [run_job(0, 0.0, 120.0, "r1", fails=True)] + [run_job(i, 0.0, 1800.0, "r1") for i in range(1, 5)]
     sim = run(cpu_estate(tmp_path), jobs, "estate")
-    failed_at = LAT + BOOT_CPU + 120.0
+    failed_at = LAT + ESTATE_BOOT_CPU + 120.0
     for sibling in sim.jobs[1:4]:
         assert (sibling.cancelled_at, sibling.finished_at) == (failed_at, failed_at)  # stopped on its runner
     assert sim.jobs[4].started_at is None  # left the queue
@@ -473,23 +478,23 @@ def test_a_capped_pool_reuses_its_host_for_the_job_waiting_behind_the_cap(tmp_pa
     plain = run(capped_estate(tmp_path), [job(0, 0.0), job(1, 0.0)], "estate")
     reusing = run(capped_estate(tmp_path, REUSE), [job(0, 0.0), job(1, 0.0)], "estate")
     assert (len(plain.hosts), len(reusing.hosts)) == (2, 1)
-    first_done = LAT + BOOT_CPU + 600.0
+    first_done = LAT + ESTATE_BOOT_CPU + 600.0
     # The `completed` webhook reaches scale-up, which gives the waiting host its next runner.
     assert wait(reusing, 1) == pytest.approx(first_done + LAT + NEXT_RUNNER_S)
-    assert wait(plain, 1) > first_done + BOOT_CPU
+    assert wait(plain, 1) > first_done + ESTATE_BOOT_CPU
     assert reusing.report()["boot_hours"] < plain.report()["boot_hours"]
 
 
 def test_a_reusable_host_with_no_job_waiting_waits_for_a_next_runner_then_goes(tmp_path: Path) -> None:
     # The host program waits REUSE_WAIT_S for a next config before it powers off. Scale-down
     # leaves a spent host alone for the planner's reuse window (60 s after its job ended at
-    # 717 s) and retires it at its first cycle after that: the one at 780 s, not 720 s.
+    # 631.6 s, on the estate's baked image) and retires it at its first cycle after that: 720 s.
     sim = run(capped_estate(tmp_path, REUSE), [job(0, 0.0), job(1, 5000.0)], "estate")
     first, _ = sim.hosts
-    done = LAT + BOOT_CPU + 600.0
+    done = LAT + ESTATE_BOOT_CPU + 600.0
     assert first.ended_at is not None
     assert done < first.ended_at <= done + REUSE_WAIT_S + ESTATE_SHUTDOWN_TAIL_S
-    assert first.ended_at == 780.0
+    assert first.ended_at == 720.0
 
 
 def test_a_reusable_host_stops_at_its_job_limit(tmp_path: Path) -> None:

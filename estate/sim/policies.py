@@ -10,11 +10,15 @@ Times and their sources are in estate/sim/timings.py.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from estate.config.pool import Pool
+from estate.config.prices import PriceError
+from estate.config.stack_config import DEFAULT_BUILD_INSTANCE_TYPES, RootVolumes
 from estate.derive.control_config import pool_settings
 from estate.sim import timings
 from estate.sim.simulator import QUEUE_PREFIX, Host, SimJob, Simulation, Slot
@@ -24,6 +28,7 @@ from lambda_src.core.interruptions import breaker_open_until, on_demand_sibling
 from lambda_src.core.overflow import plan_overflow
 from lambda_src.core.planner import REUSE_WINDOW_S, LaunchOrder, plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
 from lambda_src.core.settings import PoolSettings
+from lambda_src.core.warm_pools import OFF, WarmInstance, demand_bucket, held_size, pick_warm, plan_warm_pool, target_size, within_budget
 
 ENVIRONMENT = "sim"
 # A reused host's next runner: tidy, read its config, start and register. Ours, not measured on AWS.
@@ -73,10 +78,12 @@ class EstatePolicy(BasePolicy):
     for move to the next pool that serves them (core/overflow.py)."""
 
     name = "estate"
+    boots_estate_image = True  # a pool boots the estate's baked image unless it says `source: ami`
 
     def start(self, sim: Simulation) -> None:
         # The same settings the deploy compiles, and the planner's own choice of pools to scale.
         self.settings: dict[str, PoolSettings] = scaled_pools({n: pool_settings(p) for n, p in sim.pools.items()})
+        self._start_warm_pools(sim)
         self.queued: dict[int, Job] = {}  # the ledger's queued jobs, as the webhooks told it
         self.moved_on: set[int] = set()  # jobs an in_progress or completed webhook has closed
         self.hosts: dict[str, Instance] = {}  # the ledger's hosts
@@ -148,6 +155,7 @@ class EstatePolicy(BasePolicy):
             "rerun_extra_cost_usd": round(extra, 2),
             "rerun_extra_wait_s": {"mean": round(sum(waits) / len(waits), 1) if waits else 0.0, "max": round(max(waits, default=0.0), 1)},
             "spot_breaker_opened": self.breaker_opened,
+            "warm_instances": self.warm_counts(),
         }
 
     # ---- webhooks, each CONTROL_PLANE_LATENCY_S after GitHub sent it ------------------------
@@ -212,12 +220,20 @@ class EstatePolicy(BasePolicy):
 
     def _launch(self, sim: Simulation, order: LaunchOrder) -> None:
         """The order's on-demand part (retries) on-demand, all of it while the pool's breaker is
-        open; each host recorded in the ledger with its first runner's name."""
+        open; the rest from the pool's ready warm instances first (`pick_warm`), fresh hosts for
+        what they do not cover or fail to start; each host recorded in the ledger with its first
+        runner's name, each launch counted in the ledger's demand history."""
+        if order.count <= 0:
+            return
         on_demand = order.count if self.off_spot.get(order.pool, 0.0) > sim.now else order.on_demand
-        if on_demand and self.settings[order.pool].capacity_type == "spot":
-            made = sim.launch(order.pool, on_demand, market="on-demand") + sim.launch(order.pool, order.count - on_demand)
-        else:
-            made = sim.launch(order.pool, order.count)
+        if not (on_demand and self.settings[order.pool].capacity_type == "spot"):
+            on_demand = 0
+        made = self._start_warm(sim, order.pool, order.count - on_demand)
+        if on_demand:
+            made += sim.launch(order.pool, on_demand, market="on-demand")
+        made += sim.launch(order.pool, order.count - on_demand - len(made))
+        history = self.launches.setdefault(order.pool, {})
+        history[demand_bucket(sim.now)] = history.get(demand_bucket(sim.now), 0) + order.count
         prefix = self.settings[order.pool].name_prefix
         for host in made:
             name = runner_name(prefix, ENVIRONMENT, order.pool, host.id)
@@ -269,6 +285,7 @@ class EstatePolicy(BasePolicy):
         self._rerun_interrupted(sim)
         for order in self._orders(sim):
             self._launch(sim, order)
+        self._plan_warm_pools(sim)
         # Scale-down, from one runner listing: the runners that are online (registered, not
         # yet exited), busy as GitHub says.
         instances = self._instances(sim)
@@ -290,6 +307,144 @@ class EstatePolicy(BasePolicy):
             if host is not None and host.slots[0].job is None:  # deleting a busy runner fails (422): the host stays
                 self.waiting.pop(host.id, None)
                 sim.terminate(host)
+
+    # ---- stopped warm pools (lambda_src/core/warm_pools.py) ----------------------------------
+    def _start_warm_pools(self, sim: Simulation) -> None:
+        """Each scaled pool's `PoolSettings.warm` (estate.warm_pool; adaptive by default on the
+        baked image), the ledger's launch history before time 0 (`sim.launch_history`), and the
+        warm instances the estate had at time 0: each pool's target then, ready, their one boot
+        paid before the simulated time (as this run's last warm instances' boots serve the next)."""
+        self.warm_pools = {n: s.warm for n, s in self.settings.items() if s.warm.mode != OFF and s.warm.maximum > 0}
+        self.launches: dict[str, dict[int, int]] = {p: dict(b) for p, b in sim.launch_history.items()}
+        self.warm: dict[str, WarmInstance] = {}
+        self.warm_hosts: dict[str, Host] = {}  # warm instances booting once
+        self.stopped_since: dict[str, float] = {}
+        self.ebs_gib_s: dict[str, float] = {}
+        self.warm_ids = itertools.count(1)
+        self.warm_stats = Counter[str]()
+        self.volume_gib = {n: warm_volume_gib(sim.pools[n]) for n in self.warm_pools}
+        for pool, target in self._warm_targets(sim).items():
+            for _ in range(target):
+                self._add_warm(sim, pool, sim.now, ready=True)
+
+    def _image(self, sim: Simulation, pool: str) -> str:
+        """The pool's newest image: its family's, rebuilt on the image schedule."""
+        built = math.floor((sim.now - timings.IMAGE_FIRST_BUILD_S) / timings.IMAGE_BUILD_PERIOD_S)
+        return f"{sim.pools[pool].image_family}-{built}"
+
+    def _warm_targets(self, sim: Simulation) -> dict[str, int]:
+        """`target_size` per pool from the ledger's history, then the EBS budget (`within_budget`;
+        the estate sets none yet)."""
+        targets = {p: target_size(w, self.launches.get(p, {}), sim.now) for p, w in self.warm_pools.items()}
+        return within_budget(targets, self.volume_gib, None)
+
+    def _add_warm(self, sim: Simulation, pool: str, launched_at: float, ready: bool) -> str:
+        wid = f"w-{next(self.warm_ids)}"
+        self.warm[wid] = WarmInstance(wid, pool, launched_at, self._image(sim, pool), ready)
+        if ready:
+            self.stopped_since[wid] = sim.now
+        return wid
+
+    def _plan_warm_pools(self, sim: Simulation) -> None:
+        """The reconciler's warm-pool step: retire and launch as `plan_warm_pool` says, keeping
+        what the target wants again within the hold (`held_size`)."""
+        held = {p: held_size(w, self.launches.get(p, {}), sim.now) for p, w in self.warm_pools.items()}
+        keep = within_budget(held, self.volume_gib, None)
+        for pool, target in self._warm_targets(sim).items():
+            image = self._image(sim, pool)
+            plan = plan_warm_pool(pool, self.warm_pools[pool], self.warm.values(), target, image, sim.now, keep=keep[pool])
+            for wid in plan.retire:
+                self._drop_warm(sim, wid)
+                self.warm_stats["retired"] += 1
+            for _ in range(plan.launch):
+                once = timings.boot_once_s(sim.pools[pool])
+                host = sim.launch_warm(pool, once)
+                if host is None:
+                    continue  # refused for capacity: the next cycle tries again
+                wid = self._add_warm(sim, pool, sim.now, ready=False)
+                self.warm_hosts[wid] = host
+                self.warm_stats["launched"] += 1
+                sim.at(host.ready_at, self._warm_stopped, sim, wid)
+
+    def _warm_stopped(self, sim: Simulation, wid: str) -> None:
+        """The warm instance has booted once and powered off: ready to be started."""
+        if wid in self.warm:
+            self.warm[wid] = replace(self.warm[wid], ready=True)
+            self.warm_hosts.pop(wid, None)
+            self.stopped_since[wid] = sim.now
+
+    def _drop_warm(self, sim: Simulation, wid: str) -> None:
+        """Out of the warm pool (started or terminated): its stopped EBS time is counted."""
+        instance = self.warm.pop(wid)
+        since = self.stopped_since.pop(wid, None)
+        if since is not None:
+            self.ebs_gib_s[instance.pool] = self.ebs_gib_s.get(instance.pool, 0.0) + self.volume_gib[instance.pool] * (sim.now - since)
+        host = self.warm_hosts.pop(wid, None)
+        if host is not None and host.alive:  # retired while booting once
+            sim.terminate(host)
+
+    def _start_warm(self, sim: Simulation, pool: str, count: int) -> list[Host]:
+        """Start up to `count` of the pool's ready warm instances for a launch; one whose start is
+        refused for capacity stays stopped, and the launch boots a fresh host instead."""
+        if pool not in self.warm_pools or count <= 0:
+            return []
+        started = []
+        boot = timings.BOOT_S[timings.stopped_start_path(sim.pools[pool])]
+        for wid in pick_warm(self.warm.values(), pool, count, self._image(sim, pool)):
+            host = sim.start_warm(pool, boot)
+            if host is None:
+                self.warm_stats["start_failures"] += 1
+                continue
+            self._drop_warm(sim, wid)
+            self.warm_stats["starts"] += 1
+            started.append(host)
+        return started
+
+    def extra_costs(self, sim: Simulation) -> dict[str, dict[str, float]]:
+        """What the estate pays beyond instance time: its warm instances' EBS while stopped (per
+        pool) and its image builds (per family, the weekly build and the image's snapshot spread
+        over the simulated time)."""
+        gib_s = dict(self.ebs_gib_s)
+        for wid, since in self.stopped_since.items():
+            pool = self.warm[wid].pool
+            gib_s[pool] = gib_s.get(pool, 0.0) + self.volume_gib[pool] * (sim.end - since)
+        return {
+            "warm_ebs_usd": {p: timings.ebs_usd(v) for p, v in gib_s.items()},
+            "image_builds_usd": image_builds_usd(sim),
+        }
+
+    def warm_counts(self) -> dict[str, int]:
+        return {key: self.warm_stats[key] for key in ("launched", "starts", "start_failures", "retired")}
+
+
+def warm_volume_gib(pool: Pool) -> float:
+    """A warm instance's EBS: the pool's disks, the root at least the image's (as the launch
+    template sizes it: estate/derive/images.py launch_disks)."""
+    disks = pool.runner.block_device_mappings
+    root = float(getattr(RootVolumes(), pool.accelerator))
+    if "block_device_mappings" not in pool.runner.model_fields_set:
+        return max(float(disks[0].volume_size), root)
+    return float(sum(d.volume_size for d in disks))
+
+
+def image_builds_usd(sim: Simulation) -> dict[str, float]:
+    """Per image family the estate's pools boot: each build's instance time on the family's
+    first build instance type, on-demand (timings.IMAGE_BUILD_MINUTES), one per
+    IMAGE_BUILD_PERIOD_S, and its snapshot's storage, over the simulated time."""
+    out: dict[str, float] = {}
+    for pool in sim.pools.values():
+        family = pool.image_family
+        if family is None or family in out:
+            continue
+        accelerator, _, architecture = family.partition("-")
+        try:
+            hourly = sim.prices.hourly(DEFAULT_BUILD_INSTANCE_TYPES[architecture][0], "on-demand")  # type: ignore[index]
+        except PriceError:
+            hourly = 0.0
+        build = timings.IMAGE_BUILD_MINUTES[accelerator] / 60 * hourly
+        snapshot_month = getattr(RootVolumes(), accelerator) * timings.SNAPSHOT_USD_PER_GB_MONTH
+        out[family] = sim.end / timings.IMAGE_BUILD_PERIOD_S * build + sim.end / 3600 / timings.HOURS_PER_MONTH * snapshot_month
+    return out
 
 
 class PhilipsPolicy(BasePolicy):

@@ -8,6 +8,7 @@ import argparse
 import json
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from estate.config.prices import PRICES_AS_OF, PriceTable
 from estate.sim import timings
 from estate.sim.policies import POLICIES
 from estate.sim.simulator import Simulation
-from estate.sim.workload import WORKLOADS, TraceJob, pr_trace, read_trace
+from estate.sim.workload import FAILED_RUN_SHARE, WORKLOADS, TraceJob, Workload, pr_trace, read_trace
+from lambda_src.core.routing import normalise
+from lambda_src.core.warm_pools import demand_bucket
 
 
 def simulate(
@@ -28,10 +31,19 @@ def simulate(
     spot_interruptions_per_hour: float = 0.0,
     capacity_error_rate: float = 0.0,
     boot_override_s: float | None = None,
+    launch_history: dict[str, dict[int, int]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Simulation]]:
     sims = {
         name: Simulation(
-            estate, trace, POLICIES[name](), prices, seed, spot_interruptions_per_hour, capacity_error_rate, boot_override_s
+            estate,
+            trace,
+            POLICIES[name](),
+            prices,
+            seed,
+            spot_interruptions_per_hour,
+            capacity_error_rate,
+            boot_override_s,
+            launch_history or {},
         ).run()
         for name in policies
     }
@@ -42,6 +54,49 @@ def simulate(
         "seed": seed,
     }
     return report, sims
+
+
+# ---- the ledger's history before the simulated time -------------------------------------
+# Adaptive warm pools are sized from the pool's launches at this weekday and time over the last
+# weeks (lambda_src/core/warm_pools.py). A generated workload gets those weeks from the same
+# generator (seed + HISTORY_SEED_OFFSET), ending at time 0, counted as the estate's ledger counts
+# launches: the estate launches one host per queued job (one-job runners, no idle hosts), so a
+# pool's launches in a 5-minute bucket are the jobs routed to it then (2 s later, the webhook's
+# way). Not simulated, to keep a run's time that of its own day: pools with `reuse_hosts`, jobs
+# a capped pool moves on and re-runs make that count differ a little. A `--trace` file has no
+# history: its own launches become the history after a week.
+HISTORY_SEED_OFFSET = 1_000_000
+
+
+def history_weeks(estate: Estate) -> int:
+    """The longest history any adaptive warm pool reads."""
+    return max((p.warm_settings.weeks for p in estate.pools if p.warm_settings.mode == "adaptive"), default=0)
+
+
+def launch_history(estate: Estate, trace: list[TraceJob]) -> dict[str, dict[int, int]]:
+    """Launches per pool and demand bucket for a trace of the weeks before time 0."""
+    routing = estate.routing_table()
+    out: dict[str, dict[int, int]] = {}
+    routes_of: dict[tuple[str, ...], list[str]] = {}
+    for job in trace:
+        routes = routes_of.get(job.labels)
+        if routes is None:
+            routes = routes_of[job.labels] = routing.route(normalise(job.labels))
+        if routes:
+            bucket = demand_bucket(job.t + timings.CONTROL_PLANE_LATENCY_S)
+            out.setdefault(routes[0], {})[bucket] = out.setdefault(routes[0], {}).get(bucket, 0) + 1
+    return out
+
+
+def generated_history(
+    estate: Estate, workload: Workload, seed: int, failed_run_share: float = FAILED_RUN_SHARE
+) -> dict[str, dict[int, int]]:
+    """`history_weeks` of `workload` before time 0, as the ledger counts them."""
+    days = 7 * history_weeks(estate)
+    if not days:
+        return {}
+    trace = pr_trace(workload, seed + HISTORY_SEED_OFFSET, days, failed_run_share=failed_run_share)
+    return launch_history(estate, [replace(j, t=j.t - days * 86400) for j in trace])
 
 
 # ---- several seeds: mean and range ----------------------------------------------------------
@@ -95,15 +150,18 @@ def simulate_seeds(
     spot_interruptions_per_hour: float = 0.0,
     capacity_error_rate: float = 0.0,
     boot_override_s: float | None = None,
+    history_for: Callable[[int], dict[str, dict[int, int]]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Simulation]]:
-    """Every policy on each seed's trace (and simulated EC2); the report's `policies` hold the
-    means (with ranges), `runs` each seed's own report. Returns the first seed's simulations."""
+    """Every policy on each seed's trace (and simulated EC2), with that seed's ledger history;
+    the report's `policies` hold the means (with ranges), `runs` each seed's own report.
+    Returns the first seed's simulations."""
     runs: dict[int, dict[str, Any]] = {}
     first: dict[str, Simulation] = {}
     for seed in seeds:
         trace = trace_for(seed)
         args = (seed, spot_interruptions_per_hour, capacity_error_rate, boot_override_s)
-        runs[seed], sims = simulate(estate, trace, policies, prices, *args)
+        history = history_for(seed) if history_for is not None else None
+        runs[seed], sims = simulate(estate, trace, policies, prices, *args, launch_history=history)
         first = first or sims
     one = runs[seeds[0]]
     report: dict[str, Any] = {
@@ -126,13 +184,14 @@ def sensitivity_boot(
     seeds: list[int],
     spot_interruptions_per_hour: float = 0.0,
     capacity_error_rate: float = 0.0,
+    history_for: Callable[[int], dict[str, dict[int, int]]] | None = None,
 ) -> dict[str, Any]:
     """The comparison again with every host of every policy booting in each of
-    timings.BOOT_SWEEP_S (the ideal never boots)."""
+    timings.BOOT_SWEEP_S (the ideal never boots; a warm instance's start keeps its own)."""
+    histories = {seed: history_for(seed) for seed in seeds} if history_for is not None else {}
+    rates = (spot_interruptions_per_hour, capacity_error_rate)
     by_boot = {
-        f"{boot:g}": simulate_seeds(estate, trace_for, policies, prices, seeds, spot_interruptions_per_hour, capacity_error_rate, boot)[0][
-            "policies"
-        ]
+        f"{boot:g}": simulate_seeds(estate, trace_for, policies, prices, seeds, *rates, boot, histories.get)[0]["policies"]  # type: ignore[arg-type]
         for boot in timings.BOOT_SWEEP_S
     }
     return {"sensitivity": {"boot_s": by_boot}, "seeds": seeds, "prices": PRICES_AS_OF}
@@ -212,17 +271,20 @@ def seeded_command(args: argparse.Namespace, estate: Estate, prices: PriceTable,
     def trace_for(seed: int) -> list[TraceJob]:
         return fixed if fixed is not None else pr_trace(WORKLOADS[args.workload], seed, args.days, failed_run_share=args.failed_runs)
 
+    def history_for(seed: int) -> dict[str, dict[int, int]]:
+        return {} if fixed is not None else generated_history(estate, WORKLOADS[args.workload], seed, args.failed_runs)
+
     seeds = list(range(args.seed, args.seed + args.seeds))
     source = args.trace or f"embedded {args.workload} PR workload, {args.days:g} day(s), {args.failed_runs:.0%} of runs fail"
     if args.sensitivity == "boot":
-        result = sensitivity_boot(estate, trace_for, names, prices, seeds, args.spot_interruptions, args.capacity_errors)
+        result = sensitivity_boot(estate, trace_for, names, prices, seeds, args.spot_interruptions, args.capacity_errors, history_for)
         if args.json:
             print(json.dumps(result, indent=1, sort_keys=True))
         else:
             print(f"trace: {source}; seeds {seeds[0]}-{seeds[-1]}; every host's boot replaced; means; prices: {PRICES_AS_OF}")
             print(sensitivity_table(result))
         return result
-    report, sims = simulate_seeds(estate, trace_for, names, prices, seeds, args.spot_interruptions, args.capacity_errors)
+    report, sims = simulate_seeds(estate, trace_for, names, prices, seeds, args.spot_interruptions, args.capacity_errors, None, history_for)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
     else:

@@ -112,6 +112,9 @@ class Simulation:
     spot_interruptions_per_hour: float = 0.0
     capacity_error_rate: float = 0.0
     boot_override_s: float | None = None  # every host boots this long (`--sensitivity boot`)
+    # The estate's launches per pool and demand bucket before time 0 (the ledger's history that
+    # adaptive warm pools are sized from: lambda_src/core/warm_pools.py); empty: none.
+    launch_history: dict[str, dict[int, int]] = field(default_factory=dict)
     now: float = 0.0
     jobs: list[SimJob] = field(default_factory=list)
     hosts: list[Host] = field(default_factory=list)
@@ -333,8 +336,33 @@ class Simulation:
         return default_s if self.boot_override_s is None else self.boot_override_s
 
     def runner_boot_s(self, pool: Pool) -> float:
-        """A GitHub runner host of `pool`: its image path's boot (estate/sim/timings.py)."""
-        return self.boot(timings.BOOT_S[timings.image_path(pool)])
+        """A GitHub runner host of `pool`: its image path's boot (estate/sim/timings.py): the
+        estate's image for a policy that boots it (`boots_estate_image`), else the pool file's AMI."""
+        estate_image = getattr(self.policy, "boots_estate_image", False)
+        return self.boot(timings.BOOT_S[timings.image_path(pool) if estate_image else timings.ami_path(pool)])
+
+    def launch_warm(self, pool_name: str, run_s: float) -> Host | None:
+        """A warm instance's one boot: an instance that takes no job, billed `run_s` until it
+        powers itself off (then it is stopped: its EBS is the policy's to count). None when a
+        spot launch is refused for capacity."""
+        pool = self.pools[pool_name]
+        if pool.capacity_type == "spot" and self.rng.random() < self.capacity_error_rate:
+            return None
+        itype = pool.instance_types[0].name
+        price = self.prices.hourly(itype, pool.capacity_type)
+        host = Host(f"i-{next(self._host_ids):017x}", pool.name, pool.capacity_type, price, self.now, self.now + run_s)
+        self.hosts.append(host)
+        self._live[host.id] = host
+        self.at(host.ready_at, self._leave, host)
+        return host
+
+    def start_warm(self, pool_name: str, boot_s: float) -> Host | None:
+        """A stopped warm instance started for a job: a host of the pool booting `boot_s` (EC2
+        bills each start anew); None when the start is refused for capacity (spot)."""
+        pool = self.pools[pool_name]
+        if pool.capacity_type == "spot" and self.rng.random() < self.capacity_error_rate:
+            return None
+        return self._new_host(pool, pool.capacity_type, boot_s)
 
     def _interrupt(self, host: Host) -> None:
         if not host.alive:
@@ -399,6 +427,14 @@ class Simulation:
         served = [j for j in self.jobs if j.started_at is not None]
         cancelled = [j for j in self.jobs if j.cancelled_at is not None]
         waits = sorted(j.started_at - j.queued_at for j in served if j.started_at is not None)
+        hosts_by_id = {h.id: h for h in self.hosts}
+        by_pool: dict[str, list[float]] = {}
+        by_kind: dict[str, list[float]] = {"cpu": [], "gpu": []}
+        for j in served:
+            host_id, slot, _ = j.runs[-1]
+            wait = _started(j) - j.queued_at
+            by_pool.setdefault(j.pool or "", []).append(wait)
+            by_kind["gpu" if hosts_by_id[host_id].slots[slot].gpus else "cpu"].append(wait)
         alive_s = {h.id: (h.ended_at or self.end) - h.launched_at for h in self.hosts}
         cost_by_pool: dict[str, float] = {}
         hours_by_pool: dict[str, float] = {}
@@ -407,7 +443,12 @@ class Simulation:
             billed_s += timings.billed_seconds(alive_s[h.id], h.market)
             cost_by_pool[h.pool] = cost_by_pool.get(h.pool, 0.0) + self.host_cost(h, alive_s[h.id])
             hours_by_pool[h.pool] = hours_by_pool.get(h.pool, 0.0) + alive_s[h.id] / 3600
-        boot_s = sum(max(0.0, min(h.ended_at or self.end, h.ready_at) - h.launched_at) for h in self.hosts)
+        boot_by_pool: dict[str, float] = {}
+        for h in self.hosts:
+            boot_by_pool[h.pool] = boot_by_pool.get(h.pool, 0.0) + max(0.0, min(h.ended_at or self.end, h.ready_at) - h.launched_at)
+        boot_s = sum(boot_by_pool.values())
+        extra = extra_costs(self) if (extra_costs := getattr(self.policy, "extra_costs", None)) is not None else {}
+        extra_usd = sum(sum(by.values()) for by in extra.values())
         slot_alive = sum(alive_s[s.host.id] for h in self.hosts for s in h.slots)
         busy = sum(s.busy_s for h in self.hosts for s in h.slots)
         idle_gpu_s = sum(s.gpus * max(0.0, alive_s[h.id] - s.busy_s) for h in self.hosts for s in h.slots)
@@ -429,7 +470,11 @@ class Simulation:
                 "max": max(waits, default=0.0),
                 "mean": statistics.fmean(waits) if waits else 0.0,
             },
-            "cost_usd": round(sum(cost_by_pool.values()) + runner_config_cost_usd(self.runner_configs), 2),
+            # Served jobs by the slot they ran on: with GPUs or without.
+            "wait_s_by_kind": {kind: _waits(w) for kind, w in by_kind.items()},
+            # Instance time, runner configs in SSM, and the policy's costs beyond instances (the
+            # estate's stopped warm instances' EBS and its image builds: `extra_costs`).
+            "cost_usd": round(sum(cost_by_pool.values()) + runner_config_cost_usd(self.runner_configs) + extra_usd, 2),
             "runner_configs": self.runner_configs,
             "ssm_cost_usd": round(runner_config_cost_usd(self.runner_configs), 4),  # part of cost_usd
             "instance_hours": round(sum(hours_by_pool.values()), 2),
@@ -439,8 +484,16 @@ class Simulation:
             "utilisation": round(busy / slot_alive, 4) if slot_alive else 0.0,
             "hosts_launched": len(self.hosts),
             **(counts(self) if (counts := getattr(self.policy, "counts", None)) is not None else {}),
+            **{key: {k: round(v, 2) for k, v in sorted(by.items())} for key, by in extra.items()},
             "pools": {
-                p: {"cost_usd": round(cost_by_pool[p], 2), "instance_hours": round(hours_by_pool[p], 2)} for p in sorted(cost_by_pool)
+                p: {
+                    "cost_usd": round(cost_by_pool.get(p, 0.0) + sum(by.get(p, 0.0) for by in extra.values()), 2),
+                    "instance_hours": round(hours_by_pool.get(p, 0.0), 2),
+                    "boot_hours": round(boot_by_pool.get(p, 0.0) / 3600, 2),
+                    **({"wait_s": _waits(by_pool[p])} if p in by_pool else {}),
+                    **{key: round(by[p], 2) for key, by in extra.items() if p in by},
+                }
+                for p in sorted(set(cost_by_pool) | set(by_pool) - {""})
             },
         }
 
@@ -457,6 +510,11 @@ class Simulation:
 def _started(job: SimJob) -> float:
     assert job.started_at is not None  # only a running job is finished or interrupted
     return job.started_at
+
+
+def _waits(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": _pct(ordered, 0.50), "p95": _pct(ordered, 0.95), "p99": _pct(ordered, 0.99), "jobs": len(ordered)}
 
 
 def _pct(values: list[float], q: float) -> float:

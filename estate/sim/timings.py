@@ -20,8 +20,31 @@ EC2_MIN_BILLED_S = 60.0
 EC2_PENDING_S = 22.6
 
 # ---- boot: launch call -> runner registered and idle, per image path ----------------------
-# Estate and terraform-aws-github-runner hosts both boot the pool file's AMI and install the
-# runner at boot, so one image path boots alike under both; Buildkite boots its own image.
+# Two kinds of path. The estate's hosts boot the estate's own baked image (estate/derive/images.py;
+# `estate.image.source: baked`, the default), or their pool file's AMI with `source: ami`.
+# terraform-aws-github-runner and a static pool boot the pool file's AMI and install the runner
+# at boot, as their configs say (`ami_path`); Buildkite boots its own image.
+
+# The estate's image path, built up from its parts:
+# Launch call -> the OS reachable (SSH), when cloud-init's final stage runs user-data: 25.8 s
+# (brevdev/ec2-coldboot-research docs/cold-baseline-results.md @0f8ef4f, m7i.large; design brief
+# "Time to start"). RunsOn's measured 16-22 s to a job's first step on a baked CPU image (same
+# brief) says this floor is a conservative one.
+EC2_LAUNCH_TO_OS_S = 25.8
+# Start of a stopped instance -> the OS reachable: ~21 s (brevdev/ec2-coldboot-research, 2026-01,
+# design brief "Time to start").
+EC2_START_STOPPED_TO_OS_S = 21.0
+# user-data start -> runner start on the estate's baked image: median 0.77 s (bench/boot_bench.py:
+# the real user-data and bootstrap on loopback, EC2 and GitHub excluded; issue 20.3).
+HOST_BOOTSTRAP_S = 0.77
+# Runner start -> taking the job: the runner's listener starts and opens its session with its
+# JIT config, already registered before the host asked for it. Ours, not measured.
+RUNNER_CONNECT_S = 3.0
+# A GPU host on the baked image: the driver is in the image (no 80-150 s build at boot) and the
+# root volume is initialised at the launch template's rate (no minutes of lazy loads: design
+# brief); what is left is loading the kernel module and persistence mode. Ours, not measured.
+GPU_DRIVER_LOAD_S = 5.0
+
 BOOT_S = {
     # A stock image, runner downloaded and registered at boot: github-aws-runners/
     # terraform-aws-github-runner issue #1766 (2022) timed the first job of a run starting
@@ -37,22 +60,91 @@ BOOT_S = {
     # A stock image on a GPU instance: the driver is built at boot, 80-150 s more (the design
     # brief's published figures), midpoint added to the stock boot.
     "gpu-driver-at-boot": 230.0,
+    # The estate's baked image (runner, host programs, Docker; for GPUs the driver and toolkit),
+    # a fresh launch: EC2 to the OS, our bootstrap, the runner's connection.
+    "cpu-estate-image": EC2_LAUNCH_TO_OS_S + HOST_BOOTSTRAP_S + RUNNER_CONNECT_S,
+    "gpu-estate-image": EC2_LAUNCH_TO_OS_S + HOST_BOOTSTRAP_S + RUNNER_CONNECT_S + GPU_DRIVER_LOAD_S,
+    # A stopped warm instance of that image started for a job: its disks were initialised when
+    # it booted once, so only EC2's start, our bootstrap and the runner's connection are left.
+    "cpu-stopped-start": EC2_START_STOPPED_TO_OS_S + HOST_BOOTSTRAP_S + RUNNER_CONNECT_S,
+    "gpu-stopped-start": EC2_START_STOPPED_TO_OS_S + HOST_BOOTSTRAP_S + RUNNER_CONNECT_S + GPU_DRIVER_LOAD_S,
 }
 # Elastic CI Stack instances: "typical boot-to-agent-registration takes 3-5 minutes"
 # (buildkite/buildkite-agent-scaler scaler/scaler.go:294 @49c4145); the middle of that.
 BUILDKITE_BOOT_S = 240.0
-# The boots `--sensitivity boot` puts in place of all of the above, for every host.
+# The boots `--sensitivity boot` puts in place of all of the above but the stopped starts, for
+# every host.
 BOOT_SWEEP_S = (75.0, 150.0, 240.0, 300.0)
 
 
 def image_path(pool: Pool) -> str:
-    """Which boot a pool's hosts pay, from its instance types and AMI filter: GPU instances
-    with an image named for its driver (Deep Learning, NVIDIA, GPU) have it baked in; a
-    runner image (`github-runner-*`, as upstream's packer templates name them) has the runner."""
+    """Which boot the estate's hosts of `pool` pay: the estate's baked image of the pool's family
+    (`estate.image.source: baked`, the default), else the pool file's AMI (`ami_path`). The
+    simulator assumes the stack's default, `images.build: true` (estate/derive/images.py)."""
+    if pool.image_family is not None:
+        return "gpu-estate-image" if pool.gpus_per_node else "cpu-estate-image"
+    return ami_path(pool)
+
+
+def ami_path(pool: Pool) -> str:
+    """Which boot a host of the pool file's AMI pays, from its instance types and AMI filter: GPU
+    instances with an image named for its driver (Deep Learning, NVIDIA, GPU) have it baked in; a
+    runner image (`github-runner-*`, as upstream's packer templates name them) has the runner.
+    What terraform-aws-github-runner and a static pool boot, whatever `estate:` says."""
     names = " ".join(v.lower() for key, values in pool.runner.ami_selection.filter.items() if key == "name" for v in values)
     if pool.gpus_per_node:
         return "gpu-driver-in-image" if any(word in names for word in ("deep learning", "nvidia", "gpu")) else "gpu-driver-at-boot"
     return "cpu-baked" if "runner" in names else "cpu-stock"
+
+
+def stopped_start_path(pool: Pool) -> str:
+    return "gpu-stopped-start" if pool.gpus_per_node else "cpu-stopped-start"
+
+
+# ---- stopped warm pools (issue 20.2) ------------------------------------------------------
+# EBS loads a baked image's root at the launch template's Provisioned Rate for Volume
+# Initialization: the estate sets the fastest, 300 MiB/s (estate/derive/images.py
+# initialization_rate; botocore's valid range 100-300), so a root made from an image snapshot of
+# S GiB is initialised in S * 1024 / 300 s. That is EBS's work on the volume, reported on the
+# volume (EC2 API InitializationStatusDetails), not reads by the instance: it goes on while the
+# instance is stopped. A warm instance boots once (runner checked, the image's container images
+# there), then powers itself off; it is billed for that boot only.
+VOLUME_INITIALIZATION_MIB_S = 300.0
+# Billing stops when the instance enters `stopping` (no charge while stopping or stopped, bar
+# hibernation: docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html); each
+# start is billed again with EC2_MIN_BILLED_S at least (the per-second billing page above).
+# While stopped, it pays its EBS: gp3 at $0.08 per GB-month in us-east-1
+# (aws.amazon.com/ebs/pricing/), prorated by the second over AWS's 730-hour month. (No policy is
+# charged for the EBS of running hosts: the ideal's hosts have the same disks.)
+GP3_USD_PER_GB_MONTH = 0.08
+HOURS_PER_MONTH = 730.0
+
+
+def boot_once_s(pool: Pool) -> float:
+    """A warm instance's one boot, billed: the estate image's boot. Its root's initialisation
+    (image GiB * 1024 / VOLUME_INITIALIZATION_MIB_S s) goes on in EBS after it has stopped."""
+    return BOOT_S[image_path(pool)]
+
+
+def ebs_usd(gib_seconds: float) -> float:
+    return gib_seconds / 3600 / HOURS_PER_MONTH * GP3_USD_PER_GB_MONTH
+
+
+# ---- the estate's image builds (issue 20.1) -----------------------------------------------
+# EC2 Image Builder costs nothing itself; the build and test instances and the image's snapshot
+# are paid as EC2 and EBS (aws.amazon.com/image-builder/pricing/). One build per family on the
+# stack's schedule, weekly by default (estate/config/stack_config.py ImageSettings.schedule,
+# Sundays 04:00 UTC), on the family's first build instance type, on-demand.
+IMAGE_BUILD_PERIOD_S = 7 * 24 * 3600.0
+# Sim time 0 is 1970-01-01 00:00 UTC, a Thursday: the first Sunday 04:00 is 3 days 4 hours on.
+IMAGE_FIRST_BUILD_S = (3 * 24 + 4) * 3600.0
+# Build plus test instance time per build, minutes: apt upgrades, Docker, the runner and its
+# check, the host programs; for `nvidia` the driver, container toolkit and a reboot, and the
+# container images pulled. Ours, not measured (Image Builder's own workflow steps add minutes).
+IMAGE_BUILD_MINUTES = {"cpu": 30.0, "nvidia": 60.0}
+# Each family's newest image is kept as an EBS snapshot the size of its root volume at most:
+# standard snapshots at $0.05 per GB-month (aws.amazon.com/ebs/pricing/).
+SNAPSHOT_USD_PER_GB_MONTH = 0.05
 
 
 # ---- control plane -----------------------------------------------------------------------

@@ -55,6 +55,7 @@ class Lane:
 class Workload:
     lanes: tuple[Lane, ...]
     spread: float  # sigma of the log-normal durations
+    runs_per_day: float = RUNS_PER_DAY
 
 
 def _lane(name: str, labels: list[str], timeout: float, median: float) -> Lane:
@@ -80,7 +81,18 @@ SHARDED = Workload(
     + tuple(_lane(f"Shard {i} (T4)", ["x64", "gpu", "sm75", "on-demand"], 60, 6.0) for i in range(1, 7)),
     spread=0.5,
 )  # fmt: skip
-WORKLOADS = {"flashinfer": FLASHINFER, "sharded": SHARDED}
+# Ours entirely, for time to start (issue 20.5): a day of many short jobs, as a busy repository's
+# lint, unit-test and small-GPU shards make them: 150 runs a day, each 12 CPU jobs of about 3
+# minutes and 4 single-GPU jobs of about 4 minutes (spot pools: no `on-demand` label), spread
+# sigma 0.5, 30-minute timeouts. A boot here is a large share of each job and arrivals are dense
+# enough for adaptive warm pools to see them at every hour.
+MANY_SHORT = Workload(
+    tuple(_lane(f"Check {i} (CPU)", ["x64", "cpu"], 30, 3.0) for i in range(1, 13))
+    + tuple(_lane(f"GPU check {i} (A10G)", ["x64", "gpu", "sm86"], 30, 4.0) for i in range(1, 5)),
+    spread=0.5,
+    runs_per_day=150,
+)  # fmt: skip
+WORKLOADS = {"flashinfer": FLASHINFER, "sharded": SHARDED, "many-short": MANY_SHORT}
 
 
 @dataclass(frozen=True)
@@ -175,12 +187,13 @@ def pr_trace(
     workload: Workload,
     seed: int = 0,
     days: float = 1.0,
-    runs_per_day: float = RUNS_PER_DAY,
+    runs_per_day: float | None = None,
     failed_run_share: float = FAILED_RUN_SHARE,
 ) -> list[TraceJob]:
-    """`runs_per_day` pull-request runs of `workload`, each a fail-fast matrix in a per-PR
-    concurrency group with cancel-in-progress."""
+    """`runs_per_day` (default: the workload's) pull-request runs of `workload`, each a
+    fail-fast matrix in a per-PR concurrency group with cancel-in-progress."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible workload, not a secret
+    runs_per_day = workload.runs_per_day if runs_per_day is None else runs_per_day
     horizon = days * 86400
     # Thinning: the busy window (9 of 24 h) has 3x the quiet rate, averaging runs_per_day.
     quiet = runs_per_day / 86400 / (15 / 24 + 3 * 9 / 24)
