@@ -103,7 +103,7 @@ def ready_pool(local: LocalPlane) -> list[str]:
     local.clock.advance(60)
     local.plane.reconcile()
     assert sorted(r.id for r in local.plane.ledger.warm_instances(POOL) if r.state == READY) == sorted(launched)
-    return launched
+    return sorted(launched)  # launched together: started in id order (core/warm_pools.pick_warm)
 
 
 def test_warm_instances_launch_with_stop_behaviour_and_are_never_taken_for_hosts(local: LocalPlane) -> None:
