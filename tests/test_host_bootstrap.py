@@ -175,6 +175,7 @@ def test_user_data_bundle_is_the_bootstrap_and_runs(tmp_path: Path) -> None:
         "lambda_src/aws/sigv4_client.py",
         "lambda_src/core/__init__.py",
         "lambda_src/core/job_isolation.py",
+        "lambda_src/core/tags.py",
         "lambda_src/host/__init__.py",
         "lambda_src/host/bootstrap.py",
         "lambda_src/host/common.py",
@@ -296,3 +297,45 @@ def test_only_a_reusing_pool_tells_its_hosts_to_wait_for_a_next_config(tmp_path:
     reusing, _ = load_pool(write_pool(tmp_path, "reusing", MINIMAL_POOL + "estate:\n  reuse_hosts:\n    max_jobs: 4\n"))
     assert "--max-jobs" not in user_data(plain, "/runner-estate/prod/jit/", "2.329.0", None)
     assert "--max-jobs 4 --reuse-wait 90" in user_data(reusing, "/runner-estate/prod/jit/", "2.329.0", None)
+
+
+def test_a_warm_instance_prepares_and_powers_off_and_runs_its_job_on_the_next_boot() -> None:
+    """First boot: the scaler's WARM_CONFIG stands where a config would; the install was checked
+    (in fetch) and nothing runs. Started again for a job, the same program gets a real config."""
+    from lambda_src.core.tags import WARM_CONFIG
+
+    boots = iter([WARM_CONFIG, "the-job"])
+    ran: list[str] = []
+
+    def run(config: str) -> int:
+        ran.append(config)
+        return 0
+
+    assert host_bootstrap.serve_jobs(lambda w: next(boots), run, lambda: None, 720.0, 90.0, max_jobs=1) == 0
+    assert ran == []  # no runner on the warm boot
+    assert host_bootstrap.serve_jobs(lambda w: next(boots), run, lambda: None, 720.0, 90.0, max_jobs=1) == 1
+    assert ran == ["the-job"]
+
+
+def test_a_warm_config_is_never_taken_for_a_later_job_config() -> None:
+    """Only a host's first read may be the warm marker; a reusing host's next config is always run."""
+    from lambda_src.core.tags import WARM_CONFIG
+
+    configs = iter(["one", WARM_CONFIG])
+    ran: list[str] = []
+
+    def run(config: str) -> int:
+        ran.append(config)
+        return 0
+
+    assert host_bootstrap.serve_jobs(lambda w: next(configs), run, lambda: None, 720.0, 90.0, max_jobs=2) == 2
+    assert ran == ["one", WARM_CONFIG]
+
+
+def test_host_user_data_runs_again_at_every_boot_a_node_does_not(tmp_path: Path) -> None:
+    from estate.derive.host_user_data import PER_BOOT_SCRIPT
+
+    plain, _ = load_pool(write_pool(tmp_path, "plain", MINIMAL_POOL))
+    script = user_data(plain, "/runner-estate/prod/jit/", "2.329.0", None)
+    assert f'install -D -m 700 "$0" {PER_BOOT_SCRIPT}' in script
+    assert script.index(PER_BOOT_SCRIPT) < script.index("python3 -m lambda_src.host.bootstrap")

@@ -370,8 +370,8 @@ def test_a_job_cannot_send_to_the_capacity_block_events_queues(world: World, ins
     assert permitted(world, instances, _queue_attempts(world, events=True)) == []
 
 
-EC2_ON_INSTANCES = ("ec2:TerminateInstances", "ec2:StopInstances", "ec2:RebootInstances", "ec2:ModifyInstanceAttribute",
-                    "ec2:CreateTags", "ec2:DeleteTags")  # fmt: skip
+EC2_ON_INSTANCES = ("ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:RebootInstances",
+                    "ec2:ModifyInstanceAttribute", "ec2:CreateTags", "ec2:DeleteTags")  # fmt: skip
 
 
 def test_a_job_cannot_tag_stop_or_terminate_any_instance(world: World, instances: dict[str, list[Instance]]) -> None:
@@ -478,6 +478,46 @@ def test_the_scaler_ends_its_hosts_and_never_a_capacity_block_node(world: World,
     hosts = [i for p in HOST_POOLS for i in instances[p]]
     assert terminable(world, role, hosts) == [f"{i.pool}/{i.id}" for i in hosts]  # the positive control
     assert terminable(world, role, [i for p in CB_POOLS for i in instances[p]]) == []
+
+
+def warm(target: Instance) -> Instance:
+    """The same instance launched into its pool's stopped warm pool (lambda_src/aws/ec2_fleet.launch_warm)."""
+    return Instance(target.id, target.pool, {**target.tags, "runner-estate:warm": "true"})
+
+
+def startable(world: World, role: str, targets: list[Instance]) -> list[str]:
+    found = []
+    for target in targets:
+        context = {"aws:PrincipalArn": world.roles[role].arn, "aws:RequestedRegion": REGION, **tag_context(target.tags, "ec2")}
+        if world.decide(world.roles[role], "ec2:StartInstances", target.arn, context) is Decision.ALLOW:
+            found.append(f"{target.pool}/{target.id}")
+    return found
+
+
+@pytest.mark.parametrize("role", ["scaler-scale_up-role", "scaler-reconcile-role"])
+def test_the_scaler_starts_only_its_own_warm_instances(world: World, instances: dict[str, list[Instance]], role: str) -> None:
+    hosts = [i for p in HOST_POOLS for i in instances[p]]
+    assert startable(world, role, [warm(i) for i in hosts]) == [f"{i.pool}/{i.id}" for i in hosts]  # the positive control
+    assert startable(world, role, hosts) == []  # not warm: an ordinary host is never started again
+    assert startable(world, role, [warm(i) for p in CB_POOLS for i in instances[p]]) == []
+    staging = {
+        "runner-estate:managed": "true",
+        "runner-estate:environment": "staging",
+        "runner-estate:pool": HOST_POOLS[0],
+        "runner-estate:warm": "true",
+    }
+    assert startable(world, role, [Instance("i-0bbbbbbbbbbbbbbbb", HOST_POOLS[0], staging)]) == []
+
+
+def test_a_job_cannot_start_or_stop_a_warm_instance(world: World, instances: dict[str, list[Instance]]) -> None:
+    """A job on a host must not wake (bill) or stop the stopped warm pool, its own pool's included."""
+
+    def attempts(job: Job) -> Iterator[Attempt]:
+        for target in [warm(i) for p in HOST_POOLS for i in instances[p]]:
+            for action in ("ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances", "ec2:ModifyInstanceAttribute"):
+                yield action, target.arn, tag_context(target.tags, "ec2")
+
+    assert permitted(world, instances, attempts) == []
 
 
 @pytest.mark.parametrize("role", BLOCK_MANAGER)

@@ -386,6 +386,12 @@ class ImageSettings(StrictModel):
         return value
 
 
+class WarmPoolSettings(StrictModel):
+    """`runner-estate:warm_pools`: what all pools' stopped warm instances may hold together."""
+
+    ebs_budget_gib: float | None = Field(default=None, ge=0)  # None: no budget (each pool's `maximum` only)
+
+
 class StackConfig(StrictModel):
     # No fixed length: estate/config/names.py refuses an environment whose names would not fit.
     environment: str = Field(pattern=r"^[a-z][a-z0-9-]*[a-z0-9]$")
@@ -405,6 +411,7 @@ class StackConfig(StrictModel):
     alarms: AlarmSettings = AlarmSettings()
     budget: BudgetSettings | None = None
     images: ImageSettings = ImageSettings()
+    warm_pools: WarmPoolSettings = WarmPoolSettings()
 
     @field_validator("log_retention_days")
     @classmethod

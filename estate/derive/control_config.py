@@ -132,6 +132,7 @@ def control_settings(
         app_id=stack.github.app_id,
         installation_id=stack.github.installation_id,
         webhook_id=stack.github.webhook_id,
+        warm_ebs_budget_gib=stack.warm_pools.ebs_budget_gib,
         more_apps=tuple(AppSettings(a.app_id, app_key_parameter(stack, a.app_id), a.installation_id) for a in stack.github.extra_apps),
         api_url=api_url or stack.github.api_url,
         table_name=table_name,

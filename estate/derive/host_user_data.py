@@ -38,6 +38,9 @@ INSTALL_DIR = HOST_PROGRAMS_DIR
 LOG_FILE = "/var/log/runner-estate/runner.log"
 USER_DATA_LIMIT = 16 * 1024  # EC2's limit on user-data before base64
 IMDS_ADDRESSES = (("iptables", "169.254.169.254/32"), ("ip6tables", "fd00:ec2::254/128"))
+# cloud-init runs user-data once per instance and these scripts at every boot (after the first):
+# a warm instance's script runs again when the scaler starts it for a job (issue 20.2).
+PER_BOOT_SCRIPT = "/var/lib/cloud/scripts/per-boot/runner-estate"
 SUDOERS_FILE = "/etc/sudoers.d/zz-runner-estate"  # read last: its rules override an image's earlier grants
 
 
@@ -171,7 +174,9 @@ def _gpu_persistence(pool: Pool) -> list[str]:
     return ["(nvidia-smi -pm 1 >/dev/null 2>&1 &)"] if pool.accelerator == "nvidia" else []
 
 
-def _script(pool: Pool, entry: str, arguments: list[str], users: list[str], on_failure: str, baked: bool = False) -> str:
+def _script(
+    pool: Pool, entry: str, arguments: list[str], users: list[str], on_failure: str, baked: bool = False, per_boot: bool = False
+) -> str:
     # Every value is quoted where it meets the shell, whatever the loader let through.
     command = shlex.join(["python3", "-m", entry, *arguments])
     script = "\n".join(
@@ -179,6 +184,7 @@ def _script(pool: Pool, entry: str, arguments: list[str], users: list[str], on_f
             "#!/bin/bash",
             "set -uo pipefail",
             f"mkdir -p {INSTALL_DIR} $(dirname {LOG_FILE})",
+            *([f'install -D -m 700 "$0" {PER_BOOT_SCRIPT} 2>/dev/null'] if per_boot else []),
             f'fail() {{ echo "runner-estate: $1; no runner starts" >>{LOG_FILE}; {on_failure}exit 1; }}',
             _imds_for_root_only(),
             *_job_users(pool, users),
@@ -212,7 +218,7 @@ def user_data(pool: Pool, jit_prefix: str, runner_version: str, runner_sha256: s
     if (reuse := pool.spec.estate.reuse_hosts) is not None:
         # The host outwaits the scaler's window by half a minute: a config stored at its end still finds the host.
         args += ["--max-jobs", str(reuse.max_jobs), "--reuse-wait", f"{REUSE_WINDOW_S + 30:g}"]
-    return _script(pool, HOST_ENTRY, args, [pool.runner.runner_run_as], "shutdown -h now; ", baked)
+    return _script(pool, HOST_ENTRY, args, [pool.runner.runner_run_as], "shutdown -h now; ", baked, per_boot=True)
 
 
 def node_user_data(

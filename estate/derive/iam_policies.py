@@ -300,6 +300,22 @@ def scaler_policy(
         statements += [
             *_launch_and_tag("Launch", ["ec2:CreateFleet", "ec2:RunInstances"], ["CreateFleet", "RunInstances"], region),
             {
+                # A stopped warm instance is started for a job (issue 20.2): only one of ours, of these
+                # pools and marked warm at its launch (core/tags.WARM; no role may tag after launch).
+                "Sid": "StartWarm",
+                "Effect": "Allow",
+                "Action": ["ec2:StartInstances"],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "aws:ResourceTag/runner-estate:environment": environment,
+                        "aws:ResourceTag/runner-estate:managed": "true",
+                        "aws:ResourceTag/runner-estate:pool": sorted(pools),
+                        "aws:ResourceTag/runner-estate:warm": "true",
+                    }
+                },
+            },
+            {
                 "Sid": "DescribeForFleet",
                 "Effect": "Allow",
                 "Action": [

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lambda_src.core.settings import PoolSettings
-from lambda_src.core.tags import ENVIRONMENT, MANAGED, POOL, runner_tags
+from lambda_src.core.tags import ENVIRONMENT, MANAGED, POOL, WARM, runner_tags
 
 log = logging.getLogger("runner_estate.ec2")
 
@@ -72,6 +72,12 @@ class Host:
     pool: str
     launched_at: float
     state: str
+    warm: bool = False  # launched into the pool's stopped warm pool (tag WARM)
+    image_id: str = ""
+
+
+# Start errors after which the instance is still a good warm instance, only not now.
+START_LATER_CODES = frozenset({"InsufficientInstanceCapacity", "RequestLimitExceeded", "Throttling", "InternalError", "Unavailable"})
 
 
 @dataclass
@@ -150,10 +156,72 @@ class Ec2Fleet:
         """Our pending and running hosts of these pools in this environment, from EC2 itself."""
         if not pools:
             return []
-        return [
-            Host(inst["InstanceId"], tags.get(POOL, ""), inst["LaunchTime"].timestamp(), inst["State"]["Name"])
-            for inst, tags in live_instances(self.ec2, self.environment, pools)
+        return [_host(inst, tags) for inst, tags in live_instances(self.ec2, self.environment, pools)]
+
+    # ---- stopped warm pools -----------------------------------------------------------
+    def launch_warm(self, pool: PoolSettings, count: int, client_token: str) -> tuple[list[Host], list[str]]:
+        """Warm instances of the pool: RunInstances from its launch template, on-demand (a stopped
+        spot instance may not be started again), with InstanceInitiatedShutdownBehavior=stop
+        (CreateFleet cannot set it) and the WARM tag. Each boots once, prepares and powers off.
+        Returns (what launched, EC2 error codes); the pool's types are tried in turn."""
+        interface: dict[str, Any] = {"DeviceIndex": 0, "Groups": list(pool.security_group_ids),
+                                     "AssociatePublicIpAddress": pool.public_ip, "DeleteOnTermination": True}  # fmt: skip
+        if pool.subnet_ids:
+            interface["SubnetId"] = pool.subnet_ids[sum(client_token.encode()) % len(pool.subnet_ids)]  # spread by launch
+        tags = {**runner_tags(self.environment, pool.name, pool.labels), WARM: "true"}
+        errors = []
+        for index, itype in enumerate(pool.instance_types):
+            try:
+                answer = self.ec2.run_instances(
+                    MinCount=count,  # all or none: a shortfall is topped up next cycle
+                    MaxCount=count,
+                    ClientToken=f"{client_token[:60]}-{index}",
+                    LaunchTemplate={"LaunchTemplateId": pool.launch_template_id, "Version": "$Default"},
+                    InstanceType=itype,
+                    InstanceInitiatedShutdownBehavior="stop",
+                    NetworkInterfaces=[interface],
+                    TagSpecifications=[{"ResourceType": "instance", "Tags": tag_list(tags)}],
+                )
+            except Exception as exc:  # botocore's ClientError: a capacity error tries the next type
+                code = _error_code(exc)
+                if code not in RETRYABLE_CODES and not code.startswith("Unsupported"):
+                    raise
+                errors.append(code)
+                continue
+            return [
+                Host(i["InstanceId"], pool.name, _seconds(i["LaunchTime"]), "pending", True, i.get("ImageId", ""))
+                for i in answer.get("Instances", [])
+            ], errors
+        return [], errors
+
+    def warm_hosts(self, pools: list[str]) -> list[Host]:
+        """The warm-tagged instances of these pools in this environment, in every state but gone."""
+        if not pools:
+            return []
+        filters = [
+            {"Name": f"tag:{MANAGED}", "Values": ["true"]},
+            {"Name": f"tag:{ENVIRONMENT}", "Values": [self.environment]},
+            {"Name": f"tag:{WARM}", "Values": ["true"]},
+            {"Name": f"tag:{POOL}", "Values": pools},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
         ]
+        found = []
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page.get("Reservations", []):
+                for inst in reservation.get("Instances", []):
+                    found.append(_host(inst, {t["Key"]: t["Value"] for t in inst.get("Tags", [])}))
+        return found
+
+    def start(self, instance_id: str) -> str | None:
+        """Start one stopped warm instance; None when EC2 took it, else its error code."""
+        try:
+            self.ec2.start_instances(InstanceIds=[instance_id])
+        except Exception as exc:  # botocore's ClientError, read without importing botocore
+            code = _error_code(exc)
+            if not code:
+                raise
+            return code
+        return None
 
     def terminate(self, instance_ids: list[str]) -> None:
         if instance_ids:
@@ -173,6 +241,23 @@ def live_instances(ec2: Any, environment: str, pools: list[str] | None = None) -
         for reservation in page.get("Reservations", []):
             for inst in reservation.get("Instances", []):
                 yield inst, {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+
+
+def _host(inst: dict[str, Any], tags: dict[str, str]) -> Host:
+    state = inst["State"]["Name"]
+    return Host(
+        inst["InstanceId"], tags.get(POOL, ""), _seconds(inst["LaunchTime"]), state, tags.get(WARM) == "true", inst.get("ImageId", "")
+    )
+
+
+def _seconds(when: Any) -> float:
+    return float(when.timestamp()) if hasattr(when, "timestamp") else float(when)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    return str(error.get("Code", ""))
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -15,6 +15,8 @@ Items (partition key `pk`):
   steer#<repo>#<run> after_attempt, pool                               - a re-run job's retry goes on-demand
   failure#<pool> message, at, count                                  - the pool's last launch failure
   usage#<pool>#<hour>  paid_gpu_s, busy_gpu_s                        - capacity-block GPU time per hour
+  launches#<pool>#<bucket>  count                                    - hosts the pool needed per 5 minutes (warm-pool sizing)
+  warm#<id>      pool, launched_at, image_id, state                  - a stopped warm instance (booting, ready, starting, started)
 A finished job also keeps what it cost (`cost_usd`, `host_s`: lambda_src/core/costs.py) with its
 `workflow`, `started_at` and `completed_at`, for `estate report`.
 Every item has a TTL (`expires_at`). While a job is queued, or an instance is live, the item
@@ -46,6 +48,7 @@ from lambda_src.core.fleet_state import (
 )
 from lambda_src.core.interruptions import Interruption
 from lambda_src.core.settings import PoolSettings
+from lambda_src.core.warm_pools import WEEK_S, WarmInstance
 
 # A run's workflow files, as stored: bounded like every other field (a run calls at most 20
 # reusable workflows, GitHub's nesting and count limits; a ref is owner/repo/path@ref).
@@ -64,6 +67,22 @@ SWEEP = "sweep"  # the open-index key of what the sweeper watches
 SWEEP_MARK_KEEP_S = 2 * 24 * 3600
 INTERRUPT = "interrupt"  # the open-index key of warned hosts whose job is still to be judged
 STEER = "steer"  # the open-index key of runs whose re-run goes on-demand
+# A warm instance's states: launched and preparing (it powers itself off), stopped and ready to
+# start, being started for a job, started (an ordinary host from then on: its record is closed).
+BOOTING, READY, STARTING, STARTED = "booting", "ready", "starting", "started"
+BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
+
+
+@dataclass(frozen=True)
+class WarmRecord:
+    id: str
+    pool: str
+    launched_at: float
+    image_id: str
+    state: str
+
+    def warm(self) -> WarmInstance:
+        return WarmInstance(self.id, self.pool, self.launched_at, self.image_id, ready=self.state == READY)
 
 
 class ItemTooLargeError(ValueError):
@@ -515,6 +534,77 @@ class Ledger:
             ExpressionAttributeNames={f"#{k}": k for k in fields},
             **({"ExpressionAttributeValues": values} if values else {}),
         )
+
+    # ---- stopped warm pools (core/warm_pools.py) -------------------------------------
+    def count_launches(self, pool: str, bucket: int, count: int, weeks: int) -> None:
+        """Add `count` hosts the pool needed (fresh launches and warm starts) to its demand
+        bucket; kept a week longer than the `weeks` its warm pool is sized over."""
+        if count <= 0:
+            return
+        self.table.update_item(
+            Key={"pk": f"launches#{pool}#{bucket}"},
+            UpdateExpression="SET expires_at = :exp ADD #count :n",
+            ExpressionAttributeNames={"#count": "count"},
+            ExpressionAttributeValues={":exp": int(self.clock() + (weeks + 1) * WEEK_S), ":n": count},
+        )
+
+    def launch_history(self, pool: str, buckets: list[int]) -> dict[int, int]:
+        """The launches counted in each of these demand buckets (absent: none), in batched reads."""
+        found: dict[int, int] = {}
+        for first in range(0, len(buckets), BATCH_GET_KEYS):
+            keys: list[dict[str, Any]] = [{"pk": {"S": f"launches#{pool}#{b}"}} for b in buckets[first : first + BATCH_GET_KEYS]]
+            for _ in range(5):  # unprocessed keys (throttling) are asked again a few times, then counted as none
+                answer = self.dynamodb.call("BatchGetItem", {"RequestItems": {self.table_name: {"Keys": keys}}})
+                for raw in answer.get("Responses", {}).get(self.table_name, []):
+                    item = from_item(raw)
+                    found[int(str(item["pk"]).rsplit("#", 1)[1])] = int(item.get("count", 0))
+                keys = answer.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+                if not keys:
+                    break
+        return found
+
+    def add_warm(self, instance_id: str, pool: str, launched_at: float, image_id: str, keep_s: float) -> bool:
+        """A warm instance just launched (booting): never a host with a job until it is started."""
+        stored = self.table.put_if(
+            Item={
+                "pk": f"warm#{instance_id}",
+                "pool": pool,
+                "launched_at": launched_at,
+                "image_id": image_id,
+                "state": BOOTING,
+                OPEN: f"warm#{pool}",
+                "expires_at": int(self.clock() + keep_s + self.ttl_s),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return stored is not None
+
+    def warm_instances(self, pool: str | None = None) -> list[WarmRecord]:
+        """The warm instances not yet started (booting, ready or being started)."""
+        return [self._warm(item) for item in self._active("warm#", pool)]
+
+    def warm_record(self, instance_id: str) -> WarmRecord | None:
+        item = self.table.get_item(Key={"pk": f"warm#{instance_id}"}, ConsistentRead=True).get("Item")
+        return None if item is None else self._warm(item)
+
+    @staticmethod
+    def _warm(item: dict[str, Any]) -> WarmRecord:
+        iid = str(item["pk"]).split("#", 1)[1]
+        return WarmRecord(iid, str(item["pool"]), float(item["launched_at"]), str(item.get("image_id", "")), str(item["state"]))
+
+    def warm_moved(self, instance_id: str, to: str, from_states: tuple[str, ...]) -> bool:
+        """Move a warm instance to state `to` if it is in one of `from_states` (False otherwise:
+        another invocation moved it first). `started` and `gone` close the record: a started
+        instance is an ordinary host from then on, and never returns to the warm pool."""
+        closing = to in {STARTED, "gone"}  # an open record's index key stays while it moves between open states
+        stored = self.table.update_if(
+            Key={"pk": f"warm#{instance_id}"},
+            UpdateExpression="SET #state = :to" + (f" REMOVE {OPEN}" if closing else ""),
+            ConditionExpression=f"#state IN ({', '.join(f':s{i}' for i in range(len(from_states)))})",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":to": to, **{f":s{i}": state for i, state in enumerate(from_states)}},
+        )
+        return stored is not None
 
     # ---- capacity blocks: per-block memory and per-slot runner state ---------------------
     def block_record(self, block_id: str) -> BlockRecord:

@@ -134,6 +134,8 @@ class ControlPlaneSettings:
     ledger_ttl_s: int = 7 * 24 * 3600
     webhook_id: int | None = None  # the org hook whose failed deliveries are redelivered; None: found by URL
     more_apps: tuple[AppSettings, ...] = ()  # Apps the GitHub client spreads its calls over, besides app_id
+    # The EBS GiB all pools' stopped warm instances may hold together (`warm_pools.ebs_budget_gib`); None: no budget.
+    warm_ebs_budget_gib: float | None = None
 
     def pool(self, name: str) -> PoolSettings:
         return self.pools[name]

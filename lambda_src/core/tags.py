@@ -11,6 +11,12 @@ LABELS = "runner-estate:labels"
 # On Image Builder's build and test instances and the images it makes: which family. Build
 # instances carry no MANAGED tag, so no controller ever counts, adopts or ends one.
 IMAGE_FAMILY = "runner-estate:image-family"
+# On a stopped warm pool's instances (lambda_src/core/warm_pools.py), set at launch: the scaler
+# never counts one as a host until it starts it for a job, and IAM lets it start only these.
+WARM = "runner-estate:warm"
+# What the scaler stores as a warm instance's runner config at its launch: the host reads (and
+# deletes) it as it would a config, prepares, and powers off; only the scaler can write it.
+WARM_CONFIG = "runner-estate:warm-boot"
 
 _TAG_VALUE_MAX = 256
 

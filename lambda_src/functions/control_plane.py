@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from lambda_src.aws.ec2_fleet import Ec2Fleet, LaunchResult
+from lambda_src.aws.ec2_fleet import START_LATER_CODES, Ec2Fleet, LaunchResult
 from lambda_src.aws.jit_parameters import JitParameters
-from lambda_src.aws.ledger import Ledger, planning_lock
+from lambda_src.aws.ledger import BOOTING, READY, STARTED, STARTING, Ledger, WarmRecord, planning_lock
 from lambda_src.core.fleet_state import COMPLETED, IN_PROGRESS, QUEUED, Instance, Job, runner_name
 from lambda_src.core.interruptions import STEER_S, decide_rerun, job_from_github, on_demand_sibling
 from lambda_src.core.job_messages import jobs_by_pool
@@ -38,6 +38,19 @@ from lambda_src.core.planner import (
     scaled_pools,
 )
 from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
+from lambda_src.core.tags import WARM_CONFIG
+from lambda_src.core.warm_pools import (
+    ADAPTIVE,
+    DEMAND_BUCKET_S,
+    OFF,
+    WEEK_S,
+    demand_bucket,
+    held_size,
+    pick_warm,
+    plan_warm_pool,
+    target_size,
+    within_budget,
+)
 from lambda_src.functions.run_workflows import name_run_workflows
 from lambda_src.github.client import GithubClient, GithubError, RateLimitedError
 
@@ -51,6 +64,7 @@ MAX_JOB_CHECKS = 30
 MAX_REPO_SCANS = 10
 MAX_RERUN_CHECKS = 10  # warned hosts whose job is judged per cycle (each may cost a GitHub call or two)
 REPO_SCAN_WINDOW_S = 3600.0  # repositories with a job this recently are scanned for jobs we never heard of
+WARM_PREPARE_GRACE_S = 300.0  # past its boot timeout, a warm instance that has not powered itself off is retired
 
 
 @dataclass
@@ -72,6 +86,13 @@ class Report:
     steered: list[int] = field(default_factory=list)  # retries of re-run jobs sent to on-demand capacity
     off_spot: dict[str, float] = field(default_factory=dict)  # pools the breaker keeps off spot, until when
     views: dict[str, PoolView] = field(default_factory=dict)  # each pool as the cycle left it (metrics; core/observe.py)
+    # Stopped warm pools (core/warm_pools.py): started for a job, whose start EC2 refused (a fresh
+    # host was launched instead), launched into a warm pool, terminated out of one.
+    warm_started: list[str] = field(default_factory=list)
+    warm_start_failed: list[str] = field(default_factory=list)
+    warm_launched: list[str] = field(default_factory=list)
+    warm_retired: list[str] = field(default_factory=list)
+    warm_targets: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -90,6 +111,10 @@ class Report:
             "reruns_skipped": len(self.rerun_skipped),
             "steered_on_demand": len(self.steered),
             "off_spot": len(self.off_spot),
+            "warm_started": len(self.warm_started),
+            "warm_start_failed": len(self.warm_start_failed),
+            "warm_launched": len(self.warm_launched),
+            "warm_retired": len(self.warm_retired),
             "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
         }
 
@@ -263,6 +288,7 @@ class ControlPlane:
                 except Exception as exc:  # one pool's failure must not starve the others
                     log.exception("reconcile launch for pool %s failed", order.pool)
                     report.failed_pools[order.pool] = str(exc)[:200]
+        self._keep_warm_pools(now, report)
         for name, pool in sorted(self.scaled_pools.items()):
             if pool.capacity_type == "spot" and (until := self.ledger.off_spot_until(name)) > now:
                 report.off_spot[name] = until
@@ -439,6 +465,12 @@ class ControlPlane:
         owned = sorted(self.scaled_pools)  # capacity-block nodes belong to the block manager
         hosts = {h.id: h for h in self.fleet.hosts(owned)}
         known = {i.id: i for pool in owned for i in self.ledger.live_instances(pool)}
+        for h in [h for h in hosts.values() if h.warm and h.id not in known]:
+            # A warm instance preparing (or one whose record a crash lost) is the warm pool's, never
+            # a host with a job; one being started, or started, is an ordinary host from then on.
+            record = self.ledger.warm_record(h.id)
+            if record is None or record.state not in {STARTING, STARTED}:
+                del hosts[h.id]
         plan = plan_host_sync(self.scaled_pools, known, {h.id: (h.pool, h.launched_at) for h in hosts.values()}, now)
         live = [known[iid] for iid in plan.live]
         for iid in plan.adopt:
@@ -459,6 +491,14 @@ class ControlPlane:
     def _launch(self, pool: PoolSettings, count: int, token: str, report: Report, now: float, on_demand: int = 0) -> None:
         """Launch `count` hosts of the pool, `on_demand` of them on-demand (retries of interrupted
         jobs), all of them while the pool's circuit breaker keeps it off spot."""
+        report.launched.setdefault(pool.name, [])
+        started, failed = self._start_warm(pool, count, report, now) if self._warm_on(pool) else ([], None)
+        count, on_demand = count - len(started), max(0, on_demand - len(started))
+        if count <= 0:
+            self.ledger.count_launches(pool.name, demand_bucket(now), len(started), pool.warm.weeks)
+            if failed is not None:
+                raise failed
+            return
         if pool.capacity_type == "spot" and (until := self.ledger.off_spot_until(pool.name)) > now:
             on_demand = count
             report.off_spot[pool.name] = until
@@ -473,8 +513,7 @@ class ControlPlane:
                 result.instance_ids += got.instance_ids
                 result.errors += got.errors
         log.info("pool %s: asked %d (%d on-demand), got %s (errors %s)", pool.name, count, on_demand, result.instance_ids, result.errors)
-        report.launched.setdefault(pool.name, [])
-        failed: Exception | None = None
+        self.ledger.count_launches(pool.name, demand_bucket(now), len(started) + len(result.instance_ids), pool.warm.weeks)
         for iid in result.instance_ids:
             self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._runner_name(pool, iid)))
             try:
@@ -492,6 +531,157 @@ class ControlPlane:
             raise RuntimeError(
                 f"EC2 launched {len(result.instance_ids)} of {count} for pool {pool.name}: {', '.join(result.errors) or 'no error given'}"
             )
+
+    # ---- stopped warm pools (core/warm_pools.py) ---------------------------------------
+    def _warm_on(self, pool: PoolSettings) -> bool:
+        return pool.warm.mode != OFF and pool.warm.maximum > 0 and pool.capacity_type != "capacity-block" and bool(pool.launch_template_id)
+
+    def _start_warm(self, pool: PoolSettings, count: int, report: Report, now: float) -> tuple[list[str], Exception | None]:
+        """Start up to `count` ready warm instances of the pool (under its planning lock), each
+        then given its one-job config exactly as a fresh host is. A start EC2 refuses is counted
+        and left to the fresh launch that follows; the instance stays warm when the refusal is
+        for now (capacity, throttling), else it is retired. Returns (started, a GitHub failure)."""
+        ready = [r.warm() for r in self.ledger.warm_instances(pool.name) if r.state == READY]
+        picked = pick_warm(ready, pool.name, count, self._newest_image(pool)) if ready else []
+        started: list[str] = []
+        failed: Exception | None = None
+        for iid in picked:
+            if not self.ledger.warm_moved(iid, STARTING, (READY,)):
+                continue
+            code = self.fleet.start(iid)
+            if code is not None:
+                report.warm_start_failed.append(iid)
+                if code in START_LATER_CODES:
+                    self.ledger.warm_moved(iid, READY, (STARTING,))
+                else:
+                    self._retire_warm(iid, (STARTING,), report)
+                log.warning("pool %s: warm instance %s did not start (%s); a fresh host is launched instead", pool.name, iid, code)
+                continue
+            # From here it is an ordinary host: its record is closed, and it never returns to the warm pool.
+            self.ledger.warm_moved(iid, STARTED, (STARTING,))
+            self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._runner_name(pool, iid)))
+            try:
+                self._deliver_jit(pool, iid, now)
+            except GithubError as exc:
+                log.error("pool %s: no runner config for started warm instance %s (%s); terminating it", pool.name, iid, exc)
+                self._terminate(iid)
+                failed = exc
+                continue
+            started.append(iid)
+            report.warm_started.append(iid)
+            report.launched[pool.name].append(iid)
+        if started:
+            log.info("pool %s: started warm instances %s", pool.name, started)
+        return started, failed
+
+    def _retire_warm(self, instance_id: str, from_states: tuple[str, ...], report: Report) -> bool:
+        if not self.ledger.warm_moved(instance_id, "gone", from_states):
+            return False  # started (or retired) meanwhile
+        self.fleet.terminate([instance_id])
+        self.jit.delete(instance_id)
+        report.warm_retired.append(instance_id)
+        return True
+
+    def _newest_image(self, pool: PoolSettings) -> str:
+        """The image the pool's launch template resolves now (its SSM parameter); "" where the pool
+        has none or it cannot be read (then no warm instance counts as superseded)."""
+        if not pool.image_parameter:
+            return ""
+        try:
+            found = self.jit.ssm.call("GetParameters", {"Names": [pool.image_parameter]}).get("Parameters", [])
+        except Exception:
+            log.exception("pool %s: cannot read its image parameter %s", pool.name, pool.image_parameter)
+            return ""
+        return str(found[0]["Value"]) if found else ""
+
+    def _warm_sizes(self, pools: Mapping[str, PoolSettings], now: float) -> tuple[dict[str, int], dict[str, int]]:
+        """Each pool's warm size now (its launches at this weekday and time over the last weeks,
+        or its schedule) and the most it keeps (what the target wants within the hold), both
+        trimmed to the estate's EBS budget."""
+        targets, held = {}, {}
+        for name, pool in pools.items():
+            history: dict[int, int] = {}
+            if pool.warm.mode == ADAPTIVE:
+                span = max(1, -(-(pool.warm.lookahead_s + pool.warm.hold_s) // DEMAND_BUCKET_S))
+                firsts = [demand_bucket(now - k * WEEK_S) for k in range(1, pool.warm.weeks + 1)]
+                history = self.ledger.launch_history(name, [b + i for b in firsts for i in range(span)])
+            targets[name] = target_size(pool.warm, history, now)
+            held[name] = held_size(pool.warm, history, now)
+        volumes = {name: pool.warm.volume_gib for name, pool in pools.items()}
+        budget = self.settings.warm_ebs_budget_gib
+        return within_budget(targets, volumes, budget), within_budget(held, volumes, budget)
+
+    def _keep_warm_pools(self, now: float, report: Report) -> None:
+        """Bring each pool's warm pool to its target: note the instances that have powered
+        themselves off (ready), retire the superseded, the too old and the extra, launch the
+        missing; end the warm-tagged instances that are no longer warm and have stopped (a started
+        host whose job is done powers off into `stopped`)."""
+        pools = {name: pool for name, pool in self.scaled_pools.items() if self._warm_on(pool)}
+        if not pools:
+            return
+        ec2 = {h.id: h for h in self.fleet.warm_hosts(sorted(pools))}
+        targets, held = self._warm_sizes(pools, now)
+        report.warm_targets = targets
+        for name, pool in sorted(pools.items()):
+            try:
+                with self.planning(name):  # scale-up starts this pool's warm instances under the same lock
+                    self._keep_warm_pool(pool, ec2, targets.get(name, 0), held.get(name, 0), now, report)
+            except Exception as exc:  # one pool's failure must not starve the others
+                log.exception("keeping the warm pool of %s failed", name)
+                report.failed_pools[name] = str(exc)[:200]
+
+    def _keep_warm_pool(self, pool: PoolSettings, ec2: Mapping[str, Any], target: int, keep: int, now: float, report: Report) -> None:
+        records = {r.id: r for r in self.ledger.warm_instances(pool.name)}
+        for host in (h for h in ec2.values() if h.pool == pool.name and h.id not in records):
+            found = self.ledger.warm_record(host.id)
+            if found is None and host.state in {"pending", "running"}:  # a launch whose record was lost: it joins the pool
+                if self.ledger.add_warm(host.id, pool.name, host.launched_at, host.image_id, pool.warm.max_age_s):
+                    self.jit.put(host.id, WARM_CONFIG)
+                    records[host.id] = WarmRecord(host.id, pool.name, host.launched_at, host.image_id, BOOTING)
+            elif host.state == "stopped":  # started and done (or unknown): no longer warm, never started again
+                self._terminate(host.id)
+                report.warm_retired.append(host.id)
+        warm = []
+        for record in records.values():
+            host = ec2.get(record.id)
+            if host is None:  # terminated outside our hands
+                self.ledger.warm_moved(record.id, "gone", (BOOTING, READY, STARTING))
+                self.jit.delete(record.id)
+                continue
+            state = record.state
+            if state == STARTING:  # a scale-up that crashed mid-start (we hold the pool's lock)
+                if host.state == "stopped":
+                    self.jit.delete(record.id)
+                    state = READY if self.ledger.warm_moved(record.id, READY, (STARTING,)) else state
+                else:
+                    self.ledger.warm_moved(record.id, STARTED, (STARTING,))  # running: sync_hosts adopts it as a host
+                    continue
+            if state == BOOTING and host.state == "stopped" and self.ledger.warm_moved(record.id, READY, (BOOTING,)):
+                state = READY
+            if state == BOOTING and now - record.launched_at > pool.boot_timeout_s + WARM_PREPARE_GRACE_S:
+                log.warning("pool %s: warm instance %s never powered itself off; retiring it", pool.name, record.id)
+                self._retire_warm(record.id, (BOOTING,), report)
+                continue
+            if state in {BOOTING, READY}:
+                warm.append(replace(record, state=state).warm())
+        plan = plan_warm_pool(pool.name, pool.warm, warm, target, self._newest_image(pool), now, keep=keep)
+        for iid in plan.retire:
+            self._retire_warm(iid, (BOOTING, READY), report)
+        if plan.launch <= 0:
+            return
+        hosts, errors = self.fleet.launch_warm(pool, plan.launch, f"warm-{pool.name}-{int(now // 60)}")
+        for host in hosts:
+            self.ledger.add_warm(host.id, pool.name, now, host.image_id, pool.warm.max_age_s)
+            self.jit.put(host.id, WARM_CONFIG)  # read as its config: prepare and power off
+            report.warm_launched.append(host.id)
+        log.info(
+            "pool %s: warm target %d, launched %s, retired %s (errors %s)",
+            pool.name,
+            target,
+            [h.id for h in hosts],
+            list(plan.retire),
+            errors,
+        )
 
     def _deliver_jit(self, pool: PoolSettings, instance_id: str, now: float) -> None:
         _, config = self.github.fresh_jitconfig(self._runner_name(pool, instance_id), pool.runner_group, list(pool.labels))

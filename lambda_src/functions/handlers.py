@@ -228,7 +228,11 @@ def scale_up_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     records = event.get("Records", [])
     plane = _control_plane(_account(context))
     failures = plane.scale_up(records)
-    _emit("scale_up", {"messages": len(records), "failed_messages": len(failures)})
+    counts: dict[str, float] = {"messages": len(records), "failed_messages": len(failures)}
+    if plane.last_report is not None:  # stopped warm pools: started, refused (a fresh host instead)
+        summary = plane.last_report.summary()
+        counts |= {k: summary[k] for k in ("warm_started", "warm_start_failed")}
+    _emit("scale_up", counts)
     if plane.last_report is not None:
         report = plane.last_report
         _emit_pools(_launches(plane, report, {*report.launched, *report.failed_pools}))

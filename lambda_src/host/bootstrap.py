@@ -3,6 +3,11 @@ host's one-job runner config from SSM, delete it, run the runner once, then powe
 with `estate.reuse_hosts` lets the host wait a little for a next one-job config (the scaler
 stores one only when a job is waiting), tidy up, and run again, up to its job limit.
 
+A warm instance (issue 20.2) finds WARM_CONFIG where its config would be: the install is checked
+(and the image's images and disks are there), and it powers off into `stopped` with no job. Its
+user-data runs again at each boot (cloud-init's per-boot scripts), so once the scaler starts it
+for a job it fetches its one-job config exactly as a fresh host does.
+
 Nothing waits that need not (issue 20.3; bench/boot_bench.py): while the host asks IMDS who
 it is, the runner install is checked against its record and the first job's folder linked
 from that record (lambda_src/host/first_job.py); the config is fetched once the check has passed.
@@ -23,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lambda_src.aws.sigv4_client import AwsError, AwsJsonClient
+from lambda_src.core.tags import WARM_CONFIG
 from lambda_src.host.common import JIT_ENV, Imds, add_host_arguments, download, not_written_yet, start_runner
 from lambda_src.host.first_job import CheckedInstall, FirstJob, checked_install
 from lambda_src.host.job_users import tidy_after_job
@@ -98,6 +104,9 @@ def serve_jobs(
             if ran == 0 or not not_written_yet(exc):
                 raise
             log.info("no next runner config within %.0f s; powering off", reuse_wait_s)
+            break
+        if ran == 0 and config == WARM_CONFIG:
+            log.info("a warm instance, prepared: powering off until a job starts it")
             break
         log.info("runner config %d received; starting the runner", ran + 1)
         try:
