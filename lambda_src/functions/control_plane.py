@@ -515,14 +515,9 @@ class ControlPlane:
         log.info("pool %s: asked %d (%d on-demand), got %s (errors %s)", pool.name, count, on_demand, result.instance_ids, result.errors)
         self.ledger.count_launches(pool.name, demand_bucket(now), len(started) + len(result.instance_ids), pool.warm.weeks)
         for iid in result.instance_ids:
-            self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._runner_name(pool, iid)))
-            try:
-                self._deliver_jit(pool, iid, now)
-            except GithubError as exc:
-                # A host without a runner config would only burn money: undo it now.
-                log.error("pool %s: no runner config for %s (%s); terminating it", pool.name, iid, exc)
-                self._terminate(iid)
-                failed = exc
+            refused = self._host_with_runner(pool, iid, now)
+            if refused is not None:
+                failed = refused
                 continue
             report.launched[pool.name].append(iid)
         if failed is not None:
@@ -531,6 +526,19 @@ class ControlPlane:
             raise RuntimeError(
                 f"EC2 launched {len(result.instance_ids)} of {count} for pool {pool.name}: {', '.join(result.errors) or 'no error given'}"
             )
+
+    def _host_with_runner(self, pool: PoolSettings, iid: str, now: float) -> GithubError | None:
+        """Record a launched (or started) host and give it its one-job runner config; where
+        GitHub refuses the config, end the host (without one it would only burn money) and
+        return the refusal."""
+        self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._runner_name(pool, iid)))
+        try:
+            self._deliver_jit(pool, iid, now)
+        except GithubError as exc:
+            log.error("pool %s: no runner config for %s (%s); terminating it", pool.name, iid, exc)
+            self._terminate(iid)
+            return exc
+        return None
 
     # ---- stopped warm pools (core/warm_pools.py) ---------------------------------------
     def _warm_on(self, pool: PoolSettings) -> bool:
@@ -559,13 +567,9 @@ class ControlPlane:
                 continue
             # From here it is an ordinary host: its record is closed, and it never returns to the warm pool.
             self.ledger.warm_moved(iid, STARTED, (STARTING,))
-            self.ledger.add_instance(Instance(iid, pool.name, now, runner_name=self._runner_name(pool, iid)))
-            try:
-                self._deliver_jit(pool, iid, now)
-            except GithubError as exc:
-                log.error("pool %s: no runner config for started warm instance %s (%s); terminating it", pool.name, iid, exc)
-                self._terminate(iid)
-                failed = exc
+            refused = self._host_with_runner(pool, iid, now)
+            if refused is not None:
+                failed = refused
                 continue
             started.append(iid)
             report.warm_started.append(iid)
