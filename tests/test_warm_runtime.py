@@ -15,7 +15,7 @@ from lambda_src.aws.ledger import BOOTING, READY, STARTED, STARTING
 from lambda_src.core.fleet_state import runner_name
 from lambda_src.core.settings import PoolSettings
 from lambda_src.core.tags import WARM, WARM_CONFIG
-from lambda_src.core.warm_pools import ADAPTIVE, DEMAND_BUCKET_S, SCHEDULED, WEEK_S, WarmSettings, WarmWindow, demand_bucket
+from lambda_src.core.warm_pools import ADAPTIVE, DEMAND_BUCKET_S, OFF, SCHEDULED, WEEK_S, WarmSettings, WarmWindow, demand_bucket
 from tests.conftest import WORKING_HOURS, served_example_plane
 
 
@@ -185,6 +185,15 @@ def test_warm_instances_past_their_maximum_age_are_retired(local: LocalPlane) ->
     report = local.plane.reconcile()
     assert sorted(report.warm_retired) == sorted(warm)
     assert len(report.warm_launched) == 2  # replaced
+
+
+def test_switching_a_warm_pool_off_retires_its_warm_instances(local: LocalPlane) -> None:
+    warm = ready_pool(local)
+    warm_pool(local, mode=OFF, windows=())
+    report = local.plane.reconcile()
+    assert sorted(report.warm_retired) == sorted(warm)
+    assert report.warm_launched == []
+    assert all(state(local, iid) in {"shutting-down", "terminated"} for iid in warm)
 
 
 def test_adaptive_size_follows_recorded_launches_and_the_ebs_budget(local: LocalPlane) -> None:

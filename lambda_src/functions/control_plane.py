@@ -541,8 +541,12 @@ class ControlPlane:
         return None
 
     # ---- stopped warm pools (core/warm_pools.py) ---------------------------------------
+    def _may_keep_warm(self, pool: PoolSettings) -> bool:
+        """Whether the pool launches its own hosts, so it may have warm instances (now or from before)."""
+        return pool.capacity_type != "capacity-block" and bool(pool.launch_template_id)
+
     def _warm_on(self, pool: PoolSettings) -> bool:
-        return pool.warm.mode != OFF and pool.warm.maximum > 0 and pool.capacity_type != "capacity-block" and bool(pool.launch_template_id)
+        return pool.warm.mode != OFF and pool.warm.maximum > 0 and self._may_keep_warm(pool)
 
     def _start_warm(self, pool: PoolSettings, count: int, report: Report, now: float) -> tuple[list[str], Exception | None]:
         """Start up to `count` ready warm instances of the pool (under its planning lock), each
@@ -620,13 +624,17 @@ class ControlPlane:
         themselves off (ready), retire the superseded, the too old and the extra, launch the
         missing; end the warm-tagged instances that are no longer warm and have stopped (a started
         host whose job is done powers off into `stopped`)."""
-        pools = {name: pool for name, pool in self.scaled_pools.items() if self._warm_on(pool)}
-        if not pools:
+        # A pool whose warm pool was switched off (or cut to 0) keeps none: its warm instances
+        # are retired as any beyond a target of 0 would be, once EC2 shows it still has some.
+        able = {name: pool for name, pool in self.scaled_pools.items() if self._may_keep_warm(pool)}
+        pools = {name: pool for name, pool in able.items() if self._warm_on(pool)}
+        if not able:
             return
-        ec2 = {h.id: h for h in self.fleet.warm_hosts(sorted(pools))}
+        ec2 = {h.id: h for h in self.fleet.warm_hosts(sorted(able))}
+        switched_off = {h.pool for h in ec2.values()} - set(pools)
         targets, held = self._warm_sizes(pools, now)
         report.warm_targets = targets
-        for name, pool in sorted(pools.items()):
+        for name, pool in sorted({**pools, **{n: able[n] for n in switched_off if n in able}}.items()):
             try:
                 with self.planning(name):  # scale-up starts this pool's warm instances under the same lock
                     self._keep_warm_pool(pool, ec2, targets.get(name, 0), held.get(name, 0), now, report)
