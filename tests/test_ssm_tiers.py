@@ -198,7 +198,8 @@ def test_simulate_pays_parameter_store_for_every_runner_config(tmp_path: Path) -
     assert got["runner_configs"] == len(sim.hosts) == 3
     assert got["ssm_cost_usd"] == pytest.approx(3 * (0.05 / 730 + 3 * 0.05 / 10_000), abs=1e-4)
     instances = sum(((h.ended_at or sim.end) - h.launched_at) / 3600 * h.price_per_hour for h in sim.hosts)
-    assert got["cost_usd"] == round(instances + runner_config_cost_usd(3), 2)
+    builds = sum(got["image_builds_usd"].values())  # the estate's baked images (issue 20.1)
+    assert got["cost_usd"] == pytest.approx(instances + runner_config_cost_usd(3) + builds, abs=0.011)
 
 
 def test_a_capacity_block_slot_writes_a_config_for_each_runner(tmp_path: Path) -> None:
