@@ -37,7 +37,7 @@ from estate.agent.plan import START_GRACE_S
 from estate.local.fake_github import FakeGithub
 from lambda_src.github.client import GithubClient
 from lambda_src.host.bootstrap import start_runner
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, WORKING_HOURS
 from tests.test_gpus import H100_XML, needs_capture
 
 FAKE_RUNNER = PROJECT_DIR / "tests" / "fake_runner.py"
@@ -235,24 +235,27 @@ def test_refused_credentials_stop_the_agent_without_retrying(github: FakeGithub)
 # ---- credentials on disk --------------------------------------------------------------------
 
 
-def token_file(tmp_path: Path, token: str, minutes: float, mode: int = 0o600) -> Path:
+NOW = WORKING_HOURS.timestamp()  # the clock the credential checks are told
+
+
+def token_file(tmp_path: Path, token: str, minutes: float, mode: int = 0o600, now: float = NOW) -> Path:
     path = tmp_path / "token.json"
-    expires = datetime.fromtimestamp(time.time() + minutes * 60, UTC).isoformat().replace("+00:00", "Z")
+    expires = datetime.fromtimestamp(now + minutes * 60, UTC).isoformat().replace("+00:00", "Z")
     path.write_text(json.dumps({"token": token, "expires_at": expires}), encoding="utf-8")
     path.chmod(mode)
     return path
 
 
 def test_token_files_hold_short_lived_installation_tokens_only(tmp_path: Path) -> None:
-    assert read_token_file(token_file(tmp_path, "ghs_abc", 55), time.time()) == "ghs_abc"
+    assert read_token_file(token_file(tmp_path, "ghs_abc", 55), NOW) == "ghs_abc"
     with pytest.raises(CredentialsError, match="personal or OAuth token"):
-        read_token_file(token_file(tmp_path, "ghp_abc", 55), time.time())
+        read_token_file(token_file(tmp_path, "ghp_abc", 55), NOW)
     with pytest.raises(CredentialsError, match="installation tokens live one hour"):
-        read_token_file(token_file(tmp_path, "ghs_abc", 24 * 60), time.time())
+        read_token_file(token_file(tmp_path, "ghs_abc", 24 * 60), NOW)
     with pytest.raises(CredentialsError, match="expired"):
-        read_token_file(token_file(tmp_path, "ghs_abc", -1), time.time())
+        read_token_file(token_file(tmp_path, "ghs_abc", -1), NOW)
     with pytest.raises(CredentialsError, match=r"readable by group or others \(mode 644\); chmod 600"):
-        read_token_file(token_file(tmp_path, "ghs_abc", 55, mode=0o644), time.time())
+        read_token_file(token_file(tmp_path, "ghs_abc", 55, mode=0o644), NOW)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +265,7 @@ def test_token_files_hold_short_lived_installation_tokens_only(tmp_path: Path) -
 def test_only_installation_tokens_are_accepted_whatever_else_a_token_file_holds(tmp_path: Path, token: str) -> None:
     """An allow-list (`ghs_`), not a list of the kinds we happen to know to refuse."""
     with pytest.raises(CredentialsError, match="installation token"):
-        read_token_file(token_file(tmp_path, token, 55), time.time())
+        read_token_file(token_file(tmp_path, token, 55), NOW)
 
 
 @needs_root
@@ -270,21 +273,23 @@ def test_a_token_file_the_agent_does_not_own_is_refused(tmp_path: Path) -> None:
     path = token_file(tmp_path, "ghs_abc", 55)
     os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)  # whoever owns it can rewrite or chmod it
     with pytest.raises(CredentialsError, match=f"belongs to uid {NOBODY.pw_uid}"):
-        read_token_file(path, time.time())
+        read_token_file(path, NOW)
 
 
 def test_the_expiry_a_token_file_claims_is_not_believed_github_decides(github: FakeGithub, tmp_path: Path) -> None:
     """The file is written by whoever minted the token: it may say 55 minutes of a token
     that lives for weeks. GitHub's answers carry the token's real expiry."""
     github.tokens.add("ghs_longlived")
-    github.token_expiry["ghs_longlived"] = time.time() + 30 * 86400
-    client = TokenFileClient(github.url, "example-org", 0, lambda: "", token_file=token_file(tmp_path, "ghs_longlived", 55))
+    github.token_expiry["ghs_longlived"] = github.clock() + 30 * 86400
+    written = token_file(tmp_path, "ghs_longlived", 55, now=github.clock())
+    client = TokenFileClient(github.url, "example-org", 0, lambda: "", clock=github.clock, token_file=written)
     agent = Agent(client, launcher(github), plain_slots(1, "box", "agent-", LABELS), PREFIX)
     with pytest.raises(CredentialsError, match="GitHub says the token expires"):
         agent.start()
     assert github.runners == {}
 
-    gone = TokenFileClient(github.url, "example-org", 0, lambda: "", token_file=token_file(tmp_path, "ghs_revoked", 55))
+    revoked = token_file(tmp_path, "ghs_revoked", 55, now=github.clock())
+    gone = TokenFileClient(github.url, "example-org", 0, lambda: "", clock=github.clock, token_file=revoked)
     with pytest.raises(CredentialsError, match=r"refused the agent's credentials \(401\)"):
         Agent(gone, launcher(github), plain_slots(1, "box", "agent-", LABELS), PREFIX).start()
 
@@ -298,7 +303,7 @@ def test_a_minted_token_file_is_owner_only_and_never_written_through_a_planted_l
     assert victim.read_text(encoding="utf-8") == "keep"
     assert not out.is_symlink()
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert read_token_file(out, time.time()).startswith("ghs_")  # what agent-token writes, the agent reads
+    assert read_token_file(out, github.clock()).startswith("ghs_")  # what agent-token writes, the agent reads
 
 
 def agent_command(github: FakeGithub, key: Path, *extra: str) -> list[str]:
