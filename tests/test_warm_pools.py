@@ -25,6 +25,7 @@ from lambda_src.core.warm_pools import (
     WarmWindow,
     demand_bucket,
     held_size,
+    history_buckets,
     percentile,
     pick_warm,
     plan_warm_pool,
@@ -180,3 +181,14 @@ def test_an_instance_the_target_wants_again_within_the_hold_is_kept_not_relaunch
     pool = [warm("i-a", NOW - 300), warm("i-b", NOW - 200), warm("i-c", NOW - 100), warm("i-d", NOW - 50)]
     plan = plan_warm_pool("cpu", settings, pool, 0, "ami-new", NOW, keep=held_size(settings, launches, NOW))
     assert (plan.launch, plan.retire) == (0, ("i-a",))
+
+
+def test_the_history_read_covers_every_bucket_the_sizes_look_at() -> None:
+    settings = WarmSettings(weeks=2, lookahead_s=600, hold_s=900)
+    buckets = history_buckets(settings, NOW)
+    everything = {b: 1 for b in range(demand_bucket(NOW - 3 * WEEK_S), demand_bucket(NOW))}
+    only_read = {b: 1 for b in buckets}
+    for step in range(0, settings.hold_s + 1, DEMAND_BUCKET_S):
+        assert target_size(settings, only_read, NOW + step) == target_size(settings, everything, NOW + step)
+    assert held_size(settings, only_read, NOW) == held_size(settings, everything, NOW)
+    assert history_buckets(WarmSettings(mode=OFF), NOW) == []

@@ -83,6 +83,16 @@ def weekly_samples(launches: Mapping[int, int], now: float, lookahead_s: int, we
     return samples
 
 
+def history_buckets(settings: WarmSettings, now: float) -> list[int]:
+    """The demand buckets `target_size` and `held_size` read at `now`: the lookahead and the
+    hold after this weekday and time, in each of the past weeks (none unless adaptive)."""
+    if settings.mode != ADAPTIVE:
+        return []
+    span = max(1, math.ceil((settings.lookahead_s + settings.hold_s) / DEMAND_BUCKET_S))
+    firsts = [demand_bucket(now - k * WEEK_S) for k in range(1, settings.weeks + 1)]
+    return [first + i for first in firsts for i in range(span)]
+
+
 def percentile(values: Sequence[int], share: float) -> float:
     """The nearest-rank percentile: the smallest value with at least `share` of the values at or below it."""
     ordered = sorted(values)

@@ -40,12 +40,10 @@ from lambda_src.core.planner import (
 from lambda_src.core.settings import ControlPlaneSettings, PoolSettings
 from lambda_src.core.tags import WARM_CONFIG
 from lambda_src.core.warm_pools import (
-    ADAPTIVE,
-    DEMAND_BUCKET_S,
     OFF,
-    WEEK_S,
     demand_bucket,
     held_size,
+    history_buckets,
     pick_warm,
     plan_warm_pool,
     target_size,
@@ -608,11 +606,8 @@ class ControlPlane:
         trimmed to the estate's EBS budget."""
         targets, held = {}, {}
         for name, pool in pools.items():
-            history: dict[int, int] = {}
-            if pool.warm.mode == ADAPTIVE:
-                span = max(1, -(-(pool.warm.lookahead_s + pool.warm.hold_s) // DEMAND_BUCKET_S))
-                firsts = [demand_bucket(now - k * WEEK_S) for k in range(1, pool.warm.weeks + 1)]
-                history = self.ledger.launch_history(name, [b + i for b in firsts for i in range(span)])
+            buckets = history_buckets(pool.warm, now)
+            history = self.ledger.launch_history(name, buckets) if buckets else {}
             targets[name] = target_size(pool.warm, history, now)
             held[name] = held_size(pool.warm, history, now)
         volumes = {name: pool.warm.volume_gib for name, pool in pools.items()}
