@@ -104,7 +104,7 @@ class RunnerFleet(pulumi.ComponentResource):
             network_interfaces=[
                 aws.ec2.LaunchTemplateNetworkInterfaceArgs(
                     device_index=0,
-                    security_groups=[args.security_group_id, *rc.runner_additional_security_group_ids],
+                    security_groups=pool.runner_security_groups(args.security_group_id),
                     associate_public_ip_address="true" if args.public_ip else "false",
                     delete_on_termination="true",
                 )

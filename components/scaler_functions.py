@@ -91,7 +91,7 @@ def _pool_settings(pool: Pool, deployed: Mapping[str, Any], public_ip: bool, ima
         deployed["urls"][name],
         events_queue_arn=deployed["events"].get(name, ""),
         reports_queue_arn=deployed["reports"].get(name, ""),
-        security_group_ids=[deployed["security_group"]],
+        security_group_ids=pool.runner_security_groups(deployed["security_group"]),
         public_ip=public_ip,
         image_parameter=image_parameter,
     )

@@ -16,6 +16,8 @@ from estate import cli
 from estate.config.diagnostics import ConfigError
 from estate.config.loader import load_pool
 from estate.preview import Preview, Registered, run_program
+from lambda_src.aws.ec2_fleet import Ec2Fleet
+from lambda_src.core.settings import ControlPlaneSettings
 from policy import rules
 from tests.conftest import PROJECT_DIR, write_pool
 
@@ -423,3 +425,35 @@ def test_only_the_program_s_opt_out_tag_lets_imdsv1_pass() -> None:
     assert names(rules.LAUNCH_TEMPLATE, {**optional, "tags": {rules.IMDSV1_OPT_OUT_TAG: "false"}}) == ["imdsv2-required"]
     required = {"metadataOptions": {"httpTokens": "required"}, "tags": {rules.IMDSV1_OPT_OUT_TAG: "true"}}
     assert names(rules.LAUNCH_TEMPLATE, required) == []
+
+
+class _RunInstancesRecorder:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def run_instances(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        return {"Instances": []}
+
+
+def test_a_warm_instance_joins_the_opted_in_groups_a_fresh_host_joins(tmp_path: Path) -> None:
+    """A warm instance (and a capacity-block node) names its own network interface at launch,
+    which replaces the launch template's: the scaler's settings carry the same groups as the
+    template, so a started warm host is the fresh host's equal."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    extra = "sg-0123456789abcdef0"
+    pool_with(configs, f"  runner_additional_security_group_ids: [{extra}]", "  allow_unchecked_security_groups: true")
+    records = run_program(PROJECT_DIR, "staging", stack_path=stack_file(tmp_path, configs)).records
+    template = next(r for r in records if r.name == "cpu-extra-lt")
+    (interface,) = template.inputs["networkInterfaces"]
+    groups = list(interface["securityGroups"])
+    assert groups[1:] == [extra]
+    function = next(r for r in records if r.type == "aws:lambda/function:Function")
+    settings = ControlPlaneSettings.from_dict(json.loads(function.inputs["code"].assets["lambda_src/control_plane.json"].text))
+    pool = settings.pools["cpu-extra"]
+    assert list(pool.security_group_ids) == groups
+    ec2 = _RunInstancesRecorder()
+    Ec2Fleet(ec2=ec2, environment="staging").launch_warm(pool, 1, "token")
+    (request,) = ec2.requests
+    assert request["NetworkInterfaces"][0]["Groups"] == groups

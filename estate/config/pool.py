@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -17,6 +18,8 @@ from lambda_src.core.instance_catalog import GPU_MODELS, GpuModel, InstanceType,
 from lambda_src.core.routing import Admission, PoolRoute, normalise
 from lambda_src.core.warm_pools import WarmSettings, WarmWindow
 from policy.rules import IMDSV1_OPT_OUT_TAG, managed_policy_finding
+
+G = TypeVar("G")  # a security group id: a string, or a deploy-time output of one
 
 POOL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # Membership in any of these makes a job root on its host, or lets it read what root logs.
@@ -189,6 +192,12 @@ class Pool:
     def opt_out_tags(self) -> dict[str, str]:
         """Tags of the pool's launch template that tell the policy pack an opt-out is explicit."""
         return {IMDSV1_OPT_OUT_TAG: "true"} if self.spec.estate.allow_imdsv1 else {}
+
+    def runner_security_groups(self, estate_group: G) -> list[G | str]:
+        """The groups every host of the pool joins, however it is launched (the launch template,
+        a warm instance's or a capacity-block node's own network interface): the estate's runner
+        group, then the opted-in extra groups."""
+        return [estate_group, *self.runner.runner_additional_security_group_ids]
 
     @property
     def max_runners(self) -> int:
