@@ -29,6 +29,7 @@ from lambda_src.core.warm_pools import (
     percentile,
     pick_warm,
     plan_warm_pool,
+    prepare_deadline_s,
     target_size,
     weekly_samples,
     within_budget,
@@ -113,6 +114,18 @@ def test_beyond_the_target_the_oldest_go() -> None:
     )
     assert plan.retire == ("i-a", "i-b")
     assert plan.launch == 0
+
+
+def test_an_instance_still_preparing_past_its_deadline_failed_its_boot_and_is_replaced() -> None:
+    deadline = prepare_deadline_s(600)
+    pool = [
+        warm("i-late", NOW - deadline - 1, ready=False),
+        warm("i-booting", NOW - deadline + 1, ready=False),
+        warm("i-old-ready", NOW - 7200),
+    ]
+    plan = plan_warm_pool("cpu", WarmSettings(), pool, 3, "ami-new", NOW, boot_timeout_s=600)
+    assert (plan.retire, plan.failed_boots, plan.launch) == (("i-late",), ("i-late",), 1)
+    assert plan_warm_pool("cpu", WarmSettings(), pool, 3, "ami-new", NOW).retire == ()  # the simulator's hosts never fail a boot
 
 
 def test_another_pools_warm_instances_are_not_this_pools() -> None:

@@ -352,7 +352,8 @@ class EstatePolicy(BasePolicy):
         keep = within_budget(held, self.volume_gib, None)
         for pool, target in self._warm_targets(sim).items():
             image = self._image(sim, pool)
-            plan = plan_warm_pool(pool, self.warm_pools[pool], self.warm.values(), target, image, sim.now, keep=keep[pool])
+            boot_timeout_s = 60 * sim.pools[pool].runner.runner_boot_time_in_minutes
+            plan = plan_warm_pool(pool, self.warm_pools[pool], self.warm.values(), target, image, sim.now, keep[pool], boot_timeout_s)
             for wid in plan.retire:
                 self._drop_warm(sim, wid)
                 self.warm_stats["retired"] += 1

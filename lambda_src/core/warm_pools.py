@@ -24,6 +24,7 @@ from lambda_src.core import cron
 DEMAND_BUCKET_S = 300  # the ledger counts a pool's launches per 5-minute bucket
 WEEK_S = 7 * 24 * 3600
 ADAPTIVE, SCHEDULED, OFF = "adaptive", "scheduled", "off"
+PREPARE_GRACE_S = 300.0  # past its boot timeout, a warm instance still preparing has failed its first boot
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class WarmPlan:
     pool: str
     target: int
     launch: int  # warm instances to launch (each boots once, then stops itself)
-    retire: tuple[str, ...]  # warm instances to terminate: superseded, too old, or beyond the target
+    retire: tuple[str, ...]  # warm instances to terminate: superseded, too old, a failed boot, or beyond the target
+    failed_boots: tuple[str, ...] = ()  # of those, the ones still preparing past their deadline
 
 
 def demand_bucket(at: float) -> int:
@@ -137,6 +139,12 @@ def within_budget(targets: Mapping[str, int], volume_gib: Mapping[str, float], b
     return trimmed
 
 
+def prepare_deadline_s(boot_timeout_s: float) -> float:
+    """How long after its launch a warm instance may still be preparing: the pool's boot timeout
+    and the preparation's own time (images pulled, disks read) on top."""
+    return boot_timeout_s + PREPARE_GRACE_S
+
+
 def plan_warm_pool(
     pool: str,
     settings: WarmSettings,
@@ -145,16 +153,26 @@ def plan_warm_pool(
     newest_image: str,
     now: float,
     keep: int | None = None,
+    boot_timeout_s: float | None = None,
 ) -> WarmPlan:
     """Retire what is superseded (another image than the newest), older than the maximum age,
-    or beyond `keep` (at least the target; `held_size` where the caller has the history), oldest
-    first; launch what brings the pool back to its target."""
+    still preparing past `prepare_deadline_s` (it never powered itself off: a failed first
+    boot), or beyond `keep` (at least the target; `held_size` where the caller has the history),
+    oldest first; launch what brings the pool back to its target."""
     mine = [w for w in warm if w.pool == pool]
-    stale = [w for w in mine if (newest_image and w.image_id != newest_image) or now - w.launched_at > settings.max_age_s]
+
+    def failed_boot(w: WarmInstance) -> bool:
+        return boot_timeout_s is not None and not w.ready and now - w.launched_at > prepare_deadline_s(boot_timeout_s)
+
+    def worn(w: WarmInstance) -> bool:  # superseded, aged or a failed boot: never worth keeping
+        return (bool(newest_image) and w.image_id != newest_image) or now - w.launched_at > settings.max_age_s or failed_boot(w)
+
+    stale = [w for w in mine if worn(w)]
     fresh = sorted((w for w in mine if w not in stale), key=lambda w: (w.launched_at, w.id))
     excess = fresh[: max(0, len(fresh) - max(target, keep or 0))]
     kept = len(fresh) - len(excess)
-    return WarmPlan(pool, target, max(0, target - kept), tuple(w.id for w in [*stale, *excess]))
+    failed = tuple(w.id for w in stale if failed_boot(w))
+    return WarmPlan(pool, target, max(0, target - kept), tuple(w.id for w in [*stale, *excess]), failed)
 
 
 def pick_warm(warm: Iterable[WarmInstance], pool: str, count: int, newest_image: str) -> list[str]:

@@ -62,7 +62,6 @@ MAX_JOB_CHECKS = 30
 MAX_REPO_SCANS = 10
 MAX_RERUN_CHECKS = 10  # warned hosts whose job is judged per cycle (each may cost a GitHub call or two)
 REPO_SCAN_WINDOW_S = 3600.0  # repositories with a job this recently are scanned for jobs we never heard of
-WARM_PREPARE_GRACE_S = 300.0  # past its boot timeout, a warm instance that has not powered itself off is retired
 
 
 @dataclass
@@ -665,13 +664,13 @@ class ControlPlane:
                     continue
             if state == BOOTING and host.state == "stopped" and self.ledger.warm_moved(record.id, READY, (BOOTING,)):
                 state = READY
-            if state == BOOTING and now - record.launched_at > pool.boot_timeout_s + WARM_PREPARE_GRACE_S:
-                log.warning("pool %s: warm instance %s never powered itself off; retiring it", pool.name, record.id)
-                self._retire_warm(record.id, (BOOTING,), report)
-                continue
             if state in {BOOTING, READY}:
                 warm.append(replace(record, state=state).warm())
-        plan = plan_warm_pool(pool.name, pool.warm, warm, target, self._newest_image(pool), now, keep=keep)
+        plan = plan_warm_pool(
+            pool.name, pool.warm, warm, target, self._newest_image(pool), now, keep=keep, boot_timeout_s=pool.boot_timeout_s
+        )
+        if plan.failed_boots:
+            log.warning("pool %s: warm instances %s never powered themselves off; retiring them", pool.name, list(plan.failed_boots))
         for iid in plan.retire:
             self._retire_warm(iid, (BOOTING, READY), report)
         if plan.launch <= 0:
