@@ -150,9 +150,10 @@ def _moto_server() -> Iterator[str]:
         warnings.simplefilter("ignore")
         from moto.server import ThreadedMotoServer
 
-    from estate.local.moto_fidelity import make_ssm_strict
+    from estate.local.moto_fidelity import make_run_instances_count_faithful, make_ssm_strict
 
     make_ssm_strict()  # SSM's tier limits, which moto does not enforce
+    make_run_instances_count_faithful()  # up to MaxCount, as EC2 launches
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server._server.server_address[:2]  # type: ignore[union-attr]

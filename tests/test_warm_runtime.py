@@ -1,21 +1,35 @@
 """Stopped warm pools at run time (issue 20.2): the ledger's memory of them and of each pool's
 launches, the reconciler that keeps them, and the launch path that starts them, on loopback
-(moto_server models stop and start; GitHub is our fake)."""
+(moto_server models stop and start; a guest's power-off is played by LocalPlane.power_off with
+the shutdown behaviour EC2 would apply; GitHub is our fake)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from estate.local.plane import MOTO_AMI, LocalPlane
+from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.ledger import BOOTING, READY, STARTED, STARTING
 from lambda_src.core.fleet_state import runner_name
 from lambda_src.core.settings import PoolSettings
 from lambda_src.core.tags import WARM, WARM_CONFIG
-from lambda_src.core.warm_pools import ADAPTIVE, DEMAND_BUCKET_S, OFF, SCHEDULED, WEEK_S, WarmSettings, WarmWindow, demand_bucket
+from lambda_src.core.warm_pools import (
+    ADAPTIVE,
+    DEMAND_BUCKET_S,
+    OFF,
+    PREPARE_GRACE_S,
+    SCHEDULED,
+    WEEK_S,
+    WarmSettings,
+    WarmWindow,
+    demand_bucket,
+)
 from tests.conftest import WORKING_HOURS, served_example_plane
 
 
@@ -92,7 +106,8 @@ def prepared(local: LocalPlane, ids: list[str]) -> None:
     for iid in ids:
         assert config_of(local, iid) == WARM_CONFIG
         local.ssm.call("DeleteParameter", {"Name": local.settings.jit_parameter_prefix + iid})
-    local.ec2.stop_instances(InstanceIds=ids)
+    for iid in ids:
+        local.power_off(iid)
 
 
 def ready_pool(local: LocalPlane) -> list[str]:
@@ -124,6 +139,34 @@ def test_warm_instances_launch_with_stop_behaviour_and_are_never_taken_for_hosts
     assert [r for r in local.plane.scale_down().retired if r["pool"] == POOL] == []
 
 
+def test_a_power_off_stops_a_warm_instance_and_ends_a_fresh_host(local: LocalPlane) -> None:
+    warm_pool(local)
+    warm = local.plane.reconcile().warm_launched
+    local.github.queue_job(["self-hosted", "linux", "x64"])
+    local.pump()
+    report = local.plane.last_report
+    assert report is not None
+    fresh = [iid for iids in report.launched.values() for iid in iids]
+    assert len(fresh) == 1
+    assert fresh[0] not in warm
+    for iid in [*warm, *fresh]:
+        local.power_off(iid)
+    assert [state(local, iid) for iid in warm] == ["stopped"] * len(warm)
+    assert {state(local, iid) for iid in fresh} <= {"shutting-down", "terminated"}
+
+
+def test_a_warm_instance_that_never_powers_itself_off_is_retired_and_replaced(local: LocalPlane) -> None:
+    pool = warm_pool(local)
+    first = local.plane.reconcile().warm_launched
+    local.clock.advance(pool.boot_timeout_s)
+    assert local.plane.reconcile().warm_retired == []  # still within its boot time and preparation
+    local.clock.advance(PREPARE_GRACE_S + 60)
+    report = local.plane.reconcile()
+    assert sorted(report.warm_retired) == sorted(first)
+    assert all(state(local, iid) in {"shutting-down", "terminated"} for iid in first)
+    assert len(report.warm_launched) == 2
+
+
 def test_a_queued_job_starts_a_ready_warm_instance_which_gets_its_runner_config(local: LocalPlane) -> None:
     oldest, *_ = ready_pool(local)
     job = local.github.queue_job(T4)
@@ -145,7 +188,7 @@ def test_a_queued_job_starts_a_ready_warm_instance_which_gets_its_runner_config(
 
     # The job ends; the host powers off, which for a warm-launched instance means `stopped`.
     local.github.finish_job(job.id)
-    local.ec2.stop_instances(InstanceIds=[oldest])
+    local.power_off(oldest)
     local.clock.advance(60)
     after = local.plane.reconcile()
     assert oldest in after.warm_retired  # ended, never returned to the warm pool
@@ -227,3 +270,34 @@ def test_the_stacks_warm_pool_budget_reaches_the_control_plane() -> None:
     settings = control_settings(stack, estate, table_name="t", pools={})
     assert settings.warm_ebs_budget_gib == 500
     assert type(settings).from_dict(settings.to_dict()).warm_ebs_budget_gib == 500
+
+
+class _ScarceEc2:
+    """RunInstances as EC2 answers it when capacity is short: at least MinCount or nothing
+    (InsufficientInstanceCapacity), up to MaxCount."""
+
+    def __init__(self, capacity: dict[str, int]) -> None:
+        self.capacity = capacity
+        self.asked: list[str] = []
+
+    def run_instances(self, **request: Any) -> dict[str, Any]:
+        itype = request["InstanceType"]
+        self.asked.append(itype)
+        given = min(self.capacity.get(itype, 0), request["MaxCount"])
+        if given < request["MinCount"]:
+            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"}}, "RunInstances")
+        self.capacity[itype] -= given
+        now = datetime(2026, 11, 30, tzinfo=UTC)
+        return {"Instances": [{"InstanceId": f"i-{itype}-{n}", "LaunchTime": now, "ImageId": MOTO_AMI} for n in range(given)]}
+
+
+def test_a_warm_launch_takes_what_capacity_there_is_and_leaves_the_rest_to_the_next_cycle() -> None:
+    pool = PoolSettings(
+        name=POOL, capacity_type="spot", instance_types=("g4dn.xlarge", "g4dn.2xlarge"), labels=tuple(T4), runner_group="default",
+        max_instances=10, launch_template_id="lt-1",
+    )  # fmt: skip
+    ec2 = _ScarceEc2({"g4dn.xlarge": 0, "g4dn.2xlarge": 1})
+    hosts, errors = Ec2Fleet(ec2, "local").launch_warm(pool, 3, "warm-token")
+    assert [h.id for h in hosts] == ["i-g4dn.2xlarge-0"]
+    assert errors == ["InsufficientInstanceCapacity"]
+    assert ec2.asked == ["g4dn.xlarge", "g4dn.2xlarge"]

@@ -1,4 +1,4 @@
-"""Where moto is kinder than AWS and can be made as strict: SSM parameter tiers.
+"""Where moto departs from AWS and can be made faithful: SSM parameter tiers, RunInstances counts.
 
 moto 5.2.5 stores a parameter value of any length in any tier, and keeps `Intelligent-Tiering`
 as the parameter's tier. SSM does neither: a Standard parameter holds at most 4,096
@@ -18,6 +18,12 @@ value fits and Advanced when it does not, and the parameter then reports the tie
 get those answers over the wire, from whatever client asks. Not modelled (still kinder than
 SSM): the 10,000 Standard and 100,000 Advanced parameters per account and region, parameter
 policies, and the API throughput limits.
+
+moto 5.2.5's RunInstances launches MinCount instances and ignores MaxCount. EC2 launches as many
+as it has capacity for up to MaxCount, and none (InsufficientInstanceCapacity) when that is
+fewer than MinCount (EC2 API Reference, RunInstances: MaxCount, MinCount); moto has capacity
+for all, so `make_run_instances_count_faithful()` makes it launch MaxCount. A launch asking
+"at least one, up to n" (a warm pool's, a capacity block's) then gets n, as from EC2 with room.
 """
 
 from __future__ import annotations
@@ -78,3 +84,27 @@ def unpatched_put_parameter() -> Any:
 
     put_parameter = SimpleSystemManagerBackend.put_parameter
     return getattr(put_parameter, "unpatched", put_parameter)
+
+
+def make_run_instances_count_faithful() -> None:
+    """Make moto's RunInstances launch MaxCount instances, as EC2 does with capacity to spare
+    (once per process)."""
+    from moto.ec2.responses.instances import InstanceResponse
+
+    run_instances = InstanceResponse.run_instances
+    if getattr(run_instances, "up_to_max_count", False):
+        return
+
+    def up_to_max_count(self: Any) -> Any:
+        most = self._get_param("MaxCount")
+        if most is not None:
+            asked = self._get_param
+
+            def param(name: str, *args: Any, **kwargs: Any) -> Any:
+                return most if name == "MinCount" else asked(name, *args, **kwargs)
+
+            self._get_param = param  # this request's own handler object
+        return run_instances(self)
+
+    up_to_max_count.up_to_max_count = True  # type: ignore[attr-defined]
+    InstanceResponse.run_instances = up_to_max_count  # type: ignore[method-assign]

@@ -30,7 +30,7 @@ from estate.config.stack_config import StackConfig, parse_stack_config
 from estate.derive.control_config import control_settings, pool_settings
 from estate.local.fake_block_ec2 import FakeBlockEc2
 from estate.local.fake_github import FakeGithub, jit_runner
-from estate.local.moto_fidelity import make_ssm_strict
+from estate.local.moto_fidelity import make_run_instances_count_faithful, make_ssm_strict
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.jit_parameters import JitParameters
@@ -122,6 +122,7 @@ class LocalPlane:
 
         session = boto3.session.Session(region_name=REGION)
         self.ec2 = session.client("ec2", endpoint_url=endpoint)
+        self._remember_shutdown_behaviour()
         self.sqs = session.client("sqs", endpoint_url=endpoint)
         ssm = AwsJsonClient("ssm", REGION, endpoint_url=endpoint)
         dynamodb = AwsJsonClient("dynamodb", REGION, endpoint_url=endpoint)
@@ -131,7 +132,12 @@ class LocalPlane:
         for pool in self.estate.pools:
             template = self.ec2.create_launch_template(
                 LaunchTemplateName=f"local-{pool.name}",
-                LaunchTemplateData={"ImageId": self._ami, "InstanceType": pool.runner.instance_types[0]},
+                # As the deployed template (components/runner_fleet.py): a power-off ends the host.
+                LaunchTemplateData={
+                    "ImageId": self._ami,
+                    "InstanceType": pool.runner.instance_types[0],
+                    "InstanceInitiatedShutdownBehavior": "terminate",
+                },
             )["LaunchTemplate"]["LaunchTemplateId"]
             # The block manager's queues: tests hand it their records directly, so only the ARNs are needed.
             arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:local-{pool.name}-" if pool.capacity_type == "capacity-block" else ""
@@ -320,8 +326,30 @@ class LocalPlane:
         return sorted(i["InstanceId"] for r in found["Reservations"] for i in r["Instances"])
 
     def power_off(self, instance_id: str) -> None:
-        """An ephemeral runner's host shuts down after its job (shutdown behaviour: terminate)."""
-        self.ec2.terminate_instances(InstanceIds=[instance_id])
+        """The host powers itself off (after its job, or a warm instance after preparing): EC2
+        then does what the instance's shutdown behaviour says — the RunInstances request's where
+        it set one, else the launch template's `terminate`. moto runs no guest and reports
+        `stop` for every instance launched without the parameter, template or not, so the
+        behaviour EC2 would apply is remembered from the requests (`_remember_shutdown_behaviour`)."""
+        if self._shutdown_behaviour.get(instance_id, "terminate") == "stop":
+            self.ec2.stop_instances(InstanceIds=[instance_id])
+        else:
+            self.ec2.terminate_instances(InstanceIds=[instance_id])
+
+    def _remember_shutdown_behaviour(self) -> None:
+        """Note the shutdown behaviour each RunInstances request sets, per instance it launches."""
+        self._shutdown_behaviour: dict[str, str] = {}
+
+        def asked(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            context["shutdown_behaviour"] = params.get("InstanceInitiatedShutdownBehavior")
+
+        def launched(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            if behaviour := context.get("shutdown_behaviour"):
+                for instance in parsed.get("Instances", []):
+                    self._shutdown_behaviour[instance["InstanceId"]] = behaviour
+
+        self.ec2.meta.events.register("provide-client-params.ec2.RunInstances", asked)
+        self.ec2.meta.events.register("after-call.ec2.RunInstances", launched)
 
     # ---- set-up -----------------------------------------------------------------------
     def _start_moto(self) -> str:
@@ -331,6 +359,7 @@ class LocalPlane:
             from moto.server import ThreadedMotoServer
 
         make_ssm_strict()  # SSM's tier limits, which moto does not enforce
+        make_run_instances_count_faithful()  # up to MaxCount, as EC2 launches
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
         host, port = self.moto._server.server_address[:2]

@@ -163,7 +163,8 @@ class Ec2Fleet:
         """Warm instances of the pool: RunInstances from its launch template, on-demand (a stopped
         spot instance may not be started again), with InstanceInitiatedShutdownBehavior=stop
         (CreateFleet cannot set it) and the WARM tag. Each boots once, prepares and powers off.
-        Returns (what launched, EC2 error codes); the pool's types are tried in turn."""
+        Returns (what launched, EC2 error codes); the pool's types are tried in turn, until one
+        gives at least one instance."""
         interface: dict[str, Any] = {"DeviceIndex": 0, "Groups": list(pool.security_group_ids),
                                      "AssociatePublicIpAddress": pool.public_ip, "DeleteOnTermination": True}  # fmt: skip
         if pool.subnet_ids:
@@ -173,7 +174,7 @@ class Ec2Fleet:
         for index, itype in enumerate(pool.instance_types):
             try:
                 answer = self.ec2.run_instances(
-                    MinCount=count,  # all or none: a shortfall is topped up next cycle
+                    MinCount=1,  # what EC2 can give now: the rest is topped up next cycle
                     MaxCount=count,
                     ClientToken=f"{client_token[:60]}-{index}",
                     LaunchTemplate={"LaunchTemplateId": pool.launch_template_id, "Version": "$Default"},
