@@ -19,7 +19,7 @@ import pulumi_aws as aws
 from estate.config.pool import Pool
 from estate.derive.iam_policies import cloudwatch_agent_policy, ec2_assume_role_policy, jit_parameter_policy, session_manager_policy
 from estate.derive.images import STOCK, BootImage, ImagePlan, LaunchDisk, launch_disks
-from lambda_src.core.tags import runner_tags
+from lambda_src.core.tags import POOL, runner_tags
 
 # EC2 names CPU architectures differently from runner labels.
 _AMI_ARCHITECTURE = {"x64": "x86_64", "arm64": "arm64"}
@@ -124,7 +124,8 @@ class RunnerFleet(pulumi.ComponentResource):
                 )
                 for kind in ("instance", "volume", "network-interface")
             ],
-            tags={**args.tags, **pool.opt_out_tags},
+            # Whose template it is: the launching roles may launch only from their own pools' (iam_policies._launch_and_tag).
+            tags={**args.tags, POOL: pool.name, **pool.opt_out_tags},
             # A baked image's parameter names a build of this recipe before any launch can use it.
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.image_ready)),
         )

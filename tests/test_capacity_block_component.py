@@ -130,7 +130,10 @@ def test_the_block_manager_may_launch_and_terminate_only_as_ours_and_buys_nothin
     (policy,) = [r for r in prod if r.name == "scaler-cb_manager-policy"]
     by_sid = {s["Sid"]: s for s in statements(policy)}
     assert by_sid["TerminateOurs"]["Condition"]["StringEquals"]["aws:ResourceTag/runner-estate:environment"] == "prod"
-    assert by_sid["LaunchIntoBlocks"]["Action"] == ["ec2:RunInstances"]
+    launching = [s for sid, s in by_sid.items() if sid.startswith("LaunchIntoBlocks")]
+    assert {a for s in launching for a in s["Action"]} == {"ec2:RunInstances"}
+    instances = by_sid["LaunchIntoBlocksOurInstances"]["Condition"]["StringEquals"]
+    assert instances["aws:RequestTag/runner-estate:pool"] == ["gpu-b200-cb", "gpu-h100-cb"]
     assert "BuyNextBlock" not in by_sid
     assert all(not a.endswith("*") for s in by_sid.values() for a in s["Action"])
     assert not [r for r in prod if r.type.endswith(":CapacityBlockReservation")]  # nothing bought without `purchase: true`

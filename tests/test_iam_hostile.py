@@ -22,6 +22,7 @@ role's credentials away from jobs instead (lambda_src/host).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -168,7 +169,7 @@ class _LaunchRecorder:
     def run_instances(self, **request: Any) -> dict[str, Any]:
         checked("ec2", "RunInstances", request)
         self.requests.append(request)
-        return {"Instances": [{"InstanceId": "i-0"}]}
+        return {"Instances": [{"InstanceId": "i-0", "LaunchTime": 0.0}]}
 
     def describe_subnets(self, SubnetIds: list[str]) -> dict[str, Any]:  # noqa: N803 - boto3's name
         checked("ec2", "DescribeSubnets", {"SubnetIds": SubnetIds})
@@ -518,6 +519,103 @@ def test_a_job_cannot_start_or_stop_a_warm_instance(world: World, instances: dic
                 yield action, target.arn, tag_context(target.tags, "ec2")
 
     assert permitted(world, instances, attempts) == []
+
+
+# ---- launching: from our templates, only instances tagged as the caller's pools --------------
+
+LAUNCHERS = {"scaler-scale_up-role": HOST_POOLS, "scaler-reconcile-role": HOST_POOLS, **dict.fromkeys(BLOCK_MANAGER, CB_POOLS)}
+EC2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One launch call our code makes, as IAM sees it: the actions EC2 authorizes (CreateFleet
+    also authorizes RunInstances for the caller), the tags the request gives the instance, and
+    the other resources it names or creates."""
+
+    pool: str
+    actions: tuple[str, ...]
+    instance_tags: Mapping[str, str]
+    uses: tuple[str, ...]
+
+
+def launches_of(pool: Pool) -> list[Launch]:
+    """Every launch call of `pool`: a fresh host (CreateFleet) and a warm instance (RunInstances),
+    or a capacity-block node (RunInstances into the block)."""
+    ec2 = _LaunchRecorder()
+    settings = pool_settings(pool, "lt-0", ("subnet-a",), "https://queue", security_group_ids=("sg-0",))
+    if pool.capacity_type == "capacity-block":
+        block = Block("cr-0123456789abcdef0", pool.instance_types[0].name, f"{REGION}a", 1, 1, "active", 0.0, 1.0)
+        BlockEc2(ec2=ec2, environment=ENV).launch(settings, block, 1, "token")
+    else:
+        Ec2Fleet(ec2=ec2, environment=ENV).launch(settings, 1, "token")
+        Ec2Fleet(ec2=ec2, environment=ENV).launch_warm(settings, 1, "token")
+    found = []
+    for request in ec2.requests:
+        fleet = "LaunchTemplateConfigs" in request
+        spot = request.get("TargetCapacitySpecification", {}).get("DefaultTargetCapacityType") == "spot"
+        uses = [f"arn:aws:ec2:{REGION}::image/ami-0", f"{EC2}:subnet/subnet-a", f"{EC2}:security-group/sg-0",
+                f"{EC2}:volume/*", f"{EC2}:network-interface/*"]  # fmt: skip
+        uses += [f"{EC2}:fleet/*"] * fleet + [f"{EC2}:spot-instances-request/*"] * spot
+        if (
+            block_id := request.get("CapacityReservationSpecification", {})
+            .get("CapacityReservationTarget", {})
+            .get("CapacityReservationId")
+        ):
+            uses.append(f"{EC2}:capacity-reservation/{block_id}")
+        (tags,) = [
+            {t["Key"]: t["Value"] for t in spec["Tags"]} for spec in request["TagSpecifications"] if spec["ResourceType"] == "instance"
+        ]
+        actions = ("ec2:CreateFleet", "ec2:RunInstances") if fleet else ("ec2:RunInstances",)
+        found.append(Launch(pool.name, actions, tags, tuple(uses)))
+    return found
+
+
+def refused_parts(world: World, role: str, launch: Launch, template_tags: Mapping[str, str], instance_tags: Mapping[str, str]) -> list[str]:
+    """The resources of the launch IAM refuses the role (the launch fails if any is refused)."""
+    context: dict[str, ContextValue] = {"aws:PrincipalArn": world.roles[role].arn, "aws:RequestedRegion": REGION}
+    requested: dict[str, ContextValue] = {f"aws:RequestTag/{k}": v for k, v in instance_tags.items()}
+    requested["aws:TagKeys"] = tuple(instance_tags)
+    parts = [(f"{EC2}:launch-template/lt-0", tag_context(template_tags, "ec2")), (f"{EC2}:instance/*", requested)]
+    parts += [(arn, {}) for arn in launch.uses]
+    return [
+        f"{action} {arn}"
+        for action in launch.actions
+        for arn, extra in parts
+        if world.decide(world.roles[role], action, arn, {**context, **extra}) is not Decision.ALLOW
+    ]
+
+
+@pytest.fixture(scope="module")
+def template_tags(records: list[Registered]) -> dict[str, dict[str, str]]:
+    """Each pool's launch template's own tags, as the program registers them."""
+    return {r.parent: dict(r.inputs["tags"]) for r in records if r.type == "aws:ec2/launchTemplate:LaunchTemplate" and r.parent}
+
+
+@pytest.mark.parametrize("role", sorted(LAUNCHERS))
+def test_a_launching_role_makes_each_launch_of_its_own_pools(world: World, template_tags: dict[str, dict[str, str]], role: str) -> None:
+    for name in LAUNCHERS[role]:
+        for launch in launches_of(POOLS[name]):
+            assert refused_parts(world, role, launch, template_tags[name], launch.instance_tags) == [], name
+
+
+@pytest.mark.parametrize("role", sorted(LAUNCHERS))
+def test_a_launching_role_cannot_launch_for_another_pool_environment_or_template(
+    world: World, template_tags: dict[str, dict[str, str]], role: str
+) -> None:
+    """A controller turned hostile (a forged webhook, a bug) still launches only what its pools would."""
+    own = LAUNCHERS[role][0]
+    (launch, *_) = launches_of(POOLS[own])
+    template, tags = template_tags[own], dict(launch.instance_tags)
+    for other in (n for n in POOLS if n not in LAUNCHERS[role]):  # the other controller's pools
+        assert refused_parts(world, role, launch, template_tags[other], tags), f"{other}'s template"
+        assert refused_parts(world, role, launch, template, {**tags, "runner-estate:pool": other}), f"{other}'s tag"
+    assert refused_parts(world, role, launch, template, {**tags, "runner-estate:environment": "staging"})
+    assert refused_parts(world, role, launch, template, {k: v for k, v in tags.items() if k != "runner-estate:managed"})
+    assert refused_parts(world, role, launch, template, {})
+    assert refused_parts(world, role, launch, {"team": "someone-elses"}, tags)  # a template that is not ours
+    elsewhere = dataclasses.replace(launch, uses=tuple(u.replace(REGION, "eu-west-1") for u in launch.uses))
+    assert refused_parts(world, role, elsewhere, template, tags)
 
 
 @pytest.mark.parametrize("role", BLOCK_MANAGER)

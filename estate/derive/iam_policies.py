@@ -252,17 +252,36 @@ def _control_plane_basics(
     ]
 
 
-def _launch_and_tag(sid: str, launch_actions: list[str], tagged_by: list[str], region: str) -> list[dict[str, Any]]:
-    """Launching in this region, and tagging only as part of a create call (never existing
-    resources). The one place launch permissions are scoped, for the scaler and the block manager."""
+def _launch_and_tag(
+    sid: str, launch_actions: list[str], tagged_by: list[str], *, region: str, environment: str, pools: list[str], uses: list[str]
+) -> list[dict[str, Any]]:
+    """Launching, the one place launch permissions are scoped, for the scaler and the block
+    manager: only from this environment's launch templates of `pools` (their own tags), only an
+    instance the request tags as one of `pools` in this environment, only in this region; and
+    tagging only as part of a create call (never existing resources).
+
+    The request tags are checked on the instance alone: every launch call of ours tags its
+    instances itself (lambda_src/aws), while volumes and network interfaces take their tags from
+    the launch template, which EC2 may not count as request tags. `uses` names the other
+    resource types a launch creates or reads (volume, subnet, ...), in this region."""
+    ours = {"runner-estate:environment": environment, "runner-estate:managed": "true", "runner-estate:pool": sorted(pools)}
+    arns = [f"arn:aws:ec2:{region}:{'' if kind in ('image', 'snapshot') else '*'}:{kind}/*" for kind in uses]
     return [
         {
-            "Sid": sid,
+            "Sid": f"{sid}FromOurTemplates",
             "Effect": "Allow",
             "Action": launch_actions,
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+            "Resource": f"arn:aws:ec2:{region}:*:launch-template/*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{k}": v for k, v in ours.items()}},
         },
+        {
+            "Sid": f"{sid}OurInstances",
+            "Effect": "Allow",
+            "Action": launch_actions,
+            "Resource": f"arn:aws:ec2:{region}:*:instance/*",
+            "Condition": {"StringEquals": {f"aws:RequestTag/{k}": v for k, v in ours.items()}},
+        },
+        {"Sid": f"{sid}Uses", "Effect": "Allow", "Action": launch_actions, "Resource": arns},
         {
             "Sid": "TagAtLaunch",
             "Effect": "Allow",
@@ -271,6 +290,14 @@ def _launch_and_tag(sid: str, launch_actions: list[str], tagged_by: list[str], r
             "Condition": {"StringEquals": {"ec2:CreateAction": tagged_by}},
         },
     ]
+
+
+# What a launch of ours creates or reads besides the instance and its template: the image and its
+# snapshots, the subnet and groups of its network interface, its volumes and interface, and for
+# CreateFleet the (instant) fleet and, in spot pools, the spot requests; a block's reservation.
+LAUNCH_USES = ["image", "snapshot", "subnet", "security-group", "volume", "network-interface"]
+FLEET_USES = ["fleet", "spot-instances-request"]
+BLOCK_USES = ["capacity-reservation"]
 
 
 def scaler_policy(
@@ -289,8 +316,7 @@ def scaler_policy(
 ) -> PolicyDocument:
     """What scale-up, reconcile and scale-down need. Terminating is limited to instances tagged
     as this environment's and as one of `pools` (the ordinary pools); tagging to create calls;
-    launching only to the region, not yet to our launch templates (whether CreateFleet carries
-    `ec2:LaunchTemplate` cannot be checked offline)."""
+    launching to our templates of `pools` and instances tagged as theirs (`_launch_and_tag`)."""
     statements: list[dict[str, Any]] = [
         *_control_plane_basics(environment, pools, log_group_arn, app_key_arns, jit_prefix_arn, table_arn),
         # Describe calls take no resource-level scoping; the action list is what limits them.
@@ -298,7 +324,15 @@ def scaler_policy(
     ]
     if launches:
         statements += [
-            *_launch_and_tag("Launch", ["ec2:CreateFleet", "ec2:RunInstances"], ["CreateFleet", "RunInstances"], region),
+            *_launch_and_tag(
+                "Launch",
+                ["ec2:CreateFleet", "ec2:RunInstances"],
+                ["CreateFleet", "RunInstances"],
+                region=region,
+                environment=environment,
+                pools=pools,
+                uses=[*LAUNCH_USES, *FLEET_USES],
+            ),
             {
                 # A stopped warm instance is started for a job (issue 20.2): only one of ours, of these
                 # pools and marked warm at its launch (core/tags.WARM; no role may tag after launch).
@@ -374,7 +408,15 @@ def block_manager_policy(
             ],
             "Resource": "*",
         },
-        *_launch_and_tag("LaunchIntoBlocks", ["ec2:RunInstances"], ["RunInstances", "PurchaseCapacityBlock"], region),
+        *_launch_and_tag(
+            "LaunchIntoBlocks",
+            ["ec2:RunInstances"],
+            ["RunInstances", "PurchaseCapacityBlock"],
+            region=region,
+            environment=environment,
+            pools=pools,
+            uses=[*LAUNCH_USES, *BLOCK_USES],
+        ),
         {"Sid": "PassNodeRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": node_role_arns},
         {
             "Sid": "Queues",
