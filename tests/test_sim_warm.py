@@ -26,8 +26,12 @@ PRICES = PriceTable()
 LAT = CONTROL_PLANE_LATENCY_S
 
 
-def cpu_estate(tmp_path: Path, extra: str = "") -> Estate:
-    return load_estate([write_pool(tmp_path, "cpu", MINIMAL_POOL + extra)])
+ON_DEMAND = "  instance_target_capacity_type: on-demand\n"
+
+
+def cpu_estate(tmp_path: Path, extra: str = "", market: str = ON_DEMAND) -> Estate:
+    """Pool `cpu` in upstream's format, on-demand (where warm pools are adaptive by default)."""
+    return load_estate([write_pool(tmp_path, "cpu", MINIMAL_POOL + market + extra)])
 
 
 def busy_history(per_week: int = 3, at: float = 0.0) -> dict[str, dict[int, int]]:
@@ -59,6 +63,23 @@ def test_a_job_starts_a_stopped_warm_instance_before_a_fresh_launch(tmp_path: Pa
     start, fresh = LAT + BOOT_S["cpu-stopped-start"], LAT + BOOT_S["cpu-estate-image"]
     assert waits == pytest.approx([start, start, start, fresh])
     assert sim.report()["warm_instances"]["starts"] == 3
+
+
+def test_a_spot_pools_warm_start_runs_its_job_on_demand(tmp_path: Path) -> None:
+    """As the control plane launches them (ec2_fleet.launch_warm): the job pays on-demand."""
+    estate = cpu_estate(tmp_path, "estate:\n  warm_pool: {mode: adaptive}\n", market="")
+    assert estate.pools[0].capacity_type == "spot"
+    sim = run(estate, [TraceJob("j0", 10.0, CPU, 600.0)], "estate", busy_history(1))
+    assert wait(sim) == pytest.approx(LAT + BOOT_S["cpu-stopped-start"])
+    (served,) = [h for h in sim.hosts if h.slots]
+    assert (served.market, served.price_per_hour) == ("on-demand", PRICES.hourly("m7i.2xlarge", "on-demand"))
+    assert all(h.market == "on-demand" for h in sim.hosts)  # the warm instances' own boots too
+
+
+def test_a_spot_pool_in_upstreams_format_keeps_none_warm(tmp_path: Path) -> None:
+    sim = run(cpu_estate(tmp_path, market=""), [TraceJob("j0", 10.0, CPU, 600.0)], "estate", busy_history(3))
+    assert wait(sim) == pytest.approx(LAT + BOOT_S["cpu-estate-image"])
+    assert sim.report()["warm_instances"]["launched"] == 0
 
 
 def test_the_ledger_counts_warm_starts_and_fresh_launches_as_demand(tmp_path: Path) -> None:
@@ -117,7 +138,7 @@ def test_the_history_is_the_generated_weeks_before_time_zero_routed_per_pool(tmp
 
 
 def test_json_has_per_pool_wait_percentiles_boot_hours_and_warm_costs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_pool(tmp_path, "cpu", MINIMAL_POOL)
+    write_pool(tmp_path, "cpu", MINIMAL_POOL + ON_DEMAND)
     args = ["simulate", "--configs", str(tmp_path), "--workload", "many-short", "--days", "0.2", "--policy", "estate", "--json"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)["policies"]["estate"]

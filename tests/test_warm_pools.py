@@ -154,10 +154,23 @@ def load_one(tmp_path: Path, extra: str = "") -> Pool:
     return pool
 
 
-def test_an_upstream_pool_file_gets_an_adaptive_warm_pool_of_its_baked_image(tmp_path: Path) -> None:
-    warm = load_one(tmp_path).warm_settings
+ON_DEMAND = "  instance_target_capacity_type: on-demand\n"
+
+
+def test_an_upstream_on_demand_pool_file_gets_an_adaptive_warm_pool_of_its_baked_image(tmp_path: Path) -> None:
+    warm = load_one(tmp_path, ON_DEMAND).warm_settings
     assert (warm.mode, warm.maximum, warm.weeks) == ("adaptive", 4, 4)
     assert warm.volume_gib == 30.0  # the default root volume
+
+
+def test_an_upstream_spot_pool_keeps_none_warm_unless_asked_and_is_then_told_the_price(tmp_path: Path) -> None:
+    """A warm instance is on-demand: in a spot pool each warm start runs its job at on-demand price."""
+    assert load_one(tmp_path).warm_settings.mode == "off"
+    write_pool(tmp_path, "cpu", MINIMAL_POOL + "estate:\n  warm_pool: {mode: adaptive}\n")
+    estate = load_estate([str(tmp_path)])
+    assert estate.pools[0].warm_settings.mode == "adaptive"
+    (warning,) = [w for w in estate.warnings if w.key == "estate.warm_pool"]
+    assert "on-demand price" in warning.message
 
 
 def test_a_stock_image_pool_keeps_none_warm(tmp_path: Path) -> None:

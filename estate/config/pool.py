@@ -230,11 +230,13 @@ class Pool:
     @property
     def warm_settings(self) -> WarmSettings:
         """The pool's stopped warm pool as the control plane sizes it: `estate.warm_pool`, else
-        adaptive for a pool booting a baked image (off for a stock image or capacity blocks)."""
+        adaptive for an on-demand pool booting a baked image. Off by default for a spot pool
+        (a warm instance is on-demand, so each warm start would run a spot job at on-demand
+        price: bench/time_to_start_bench.py), a stock image or capacity blocks."""
         chosen = self.spec.estate.warm_pool
         baked = self.spec.estate.image.source == "baked"
         if chosen is None:
-            chosen = WarmPool(mode="adaptive" if baked and self.capacity_type != "capacity-block" else "off")
+            chosen = WarmPool(mode="adaptive" if baked and self.capacity_type == "on-demand" else "off")
         return WarmSettings(
             mode=chosen.mode,
             maximum=chosen.maximum,
@@ -301,23 +303,33 @@ class Pool:
         image_warnings = self._check_image()
         self._check_capacity_block()
         self._check_lifetime()
-        self._check_warm_pool()
+        warm_warnings = self._check_warm_pool()
         self._check_hourly_limit()
-        warnings = self._check_slots()
+        warnings = self._check_slots() + warm_warnings
         self._check_matchers()
         warnings += self._check_managed_policies() + self._check_security_groups()
         return self.dropped_type_warnings + warnings + image_warnings + self._unacted_warnings() + self._security_warnings()
 
-    def _check_warm_pool(self) -> None:
-        """A warm instance is a stopped host of the pool's baked image: none for capacity blocks
-        (nodes live for their block) or a stock image (it would download at every start)."""
+    def _check_warm_pool(self) -> list[ConfigWarning]:
+        """A warm instance is a stopped on-demand host of the pool's baked image: none for
+        capacity blocks (nodes live for their block) or a stock image (it would download at
+        every start); in a spot pool, allowed when asked for, with what it costs said."""
         chosen = self.spec.estate.warm_pool
         if chosen is None or chosen.mode == "off":
-            return
+            return []
         if self.capacity_type == "capacity-block":
             raise self.error("estate.warm_pool", "a capacity-block pool has no warm pool: its nodes live for their block")
         if self.spec.estate.image.source != "baked":
             raise self.error("estate.warm_pool", "warm instances boot the pool's baked image; this pool has image.source: ami")
+        if self.capacity_type == "spot":
+            return [
+                self.warning(
+                    "estate.warm_pool",
+                    "warm instances are on-demand (a stopped spot instance cannot be started again):"
+                    " each job a warm start serves runs at the on-demand price, not spot",
+                )
+            ]
+        return []
 
     def _check_managed_policies(self) -> list[ConfigWarning]:
         """The same verdict as the policy pack (policy.rules.managed_policy_finding): refused

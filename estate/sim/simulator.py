@@ -343,14 +343,13 @@ class Simulation:
 
     def launch_warm(self, pool_name: str, run_s: float) -> Host | None:
         """A warm instance's one boot: an instance that takes no job, billed `run_s` until it
-        powers itself off (then it is stopped: its EBS is the policy's to count). None when a
-        spot launch is refused for capacity."""
+        powers itself off (then it is stopped: its EBS is the policy's to count). On-demand in
+        every pool, as the control plane launches it (a stopped spot instance cannot simply be
+        started again: lambda_src/aws/ec2_fleet.launch_warm)."""
         pool = self.pools[pool_name]
-        if pool.capacity_type == "spot" and self.rng.random() < self.capacity_error_rate:
-            return None
         itype = pool.instance_types[0].name
-        price = self.prices.hourly(itype, pool.capacity_type)
-        host = Host(f"i-{next(self._host_ids):017x}", pool.name, pool.capacity_type, price, self.now, self.now + run_s)
+        price = self.prices.hourly(itype, "on-demand")
+        host = Host(f"i-{next(self._host_ids):017x}", pool.name, "on-demand", price, self.now, self.now + run_s)
         self.hosts.append(host)
         self._live[host.id] = host
         self.at(host.ready_at, self._leave, host)
@@ -358,11 +357,9 @@ class Simulation:
 
     def start_warm(self, pool_name: str, boot_s: float) -> Host | None:
         """A stopped warm instance started for a job: a host of the pool booting `boot_s` (EC2
-        bills each start anew); None when the start is refused for capacity (spot)."""
-        pool = self.pools[pool_name]
-        if pool.capacity_type == "spot" and self.rng.random() < self.capacity_error_rate:
-            return None
-        return self._new_host(pool, pool.capacity_type, boot_s)
+        bills each start anew), on-demand as it was launched, even in a spot pool, so never
+        interrupted. This model refuses only spot capacity, so a start is never refused (None)."""
+        return self._new_host(self.pools[pool_name], "on-demand", boot_s)
 
     def _interrupt(self, host: Host) -> None:
         if not host.alive:
