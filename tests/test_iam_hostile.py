@@ -176,8 +176,9 @@ class _LaunchRecorder:
         return {"Subnets": [{"SubnetId": s, "AvailabilityZone": f"{REGION}a"} for s in SubnetIds]}
 
 
-def launch_tags(pool: Pool, template: Registered) -> dict[str, str]:
-    """The tags an instance of `pool` has: its launch template's, under those the launch call sets."""
+def launch_requests(pool: Pool) -> list[dict[str, Any]]:
+    """What our launch code asks EC2 for a host of `pool`: a fresh host (CreateFleet), then a
+    warm instance (RunInstances); or a capacity-block node (RunInstances into its block)."""
     ec2 = _LaunchRecorder()
     settings = pool_settings(pool, "lt-0", ("subnet-a",), "https://queue", security_group_ids=("sg-0",))
     if pool.capacity_type == "capacity-block":
@@ -185,7 +186,13 @@ def launch_tags(pool: Pool, template: Registered) -> dict[str, str]:
         BlockEc2(ec2=ec2, environment=ENV).launch(settings, block, 1, "token")
     else:
         Ec2Fleet(ec2=ec2, environment=ENV).launch(settings, 1, "token")
-    (request,) = ec2.requests
+        Ec2Fleet(ec2=ec2, environment=ENV).launch_warm(settings, 1, "token")
+    return ec2.requests
+
+
+def launch_tags(pool: Pool, template: Registered) -> dict[str, str]:
+    """The tags an instance of `pool` has: its launch template's, under those the launch call sets."""
+    request = launch_requests(pool)[0]
     tags = {k: v for spec in template.inputs["tagSpecifications"] if spec["resourceType"] == "instance" for k, v in spec["tags"].items()}
     for spec in request["TagSpecifications"]:
         if spec["ResourceType"] == "instance":
@@ -540,18 +547,9 @@ class Launch:
 
 
 def launches_of(pool: Pool) -> list[Launch]:
-    """Every launch call of `pool`: a fresh host (CreateFleet) and a warm instance (RunInstances),
-    or a capacity-block node (RunInstances into the block)."""
-    ec2 = _LaunchRecorder()
-    settings = pool_settings(pool, "lt-0", ("subnet-a",), "https://queue", security_group_ids=("sg-0",))
-    if pool.capacity_type == "capacity-block":
-        block = Block("cr-0123456789abcdef0", pool.instance_types[0].name, f"{REGION}a", 1, 1, "active", 0.0, 1.0)
-        BlockEc2(ec2=ec2, environment=ENV).launch(settings, block, 1, "token")
-    else:
-        Ec2Fleet(ec2=ec2, environment=ENV).launch(settings, 1, "token")
-        Ec2Fleet(ec2=ec2, environment=ENV).launch_warm(settings, 1, "token")
+    """Every launch call of `pool` (`launch_requests`), as IAM sees it."""
     found = []
-    for request in ec2.requests:
+    for request in launch_requests(pool):
         fleet = "LaunchTemplateConfigs" in request
         spot = request.get("TargetCapacitySpecification", {}).get("DefaultTargetCapacityType") == "spot"
         uses = [f"arn:aws:ec2:{REGION}::image/ami-0", f"{EC2}:subnet/subnet-a", f"{EC2}:security-group/sg-0",
