@@ -4,38 +4,52 @@ one GitHub (our fake), with hosts and GitHub played as they behave:
 
 - a host boots, reads its one-job runner config, registers; a node's slot manager does the
   same per slot and reports a slot free after each job; a host powers off after its job;
+- a warm instance (issue 20.2) boots, finds the warm marker instead of a runner config and
+  powers off into `stopped`; once the scaler starts it, it boots again and reads its one-job
+  config as a fresh host does (lambda_src/host/bootstrap.py). The pools' warm sizes are
+  adaptive, read from a launch history seeded with this day's own jobs in each past week;
 - GitHub gives each queued job to an idle online runner whose labels cover the job's, as it
   does, and sends the webhooks; foreign runners of the org come and go, so listings page and
   shift under the controllers;
 - EC2 ends a block's instances 30 minutes before its end, after its 40-minute warning.
 
 Every controller termination is checked at the moment it happens: terminating a host whose
-runner runs a job is a wrongful termination. At the end every job must have run.
+runner runs a job is a wrongful termination (a started warm host is a host like any other; a
+stopped warm instance has no job). At the end every job must have run.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from estate.local.fake_block_ec2 import FakeBlockEc2
+from estate.local.fake_block_ec2 import FakeBlockEc2, FakeInstance
 from estate.local.fake_github import FakeGithub, FakeRunner, jit_runner
 from estate.local.plane import LocalPlane
+from estate.sim.timings import EC2_LAUNCH_TO_OS_S, EC2_START_STOPPED_TO_OS_S
 from lambda_src.aws.block_ec2 import BlockEc2
 from lambda_src.aws.ec2_fleet import Ec2Fleet
 from lambda_src.aws.sigv4_client import AwsError
 from lambda_src.core.block_planner import WARNING_LEAD_S
 from lambda_src.core.fleet_state import instance_id_of, slot_of
 from lambda_src.core.routing import normalise
+from lambda_src.core.tags import WARM, WARM_CONFIG
+from lambda_src.core.warm_pools import WEEK_S, demand_bucket
 from lambda_src.functions.block_manager import BlockManager
+from lambda_src.functions.control_plane import Report
 
 MINUTE = 60.0
 HOUR = 3600.0
 BOOT_S = 90.0  # launch to runner registered, a baked image (the simulator's figures are per image)
+# A stopped warm instance started for a job: EC2's start instead of a launch before the OS is up,
+# then the same bootstrap and runner connection (estate/sim/timings.py: launch -> OS 25.8 s, start
+# of a stopped instance -> OS 21 s). Its disks were initialised on its first boot.
+START_BOOT_S = BOOT_S - (EC2_LAUNCH_TO_OS_S - EC2_START_STOPPED_TO_OS_S)
 
 
 @dataclass
@@ -79,6 +93,12 @@ class Day:
     _slots_up: set[tuple[str, int]] = field(default_factory=set)
     _by_github: dict[int, DayJob] = field(default_factory=dict)
     _to_deliver: bool = False
+    # Stopped warm pools, as the control plane reported them (scale-up's and reconcile's reports).
+    warm_launched: set[str] = field(default_factory=set)
+    warm_started: set[str] = field(default_factory=set)
+    warm_start_failed: list[str] = field(default_factory=list)
+    warm_retired: set[str] = field(default_factory=set)
+    warm_prepared: int = 0  # warm instances that found the marker and powered off
 
     @property
     def github(self) -> FakeGithub:
@@ -98,6 +118,22 @@ class Day:
         for n in range(self.foreign_runners):
             self._foreign(n)
         self._page_churn()
+        self._seed_launch_history()
+
+    def _seed_launch_history(self) -> None:
+        """The launches each pool needed on this weekday in each of the past weeks, as the control
+        plane counts them (one host per job of this day, in the bucket it was queued in): so the
+        adaptive warm sizes are non-zero around the rushes, as after weeks of such days."""
+        settings, ledger = self.local.settings, self.local.plane.ledger
+        launches: Counter[tuple[str, int]] = Counter()
+        for job in self.jobs:
+            pool = settings.pools[settings.routing.route(job.labels)[0]]
+            if pool.capacity_type == "capacity-block":  # a block's nodes are the manager's: never counted
+                continue
+            for weeks_ago in range(1, pool.warm.weeks + 1):
+                launches[pool.name, demand_bucket(self.t0 + job.at - weeks_ago * WEEK_S)] += 1
+        for (pool_name, bucket), count in sorted(launches.items()):
+            ledger.count_launches(pool_name, bucket, count, settings.pools[pool_name].warm.weeks)
 
     def _foreign(self, n: int) -> None:
         runner = FakeRunner(next(self.github._ids), f"lab-box-{n}-{self._rng.randrange(10**6)}", ["self-hosted", "lab"], 1)
@@ -128,6 +164,7 @@ class Day:
         end = self.t0 + (hours + settle_h) * HOUR
         while self.local.clock() < end:
             now = self.local.clock()
+            self.ec2.settle()  # EC2's in-between states (pending, stopping, shutting-down) end as time passes
             while pending and self.t0 + pending[0].at <= now:
                 self._queue(pending.pop(0))
             self._deliver()
@@ -135,7 +172,7 @@ class Day:
             self._github_assigns()
             self._jobs_finish()
             self._blocks()
-            self.local.plane.reconcile()
+            self._note(self.local.plane.reconcile())
             self.local.plane.scale_down()
             self.manager.manage()
             self.peak_runners = max(self.peak_runners, sum(1 for r in self.github.runners.values() if not r.name.startswith("lab-")))
@@ -170,7 +207,10 @@ class Day:
 
         def either(records: list[dict[str, Any]]) -> list[str]:
             nonlocal failed
+            self.local.plane.last_report = None
             retry = sorted(set(self.local.plane.scale_up(records)) | set(self.manager.scale_up(records)))
+            if self.local.plane.last_report is not None:
+                self._note(self.local.plane.last_report)
             failed = failed or bool(retry)
             return retry
 
@@ -182,18 +222,38 @@ class Day:
         now = self.local.clock()
         jit = self.local.plane.jit
         for inst in list(self.ec2.instances.values()):
-            if inst.state != "running" or now - inst.launched_at < BOOT_S:
+            if inst.state != "running":
                 continue
             if inst.reservation is None:
-                if inst.id not in self._booted and self._read(jit.name(inst.id)) is not None:
-                    self._booted[inst.id] = now
-            else:
+                # LaunchTime is EC2's last launch or start: a started warm instance boots from its start.
+                if inst.id not in self._booted and now - inst.launched_at >= (START_BOOT_S if inst.started else BOOT_S):
+                    self._host_boots(inst.id, jit.name(inst.id))
+            elif now - inst.launched_at >= BOOT_S:
                 for slot in range(len(self.local.settings.pools[inst.tags["runner-estate:pool"]].slot_gpus)):
                     if (inst.id, slot) not in self._slots_up and self._read(jit.name(inst.id, slot)) is not None:
                         self._slots_up.add((inst.id, slot))
 
+    def _host_boots(self, instance_id: str, parameter: str) -> None:
+        """What lambda_src/host/bootstrap.py does at each boot: its one-job config registers the
+        runner; the warm marker (a warm instance's first boot) means prepare and power off, which
+        for a warm instance (shutdown behaviour `stop`) is `stopped`; nothing yet: it waits."""
+        config = self._take(parameter)
+        if config is None:
+            return
+        if config == WARM_CONFIG:
+            self.ec2.guest_powers_off(instance_id)
+            self.warm_prepared += 1
+            return
+        self._connect(config)
+        self._booted[instance_id] = self.local.clock()
+
     def _read(self, parameter: str) -> str | None:
-        """The host's side of SSM: read its runner config once, delete it, register the runner."""
+        """A slot's side of SSM: read its runner config once, delete it, register the runner."""
+        config = self._take(parameter)
+        return None if config is None else self._connect(config)
+
+    def _take(self, parameter: str) -> str | None:
+        """Read a stored runner config once and delete it; None while none is stored."""
         try:
             found = self.local.ssm.call("GetParameter", {"Name": parameter, "WithDecryption": True})
         except AwsError as exc:
@@ -201,7 +261,10 @@ class Day:
                 return None
             raise
         self.local.ssm.call("DeleteParameter", {"Name": parameter})
-        _, name = jit_runner(found["Parameter"]["Value"])
+        return str(found["Parameter"]["Value"])
+
+    def _connect(self, config: str) -> str:
+        _, name = jit_runner(config)
         self.github.connect(name)
         return name
 
@@ -229,8 +292,8 @@ class Day:
             slot = slot_of(job.runner)
             if slot is None:
                 iid = instance_id_of(job.runner)
-                if iid is not None and iid in self.ec2.instances:  # the host powers off after its job
-                    self.ec2.instances[iid].state = "terminated"
+                if iid is not None and iid in self.ec2.instances and self.ec2.instances[iid].state == "running":
+                    self.ec2.guest_powers_off(iid)  # after its job: terminated, or stopped for a started warm instance
                 continue
             iid, index = slot
             self._slots_up.discard((iid, index))
@@ -258,10 +321,14 @@ class Day:
 
     # ---- the verdict -------------------------------------------------------------------------
     def check_termination(self, who: str, instance_ids: list[str]) -> None:
+        """Judge a controller's termination: of a host running a job (a started warm host is
+        one), wrongful; of another controller's instance, wrongful. A stopped warm instance
+        or a host still booting runs no job."""
         self.terminations += len(instance_ids)
+        self.ec2.settle()
         for iid in instance_ids:
             inst = self.ec2.instances.get(iid)
-            if inst is None or inst.state != "running":
+            if inst is None or inst.state in {"shutting-down", "terminated"}:
                 continue
             running = [j.github_id for j in self._by_github.values() if j.started_at is not None and not j.done and iid in (j.runner or "")]
             if running:
@@ -273,6 +340,33 @@ class Day:
 
     def stranded(self) -> list[DayJob]:
         return [j for j in self.jobs if not j.done]
+
+    def _note(self, report: Report) -> None:
+        self.warm_launched.update(report.warm_launched)
+        self.warm_started.update(report.warm_started)
+        self.warm_start_failed += report.warm_start_failed
+        self.warm_retired.update(report.warm_retired)
+
+    def warm_instances(self) -> list[FakeInstance]:
+        """Every instance EC2 launched into a warm pool (tagged warm), whatever became of it."""
+        return [i for i in self.ec2.instances.values() if i.tags.get(WARM) == "true"]
+
+    def warm_up_without_a_job(self) -> list[str]:
+        """Warm-launched instances EC2 still runs whose runner runs no job: a prepared one that
+        never powered off, or a started one that outlived its job."""
+        running = [j.runner or "" for j in self._by_github.values() if j.started_at is not None and not j.done]
+        up = (i for i in self.warm_instances() if i.state in {"pending", "running"})
+        return [i.id for i in up if not any(i.id in runner for runner in running)]
+
+    def warm_figures(self) -> dict[str, int]:
+        return {
+            "launched": len(self.warm_launched),
+            "prepared": self.warm_prepared,
+            "started": len(self.warm_started),
+            "start_failed": len(self.warm_start_failed),
+            "retired_unstarted": len(self.warm_retired - self.warm_started),  # beyond a target, or booting too long
+            "ended_after_a_job": len(self.warm_retired & self.warm_started),  # stopped after their job, then terminated
+        }
 
 
 def _record(queue_arn: str, body: dict[str, Any], sender_instance: str | None) -> dict[str, Any]:

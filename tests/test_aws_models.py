@@ -33,6 +33,7 @@ OUR_OPERATIONS = {
         "CreateFleet",
         "RunInstances",
         "DescribeInstances",
+        "StartInstances",
         "TerminateInstances",
         "DescribeCapacityReservations",
         "DescribeSubnets",

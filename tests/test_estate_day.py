@@ -1,6 +1,7 @@
 """The estate for a day as deployed: every controller over one EC2, one ledger and one GitHub,
-hundreds of runners, blocks starting and ending. Not one wrongful termination, not one
-stranded job."""
+hundreds of runners, blocks starting and ending, stopped warm pools filling ahead of the rushes
+and started for their jobs. Not one wrongful termination, not one stranded job, not one warm
+instance left running without a job."""
 
 from __future__ import annotations
 
@@ -37,3 +38,15 @@ def test_a_day_of_the_whole_estate_ends_no_running_job_and_strands_none(day: Day
     assert [(j.labels, j.at) for j in day.stranded()] == []
     assert day.peak_runners >= 150  # hundreds of runners of ours at once, beside 150 foreign ones
     assert day.terminations > 0
+
+    # The warm pools ran beside the other controllers: launched ahead of the rushes (the launch
+    # history says when), prepared and stopped, started for jobs, and each started one ended as
+    # a fresh host does: stopped after its job, then terminated.
+    warm = day.warm_instances()
+    print("warm pools over the day:", day.warm_figures())
+    assert day.warm_launched == {i.id for i in warm}  # what the control plane reported is what EC2 has
+    assert day.warm_prepared > 0
+    assert day.warm_started == set(day.ec2.starts)
+    assert len(day.warm_started) > 0
+    assert day.warm_up_without_a_job() == []
+    assert [i.id for i in warm if i.started and i.state != "terminated"] == []
