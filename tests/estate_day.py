@@ -98,6 +98,7 @@ class Day:
     warm_started: set[str] = field(default_factory=set)
     warm_start_failed: list[str] = field(default_factory=list)
     warm_retired: set[str] = field(default_factory=set)
+    warm_ended: set[str] = field(default_factory=set)
     warm_prepared: int = 0  # warm instances that found the marker and powered off
 
     @property
@@ -346,6 +347,7 @@ class Day:
         self.warm_started.update(report.warm_started)
         self.warm_start_failed += report.warm_start_failed
         self.warm_retired.update(report.warm_retired)
+        self.warm_ended.update(report.warm_ended)
 
     def warm_instances(self) -> list[FakeInstance]:
         """Every instance EC2 launched into a warm pool (tagged warm), whatever became of it."""
@@ -364,8 +366,8 @@ class Day:
             "prepared": self.warm_prepared,
             "started": len(self.warm_started),
             "start_failed": len(self.warm_start_failed),
-            "retired_unstarted": len(self.warm_retired - self.warm_started),  # beyond a target, or booting too long
-            "ended_after_a_job": len(self.warm_retired & self.warm_started),  # stopped after their job, then terminated
+            "retired": len(self.warm_retired),  # never started: beyond a target, superseded, or a failed boot
+            "ended_after_a_job": len(self.warm_ended),  # stopped after their job, then terminated
         }
 
 

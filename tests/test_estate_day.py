@@ -50,3 +50,5 @@ def test_a_day_of_the_whole_estate_ends_no_running_job_and_strands_none(day: Day
     assert len(day.warm_started) > 0
     assert day.warm_up_without_a_job() == []
     assert [i.id for i in warm if i.started and i.state != "terminated"] == []
+    assert day.warm_ended == day.warm_started  # reported as ended, not as retired warm instances
+    assert not day.warm_retired & day.warm_started

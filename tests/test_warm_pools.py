@@ -26,11 +26,13 @@ from lambda_src.core.warm_pools import (
     demand_bucket,
     held_size,
     history_buckets,
+    launch_size,
     percentile,
     pick_warm,
     plan_warm_pool,
     prepare_deadline_s,
     target_size,
+    warm_launch_token,
     weekly_samples,
     within_budget,
 )
@@ -218,3 +220,30 @@ def test_the_history_read_covers_every_bucket_the_sizes_look_at() -> None:
         assert target_size(settings, only_read, NOW + step) == target_size(settings, everything, NOW + step)
     assert held_size(settings, only_read, NOW) == held_size(settings, everything, NOW)
     assert history_buckets(WarmSettings(mode=OFF), NOW) == []
+
+
+def test_a_launch_is_sized_for_when_it_will_be_ready_so_a_rushs_end_launches_nothing() -> None:
+    # Past Mondays launched 4 in the bucket just before 14:00 and nothing after it.
+    before = {demand_bucket(NOW - 60 - k * WEEK_S): 4 for k in range(1, 5)}
+    settings = WarmSettings(maximum=10, ready_s=300)
+    assert target_size(settings, before, NOW - 60) == 4  # the rush is still in this minute's window
+    assert launch_size(settings, before, NOW - 60) == 0  # but it is over before a launch could serve it
+    # Ahead of a rush the launch leads it by the time an instance takes to be ready.
+    ahead = {demand_bucket(NOW + 600 - k * WEEK_S): 2 for k in range(1, 5)}
+    assert (target_size(settings, ahead, NOW), launch_size(settings, ahead, NOW)) == (0, 2)
+    assert held_size(settings, ahead, NOW) >= launch_size(settings, ahead, NOW)  # what it launches, it keeps
+
+
+def test_a_warm_launch_token_repeats_only_for_the_same_launch() -> None:
+    pool = [warm("i-a", NOW - 300), warm("i-b", NOW - 200)]
+    token = warm_launch_token("cpu", pool, 2, NOW)
+    assert token == warm_launch_token("cpu", list(reversed(pool)), 2, NOW + 30)  # a retry within the minute
+    assert len(token) <= 60  # room for the per-type suffix in a 64-character ClientToken
+    others = [
+        warm_launch_token("cpu", pool, 1, NOW),
+        warm_launch_token("cpu", pool[:1], 2, NOW),
+        warm_launch_token("gpu", pool, 2, NOW),
+        warm_launch_token("cpu", pool, 2, NOW + 60),
+    ]
+    assert token not in others
+    assert len(set(others)) == len(others)

@@ -191,7 +191,8 @@ def test_a_queued_job_starts_a_ready_warm_instance_which_gets_its_runner_config(
     local.power_off(oldest)
     local.clock.advance(60)
     after = local.plane.reconcile()
-    assert oldest in after.warm_retired  # ended, never returned to the warm pool
+    assert after.warm_ended == [oldest]  # ended, never returned to the warm pool
+    assert oldest not in after.warm_retired  # which counts warm instances never started
     assert state(local, oldest) in {"shutting-down", "terminated"}
     assert len(after.warm_launched) == 1  # the pool is topped up to its two
 

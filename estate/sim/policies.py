@@ -28,7 +28,7 @@ from lambda_src.core.interruptions import breaker_open_until, on_demand_sibling
 from lambda_src.core.overflow import plan_overflow
 from lambda_src.core.planner import REUSE_WINDOW_S, LaunchOrder, plan_launches, plan_reuse, plan_scale_down, scaled_pools, warm_target
 from lambda_src.core.settings import PoolSettings
-from lambda_src.core.warm_pools import OFF, WarmInstance, demand_bucket, held_size, pick_warm, plan_warm_pool, target_size, within_budget
+from lambda_src.core.warm_pools import OFF, WarmInstance, demand_bucket, held_size, launch_size, pick_warm, plan_warm_pool, within_budget
 
 ENVIRONMENT = "sim"
 # A reused host's next runner: tidy, read its config, start and register. Ours, not measured on AWS.
@@ -333,9 +333,9 @@ class EstatePolicy(BasePolicy):
         return f"{sim.pools[pool].image_family}-{built}"
 
     def _warm_targets(self, sim: Simulation) -> dict[str, int]:
-        """`target_size` per pool from the ledger's history, then the EBS budget (`within_budget`;
+        """`launch_size` per pool from the ledger's history, then the EBS budget (`within_budget`;
         the estate sets none yet)."""
-        targets = {p: target_size(w, self.launches.get(p, {}), sim.now) for p, w in self.warm_pools.items()}
+        targets = {p: launch_size(w, self.launches.get(p, {}), sim.now) for p, w in self.warm_pools.items()}
         return within_budget(targets, self.volume_gib, None)
 
     def _add_warm(self, sim: Simulation, pool: str, launched_at: float, ready: bool) -> str:

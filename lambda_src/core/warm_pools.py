@@ -14,6 +14,7 @@ decide with these functions, so the simulator's figures are the planner's.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class WarmSettings:
     # the adaptive target's minute-to-minute moves would retire and relaunch (each launch pays a
     # boot and a full volume initialization) instances wanted again minutes later.
     hold_s: int = 3600
+    # From launch to stopped and ready (boot, image pulls, power-off, noticed): only demand after
+    # that can use an instance launched now, so launches are sized that far ahead (`launch_size`).
+    ready_s: int = 180
     volume_gib: float = 0.0  # EBS GiB a warm instance holds (for the budget)
 
 
@@ -116,9 +120,16 @@ def target_size(settings: WarmSettings, launches: Mapping[int, int], now: float)
     return max(0, min(settings.maximum, wanted))
 
 
+def launch_size(settings: WarmSettings, launches: Mapping[int, int], now: float) -> int:
+    """How many warm instances the pool launches up to now: the target once an instance launched
+    now is ready. Sized at `now`, the end of a rush would launch instances whose demand is over
+    before they have prepared, and they would be retired unused."""
+    return target_size(settings, launches, now + settings.ready_s)
+
+
 def held_size(settings: WarmSettings, launches: Mapping[int, int], now: float) -> int:
     """The most warm instances the target asks for from now to `hold_s` ahead: what a pool
-    keeps (it launches only up to `target_size` now)."""
+    keeps (it launches only up to `launch_size`, which this covers while `ready_s` <= `hold_s`)."""
     steps = range(0, settings.hold_s + 1, DEMAND_BUCKET_S)
     return max(target_size(settings, launches, now + step) for step in steps)
 
@@ -180,3 +191,11 @@ def pick_warm(warm: Iterable[WarmInstance], pool: str, count: int, newest_image:
     image's only, the oldest first (it is the first to age out)."""
     ready = [w for w in warm if w.pool == pool and w.ready and (not newest_image or w.image_id == newest_image)]
     return [w.id for w in sorted(ready, key=lambda w: (w.launched_at, w.id))[: max(0, count)]]
+
+
+def warm_launch_token(pool: str, warm: Iterable[WarmInstance], count: int, now: float) -> str:
+    """A warm launch's idempotency token: the same for the same pool, minute, warm pool and count
+    (a retried or repeated request launches nothing twice), another for any other launch (EC2
+    refuses a token reused with other parameters: IdempotentParameterMismatch)."""
+    seen = ",".join(sorted(w.id for w in warm if w.pool == pool))
+    return "warm-" + hashlib.sha256(f"{pool}|{int(now // 60)}|{count}|{seen}".encode()).hexdigest()[:24]

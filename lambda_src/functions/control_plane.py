@@ -44,9 +44,10 @@ from lambda_src.core.warm_pools import (
     demand_bucket,
     held_size,
     history_buckets,
+    launch_size,
     pick_warm,
     plan_warm_pool,
-    target_size,
+    warm_launch_token,
     within_budget,
 )
 from lambda_src.functions.run_workflows import name_run_workflows
@@ -89,6 +90,7 @@ class Report:
     warm_start_failed: list[str] = field(default_factory=list)
     warm_launched: list[str] = field(default_factory=list)
     warm_retired: list[str] = field(default_factory=list)
+    warm_ended: list[str] = field(default_factory=list)  # started for a job, stopped after it, then terminated
     warm_targets: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -112,6 +114,7 @@ class Report:
             "warm_start_failed": len(self.warm_start_failed),
             "warm_launched": len(self.warm_launched),
             "warm_retired": len(self.warm_retired),
+            "warm_ended": len(self.warm_ended),
             "capped": {pool: o.reason for pool, o in sorted(self.orders.items()) if o.reason.startswith("capped")},
         }
 
@@ -607,7 +610,7 @@ class ControlPlane:
         for name, pool in pools.items():
             buckets = history_buckets(pool.warm, now)
             history = self.ledger.launch_history(name, buckets) if buckets else {}
-            targets[name] = target_size(pool.warm, history, now)
+            targets[name] = launch_size(pool.warm, history, now)
             held[name] = held_size(pool.warm, history, now)
         volumes = {name: pool.warm.volume_gib for name, pool in pools.items()}
         budget = self.settings.warm_ebs_budget_gib
@@ -646,7 +649,7 @@ class ControlPlane:
                     records[host.id] = WarmRecord(host.id, pool.name, host.launched_at, host.image_id, BOOTING)
             elif host.state == "stopped":  # started and done (or unknown): no longer warm, never started again
                 self._terminate(host.id)
-                report.warm_retired.append(host.id)
+                report.warm_ended.append(host.id)
         warm = []
         for record in records.values():
             host = ec2.get(record.id)
@@ -675,9 +678,10 @@ class ControlPlane:
             self._retire_warm(iid, (BOOTING, READY), report)
         if plan.launch <= 0:
             return
-        hosts, errors = self.fleet.launch_warm(pool, plan.launch, f"warm-{pool.name}-{int(now // 60)}")
+        hosts, errors = self.fleet.launch_warm(pool, plan.launch, warm_launch_token(pool.name, warm, plan.launch, now))
         for host in hosts:
-            self.ledger.add_warm(host.id, pool.name, now, host.image_id, pool.warm.max_age_s)
+            if not self.ledger.add_warm(host.id, pool.name, now, host.image_id, pool.warm.max_age_s):
+                continue  # EC2 answered a repeated request with the instances it launched before
             self.jit.put(host.id, WARM_CONFIG)  # read as its config: prepare and power off
             report.warm_launched.append(host.id)
         log.info(
