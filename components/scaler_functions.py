@@ -5,7 +5,7 @@ ledger, the schedules, the two SecureStrings, and one least-privilege role per f
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,12 @@ def lambda_archive(settings_json: str, dependencies: Path | None) -> pulumi.Asse
         for entry in sorted(dependencies.iterdir()):
             assets[entry.name] = pulumi.FileArchive(str(entry)) if entry.is_dir() else pulumi.FileAsset(str(entry))
     return pulumi.AssetArchive(assets)
+
+
+def _templates_first(args: ScalerFunctionsArgs, pools: Sequence[str]) -> pulumi.Output[list[str]]:
+    """The pools' launch templates, as a dependency of a launching role's policy: its launch
+    statements require the templates' pool tag, so an update applies them after the tags."""
+    return pulumi.Output.all(*[args.pools[name].launch_template_id for name in pools])
 
 
 def _pool_settings(pool: Pool, deployed: Mapping[str, Any], public_ip: bool, image_parameter: str) -> PoolSettings:
@@ -226,7 +232,7 @@ class ScalerFunctions(pulumi.ComponentResource):
             def policy(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
                 parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, pulumi.Output.all(*runner_roles),
                                           pulumi.Output.all(*(scaled_queue_arns if queues is None else queues)),
-                                          self._image_parameter_arns(args, scaled))  # fmt: skip
+                                          self._image_parameter_arns(args, scaled), _templates_first(args, scaled))  # fmt: skip
                 return parts.apply(
                     lambda a: iam_policies.scaler_policy(
                         environment=env,
@@ -390,12 +396,14 @@ class ScalerFunctions(pulumi.ComponentResource):
             if arn is not None
         }
         buys = any(p.spec.estate.capacity_block is not None and p.spec.estate.capacity_block.renew for p in block_pools)
+        reservation_ids = [r for p in block_pools if p.spec.estate.capacity_block for r in p.spec.estate.capacity_block.reservation_ids]
 
         def policy(queue_arns: list[pulumi.Output[str]]) -> Any:
             def build(log_arn: pulumi.Output[str]) -> pulumi.Output[dict[str, Any]]:
                 images = self._image_parameter_arns(args, [p.name for p in block_pools])
                 roles = pulumi.Output.all(*[w.role_arn for w in wiring])
-                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, roles, pulumi.Output.all(*queue_arns), images)
+                parts = pulumi.Output.all(log_arn, app_key_arns, jit_prefix_arn, table.arn, roles, pulumi.Output.all(*queue_arns), images,
+                                          _templates_first(args, [p.name for p in block_pools]))  # fmt: skip
                 return parts.apply(
                     lambda a: iam_policies.block_manager_policy(
                         environment=stack.environment,
@@ -409,6 +417,7 @@ class ScalerFunctions(pulumi.ComponentResource):
                         queue_arns=list(a[5]),
                         buys_blocks=buys,
                         image_parameter_arns=list(a[6]),
+                        reservation_ids=reservation_ids,
                     )
                 )
 

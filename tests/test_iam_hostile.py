@@ -182,7 +182,8 @@ def launch_requests(pool: Pool) -> list[dict[str, Any]]:
     ec2 = _LaunchRecorder()
     settings = pool_settings(pool, "lt-0", ("subnet-a",), "https://queue", security_group_ids=("sg-0",))
     if pool.capacity_type == "capacity-block":
-        block = Block("cr-0123456789abcdef0", pool.instance_types[0].name, f"{REGION}a", 1, 1, "active", 0.0, 1.0)
+        (named, *_) = settings.reservation_ids  # every example block pool names its block
+        block = Block(named, pool.instance_types[0].name, f"{REGION}a", 1, 1, "active", 0.0, 1.0)
         BlockEc2(ec2=ec2, environment=ENV).launch(settings, block, 1, "token")
     else:
         Ec2Fleet(ec2=ec2, environment=ENV).launch(settings, 1, "token")
@@ -543,7 +544,7 @@ class Launch:
     pool: str
     actions: tuple[str, ...]
     instance_tags: Mapping[str, str]
-    uses: tuple[str, ...]
+    uses: tuple[tuple[str, Mapping[str, ContextValue]], ...]  # (ARN, what IAM knows of it)
 
 
 def launches_of(pool: Pool) -> list[Launch]:
@@ -552,15 +553,16 @@ def launches_of(pool: Pool) -> list[Launch]:
     for request in launch_requests(pool):
         fleet = "LaunchTemplateConfigs" in request
         spot = request.get("TargetCapacitySpecification", {}).get("DefaultTargetCapacityType") == "spot"
-        uses = [f"arn:aws:ec2:{REGION}::image/ami-0", f"{EC2}:subnet/subnet-a", f"{EC2}:security-group/sg-0",
+        arns = [f"arn:aws:ec2:{REGION}::image/ami-0", f"{EC2}:subnet/subnet-a", f"{EC2}:security-group/sg-0",
                 f"{EC2}:volume/*", f"{EC2}:network-interface/*"]  # fmt: skip
-        uses += [f"{EC2}:fleet/*"] * fleet + [f"{EC2}:spot-instances-request/*"] * spot
+        arns += [f"{EC2}:fleet/*"] * fleet + [f"{EC2}:spot-instances-request/*"] * spot
+        uses: list[tuple[str, Mapping[str, ContextValue]]] = [(arn, {}) for arn in arns]
         if (
             block_id := request.get("CapacityReservationSpecification", {})
             .get("CapacityReservationTarget", {})
             .get("CapacityReservationId")
         ):
-            uses.append(f"{EC2}:capacity-reservation/{block_id}")
+            uses.append((f"{EC2}:capacity-reservation/{block_id}", {}))  # named in the pool's config
         (tags,) = [
             {t["Key"]: t["Value"] for t in spec["Tags"]} for spec in request["TagSpecifications"] if spec["ResourceType"] == "instance"
         ]
@@ -574,8 +576,11 @@ def refused_parts(world: World, role: str, launch: Launch, template_tags: Mappin
     context: dict[str, ContextValue] = {"aws:PrincipalArn": world.roles[role].arn, "aws:RequestedRegion": REGION}
     requested: dict[str, ContextValue] = {f"aws:RequestTag/{k}": v for k, v in instance_tags.items()}
     requested["aws:TagKeys"] = tuple(instance_tags)
-    parts = [(f"{EC2}:launch-template/lt-0", tag_context(template_tags, "ec2")), (f"{EC2}:instance/*", requested)]
-    parts += [(arn, {}) for arn in launch.uses]
+    parts: list[tuple[str, Mapping[str, ContextValue]]] = [
+        (f"{EC2}:launch-template/lt-0", tag_context(template_tags, "ec2")),
+        (f"{EC2}:instance/*", requested),
+        *launch.uses,
+    ]
     return [
         f"{action} {arn}"
         for action in launch.actions
@@ -612,8 +617,33 @@ def test_a_launching_role_cannot_launch_for_another_pool_environment_or_template
     assert refused_parts(world, role, launch, template, {k: v for k, v in tags.items() if k != "runner-estate:managed"})
     assert refused_parts(world, role, launch, template, {})
     assert refused_parts(world, role, launch, {"team": "someone-elses"}, tags)  # a template that is not ours
-    elsewhere = dataclasses.replace(launch, uses=tuple(u.replace(REGION, "eu-west-1") for u in launch.uses))
+    elsewhere = dataclasses.replace(launch, uses=tuple((arn.replace(REGION, "eu-west-1"), c) for arn, c in launch.uses))
     assert refused_parts(world, role, elsewhere, template, tags)
+
+
+def into_block(launch: Launch, block_id: str, block_tags: Mapping[str, str]) -> Launch:
+    """The same node launch into another capacity reservation, tagged `block_tags`."""
+    uses = [u for u in launch.uses if ":capacity-reservation/" not in u[0]]
+    return dataclasses.replace(launch, uses=(*uses, (f"{EC2}:capacity-reservation/{block_id}", tag_context(block_tags, "ec2"))))
+
+
+@pytest.mark.parametrize("role", BLOCK_MANAGER)
+def test_the_block_manager_launches_into_its_named_or_bought_blocks_only(
+    world: World, template_tags: dict[str, dict[str, str]], role: str
+) -> None:
+    """Not into another team's capacity reservation, however the request names it."""
+    pool = CB_POOLS[0]
+    (launch,) = launches_of(POOLS[pool])
+    template, tags = template_tags[pool], launch.instance_tags
+    bought = {"runner-estate:managed": "true", "runner-estate:environment": ENV, "runner-estate:pool": pool}
+    assert refused_parts(world, role, into_block(launch, "cr-0ffffffffffffffff", bought), template, tags) == []
+    assert refused_parts(world, role, into_block(launch, "cr-0ffffffffffffffff", {}), template, tags)
+    assert refused_parts(
+        world, role, into_block(launch, "cr-0ffffffffffffffff", {**bought, "runner-estate:environment": "staging"}), template, tags
+    )
+    assert refused_parts(
+        world, role, into_block(launch, "cr-0ffffffffffffffff", {**bought, "runner-estate:pool": HOST_POOLS[0]}), template, tags
+    )
 
 
 @pytest.mark.parametrize("role", BLOCK_MANAGER)

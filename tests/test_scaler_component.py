@@ -182,3 +182,14 @@ def test_alarms_watch_the_counters_that_mean_jobs_may_wait(scaler: list[Register
         ("redeliver", "hook_missing"),
         ("scale_up+reconcile", "spot_role_missing"),  # from both functions' logs (tests/test_spot_role.py)
     }
+
+
+def test_a_launching_roles_policy_is_applied_after_the_launch_templates_it_requires() -> None:
+    """Its launch statements require each template's pool tag: on an update that adds the tag,
+    the policy must not be tightened before the templates carry it."""
+    records = run_program(PROJECT_DIR, "prod").records
+    templates = {r.urn for r in records if r.type == "aws:ec2/launchTemplate:LaunchTemplate"}
+    for function in ("scale_up", "reconcile", "cb_scale_up", "cb_manager"):
+        (policy,) = [r for r in records if r.name == f"scaler-{function}-policy"]
+        used = {urn for urns in policy.property_dependencies.values() for urn in urns} | set(policy.dependencies)
+        assert used & templates, function

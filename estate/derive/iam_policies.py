@@ -294,10 +294,30 @@ def _launch_and_tag(
 
 # What a launch of ours creates or reads besides the instance and its template: the image and its
 # snapshots, the subnet and groups of its network interface, its volumes and interface, and for
-# CreateFleet the (instant) fleet and, in spot pools, the spot requests; a block's reservation.
+# CreateFleet the (instant) fleet and, in spot pools, the spot requests.
 LAUNCH_USES = ["image", "snapshot", "subnet", "security-group", "volume", "network-interface"]
 FLEET_USES = ["fleet", "spot-instances-request"]
-BLOCK_USES = ["capacity-reservation"]
+
+
+def _our_blocks(region: str, environment: str, pools: list[str], reservation_ids: list[str]) -> list[dict[str, Any]]:
+    """The capacity reservations a node may be launched into: those named in the pools' config,
+    and those tagged as this environment's block of one of `pools`."""
+    arn = f"arn:aws:ec2:{region}:*:capacity-reservation/"
+    tagged = {"aws:ResourceTag/runner-estate:environment": environment, "aws:ResourceTag/runner-estate:pool": sorted(pools)}
+    named = sorted(set(reservation_ids))
+    return [
+        *(
+            [{"Sid": "IntoNamedBlocks", "Effect": "Allow", "Action": ["ec2:RunInstances"], "Resource": [arn + r for r in named]}]
+            * bool(named)
+        ),
+        {
+            "Sid": "IntoTaggedBlocks",
+            "Effect": "Allow",
+            "Action": ["ec2:RunInstances"],
+            "Resource": arn + "*",
+            "Condition": {"StringEquals": tagged},
+        },
+    ]
 
 
 def scaler_policy(
@@ -389,10 +409,13 @@ def block_manager_policy(
     queue_arns: list[str],
     buys_blocks: bool,
     image_parameter_arns: list[str] | None = None,
+    reservation_ids: list[str] | None = None,
 ) -> PolicyDocument:
     """What cb_scale_up and cb_manager need: launch nodes into capacity blocks, read them,
     terminate only this environment's nodes of `pools` (the capacity-block pools), and (only
-    where a pool renews) buy a block."""
+    where a pool renews) buy a block. Nodes go only into the blocks the pools name
+    (`reservation_ids`) or that are tagged as one of them in this environment (bought by the
+    stack or the manager): never into another team's capacity reservation."""
     statements: list[dict[str, Any]] = [
         *_control_plane_basics(environment, pools, log_group_arn, app_key_arns, jit_prefix_arn, table_arn),
         {
@@ -415,8 +438,9 @@ def block_manager_policy(
             region=region,
             environment=environment,
             pools=pools,
-            uses=[*LAUNCH_USES, *BLOCK_USES],
+            uses=LAUNCH_USES,
         ),
+        *_our_blocks(region, environment, pools, reservation_ids or []),
         {"Sid": "PassNodeRoles", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": node_role_arns},
         {
             "Sid": "Queues",
