@@ -24,7 +24,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +39,7 @@ from lambda_src.core.block_planner import WARNING_LEAD_S
 from lambda_src.core.fleet_state import instance_id_of, slot_of
 from lambda_src.core.routing import normalise
 from lambda_src.core.tags import WARM, WARM_CONFIG
-from lambda_src.core.warm_pools import WEEK_S, demand_bucket
+from lambda_src.core.warm_pools import ADAPTIVE, WEEK_S, demand_bucket
 from lambda_src.functions.block_manager import BlockManager
 from lambda_src.functions.control_plane import Report
 
@@ -119,7 +119,21 @@ class Day:
         for n in range(self.foreign_runners):
             self._foreign(n)
         self._page_churn()
+        self._warm_pools_asked_for()
         self._seed_launch_history()
+
+    def _warm_pools_asked_for(self) -> None:
+        """Every pool that launches its own hosts keeps an adaptive warm pool, as if each pool file
+        asked for one (`estate.warm_pool: {mode: adaptive}`): spot pools keep none by default,
+        and the day's jobs go to spot pools first."""
+        settings = self.local.settings
+        pools = {
+            name: pool if pool.capacity_type == "capacity-block" else replace(pool, warm=replace(pool.warm, mode=ADAPTIVE))
+            for name, pool in settings.pools.items()
+        }
+        self.local.settings = replace(settings, pools=pools)
+        self.local.plane.settings = self.local.settings
+        self.local.plane.__dict__.pop("scaled_pools", None)  # a cached view of the settings
 
     def _seed_launch_history(self) -> None:
         """The launches each pool needed on this weekday in each of the past weeks, as the control
